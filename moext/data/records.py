@@ -1,0 +1,119 @@
+"""The one sample record type that every database reader produces.
+
+Data flows one way: spreadsheet + frames -> :class:`Sample` records -> aligned crops (cache) ->
+onset/apex pairs -> DataModule. Nothing here touches pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Kind = Literal["micro", "macro"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One annotated clip of one database.
+
+    Attributes:
+        dataset: database key: ``"casme2"``, ``"samm"``, ``"smic"``, ``"casme3"`` (or ``"synth"``).
+        subject: the subject id as the database spells it in its own folders
+            (``"sub01"``, ``"006"``, ``"s1"``, ``"spNO.1"``). LOSO folds are built on it.
+        clip: clip id, unique within ``dataset`` (``"EP02_01f"``, ``"006_1_2"``, ``"s1_ne_01"``,
+            ``"spNO.1_a_0"`` for a CAS(ME)^3 clip cut from a longer video).
+        frames: every frame file of the clip's folder, sorted by frame number (never as strings).
+        frame_numbers: the frame number of each entry of ``frames`` (same length).
+        onset: frame number of the onset frame (an element of ``frame_numbers``).
+        apex: frame number of the apex frame. For macro clips this is the annotated apex; the
+            pseudo apex (the N-th frame after the onset) is chosen later, see :meth:`pseudo_apex`.
+        offset: frame number of the offset frame, or ``None`` when not annotated / unusable.
+        emotion: the emotion label as the database spells it, lower-cased and stripped
+            (``"happiness"``, ``"others"``, ``"negative"`` for SMIC folders), or ``None``.
+        kind: ``"micro"`` or ``"macro"``.
+        source: where the record came from, for error messages (``"file.xlsx row 17"``).
+        action_units: the AU string as annotated, or ``""``.
+    """
+
+    dataset: str
+    subject: str
+    clip: str
+    frames: tuple[Path, ...]
+    frame_numbers: tuple[int, ...]
+    onset: int
+    apex: int
+    offset: int | None = None
+    emotion: str | None = None
+    kind: Kind = "micro"
+    source: str = ""
+    action_units: str = ""
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def id(self) -> str:
+        """Globally unique sample id: ``"{dataset}/{subject}/{clip}"``."""
+        return f"{self.dataset}/{self.subject}/{self.clip}"
+
+    def frame_path(self, frame_number: int) -> Path:
+        """The file of one frame, by frame number."""
+        try:
+            return self.frames[self.frame_numbers.index(frame_number)]
+        except ValueError:
+            raise KeyError(f"{self.id}: no frame number {frame_number} in {self.source}") from None
+
+    @property
+    def onset_path(self) -> Path:
+        return self.frame_path(self.onset)
+
+    @property
+    def apex_path(self) -> Path:
+        return self.frame_path(self.apex)
+
+    def pseudo_apex(self, n: int) -> int:
+        """Frame number of the frame ``n`` frames after the onset (the paper's pseudo apex, N = 5).
+
+        Counted in frames present on disk, so gaps in numbering do not shift it. Clamped to the
+        clip's last frame when the clip is shorter than ``n`` frames after its onset.
+        """
+        i = self.frame_numbers.index(self.onset)
+        return self.frame_numbers[min(i + n, len(self.frame_numbers) - 1)]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A row a reader could not use, with the reason. Never dropped silently: reported."""
+
+    clip: str
+    reason: str
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A row a reader used after fixing a known quirk (e.g. apex == onset), with what it did."""
+
+    clip: str
+    reason: str
+    source: str = ""
+
+
+@dataclass
+class ReadResult:
+    """What a reader returns: the usable samples and the report of everything else."""
+
+    samples: list[Sample]
+    rejected: list[Rejection] = field(default_factory=list)
+    corrected: list[Correction] = field(default_factory=list)
+
+    def extend(self, other: ReadResult) -> None:
+        self.samples.extend(other.samples)
+        self.rejected.extend(other.rejected)
+        self.corrected.extend(other.corrected)
+
+
+class DatasetError(Exception):
+    """A database cannot be read at all (wrong root, missing spreadsheet, renamed column).
+
+    The message names the file or folder that was expected and what was wrong with it.
+    """
