@@ -1,0 +1,381 @@
+"""The MoExt module family (pure ``torch.nn``; no Lightning here).
+
+Images enter every module as float tensors in [0, 1], shape (B, 3, H, W); the feature separator
+normalises them itself. Feature vectors are (B, D); the paper treats them as (B, D, 1, 1) maps,
+which is how the motion extractor and the decoder see them.
+
+Parts (paper section / table in brackets):
+    ConvBlock          Conv(out, 3, 1)-BN-ReLU twice, spatial size kept [Table 1].
+    build_backbone     generic features (timm ``features_only``, or a tiny CNN for tests/CPU).
+    Branch             shape or texture branch: Conv blocks + fully connected layers -> (B, 512).
+    FeatureSeparator   backbone + shape branch (+ texture branch during pretraining) [F].
+    MotionExtractor    M = C2(Concat(C1(|S_a - S_o|), S_a)) [Eq. 2-3].
+    ApexDecoder        Concat(M, T_o) (B, 1024, 1, 1) -> reconstructed apex [Eq. 4, Table 2].
+    ProjectionHead     f: features -> the space of the contrastive losses [Eq. 6, 8].
+    ClassifierHead     motion features -> class logits (objective learning).
+    MoExt              all of the above under fixed attribute names.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ConvBlock(nn.Sequential):
+    """Conv(out, k, 1)-BN-ReLU twice; keeps the spatial size (Table 1).
+
+    Shapes: (B, in_channels, H, W) -> (B, out_channels, H, W).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        pad = kernel_size // 2
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, 1, pad, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, kernel_size, 1, pad, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+def _up_conv(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Upsample(2), Conv2d(out, 3, 1), BN, ReLU (one row of Table 2): (B, C, h, w) -> (B, out, 2h, 2w)."""
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class TinyBackbone(nn.Module):
+    """A small CNN standing in for the timm backbone in tests and CPU demos.
+
+    Shapes: (B, 3, H, W) -> (B, channels, H / 8, W / 8).
+    """
+
+    def __init__(self, channels: int = 32) -> None:
+        super().__init__()
+        c = channels
+        self.layers = nn.Sequential(
+            nn.Conv2d(3, c // 2, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(c // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c // 2, c, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+        )
+        self.out_channels = c
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class TimmBackbone(nn.Module):
+    """The last feature map of a timm model created with ``features_only=True``.
+
+    Args:
+        name: timm model name, e.g. ``"resnet18"``.
+        pretrained: load timm's pretrained weights (downloads them unless ``checkpoint`` is set).
+        checkpoint: a local weights file for the timm model (offline use).
+
+    Shapes: (B, 3, H, W) -> (B, C, H / 32, W / 32) for ResNets.
+    """
+
+    def __init__(self, name: str, pretrained: bool = False, checkpoint: str | None = None) -> None:
+        super().__init__()
+        import timm
+
+        kwargs = {}
+        if checkpoint:
+            kwargs["pretrained_cfg_overlay"] = {"file": checkpoint}
+            pretrained = True
+        self.body = timm.create_model(
+            name, pretrained=pretrained, features_only=True, out_indices=(-1,), **kwargs
+        )
+        self.out_channels = self.body.feature_info.channels()[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)[-1]
+
+
+def build_backbone(
+    name: str, pretrained: bool = False, checkpoint: str | None = None
+) -> TinyBackbone | TimmBackbone:
+    """``"tiny"`` or ``"tiny-<channels>"`` gives :class:`TinyBackbone`; anything else is a timm name."""
+    if name == "tiny" or name.startswith("tiny-"):
+        channels = int(name.split("-")[1]) if "-" in name else 32
+        return TinyBackbone(channels)
+    return TimmBackbone(name, pretrained=pretrained, checkpoint=checkpoint)
+
+
+class Branch(nn.Module):
+    """Shape or texture branch: Conv blocks, global average pool, two fully connected layers.
+
+    Shapes: (B, in_channels, h, w) -> (B, feature_dim).
+    """
+
+    def __init__(self, in_channels: int, channels: int = 512, blocks: int = 1, feature_dim: int = 512):
+        super().__init__()
+        convs = [ConvBlock(in_channels if i == 0 else channels, channels) for i in range(blocks)]
+        self.convs = nn.Sequential(*convs)
+        self.fc = nn.Sequential(
+            nn.Linear(channels, feature_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(feature_dim, feature_dim),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.convs(x)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class MotionExtractor(nn.Module):
+    """M = C2(Concat(C1(|S_a - S_o|), S_a)) (Eq. 2-3), with C1, C2 Conv blocks on 1x1 maps.
+
+    Shapes: s_onset, s_apex (B, D) -> motion (B, D).
+    """
+
+    def __init__(self, feature_dim: int = 512) -> None:
+        super().__init__()
+        self.c1 = ConvBlock(feature_dim, feature_dim)
+        self.c2 = ConvBlock(2 * feature_dim, feature_dim)
+
+    def forward(self, s_onset: Tensor, s_apex: Tensor) -> Tensor:
+        delta = (s_apex - s_onset).abs()[:, :, None, None]
+        m = self.c2(torch.cat([self.c1(delta), s_apex[:, :, None, None]], dim=1))
+        return m.flatten(1)
+
+
+class ShapeDifference(nn.Module):
+    """The ablation "w/o motion extractor": M = |S_a - S_o|. Shapes: (B, D), (B, D) -> (B, D)."""
+
+    def forward(self, s_onset: Tensor, s_apex: Tensor) -> Tensor:
+        return (s_apex - s_onset).abs()
+
+
+class ApexDecoder(nn.Module):
+    """Reconstructs the apex from Concat(M, T_o) (Table 2).
+
+    With the defaults this is exactly the paper's decoder: (B, 1024, 1, 1) -> (B, 3, 224, 224),
+    with stage outputs 512x8x8, 512x7x7, 512x14x14, 256x28x28, 128x56x56, 64x112x112,
+    32x112x112, 32x224x224, 3x224x224. For another ``image_size`` (a multiple of 32) the stem
+    grows the 1x1 input to image_size / 32 (upsampling by 2, then an average pool that trims
+    the excess, as the paper's AvgPool(2, 1) trims 8 to 7), so the output is the input's size.
+    The channel widths can be narrowed for tests and CPU runs.
+
+    Args:
+        in_channels: channels of the input map (motion + texture dims).
+        image_size: output side length; a multiple of 32.
+        stem_channels: width of the stem rows (paper 512).
+        up_channels: widths of the four upsampling rows after the pool (paper 512, 256, 128, 64).
+        refine_channels: width of the Conv blocks at half resolution (paper 32).
+        refine_blocks: how many such Conv blocks (paper 5).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1024,
+        image_size: int = 224,
+        stem_channels: int = 512,
+        up_channels: tuple[int, ...] = (512, 256, 128, 64),
+        refine_channels: int = 32,
+        refine_blocks: int = 5,
+    ) -> None:
+        super().__init__()
+        if image_size % 32:
+            raise ValueError(f"ApexDecoder: image_size must be a multiple of 32, got {image_size}")
+        if len(up_channels) != 4:
+            raise ValueError(f"ApexDecoder: up_channels needs 4 widths, got {up_channels}")
+        base = image_size // 32
+        n_stem = max(1, math.ceil(math.log2(base)))  # 3 at 224, as in the paper
+        stem_size = 2**n_stem
+        stem = [_up_conv(in_channels if i == 0 else stem_channels, stem_channels) for i in range(n_stem)]
+        self.stem = nn.Sequential(*stem)
+        # AvgPool(k, 1) maps stem_size -> stem_size - k + 1 = base; the paper's k = 2 (8 -> 7).
+        self.pool = nn.AvgPool2d(stem_size - base + 1, stride=1)
+        widths = (stem_channels, *up_channels)
+        self.up = nn.Sequential(*[_up_conv(widths[i], widths[i + 1]) for i in range(4)])
+        refine = [
+            ConvBlock(up_channels[-1] if i == 0 else refine_channels, refine_channels)
+            for i in range(refine_blocks)
+        ]
+        self.refine = nn.Sequential(*refine)
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        self.head = nn.Sequential(nn.Conv2d(refine_channels, 3, 3, 1, 1), nn.ReLU())
+
+    def stages(self) -> list[nn.Module]:
+        """The modules whose outputs Table 2 lists, in order (up rows unpacked)."""
+        return [self.stem, self.pool, *self.up, self.refine, self.upsample, self.head]
+
+    def forward(self, z: Tensor) -> Tensor:
+        """(B, in_channels, 1, 1) or (B, in_channels) -> (B, 3, image_size, image_size)."""
+        if z.dim() == 2:
+            z = z[:, :, None, None]
+        for stage in self.stages():
+            z = stage(z)
+        return z
+
+
+class ProjectionHead(nn.Module):
+    """f: features -> the space of the contrastive losses (Eq. 6, 8).
+
+    Linear-ReLU-Linear, then (by default) L2 normalisation so that the paper's margins
+    (eps in [0.2, 0.5]) are on a fixed scale; the paper does not say, so it is a switch. No
+    batch norm: f is also applied to the single mean shape feature S_bar.
+
+    Shapes: (N, in_dim) -> (N, out_dim).
+    """
+
+    def __init__(
+        self, in_dim: int = 512, hidden_dim: int = 1024, out_dim: int = 256, normalize: bool = True
+    ) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim),
+        )
+        self.normalize = normalize
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.mlp(x)
+        return F.normalize(z, dim=-1) if self.normalize else z
+
+
+class ClassifierHead(nn.Sequential):
+    """Motion features -> class logits. Shapes: (B, in_dim) -> (B, num_classes)."""
+
+    def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.5) -> None:
+        super().__init__(nn.Dropout(dropout), nn.Linear(in_dim, num_classes))
+
+
+@dataclass
+class MoExtConfig:
+    """Architecture of the MoExt family; shared by pretraining and classification.
+
+    Attributes:
+        backbone: timm model name (paper-scale default ``"resnet18"``) or ``"tiny[-C]"``.
+        pretrained_backbone: start the backbone from timm's ImageNet weights.
+        backbone_checkpoint: local file with the backbone's timm weights (offline).
+        image_size: input side length (paper 224); a multiple of 32.
+        feature_dim: size of shape, texture and motion features (paper 512).
+        branch_channels: width of the branches' Conv blocks.
+        branch_blocks: Conv blocks per branch.
+        motion_extractor: False gives the ablation M = |S_a - S_o|.
+        decoder_stem_channels, decoder_up_channels, decoder_refine_channels,
+        decoder_refine_blocks: see :class:`ApexDecoder` (defaults = Table 2).
+        projection_hidden_dim, projection_dim, projection_normalize: see :class:`ProjectionHead`.
+    """
+
+    backbone: str = "resnet18"
+    pretrained_backbone: bool = False
+    backbone_checkpoint: str | None = None
+    image_size: int = 224
+    feature_dim: int = 512
+    branch_channels: int = 512
+    branch_blocks: int = 1
+    motion_extractor: bool = True
+    decoder_stem_channels: int = 512
+    decoder_up_channels: list[int] = field(default_factory=lambda: [512, 256, 128, 64])
+    decoder_refine_channels: int = 32
+    decoder_refine_blocks: int = 5
+    projection_hidden_dim: int = 1024
+    projection_dim: int = 256
+    projection_normalize: bool = True
+
+
+# Fields of MoExtConfig that change parameter shapes or module structure: a pretraining
+# checkpoint can only be loaded into a classifier that agrees on these.
+ARCHITECTURE_FIELDS = (
+    "backbone",
+    "image_size",
+    "feature_dim",
+    "branch_channels",
+    "branch_blocks",
+    "motion_extractor",
+)
+
+
+class FeatureSeparator(nn.Module):
+    """F: splits an image into shape and (optionally) texture features.
+
+    Shapes: (B, 3, H, W) in [0, 1] -> shape (B, D), texture (B, D) or None.
+    """
+
+    def __init__(self, cfg: MoExtConfig, texture: bool = True) -> None:
+        super().__init__()
+        self.backbone = build_backbone(cfg.backbone, cfg.pretrained_backbone, cfg.backbone_checkpoint)
+        c = self.backbone.out_channels
+        self.shape = Branch(c, cfg.branch_channels, cfg.branch_blocks, cfg.feature_dim)
+        self.texture = Branch(c, cfg.branch_channels, cfg.branch_blocks, cfg.feature_dim) if texture else None
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        h = self.backbone((images - self.mean) / self.std)
+        return self.shape(h), (self.texture(h) if self.texture is not None else None)
+
+
+class MoExt(nn.Module):
+    """The whole family under fixed names: ``separator``, ``motion``, ``decoder``,
+    ``projection``, ``classifier``.
+
+    Args:
+        cfg: the architecture.
+        pretraining: build the texture branch, decoder and projection head (pretraining stage).
+        num_classes: build a classifier head with this many classes (objective learning).
+    """
+
+    def __init__(self, cfg: MoExtConfig, pretraining: bool, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.feature_dim
+        self.separator = FeatureSeparator(cfg, texture=pretraining)
+        self.motion = MotionExtractor(d) if cfg.motion_extractor else ShapeDifference()
+        self.decoder = (
+            ApexDecoder(
+                2 * d,
+                cfg.image_size,
+                cfg.decoder_stem_channels,
+                tuple(cfg.decoder_up_channels),
+                cfg.decoder_refine_channels,
+                cfg.decoder_refine_blocks,
+            )
+            if pretraining
+            else None
+        )
+        self.projection = (
+            ProjectionHead(d, cfg.projection_hidden_dim, cfg.projection_dim, cfg.projection_normalize)
+            if pretraining
+            else None
+        )
+        self.classifier = ClassifierHead(d, num_classes) if num_classes else None
+
+    def reconstruct(self, motion: Tensor, texture_onset: Tensor) -> Tensor:
+        """R(Concat(M, T_o)): (B, D), (B, D) -> (B, 3, H, W)."""
+        return self.decoder(torch.cat([motion, texture_onset], dim=1))
+
+    def classify(self, onset: Tensor, apex: Tensor) -> Tensor:
+        """Onset and apex images (B, 3, H, W) -> logits (B, num_classes)."""
+        s_on, _ = self.separator(onset)
+        s_ap, _ = self.separator(apex)
+        return self.classifier(self.motion(s_on, s_ap))
+
+    def motion_features(self, onset: Tensor, apex: Tensor) -> Tensor:
+        """Onset and apex images (B, 3, H, W) -> motion features M (B, D)."""
+        s_on, _ = self.separator(onset)
+        s_ap, _ = self.separator(apex)
+        return self.motion(s_on, s_ap)
