@@ -1,0 +1,37 @@
+"""Image grids of onset / apex / reconstruction, as PNG files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+
+def reconstruction_rows(onset: Tensor, apex: Tensor, recon: Tensor, diff_gain: float = 5.0) -> Tensor:
+    """Rows of a grid: onset, apex, reconstruction, |apex - reconstruction|, |apex - onset|.
+
+    The two difference rows are multiplied by ``diff_gain`` so that small motions are visible.
+
+    Args:
+        onset, apex, recon: (k, 3, H, W) in [0, 1].
+
+    Returns:
+        (5k, 3, H, W) in [0, 1], row-major for ``make_grid(nrow=k)``.
+    """
+    onset, apex, recon = (t.detach().float().cpu().clamp(0, 1) for t in (onset, apex, recon))
+    rows = [onset, apex, recon, (apex - recon).abs() * diff_gain, (apex - onset).abs() * diff_gain]
+    return torch.cat(rows).clamp(0, 1)
+
+
+def save_reconstruction_grid(onset: Tensor, apex: Tensor, recon: Tensor, path: str | Path) -> Path:
+    """Write :func:`reconstruction_rows` as one PNG (atomically). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = make_grid(reconstruction_rows(onset, apex, recon), nrow=onset.shape[0], padding=2)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_image(grid, tmp, format="png")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,150 @@
+"""MoExt pretraining: L = L_re + a1 L_st + a2 L_ss on onset/apex pairs (micro and macro)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from moext.losses import reconstruction_loss, shape_shape_loss, shape_texture_loss
+from moext.models import MoExt, MoExtConfig
+from moext.tasks.images import save_reconstruction_grid
+from moext.tasks.views import apex_mask, expansion_views
+
+
+class PretrainTask(L.LightningModule):
+    """Self-supervised pretraining of the feature separator, motion extractor and decoder.
+
+    Batches are dicts with ``onset`` and ``apex`` (B, 3, H, W) float in [0, 1] (the
+    DataModule has already applied the geometric augmentation shared by the pair).
+
+    Args:
+        net: the MoExt architecture (shared with :class:`moext.tasks.ClassifyTask`).
+        views: m, views per frame in an expansion set (paper 3).
+        weight_re: weight of L_re (paper 1); 0 switches the term off.
+        weight_st: a1, weight of L_st (paper 0.5); 0 switches it off (ablation "w/o L_st").
+        weight_ss: a2, weight of L_ss (paper 1); 0 switches it off (ablation "w/o L_ss").
+        margin_st: eps of Eq. 6 (paper: in [0.2, 0.5]).
+        margin_ss: eps of Eq. 8 (paper: in [0.2, 0.5]).
+        noise_std: standard deviation of the noise view.
+        contrast_range: range of the contrast-increase factor.
+        lr: Adam learning rate (paper 1e-4).
+        weight_decay: Adam weight decay (paper 1e-4).
+        image_every_n_epochs: log an onset / apex / reconstruction grid every N epochs (0: never).
+        images_logged: how many pairs the grid shows.
+    """
+
+    def __init__(
+        self,
+        net: MoExtConfig | None = None,
+        views: int = 3,
+        weight_re: float = 1.0,
+        weight_st: float = 0.5,
+        weight_ss: float = 1.0,
+        margin_st: float = 0.3,
+        margin_ss: float = 0.3,
+        noise_std: float = 0.03,
+        contrast_range: tuple[float, float] = (1.2, 1.8),
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        image_every_n_epochs: int = 5,
+        images_logged: int = 8,
+    ) -> None:
+        super().__init__()
+        net = net or MoExtConfig()
+        if views < 1:
+            raise ValueError(f"views (m) must be >= 1, got {views}")
+        if min(weight_re, weight_st, weight_ss) < 0 or weight_re + weight_st + weight_ss == 0:
+            raise ValueError("loss weights must be >= 0 and not all 0")
+        for name, margin in (("margin_st", margin_st), ("margin_ss", margin_ss)):
+            if margin <= 0:
+                raise ValueError(f"{name} must be > 0, got {margin}")
+        self.save_hyperparameters()
+        self.net = MoExt(net, pretraining=True)
+        self._grid: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def forward(self, onset: Tensor, apex: Tensor) -> Tensor:
+        """Reconstruct the apex. (B, 3, H, W) x2 -> (B, 3, H, W)."""
+        s_on, t_on = self.net.separator(onset)
+        s_ap, _ = self.net.separator(apex)
+        return self.net.reconstruct(self.net.motion(s_on, s_ap), t_on)
+
+    def losses(self, onset: Tensor, apex: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """All loss terms of one batch.
+
+        Args:
+            onset, apex: (n, 3, H, W) in [0, 1].
+
+        Returns:
+            The terms switched on (``re``, ``st``, ``ss``) and the reconstruction (n, 3, H, W).
+        """
+        hp = self.hparams
+        m = hp.views
+        n = onset.shape[0]
+        images = expansion_views(onset, apex, m, hp.noise_std, tuple(hp.contrast_range))
+        shape, texture = self.net.separator(images.flatten(0, 1))  # (n*2m, D) each
+        shape = shape.view(n, 2 * m, -1)
+        texture = texture.view(n, 2 * m, -1)
+        motion = self.net.motion(shape[:, 0], shape[:, m])  # original onset and apex views
+        recon = self.net.reconstruct(motion, texture[:, 0])
+        terms: dict[str, Tensor] = {}
+        if hp.weight_re > 0:
+            terms["re"] = reconstruction_loss(recon, apex)
+        if hp.weight_st > 0 or hp.weight_ss > 0:
+            proj = self.net.projection
+            z_shape = proj(shape.flatten(0, 1)).view(n, 2 * m, -1)
+            if hp.weight_st > 0:
+                z_texture = proj(texture.flatten(0, 1)).view(n, 2 * m, -1)
+                z_anchor = proj(shape.mean(dim=(0, 1))[None])[0]  # f(S_bar): project the mean
+                terms["st"] = shape_texture_loss(z_shape, z_texture, z_anchor, hp.margin_st)
+            if hp.weight_ss > 0:
+                terms["ss"] = shape_shape_loss(z_shape, apex_mask(m, onset.device), hp.margin_ss)
+        return terms, recon
+
+    def _total(self, terms: dict[str, Tensor]) -> Tensor:
+        w = {"re": self.hparams.weight_re, "st": self.hparams.weight_st, "ss": self.hparams.weight_ss}
+        return sum(w[k] * v for k, v in terms.items())
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        terms, recon = self.losses(batch["onset"], batch["apex"])
+        loss = self._total(terms)
+        bs = batch["onset"].shape[0]
+        for k, v in terms.items():
+            self.log(f"train/loss_{k}", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        if batch_idx == 0 and self._should_log_images():
+            k = self.hparams.images_logged
+            self._grid = (batch["onset"][:k].detach(), batch["apex"][:k].detach(), recon[:k].detach())
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        terms, _ = self.losses(batch["onset"], batch["apex"])
+        bs = batch["onset"].shape[0]
+        for k, v in terms.items():
+            self.log(f"val/loss_{k}", v, batch_size=bs, sync_dist=True)
+        self.log("val/loss", self._total(terms), batch_size=bs, sync_dist=True)
+
+    def _should_log_images(self) -> bool:
+        n = self.hparams.image_every_n_epochs
+        if n <= 0:
+            return False
+        last = self.trainer.max_epochs is not None and self.current_epoch == self.trainer.max_epochs - 1
+        return self.current_epoch % n == 0 or last
+
+    def on_train_epoch_end(self) -> None:
+        if self._grid is None:
+            return
+        onset, apex, recon = self._grid
+        self._grid = None
+        if not self.trainer.is_global_zero:
+            return
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "reconstructions"
+        path = save_reconstruction_grid(onset, apex, recon, out_dir / f"epoch_{self.current_epoch:03d}.png")
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):  # WandbLogger
+                logger.log_image(key="train/reconstructions", images=[str(path)], step=self.global_step)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
