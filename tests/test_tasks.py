@@ -1,0 +1,103 @@
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from moext.tasks import ClassifyTask, PretrainTask
+from moext.tasks.checkpoints import CheckpointMismatchError
+from moext.tasks.views import apex_mask, expansion_views, grayscale
+from tests.test_models import tiny_config
+
+
+class RandomPairs(Dataset):
+    """Pairs whose apex is the onset shifted by one pixel; label = i % 3."""
+
+    def __len__(self):
+        return 24
+
+    def __getitem__(self, i):
+        onset = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(i))
+        return {"onset": onset, "apex": onset.roll(1, dims=-1), "label": torch.tensor(i % 3), "index": torch.tensor(i)}
+
+
+def trainer(tmp_path, **kw):
+    return L.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, **kw
+    )
+
+
+def test_expansion_views_layout():
+    onset, apex = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)
+    v = expansion_views(onset, apex, m=3)
+    assert v.shape == (4, 6, 3, 8, 8)
+    assert torch.equal(v[:, 0], onset) and torch.equal(v[:, 3], apex)  # view 0 = original
+    assert not torch.equal(v[:, 1], onset)
+    assert apex_mask(3).tolist() == [False, False, False, True, True, True]
+
+
+def test_grayscale_view_has_equal_channels():
+    g = grayscale(torch.rand(2, 3, 4, 4))
+    assert torch.equal(g[:, 0], g[:, 1]) and torch.equal(g[:, 1], g[:, 2])
+
+
+@pytest.mark.parametrize("switch", ["weight_st", "weight_ss", "weight_re"])
+def test_loss_terms_switch_off(switch):
+    task = PretrainTask(net=tiny_config(), **{switch: 0.0})
+    terms, recon = task.losses(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    assert switch.split("_")[1] not in terms
+    assert recon.shape == (2, 3, 64, 64)
+
+
+def test_bad_hyperparameters_raise():
+    with pytest.raises(ValueError):
+        PretrainTask(net=tiny_config(), views=0)
+    with pytest.raises(ValueError):
+        PretrainTask(net=tiny_config(), margin_ss=0)
+    with pytest.raises(ValueError):
+        ClassifyTask(net=tiny_config(), num_classes=1)
+
+
+def test_pretrain_bf16_then_classify_loads_weights(tmp_path):
+    torch.manual_seed(0)
+    pre = PretrainTask(net=tiny_config(), image_every_n_epochs=1)
+    t = trainer(tmp_path, precision="bf16-mixed")
+    t.fit(pre, DataLoader(RandomPairs(), batch_size=6))
+    assert {"train/loss_re", "train/loss_st", "train/loss_ss"} <= set(t.callback_metrics)
+    assert (tmp_path / "reconstructions" / "epoch_000.png").is_file()
+    ckpt = tmp_path / "pre.ckpt"
+    t.save_checkpoint(ckpt)
+    clf = ClassifyTask(net=tiny_config(), pretrained=str(ckpt), num_classes=3)
+    assert clf.loaded_keys and all(k.startswith(("separator.backbone", "separator.shape", "motion")) for k in clf.loaded_keys)
+    for k in clf.loaded_keys:
+        assert torch.equal(clf.net.state_dict()[k], pre.net.state_dict()[k])
+    t2 = trainer(tmp_path, precision="bf16-mixed")
+    t2.fit(clf, DataLoader(RandomPairs(), batch_size=6))
+    out = t2.predict(clf, DataLoader(RandomPairs(), batch_size=6))
+    assert out[0]["probs"].shape == (6, 3)
+    assert torch.allclose(out[0]["probs"].sum(-1), torch.ones(6))
+
+
+def test_mismatched_checkpoint_is_loud(tmp_path):
+    pre = PretrainTask(net=tiny_config())
+    t = trainer(tmp_path)
+    t.strategy.connect(pre)
+    ckpt = tmp_path / "pre.ckpt"
+    t.save_checkpoint(ckpt)
+    # a different architecture
+    other = tiny_config()
+    other.feature_dim = 16
+    with pytest.raises(CheckpointMismatchError, match="feature_dim"):
+        ClassifyTask(net=other, pretrained=str(ckpt))
+    # a renamed key: named in the error
+    state = torch.load(ckpt, weights_only=False)
+    state["state_dict"] = {k.replace("net.motion.", "net.motion_x."): v for k, v in state["state_dict"].items()}
+    bad = tmp_path / "bad.ckpt"
+    torch.save(state, bad)
+    with pytest.raises(CheckpointMismatchError, match=r"missing from the checkpoint.*motion\.c1"):
+        ClassifyTask(net=tiny_config(), pretrained=str(bad))
+    # a checkpoint with no MoExt weights at all
+    state["state_dict"] = {"model.w": torch.zeros(1)}
+    torch.save(state, bad)
+    with pytest.raises(CheckpointMismatchError, match="prefix"):
+        ClassifyTask(net=tiny_config(), pretrained=str(bad))
