@@ -1,0 +1,230 @@
+"""Label protocols: which samples a benchmark uses, and their class labels.
+
+A :class:`Protocol` names its classes and the databases it draws from; :func:`select` applies it
+to samples read by :mod:`moext.data.readers`. Only micro-expression samples are ever labelled.
+
+* ``cde3``: the MEGC2019 composite (CASME II + SAMM + SMIC-HS, 3 classes), built only from the
+  official list shipped with the package (:func:`load_official_list`): 442 samples, 68 subjects;
+  labels 0 negative, 1 positive, 2 surprise as the list gives them. The list spells SMIC subjects
+  ``s01`` and clips ``s01_ne_01`` (HS folders: ``s1``, ``s1_ne_01``) and SAMM subjects unpadded
+  (``6`` for ``006``); :func:`match_key` maps both spellings to one key.
+* ``casme2-5``: happiness, disgust, repression, surprise, others.
+* ``samm-5``: anger, contempt, happiness, surprise, other.
+* ``smic-3``: SMIC-HS's folder labels negative, positive, surprise.
+* ``casme3-3``: disgust/fear/anger/sad -> negative, happy -> positive, surprise -> surprise.
+* ``synth-3``: the generated database: disgust -> negative, happiness -> positive, surprise.
+
+Samples a protocol leaves out are listed in :attr:`LabelledSet.excluded` with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+
+from moext.data.records import Rejection, Sample
+
+OFFICIAL_LIST = "megc2019_combined_3class_gt.csv"
+THREE_CLASSES = ("negative", "positive", "surprise")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A labelling protocol.
+
+    Attributes:
+        name: protocol key (``"cde3"``, ``"casme2-5"``, ...).
+        classes: class names; a sample's label is the index of its class here.
+        datasets: the databases the protocol draws from.
+        emotions: emotion (as the reader spells it) -> class; empty for ``cde3``, whose labels
+            come from the official list.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    datasets: tuple[str, ...]
+    emotions: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def official_list(self) -> bool:
+        """Whether samples and labels come from the official MEGC2019 list."""
+        return not self.emotions
+
+
+def _identity(classes: tuple[str, ...]) -> dict[str, str]:
+    return {c: c for c in classes}
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol("cde3", THREE_CLASSES, ("casme2", "samm", "smic")),
+        Protocol(
+            "casme2-5",
+            ("happiness", "disgust", "repression", "surprise", "others"),
+            ("casme2",),
+            _identity(("happiness", "disgust", "repression", "surprise", "others")),
+        ),
+        Protocol(
+            "samm-5",
+            ("anger", "contempt", "happiness", "surprise", "other"),
+            ("samm",),
+            _identity(("anger", "contempt", "happiness", "surprise", "other")),
+        ),
+        Protocol("smic-3", THREE_CLASSES, ("smic",), _identity(THREE_CLASSES)),
+        Protocol(
+            "casme3-3",
+            THREE_CLASSES,
+            ("casme3",),
+            {
+                "disgust": "negative",
+                "fear": "negative",
+                "anger": "negative",
+                "sad": "negative",
+                "happy": "positive",
+                "surprise": "surprise",
+            },
+        ),
+        Protocol(
+            "synth-3",
+            THREE_CLASSES,
+            ("synth",),
+            {"disgust": "negative", "happiness": "positive", "surprise": "surprise"},
+        ),
+    )
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol of a name; raises ValueError listing the known names."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+@dataclass
+class LabelledSet:
+    """The samples a protocol selected, with their labels (indices into ``classes``)."""
+
+    protocol: str
+    classes: tuple[str, ...]
+    samples: list[Sample] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    excluded: list[Rejection] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def class_counts(self) -> dict[str, int]:
+        """Number of samples per class, in class order."""
+        counts = Counter(self.labels)
+        return {name: counts[i] for i, name in enumerate(self.classes)}
+
+
+@dataclass(frozen=True)
+class OfficialEntry:
+    """One row of the official MEGC2019 list, spelled as the list spells it."""
+
+    dataset: str
+    subject: str
+    filename: str
+    label: int
+
+    @property
+    def source(self) -> str:
+        return f"{OFFICIAL_LIST} ({self.dataset},{self.subject},{self.filename})"
+
+
+def load_official_list() -> list[OfficialEntry]:
+    """The official MEGC2019 3-class list shipped in the package (442 entries)."""
+    text = resources.files("moext").joinpath("data", OFFICIAL_LIST).read_text(encoding="utf-8")
+    rows = [r for r in csv.reader(text.splitlines()) if r]
+    return [OfficialEntry(d.strip(), s.strip(), f.strip(), int(label)) for d, s, f, label in rows]
+
+
+_SMIC_NUMBER = re.compile(r"^s0*(\d+)")
+
+
+def match_key(dataset: str, subject: str, clip: str) -> tuple[str, str, str]:
+    """One key for a clip however the official list or the folders spell it.
+
+    SMIC ``s01``/``s01_ne_01`` and ``s1``/``s1_ne_01`` both give ``s1``/``s1_ne_01``; SAMM
+    ``6`` and ``006`` both give ``6``; case is ignored.
+    """
+    dataset, subject, clip = dataset.lower(), subject.strip().lower(), clip.strip().lower()
+    if dataset == "smic":
+        subject = _SMIC_NUMBER.sub(r"s\1", subject)
+        clip = _SMIC_NUMBER.sub(r"s\1", clip)
+    elif dataset == "samm" and subject.isdigit():
+        subject = str(int(subject))
+    return dataset, subject, clip
+
+
+def fold_id(sample: Sample) -> str:
+    """The LOSO fold key of a sample: ``"{dataset}/{subject}"`` (unique across databases)."""
+    return f"{sample.dataset}/{sample.subject}"
+
+
+def select(protocol: str | Protocol, samples: Iterable[Sample]) -> LabelledSet:
+    """Apply a protocol to samples.
+
+    Args:
+        protocol: a protocol or its name (see :data:`PROTOCOLS`).
+        samples: samples of any databases; those of other databases and macro clips are
+            ignored.
+
+    Returns:
+        The selected samples and labels. ``excluded`` lists the micro samples of the protocol's
+        databases it left out (emotion not a class, or not on the official list) and, for
+        ``cde3``, the official entries not found among the samples.
+    """
+    protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    pool = [s for s in samples if s.kind == "micro" and s.dataset in protocol.datasets]
+    result = LabelledSet(protocol.name, protocol.classes)
+    if protocol.official_list:
+        _select_official(pool, result)
+        return result
+    for sample in pool:
+        name = protocol.emotions.get(sample.emotion or "")
+        if name is None:
+            reason = f"emotion {sample.emotion!r} is not a class of {protocol.name}"
+            result.excluded.append(Rejection(sample.id, reason, sample.source))
+            continue
+        result.samples.append(sample)
+        result.labels.append(protocol.classes.index(name))
+    return result
+
+
+def _select_official(pool: list[Sample], result: LabelledSet) -> None:
+    by_key: dict[tuple[str, str, str], Sample] = {}
+    for sample in pool:
+        key = match_key(sample.dataset, sample.subject, sample.clip)
+        if key in by_key:
+            reason = f"same clip as {by_key[key].id} ({by_key[key].source})"
+            result.excluded.append(Rejection(sample.id, reason, sample.source))
+        else:
+            by_key[key] = sample
+    used = set()
+    for entry in load_official_list():
+        key = match_key(entry.dataset, entry.subject, entry.filename)
+        sample = by_key.get(key)
+        if sample is None or key in used:
+            clip = f"{entry.dataset}/{entry.subject}/{entry.filename}"
+            reason = (
+                "listed twice on the official MEGC2019 list"
+                if key in used
+                else "on the official MEGC2019 list but not among the samples read"
+            )
+            result.excluded.append(Rejection(clip, reason, entry.source))
+            continue
+        used.add(key)
+        result.samples.append(sample)
+        result.labels.append(entry.label)
+    for key, sample in by_key.items():
+        if key not in used:
+            reason = "not on the official MEGC2019 list"
+            result.excluded.append(Rejection(sample.id, reason, sample.source))

@@ -1,0 +1,106 @@
+"""Database readers: annotation spreadsheet + frame folders -> :class:`~moext.data.records.Sample`.
+
+One module per database (:mod:`.casme2`, :mod:`.samm`, :mod:`.smic`, :mod:`.casme3`); each reader
+returns a :class:`~moext.data.records.ReadResult` with the usable samples, the rows it rejected
+and the rows it corrected (rules in :mod:`.spreadsheet`). Readers only list folders; they never
+decode an image. :func:`read_dataset` picks a reader by name:
+
+* ``casme2``, ``samm``, ``smic``, ``casme3``: one database; options go to its reader
+  (``kind="both"`` reads micro and macro clips of ``casme2``/``casme3``).
+* ``synth``: the generated database (CASME II layout, ``dataset="synth"``): micro clips, plus
+  macro clips when its macro spreadsheet is present.
+* ``megc2019``: CASME II + SAMM + SMIC-HS for the MEGC2019 composite. ``root`` holds the
+  folders ``CASME2/``, ``SAMM/`` and ``SMIC/`` (see :data:`MEGC2019_FOLDERS`), each overridable
+  with ``casme2_root=``, ``samm_root=``, ``smic_root=``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from moext.data.readers.casme2 import read_casme2, read_synth
+from moext.data.readers.casme3 import read_casme3
+from moext.data.readers.samm import read_samm
+from moext.data.readers.smic import read_smic
+from moext.data.records import DatasetError, ReadResult
+
+MEGC2019_FOLDERS = {"casme2": "CASME2", "samm": "SAMM", "smic": "SMIC"}
+
+
+def read_megc2019(
+    root: str | Path,
+    casme2_root: str | Path | None = None,
+    samm_root: str | Path | None = None,
+    smic_root: str | Path | None = None,
+    frames: str = "raw",
+) -> ReadResult:
+    """Read the three databases of the MEGC2019 composite (CASME II, SAMM, SMIC-HS).
+
+    Args:
+        root: folder holding ``CASME2/``, ``SAMM/`` and ``SMIC/``.
+        casme2_root: CASME II folder, instead of ``root/CASME2``.
+        samm_root: SAMM folder, instead of ``root/SAMM``.
+        smic_root: SMIC folder (holding ``HS/``), instead of ``root/SMIC``.
+        frames: CASME II frames, ``"raw"`` or ``"cropped"``.
+    """
+    root = Path(root)
+    given = {"casme2": casme2_root, "samm": samm_root, "smic": smic_root}
+    if not root.is_dir() and None in given.values():
+        expected = ", ".join(f"{root / folder}/" for folder in MEGC2019_FOLDERS.values())
+        raise DatasetError(f"megc2019: root folder {root} not found (expected {expected})")
+    roots = {name: given[name] or root / folder for name, folder in MEGC2019_FOLDERS.items()}
+    result = read_casme2(roots["casme2"], frames=frames)
+    result.extend(read_samm(roots["samm"]))
+    result.extend(read_smic(roots["smic"]))
+    return result
+
+
+READERS: dict[str, Callable[..., ReadResult]] = {
+    "casme2": read_casme2,
+    "samm": read_samm,
+    "smic": read_smic,
+    "casme3": read_casme3,
+    "synth": read_synth,
+    "megc2019": read_megc2019,
+}
+DATASETS = tuple(READERS)
+
+
+def read_dataset(name: str, root: str | Path, **options: object) -> ReadResult:
+    """Read a database by name (one of :data:`DATASETS`).
+
+    Args:
+        name: ``casme2``, ``samm``, ``smic``, ``casme3``, ``synth`` or ``megc2019``.
+        root: the database folder, as its reader documents it.
+        **options: passed to the reader (``spreadsheet``, ``kind``, ``frames``, ``sheet``, ...).
+
+    Raises:
+        ValueError: unknown name, or options that do not fit together.
+        DatasetError: the database cannot be read.
+    """
+    if name not in READERS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    if options.get("kind") == "both" and name in ("casme2", "casme3"):
+        if "spreadsheet" in options or "sheet" in options:
+            raise ValueError(
+                "kind='both' reads the default spreadsheets; give kind and spreadsheet"
+            )
+        result = READERS[name](root, **{**options, "kind": "micro"})
+        result.extend(READERS[name](root, **{**options, "kind": "macro"}))
+        return result
+    return READERS[name](root, **options)
+
+
+__all__ = [
+    "DATASETS",
+    "MEGC2019_FOLDERS",
+    "READERS",
+    "read_casme2",
+    "read_casme3",
+    "read_dataset",
+    "read_megc2019",
+    "read_samm",
+    "read_smic",
+    "read_synth",
+]

@@ -1,0 +1,158 @@
+"""CASME II reader (also reads the package's generated database, which uses the same layout).
+
+Layout under ``root`` (the CASME II folder)::
+
+    CASME2-coding-20190701.xlsx        (or CASME2-coding-20140508.xlsx, CASME2-coding-updated.xlsx)
+    CASME2_RAW_selected/sub01/EP02_01f/img46.jpg       frames="raw"
+    Cropped/sub01/EP02_01f/reg_img46.jpg               frames="cropped"
+
+The spreadsheet's first sheet has the columns ``Subject`` ('01', or the number 1),
+``Filename``, ``OnsetFrame``, ``ApexFrame``, ``OffsetFrame``, ``Action Units`` and
+``Estimated Emotion`` (blank unnamed columns and ``Objective Classes`` are ignored). A sample's
+``subject`` is the folder name ``sub01``; its ``clip`` the clip folder's name.
+
+Quirks (rules in :mod:`moext.data.readers.spreadsheet`): sub04/EP12_01f has ApexFrame '/' and
+sub05/EP09_05f apex == onset; both get the middle frame as apex and are reported as corrections.
+
+The generated database (``dataset="synth"``) writes its micro clips in the same layout and
+spreadsheet names, and its macro clips in a second spreadsheet with the same columns, by default
+``macro-coding.xlsx`` (read with ``kind="macro"``; its emotion cells may be empty).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moext.data.readers.spreadsheet import (
+    Column,
+    Row,
+    RowError,
+    cell_text,
+    collect,
+    emotion_label,
+    find_folder,
+    find_spreadsheet,
+    list_frames,
+    parse_number,
+    read_table,
+    required_text,
+    resolve_timing,
+)
+from moext.data.records import DatasetError, Kind, ReadResult, Sample
+
+SPREADSHEETS = (
+    "CASME2-coding-20190701.xlsx",
+    "CASME2-coding-20140508.xlsx",
+    "CASME2-coding-updated.xlsx",
+)
+MACRO_SPREADSHEETS = ("macro-coding.xlsx",)
+FRAME_FOLDERS = {"raw": "CASME2_RAW_selected", "cropped": "Cropped"}
+TIMING_COLUMNS = ("OnsetFrame", "ApexFrame", "OffsetFrame")
+
+
+def _columns(kind: Kind) -> list[Column]:
+    return [
+        Column("Subject"),
+        Column("Filename"),
+        *(Column(name) for name in TIMING_COLUMNS),
+        Column("Estimated Emotion", aliases=("Emotion",), required=kind == "micro"),
+        Column("Action Units", aliases=("AU",), required=False),
+    ]
+
+
+def subject_folder(value: object) -> str:
+    """The subject folder name of a ``Subject`` cell: ``'01'``, ``1`` or ``'sub01'`` -> ``'sub01'``."""
+    text = cell_text(value)
+    if text.lower().startswith("sub"):
+        text = text[3:]
+    return f"sub{parse_number(text, 'Subject'):02d}"
+
+
+def read_casme2(
+    root: str | Path,
+    spreadsheet: str | Path | None = None,
+    kind: Kind = "micro",
+    frames: str = "raw",
+    dataset: str = "casme2",
+) -> ReadResult:
+    """Read CASME II (or a database in its layout) into samples.
+
+    Args:
+        root: the CASME II folder (holding the spreadsheet and the frame folders).
+        spreadsheet: file name (looked up in ``root``) or path; default: the first of
+            :data:`SPREADSHEETS` (micro) or :data:`MACRO_SPREADSHEETS` (macro) found in ``root``.
+        kind: ``"micro"`` or ``"macro"``: what the spreadsheet's clips are.
+        frames: ``"raw"`` (``CASME2_RAW_selected``) or ``"cropped"`` (``Cropped``).
+        dataset: the dataset key of the samples (``"synth"`` for the generated database).
+
+    Raises:
+        DatasetError: root, frame folder, spreadsheet or a required column missing.
+    """
+    if frames not in FRAME_FOLDERS:
+        raise ValueError(f"frames must be one of {sorted(FRAME_FOLDERS)}, not {frames!r}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(
+            f"{dataset}: root folder {root} not found (expected the folder holding "
+            f"{SPREADSHEETS[0]} and {FRAME_FOLDERS['raw']}/)"
+        )
+    names = SPREADSHEETS if kind == "micro" else MACRO_SPREADSHEETS
+    path = find_spreadsheet(spreadsheet, names, [root], f"{dataset} ({kind})")
+    frames_dir = root / FRAME_FOLDERS[frames]
+    if not frames_dir.is_dir():
+        raise DatasetError(
+            f"{dataset}: frame folder {frames_dir} not found (frames={frames!r} reads "
+            f"{FRAME_FOLDERS[frames]}/sub01/EP02_01f/...)"
+        )
+    table = read_table(path, _columns(kind))
+
+    def make(row: Row, source: str) -> Sample:
+        subject = subject_folder(row["Subject"])
+        filename = required_text(row["Filename"], "Filename")
+        folder, notes = find_folder(frames_dir, subject, filename)
+        clip_frames = list_frames(folder)
+        cells = (row["OnsetFrame"], row["ApexFrame"], row["OffsetFrame"])
+        timing = resolve_timing(cells, TIMING_COLUMNS, clip_frames)
+        return Sample(
+            dataset=dataset,
+            subject=folder.parent.name,
+            clip=folder.name,
+            frames=clip_frames.paths,
+            frame_numbers=clip_frames.numbers,
+            onset=timing.onset,
+            apex=timing.apex,
+            offset=timing.offset,
+            emotion=emotion_label(row["Estimated Emotion"]),
+            kind=kind,
+            source=source,
+            action_units=cell_text(row["Action Units"]),
+            notes=(*notes, *timing.notes),
+        )
+
+    def clip_of(row: Row) -> str:
+        try:
+            subject = subject_folder(row["Subject"])
+        except RowError:
+            subject = cell_text(row["Subject"]) or "?"
+        return f"{dataset}/{subject}/{cell_text(row['Filename']) or '?'}"
+
+    return collect(table, make, clip_of)
+
+
+def read_synth(
+    root: str | Path,
+    spreadsheet: str | Path | None = None,
+    macro_spreadsheet: str | Path | None = None,
+    frames: str = "raw",
+) -> ReadResult:
+    """Read the generated database: its micro clips, plus its macro clips when their spreadsheet
+    (``macro_spreadsheet``, default :data:`MACRO_SPREADSHEETS` in ``root``) is present."""
+    result = read_casme2(root, spreadsheet, kind="micro", frames=frames, dataset="synth")
+    macro = macro_spreadsheet is not None or any(
+        (Path(root) / n).is_file() for n in MACRO_SPREADSHEETS
+    )
+    if macro:
+        result.extend(
+            read_casme2(root, macro_spreadsheet, kind="macro", frames=frames, dataset="synth")
+        )
+    return result

@@ -1,0 +1,125 @@
+"""SAMM reader.
+
+Layout: ``root`` is the SAMM database folder, holding the spreadsheet and the frame folder
+``SAMM/``; ``root`` may also be that ``SAMM/`` folder itself (the one holding the subject
+folders ``006``, ``007``, ...)::
+
+    SAMM_Micro_FACS_Codes_v2.xlsx                  in root, in SAMM/, or next to SAMM/
+    SAMM/006/006_1_2/006_05562.jpg                 ({subject}_{frame:05d}.jpg)
+
+The spreadsheet's sheet ``MICRO_ONLY`` has 13 preamble rows and its header on row 14, with the
+columns ``Subject`` ('006'), ``Filename`` ('006_1_2'), ``Onset Frame``, ``Apex Frame``,
+``Offset Frame``, ``Action Units`` and ``Estimated Emotion`` (others are ignored). The label
+``Other`` becomes ``other``.
+
+Quirks (rules in :mod:`moext.data.readers.spreadsheet`): 028_4_1 has its apex (1143) after its
+offset (1134): the apex is kept and the offset widened to it; 032_3_1 has its apex (1930) before
+its onset (4896) while onset and offset agree: the apex becomes the middle frame. Both are
+reported as corrections.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from moext.data.readers.spreadsheet import (
+    Column,
+    Row,
+    RowError,
+    cell_text,
+    collect,
+    emotion_label,
+    find_folder,
+    find_spreadsheet,
+    list_frames,
+    parse_number,
+    read_table,
+    required_text,
+    resolve_timing,
+)
+from moext.data.records import DatasetError, ReadResult, Sample
+
+SPREADSHEET = "SAMM_Micro_FACS_Codes_v2.xlsx"
+SHEET = "MICRO_ONLY"
+HEADER_ROW = 14
+FRAME_FOLDER = "SAMM"
+TIMING_COLUMNS = ("Onset Frame", "Apex Frame", "Offset Frame")
+COLUMNS = (
+    Column("Subject"),
+    Column("Filename"),
+    *(Column(name) for name in TIMING_COLUMNS),
+    Column("Estimated Emotion"),
+    Column("Action Units", required=False),
+)
+_SUBJECT_FOLDER = re.compile(r"\d{3}")
+
+
+def subject_folder(value: object) -> str:
+    """The subject folder name of a ``Subject`` cell: ``'006'``, ``'6'`` or ``6`` -> ``'006'``."""
+    return f"{parse_number(value, 'Subject'):03d}"
+
+
+def _frames_dir(root: Path) -> Path:
+    frames_dir = root / FRAME_FOLDER if (root / FRAME_FOLDER).is_dir() else root
+    if not any(p.is_dir() and _SUBJECT_FOLDER.fullmatch(p.name) for p in frames_dir.iterdir()):
+        raise DatasetError(
+            f"samm: no subject folders in {frames_dir} (expected {root}/{FRAME_FOLDER}/006/"
+            f"006_1_2/006_05562.jpg, or root = the {FRAME_FOLDER} folder holding 006/, 007/, ...)"
+        )
+    return frames_dir
+
+
+def read_samm(root: str | Path, spreadsheet: str | Path | None = None) -> ReadResult:
+    """Read SAMM's micro-expressions into samples.
+
+    Args:
+        root: the SAMM folder holding ``SAMM/`` (or the ``SAMM/`` frame folder itself).
+        spreadsheet: file name or path; default ``SAMM_Micro_FACS_Codes_v2.xlsx``, looked for in
+            ``root``, in ``SAMM/``, or next to ``root`` when ``root`` is the frame folder.
+
+    Raises:
+        DatasetError: root, subject folders, spreadsheet, sheet or a required column missing.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(
+            f"samm: root folder {root} not found (expected the folder holding {SPREADSHEET} "
+            f"and {FRAME_FOLDER}/006/006_1_2/)"
+        )
+    frames_dir = _frames_dir(root)
+    folders = [root, frames_dir] if frames_dir != root else [root, root.parent]
+    path = find_spreadsheet(spreadsheet, [SPREADSHEET], folders, "samm")
+    table = read_table(path, COLUMNS, sheet=SHEET, header_row=HEADER_ROW)
+
+    def make(row: Row, source: str) -> Sample:
+        subject = subject_folder(row["Subject"])
+        filename = required_text(row["Filename"], "Filename")
+        folder, notes = find_folder(frames_dir, subject, filename)
+        clip_frames = list_frames(folder)
+        cells = (row["Onset Frame"], row["Apex Frame"], row["Offset Frame"])
+        timing = resolve_timing(cells, TIMING_COLUMNS, clip_frames)
+        return Sample(
+            dataset="samm",
+            subject=folder.parent.name,
+            clip=folder.name,
+            frames=clip_frames.paths,
+            frame_numbers=clip_frames.numbers,
+            onset=timing.onset,
+            apex=timing.apex,
+            offset=timing.offset,
+            emotion=emotion_label(row["Estimated Emotion"]),
+            kind="micro",
+            source=source,
+            action_units=cell_text(row["Action Units"]),
+            notes=(*notes, *timing.notes),
+        )
+
+    def clip_of(row: Row) -> str:
+        try:
+            subject = subject_folder(row["Subject"])
+        except RowError:
+            subject = cell_text(row["Subject"]) or "?"
+        return f"samm/{subject}/{cell_text(row['Filename']) or '?'}"
+
+    return collect(table, make, clip_of)
