@@ -1,0 +1,162 @@
+"""Geometric augmentation of onset/apex pairs: one random flip + rotation per pair.
+
+The paper mirrors the training data and rotates it by an angle in [-10, 10] degrees "to ten times
+its size". The onset and the apex of a pair always get the *same* transform, otherwise the
+augmentation itself would look like motion.
+
+Two equivalent paths:
+
+- :func:`augment_pairs`: whole batches on the device the tensor lives on (GPU in training),
+  ``affine_grid`` + ``grid_sample`` with bilinear interpolation.
+- :func:`pair_transform` / :func:`augment_pair`: one pair on the CPU with albumentations
+  (e.g. in a ``Dataset.__getitem__`` or a notebook).
+
+Both fill the corners uncovered by the rotation by *reflection*, so no black wedges appear whose
+edges a network could latch on to, and image statistics stay close to the original.
+
+The tenfold expansion is an epoch length, not stored copies: :class:`ExpandedPairs` repeats every
+pair ``expansion`` times per epoch, and each repetition draws its own random transform.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sized
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+
+def pair_transform(max_rotation: float = 10.0, flip_p: float = 0.5, seed: int | None = None):
+    """Albumentations flip + rotation shared by ``image`` (onset) and ``apex``.
+
+    Args:
+        max_rotation: rotation angle drawn uniformly from ``[-max_rotation, max_rotation]`` deg.
+        flip_p: probability of a horizontal flip (mirror).
+        seed: seed of the transform's random generator (``None``: unseeded).
+
+    Returns:
+        An ``A.Compose`` to call as ``t(image=onset, apex=apex)``; see :func:`augment_pair`.
+    """
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=flip_p),
+            A.Rotate(
+                limit=(-max_rotation, max_rotation),
+                interpolation=cv2.INTER_LINEAR,
+                border_mode=cv2.BORDER_REFLECT_101,
+                p=1.0,
+            ),
+        ],
+        additional_targets={"apex": "image"},
+        seed=seed,
+    )
+
+
+def augment_pair(
+    transform: A.Compose, onset: np.ndarray, apex: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply one random draw of ``transform`` to both frames of a pair.
+
+    Args:
+        transform: from :func:`pair_transform`.
+        onset: ``(H, W, C)`` image (uint8 or float32).
+        apex: ``(H, W, C)`` image, same shape as ``onset``.
+
+    Returns:
+        The transformed ``(onset, apex)``, same shapes and dtypes.
+    """
+    if onset.shape != apex.shape:
+        raise ValueError(f"onset {onset.shape} and apex {apex.shape} differ in shape")
+    out = transform(image=onset, apex=apex)
+    return out["image"], out["apex"]
+
+
+def augment_pairs(
+    pairs: torch.Tensor,
+    max_rotation: float = 10.0,
+    flip_p: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Randomly mirror and rotate a batch of pairs, one transform per pair, on its device.
+
+    Each pair draws a horizontal flip (probability ``flip_p``) and an angle uniformly from
+    ``[-max_rotation, max_rotation]`` degrees (about the image centre); onset and apex share it.
+    Bilinear sampling, reflection padding; computed in float32 with autocast disabled, so it
+    works under mixed precision and returns ``pairs.dtype``.
+
+    Args:
+        pairs: ``(B, 2, C, H, W)`` onset/apex batch, floating point (uint8 is rounded back).
+        max_rotation: largest rotation in degrees.
+        flip_p: probability of a horizontal flip.
+        generator: random generator, on ``pairs.device`` (CPU generators are fine too);
+            ``None`` uses the global generator of ``pairs.device``.
+
+    Returns:
+        ``(B, 2, C, H, W)`` tensor, same dtype and device as ``pairs``.
+    """
+    if pairs.ndim != 5 or pairs.shape[1] != 2:
+        raise ValueError(f"expected pairs of shape (B, 2, C, H, W), got {tuple(pairs.shape)}")
+    b, _, c, h, w = pairs.shape
+    device = pairs.device
+    draw_on = generator.device if generator is not None else device
+    angle = (torch.rand(b, generator=generator, device=draw_on) * 2 - 1) * math.radians(
+        max_rotation
+    )
+    flip = torch.rand(b, generator=generator, device=draw_on) < flip_p
+    angle, sign = angle.to(device), 1.0 - 2.0 * flip.to(device, torch.float32)
+
+    # Output pixel -> input pixel: rotate, then mirror x. In normalised coordinates (x in units
+    # of W/2, y of H/2), so the rotation stays a rotation in pixels for non-square images.
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zero = torch.zeros_like(angle)
+    theta = torch.stack(
+        [
+            torch.stack([sign * cos, -sign * sin * (h / w), zero], dim=1),
+            torch.stack([sin * (w / h), cos, zero], dim=1),
+        ],
+        dim=1,
+    )  # (B, 2, 3)
+
+    with torch.autocast(device_type=device.type, enabled=False):
+        x = pairs.reshape(b, 2 * c, h, w).float()  # onset and apex stacked: one grid for both
+        grid = F.affine_grid(theta, [b, 2 * c, h, w], align_corners=False)
+        out = F.grid_sample(x, grid, "bilinear", padding_mode="reflection", align_corners=False)
+    out = out.reshape(b, 2, c, h, w)
+    if not pairs.is_floating_point():
+        out = out.round_().clamp_(torch.iinfo(pairs.dtype).min, torch.iinfo(pairs.dtype).max)
+    return out.to(pairs.dtype)
+
+
+class ExpandedPairs(Dataset):
+    """A dataset repeated ``expansion`` times per epoch (the paper's tenfold augmentation).
+
+    Item ``i`` is ``base[i % len(base)]``; with shuffling, every pair appears exactly
+    ``expansion`` times per epoch, and the random augmentation (in ``base`` or per batch with
+    :func:`augment_pairs`) gives each appearance its own transform.
+
+    Args:
+        base: any map-style dataset with ``len``.
+        expansion: repetitions per epoch (paper: 10; 1 = no expansion).
+    """
+
+    def __init__(self, base: Dataset, expansion: int = 10) -> None:
+        if expansion < 1:
+            raise ValueError(f"expansion must be >= 1, got {expansion}")
+        if not isinstance(base, Sized):
+            raise TypeError("base dataset must define __len__")
+        self.base = base
+        self.expansion = expansion
+
+    def __len__(self) -> int:
+        return len(self.base) * self.expansion
+
+    def __getitem__(self, index: int) -> Any:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        return self.base[index % len(self.base)]

@@ -1,0 +1,246 @@
+"""Tests of the aligned-crop cache: keys, atomic entries, prepare/load round trips, failures."""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from moext.data import cache as cache_mod
+from moext.data.cache import (
+    CacheError,
+    PairCache,
+    PrepareSettings,
+    load_pairs,
+    prepare,
+)
+from moext.data.records import Sample
+
+RED = 200  # every frame is a constant RGB colour (RED, 10 * frame number, 0)
+
+
+def write_rgb(path: Path, rgb: tuple[int, int, int], shape: tuple[int, int] = (20, 24)) -> None:
+    image = np.zeros((*shape, 3), np.uint8)
+    image[:] = rgb
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+def make_sample(root: Path, clip: str, kind: str = "micro", subject: str = "sub01") -> Sample:
+    """A clip of 8 frames numbered 11..18, onset 11, annotated apex 14."""
+    folder = root / subject / clip
+    folder.mkdir(parents=True)
+    numbers = tuple(range(11, 19))
+    frames = []
+    for n in numbers:
+        frames.append(folder / f"img{n}.png")
+        write_rgb(frames[-1], (RED, 10 * n, 0))
+    return Sample("synth", subject, clip, tuple(frames), numbers, onset=11, apex=14, kind=kind)
+
+
+@pytest.fixture
+def samples(tmp_path: Path) -> list[Sample]:
+    data = tmp_path / "frames"
+    return [
+        make_sample(data, "c1"),
+        make_sample(data, "c2", kind="macro"),
+        make_sample(data, "c3", subject="sub02"),
+    ]
+
+
+@pytest.fixture
+def fake_faces(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
+    """A stand-in ``moext.data.faces`` that records its calls; the crop is a plain resize."""
+    calls = types.SimpleNamespace(detectors=[], clips=[])
+
+    class FaceNotFoundError(Exception):
+        pass
+
+    def make_detector(backend="dlib", weights=None, device="cpu"):
+        calls.detectors.append((backend, weights, device))
+        return lambda image: np.zeros((68, 2), np.float32)
+
+    def align_clip(frame_paths, detector, size, on_no_face="error"):
+        calls.clips.append((list(frame_paths), size, on_no_face))
+        if "noface" in str(frame_paths[0]):
+            raise FaceNotFoundError(f"no face in {frame_paths[0]}")
+        images = [cache_mod.read_rgb(p) for p in frame_paths]
+        return np.stack([cache_mod.resize_square(im, size) for im in images])
+
+    module = types.ModuleType("moext.data.faces")
+    module.make_detector = make_detector
+    module.align_clip = align_clip
+    module.FaceNotFoundError = FaceNotFoundError
+    monkeypatch.setitem(sys.modules, "moext.data.faces", module)
+    return calls
+
+
+def test_prepare_then_load_gives_rgb_channels_first_onset_and_apex(tmp_path, samples):
+    settings = PrepareSettings(size=16, backend="none", pseudo_apex_n=3)
+    report = prepare(samples, tmp_path / "cache", settings, progress=False)
+    assert report.ok and sorted(report.computed) == sorted(s.id for s in samples)
+
+    pairs = load_pairs(samples, tmp_path / "cache", settings)
+    assert pairs.shape == (3, 2, 3, 16, 16) and pairs.dtype == torch.uint8
+    assert (pairs[:, :, 0] == RED).all() and (pairs[:, :, 2] == 0).all()  # RGB, not BGR
+    green = pairs[:, :, 1, 0, 0].tolist()
+    assert green[0] == [110, 140]  # micro: onset 11, annotated apex 14
+    assert green[1] == [110, 140]  # macro: pseudo apex = 3 frames after onset 11 = 14
+    # a different pseudo_apex_n picks another frame for the macro clip only
+    settings5 = PrepareSettings(size=16, backend="none", pseudo_apex_n=5)
+    assert prepare(samples, tmp_path / "cache", settings5, progress=False).ok
+    green = load_pairs(samples, tmp_path / "cache", settings5)[:, :, 1, 0, 0].tolist()
+    assert green == [[110, 140], [110, 160], [110, 140]]
+
+
+def test_second_run_computes_nothing(tmp_path, samples, monkeypatch):
+    settings = PrepareSettings(size=16, backend="none")
+    first = prepare(samples, tmp_path, settings, progress=False)
+    assert len(first.computed) == 3 and first.reused == []
+    entries = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.npy")}
+    assert len(entries) == 3
+
+    def must_not_compute(*args, **kwargs):
+        raise AssertionError("recomputed a cached entry")
+
+    monkeypatch.setattr(cache_mod, "compute_pair", must_not_compute)
+    second = prepare(samples, tmp_path, settings, progress=False)
+    assert second.computed == [] and second.failed == []
+    assert sorted(second.reused) == sorted(s.id for s in samples)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.npy")} == entries
+
+
+def test_key_follows_settings_and_source_files(tmp_path, samples):
+    micro, macro = samples[0], samples[1]
+    base = PrepareSettings(size=16, backend="dlib")
+
+    def key(sample, **changes):
+        return PairCache(tmp_path, PrepareSettings(**{**base.__dict__, **changes})).key(sample)
+
+    entry = PairCache(tmp_path, base).path(micro)
+    assert entry.parent == tmp_path / "synth" / "sub01" and key(micro) in entry.name
+    assert key(micro) == key(micro) and key(micro) != key(samples[2])
+    for change in ({"size": 32}, {"backend": "fan"}, {"weights": "other"}, {"on_no_face": "next"}):
+        assert key(micro, **change) != key(micro), change
+    # pseudo_apex_n only matters for macro clips
+    assert key(micro, pseudo_apex_n=3) == key(micro)
+    assert key(macro, pseudo_apex_n=3) != key(macro)
+    # the weights file's identity, not just its name
+    weights = tmp_path / "w.dat"
+    weights.write_bytes(b"a")
+    before = key(micro, weights=str(weights))
+    weights.write_bytes(b"bb")
+    assert key(micro, weights=str(weights)) != before
+    # touching a source frame invalidates that sample only
+    before = [key(s) for s in samples]
+    os.utime(micro.onset_path, ns=(1, 1))
+    after = [key(s) for s in samples]
+    assert after[0] != before[0] and after[1:] == before[1:]
+
+
+def test_changed_source_frame_is_recomputed(tmp_path, samples):
+    settings = PrepareSettings(size=16, backend="none")
+    prepare(samples, tmp_path / "cache", settings, progress=False)
+    write_rgb(samples[0].onset_path, (RED, 1, 0))  # new pixels, new size/mtime
+    os.utime(samples[0].onset_path, ns=(1, 1))
+    report = prepare(samples, tmp_path / "cache", settings, progress=False)
+    assert report.computed == [samples[0].id] and len(report.reused) == 2
+    assert load_pairs(samples[:1], tmp_path / "cache", settings)[0, 0, 1, 0, 0] == 1
+
+
+def test_failures_are_reported_per_sample(tmp_path, samples):
+    broken = samples[2].apex_path
+    broken.write_bytes(b"not an image")
+    report = prepare(samples, tmp_path / "cache", PrepareSettings(16, "none"), progress=False)
+    assert not report.ok and len(report.computed) == 2
+    [failure] = report.failed
+    assert failure.sample == samples[2].id and failure.path == broken
+    assert "decode" in failure.reason and str(broken) in report.summary()
+
+
+def test_face_backend_uses_align_clip_and_reports_missing_faces(tmp_path, samples, fake_faces):
+    bad = make_sample(tmp_path / "frames", "noface")
+    settings = PrepareSettings(size=8, backend="fan", weights="fan.pth", on_no_face="error")
+    report = prepare([*samples, bad], tmp_path / "cache", settings, progress=False, device="cuda")
+    assert fake_faces.detectors == [("fan", "fan.pth", "cuda")]
+    assert (samples[0].onset_path, 8, "error") in [(c[0][0], c[1], c[2]) for c in fake_faces.clips]
+    assert fake_faces.clips[0][0] == [samples[0].onset_path, samples[0].apex_path]
+    assert len(report.computed) == 3
+    [failure] = report.failed
+    assert failure.sample == bad.id and "FaceNotFoundError" in failure.reason
+    assert str(bad.onset_path) in failure.reason and failure.path == bad.onset_path
+    # nothing left to do: no detector is built, the failed sample is retried
+    fake_faces.detectors.clear()
+    again = prepare(samples, tmp_path / "cache", settings, progress=False)
+    assert fake_faces.detectors == [] and len(again.reused) == 3
+    assert load_pairs(samples, tmp_path / "cache", settings).shape == (3, 2, 3, 8, 8)
+
+
+def test_load_pairs_names_unprepared_samples(tmp_path, samples):
+    settings = PrepareSettings(size=16, backend="none")
+    prepare(samples[:1], tmp_path, settings, progress=False)
+    with pytest.raises(CacheError, match="moext prepare") as info:
+        load_pairs(samples, tmp_path, settings)
+    message = str(info.value)
+    assert samples[1].id in message and samples[2].id in message and samples[0].id not in message
+    with pytest.raises(CacheError, match="never prepared"):  # other settings: other entries
+        load_pairs(samples[:1], tmp_path, PrepareSettings(size=32, backend="none"))
+
+
+def test_corrupt_entry_is_reported_and_recomputed(tmp_path, samples):
+    settings = PrepareSettings(size=16, backend="none")
+    prepare(samples, tmp_path, settings, progress=False)
+    cache = PairCache(tmp_path, settings)
+    entry = cache.path(samples[1])
+    entry.write_bytes(entry.read_bytes()[:-10])  # truncated
+    assert not cache.has(samples[1]) and cache.has(samples[0])
+    with pytest.raises(CacheError, match="unreadable") as info:
+        load_pairs(samples, tmp_path, settings)
+    assert str(entry) in str(info.value)
+
+    report = prepare(samples, tmp_path, settings, progress=False)
+    assert report.computed == [samples[1].id]
+    assert [(f.sample, f.path) for f in report.corrupt] == [(samples[1].id, entry)]
+    assert load_pairs(samples, tmp_path, settings).shape == (3, 2, 3, 16, 16)
+
+
+def test_interrupted_write_leaves_old_entry_and_no_partial_file(tmp_path, samples, monkeypatch):
+    cache = PairCache(tmp_path, PrepareSettings(size=4, backend="none"))
+    good = np.full((2, 4, 4, 3), 7, np.uint8)
+    path = cache.put(samples[0], good)
+
+    def interrupted_save(file, arr, allow_pickle=True):
+        file.write(b"\x93NUMPY partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        cache.put(samples[0], np.zeros_like(good))
+    with pytest.raises(KeyboardInterrupt):
+        cache.put(samples[1], good)
+    assert (cache.get(samples[0]) == 7).all()
+    assert not cache.path(samples[1]).exists()
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
+    with pytest.raises(ValueError, match="uint8"):
+        cache.put(samples[0], good.astype(np.float32))
+
+
+def test_worker_process_gives_the_same_entries(tmp_path, samples):
+    settings = PrepareSettings(size=16, backend="none")
+    report = prepare(samples, tmp_path / "par", settings, progress=False, workers=1)
+    assert report.ok and len(report.computed) == 3
+    prepare(samples, tmp_path / "seq", settings, progress=False)
+    assert torch.equal(
+        load_pairs(samples, tmp_path / "par", settings),
+        load_pairs(samples, tmp_path / "seq", settings),
+    )
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="backend"):
+        PrepareSettings(backend="mtcnn")
