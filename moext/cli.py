@@ -1,0 +1,115 @@
+"""The ``moext`` command.
+
+``moext fit|validate|test|predict --config X.yaml`` is LightningCLI. The other commands are the
+package's own:
+
+    moext loso --config experiments/X.yaml [--folds ...] [--report]   every LOSO fold, pooled results
+    moext prepare --config X.yaml                                       face alignment + crop cache
+    moext data summary --dataset NAME --root PATH [--json]             what a database holds
+    moext synth --out DIR                                               the generated database
+    moext flow-analysis --config X.yaml                                 Figure 6 (pseudo apex N)
+    moext demo [--out DIR]                                              the README's CPU demo
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from lightning.pytorch.cli import LightningCLI
+
+
+class MoExtCLI(LightningCLI):
+    """LightningCLI with the LOSO settings of an experiment accepted in the same YAML file."""
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
+        from moext.loso import LosoSettings
+
+        parser.add_class_arguments(LosoSettings, "loso", fail_untyped=False)
+
+
+def lightning_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> MoExtCLI:
+    """Build the LightningCLI (subclass mode for the task and the data)."""
+    from lightning import LightningDataModule, LightningModule
+
+    return MoExtCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        auto_configure_optimizers=False,
+        **kwargs,
+    )
+
+
+class _DataOnlyCLI(MoExtCLI):
+    """Parses a full config (overrides included) but builds only its DataModule."""
+
+    def instantiate_classes(self) -> None:  # noqa: D102
+        from jsonargparse import Namespace
+        from jsonargparse._typehints import import_object
+
+        data = self.config.get("data")
+        if not isinstance(data, Namespace) or not data.get("class_path"):
+            raise ValueError("the config has no data: section with a class_path")
+        init_args = data.get("init_args") or Namespace()
+        self.datamodule = import_object(data.class_path)(**init_args.as_dict())
+        self.model = None
+        self.trainer = None
+
+
+def datamodule_from_config(config: str, overrides: list[str] | None = None):
+    """The DataModule a ``moext fit`` config describes, without building its model or Trainer."""
+    from lightning import LightningDataModule, LightningModule
+
+    cli = _DataOnlyCLI(
+        LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        args=["--config", str(config), *(overrides or [])], run=False, auto_configure_optimizers=False,
+    )
+    return cli.datamodule
+
+
+def _data(argv: list[str]) -> int:
+    if not argv or argv[0] != "summary":
+        print("usage: moext data summary --dataset NAME --root PATH [--protocol P] [--json]", file=sys.stderr)
+        return 2
+    from moext.data.summary import main
+
+    return main(argv[1:])
+
+
+def _lazy(module: str, name: str = "main") -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(argv)
+
+    return run
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "data": _data,
+    "loso": _lazy("moext.loso"),
+    "prepare": _lazy("moext.data.prepare"),
+    "synth": _lazy("moext.data.synth"),
+    "flow-analysis": _lazy("moext.flow"),
+    "demo": _lazy("moext.demo"),
+}
+
+
+def main(args: list[str] | None = None) -> int | None:
+    """Entry point of the ``moext`` console script (``args`` defaults to ``sys.argv[1:]``)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in COMMANDS:
+        code = COMMANDS[argv[0]](argv[1:])
+        if args is None:
+            sys.exit(code)
+        return code
+    lightning_cli(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""The LightningDataModule: sample records -> cached aligned crops -> onset/apex pair batches.
+
+One class serves both stages:
+
+* ``task: pretrain`` — every micro clip (and, with ``macro: true``, every macro clip, whose
+  apex is its pseudo apex: the ``pseudo_apex_n``-th frame after the onset) of ``datasets``,
+  minus ``exclude_subjects``. No labels.
+* ``task: classify`` — the micro clips labelled by ``protocol``; ``fold`` names the held-out
+  subject (``"dataset/subject"``, LOSO). The held-out subject is the test and predict set and
+  is never part of training; there is deliberately no validation set, so no epoch or checkpoint
+  can be chosen by looking at the held-out subject.
+
+Batches are dicts: ``onset``, ``apex`` (B, 3, H, W) float in [0, 1] once on the device,
+``label`` (B,) long (-1 when unlabelled), ``index`` (B,) long (position in ``samples``).
+Pairs travel as uint8 and become float on the device; the geometric augmentation (mirror +
+rotation in [-max_rotation, max_rotation], shared by onset and apex) runs there on whole
+batches (``augment: device``) or per item with albumentations in the workers (``augment: cpu``).
+The paper's tenfold expansion of the training set is ``expansion: 10``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from moext.data.augment import ExpandedPairs, augment_pair, augment_pairs, pair_transform
+from moext.data.protocols import fold_id
+from moext.data.records import DatasetError, Sample
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FOLDERS = {"casme2": "CASME2", "samm": "SAMM", "smic": "SMIC", "casme3": "CASME3", "synth": "synth"}
+ROOT_ENV = "MOEXT_DATA_ROOT"
+CDE_DATASETS = ("casme2", "samm", "smic")
+
+
+class PairDataset(Dataset):
+    """Pairs from one uint8 tensor.
+
+    Args:
+        pairs: (N, 2, 3, H, W) uint8, [onset, apex].
+        labels: (N,) long.
+        indices: (N,) long, positions in the DataModule's sample list.
+        transform: optional albumentations pair transform (CPU augmentation).
+    """
+
+    def __init__(self, pairs: Tensor, labels: Tensor, indices: Tensor, transform: Any = None):
+        self.pairs, self.labels, self.indices = pairs, labels, indices
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        onset, apex = self.pairs[i, 0], self.pairs[i, 1]
+        if self.transform is not None:
+            on, ap = augment_pair(self.transform, onset.permute(1, 2, 0).numpy(), apex.permute(1, 2, 0).numpy())
+            onset = torch.from_numpy(np.ascontiguousarray(on)).permute(2, 0, 1)
+            apex = torch.from_numpy(np.ascontiguousarray(ap)).permute(2, 0, 1)
+        return {"onset": onset, "apex": apex, "label": self.labels[i], "index": self.indices[i]}
+
+
+class MERDataModule(L.LightningDataModule):
+    """Micro-expression onset/apex pairs for pretraining or LOSO classification.
+
+    Args:
+        task: ``"pretrain"`` or ``"classify"``.
+        datasets: databases to draw from: ``casme2``, ``samm``, ``smic``, ``casme3``, ``synth``.
+            For ``protocol: cde3`` they default to the three MEGC2019 databases.
+        protocol: classification protocol (``cde3``, ``casme2-5``, ``samm-5``, ``casme3-3``,
+            ``synth-3``); unused when pretraining.
+        root: folder holding the databases (default: the ``MOEXT_DATA_ROOT`` environment variable).
+        paths: per-database folder, relative to ``root`` or absolute (defaults: CASME2, SAMM,
+            SMIC, CASME3, synth).
+        reader_options: per-database keyword arguments for its reader (e.g. a spreadsheet name).
+        fold: held-out subject, ``"dataset/subject"`` (classification; None = no test set).
+        exclude_subjects: fold ids kept out of the pretraining set (per-fold pretraining).
+        macro: pretraining also uses macro-expression clips (ablation "w/o macro": false).
+        pseudo_apex_n: a macro clip's apex is the N-th frame after its onset (paper 5).
+        image_size: side of the aligned face crops (paper 224).
+        landmarks: ``"dlib"``, ``"fan"`` or ``"none"`` (frames already aligned: resize only).
+        landmark_weights: local weights file for the landmark backend.
+        on_no_face: ``"error"`` or ``"next"`` (use the first later frame with a face).
+        cache_dir: where aligned crops are cached (default: ``<root>/.moext_cache``).
+        batch_size: pairs per batch (paper 20).
+        expansion: times each training pair appears per epoch (paper: tenfold).
+        augment: ``"device"`` (batched, on the accelerator), ``"cpu"`` (albumentations in the
+            workers) or ``"none"``.
+        max_rotation: rotation range in degrees (paper 10).
+        flip_p: probability of mirroring a pair.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        task: Literal["pretrain", "classify"] = "classify",
+        datasets: list[str] | None = None,
+        protocol: str | None = None,
+        root: str | None = None,
+        paths: dict[str, str] | None = None,
+        reader_options: dict[str, dict[str, Any]] | None = None,
+        fold: str | None = None,
+        exclude_subjects: list[str] | None = None,
+        macro: bool = True,
+        pseudo_apex_n: int = 5,
+        image_size: int = 224,
+        landmarks: str = "dlib",
+        landmark_weights: str | None = None,
+        on_no_face: str = "error",
+        cache_dir: str | None = None,
+        batch_size: int = 20,
+        expansion: int = 10,
+        augment: Literal["device", "cpu", "none"] = "device",
+        max_rotation: float = 10.0,
+        flip_p: float = 0.5,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if task not in ("pretrain", "classify"):
+            raise ValueError(f"task must be 'pretrain' or 'classify', got {task!r}")
+        if task == "classify" and not protocol:
+            raise ValueError("task 'classify' needs a protocol (cde3, casme2-5, samm-5, casme3-3, synth-3)")
+        if augment not in ("device", "cpu", "none"):
+            raise ValueError(f"augment must be 'device', 'cpu' or 'none', got {augment!r}")
+        if expansion < 1 or batch_size < 1:
+            raise ValueError("expansion and batch_size must be >= 1")
+        self.task = task
+        self.protocol = protocol
+        if datasets is None:
+            datasets = list(CDE_DATASETS) if protocol == "cde3" else []
+        if not datasets:
+            raise ValueError("datasets is empty: name the databases to read (e.g. [casme2, casme3])")
+        self.datasets = list(datasets)
+        self.root = root
+        self.paths = dict(paths or {})
+        self.reader_options = dict(reader_options or {})
+        self.fold = fold
+        self.exclude_subjects = set(exclude_subjects or [])
+        self.macro = macro
+        self.pseudo_apex_n = pseudo_apex_n
+        self.image_size = image_size
+        self.landmarks = landmarks
+        self.landmark_weights = landmark_weights
+        self.on_no_face = on_no_face
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self.expansion = expansion
+        self.augment = augment
+        self.max_rotation = max_rotation
+        self.flip_p = flip_p
+        self.num_workers = num_workers
+        self.classes: tuple[str, ...] = ()
+        self.samples: list[Sample] = []
+        self.labels: list[int] = []
+        self._pairs: Tensor | None = None
+
+    # ----------------------------------------------------------------- records
+    def data_root(self) -> Path:
+        root = self.root or os.environ.get(ROOT_ENV)
+        if not root:
+            raise DatasetError(f"no data root: set data.root in the config or the {ROOT_ENV} environment variable")
+        return Path(root).expanduser()
+
+    def dataset_root(self, name: str) -> Path:
+        folder = Path(self.paths.get(name, DEFAULT_FOLDERS.get(name, name))).expanduser()
+        return folder if folder.is_absolute() else self.data_root() / folder
+
+    def read_samples(self) -> tuple[list[Sample], list[int], tuple[str, ...]]:
+        """All samples of this stage (before the fold split), their labels and the class names."""
+        from moext.data.protocols import select
+        from moext.data.readers import read_dataset
+
+        samples: list[Sample] = []
+        for name in self.datasets:
+            options = dict(self.reader_options.get(name, {}))
+            if self.task == "pretrain" and self.macro and name == "casme3":
+                options.setdefault("kind", "both")  # part A's macro clips feed pretraining
+            result = read_dataset(name, self.dataset_root(name), **options)
+            if result.rejected or result.corrected:
+                log.info(
+                    "%s: %d rows rejected, %d corrected (details: moext data summary --dataset %s)",
+                    name, len(result.rejected), len(result.corrected), name,
+                )
+            samples.extend(result.samples)
+        if self.task == "pretrain":
+            kept = [s for s in samples if (self.macro or s.kind == "micro") and fold_id(s) not in self.exclude_subjects]
+            return kept, [-1] * len(kept), ()
+        micro = [s for s in samples if s.kind == "micro"]
+        labelled = select(self.protocol, micro)
+        return list(labelled.samples), list(labelled.labels), tuple(labelled.classes)
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.classes) if self.classes else None
+
+    def subjects(self) -> list[str]:
+        """The LOSO folds of this stage: sorted fold ids of the samples."""
+        if not self.samples:
+            self.samples, self.labels, self.classes = self.read_samples()
+        return sorted({fold_id(s) for s in self.samples})
+
+    # ------------------------------------------------------------------ crops
+    def prepare_settings(self):
+        from moext.data.cache import PrepareSettings
+
+        return PrepareSettings(
+            size=self.image_size,
+            backend=self.landmarks,
+            weights=self.landmark_weights,
+            on_no_face=self.on_no_face,
+            pseudo_apex_n=self.pseudo_apex_n,
+        )
+
+    def cache_root(self) -> Path:
+        return Path(self.cache_dir).expanduser() if self.cache_dir else self.data_root() / ".moext_cache"
+
+    def prepare_data(self) -> None:
+        """Align and cache every crop this stage needs (once; later runs reuse the cache)."""
+        from moext.data.cache import prepare
+
+        samples, _, _ = self.read_samples()
+        report = prepare(samples, self.cache_root(), self.prepare_settings())
+        failures = getattr(report, "failed", None)
+        if failures:
+            lines = "\n".join(f"  {f}" for f in list(failures)[:20])
+            raise DatasetError(f"{len(failures)} clip(s) could not be prepared:\n{lines}")
+
+    def setup(self, stage: str | None = None) -> None:
+        from moext.data.cache import load_pairs
+
+        if self._pairs is not None:
+            return
+        self.samples, self.labels, self.classes = self.read_samples()
+        if not self.samples:
+            raise DatasetError(f"no samples for task={self.task} protocol={self.protocol} datasets={self.datasets}")
+        folds = {fold_id(s) for s in self.samples}
+        if self.fold is not None and self.fold not in folds:
+            raise ValueError(f"fold {self.fold!r} is not a subject of this data; subjects: {sorted(folds)}")
+        self._pairs = load_pairs(self.samples, self.cache_root(), self.prepare_settings())
+        is_test = torch.tensor([fold_id(s) == self.fold for s in self.samples])
+        self.train_index = torch.nonzero(~is_test).flatten()
+        self.test_index = torch.nonzero(is_test).flatten()
+        train_subjects = {fold_id(self.samples[i]) for i in self.train_index.tolist()}
+        test_subjects = {fold_id(self.samples[i]) for i in self.test_index.tolist()}
+        if train_subjects & test_subjects:  # cannot happen; a guard against future edits
+            raise AssertionError(f"subject leakage between train and test: {train_subjects & test_subjects}")
+
+    def _subset(self, index: Tensor, transform: Any = None) -> PairDataset:
+        labels = torch.tensor(self.labels, dtype=torch.long)
+        return PairDataset(self._pairs[index], labels[index], index, transform)
+
+    # ------------------------------------------------------------ dataloaders
+    def train_dataloader(self) -> DataLoader:
+        transform = pair_transform(self.max_rotation, self.flip_p) if self.augment == "cpu" else None
+        ds = ExpandedPairs(self._subset(self.train_index, transform), self.expansion)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=len(ds) > self.batch_size,  # BatchNorm needs > 1 sample per batch
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _eval_loader(self) -> DataLoader:
+        if self.fold is None:
+            raise ValueError("no held-out subject: set data.fold to test or predict")
+        return DataLoader(self._subset(self.test_index), batch_size=self.batch_size, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader()
+
+    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+        """uint8 -> float in [0, 1] on the device; the shared geometric augmentation when training."""
+        onset = batch["onset"].float().div_(255)
+        apex = batch["apex"].float().div_(255)
+        if self.augment == "device" and self.trainer is not None and self.trainer.training:
+            pairs = augment_pairs(torch.stack([onset, apex], dim=1), self.max_rotation, self.flip_p)
+            onset, apex = pairs[:, 0], pairs[:, 1]
+        return {**batch, "onset": onset, "apex": apex}
+
+    def sample_table(self, index: Tensor | None = None) -> list[dict[str, Any]]:
+        """Id, dataset, subject, fold and label of samples (all, or those at ``index``)."""
+        idx = range(len(self.samples)) if index is None else index.tolist()
+        return [
+            {
+                "sample": self.samples[i].id,
+                "dataset": self.samples[i].dataset,
+                "subject": self.samples[i].subject,
+                "fold": fold_id(self.samples[i]),
+                "label": self.labels[i],
+            }
+            for i in idx
+        ]

@@ -1,0 +1,40 @@
+"""``moext prepare --config X.yaml``: align and cache every face crop an experiment needs.
+
+Runs the DataModule's ``prepare_data`` (readers -> landmarks -> one crop per clip, computed on
+the onset frame -> uint8 cache) once, with a progress bar; a second run finds everything cached.
+For an experiment config with a ``loso.pretrain_config``, the pretraining data is prepared too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from moext.data.records import DatasetError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``moext prepare --config X.yaml [-- overrides]``."""
+    from moext.cli import datamodule_from_config
+    from moext.loso import read_settings
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, overrides = argv[:cut], argv[cut + 1 :]
+    p = argparse.ArgumentParser(prog="moext prepare", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="a moext fit or loso experiment config")
+    a = p.parse_args(argv)
+    configs = [a.config]
+    pretrain = read_settings(a.config).pretrain_config
+    if pretrain:
+        configs.insert(0, pretrain)
+    try:
+        for config in configs:
+            print(f"[prepare] {config}")
+            datamodule_from_config(config, overrides).prepare_data()
+    except DatasetError as e:
+        print(f"moext prepare: {e}", file=sys.stderr)
+        return 2
+    return 0
