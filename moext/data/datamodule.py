@@ -42,6 +42,28 @@ ROOT_ENV = "MOEXT_DATA_ROOT"
 CDE_DATASETS = ("casme2", "samm", "smic")
 
 
+def split_by_fold(samples: list[Sample], fold: str | None) -> tuple[Tensor, Tensor]:
+    """LOSO split: positions of the training samples and of the held-out subject's samples.
+
+    Args:
+        samples: the labelled samples of a protocol.
+        fold: the held-out subject (``"dataset/subject"``), or None (everything trains).
+
+    Returns:
+        ``(train_index, test_index)``, (N_train,) and (N_test,) long tensors.
+
+    Raises:
+        AssertionError: a subject on both sides (a guard: it cannot happen by construction).
+    """
+    is_test = torch.tensor([fold_id(s) == fold for s in samples], dtype=torch.bool)
+    train_index = torch.nonzero(~is_test).flatten()
+    test_index = torch.nonzero(is_test).flatten()
+    shared = {fold_id(samples[i]) for i in train_index.tolist()} & {fold_id(samples[i]) for i in test_index.tolist()}
+    if shared:
+        raise AssertionError(f"subject leakage between train and test: {sorted(shared)}")
+    return train_index, test_index
+
+
 class PairDataset(Dataset):
     """Pairs from one uint8 tensor.
 
@@ -245,13 +267,7 @@ class MERDataModule(L.LightningDataModule):
         if self.fold is not None and self.fold not in folds:
             raise ValueError(f"fold {self.fold!r} is not a subject of this data; subjects: {sorted(folds)}")
         self._pairs = load_pairs(self.samples, self.cache_root(), self.prepare_settings())
-        is_test = torch.tensor([fold_id(s) == self.fold for s in self.samples])
-        self.train_index = torch.nonzero(~is_test).flatten()
-        self.test_index = torch.nonzero(is_test).flatten()
-        train_subjects = {fold_id(self.samples[i]) for i in self.train_index.tolist()}
-        test_subjects = {fold_id(self.samples[i]) for i in self.test_index.tolist()}
-        if train_subjects & test_subjects:  # cannot happen; a guard against future edits
-            raise AssertionError(f"subject leakage between train and test: {train_subjects & test_subjects}")
+        self.train_index, self.test_index = split_by_fold(self.samples, self.fold)
 
     def _subset(self, index: Tensor, transform: Any = None) -> PairDataset:
         labels = torch.tensor(self.labels, dtype=torch.long)

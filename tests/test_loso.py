@@ -1,0 +1,113 @@
+"""The LOSO runner: every fold, pooled results, resume, W&B once per fold, no subject leakage."""
+
+import json
+import os
+import shutil
+
+import pandas as pd
+import pytest
+
+from moext import loso
+from moext.data.datamodule import split_by_fold
+from moext.data.protocols import fold_id, select
+from moext.data.readers import read_dataset
+from moext.metrics import pooled_metrics
+from tests.conftest import CONF
+from tests.data.fixtures import write_megc2019
+
+
+@pytest.fixture
+def experiment(synth_root, tmp_path, monkeypatch):
+    """The test experiment, writing its runs under tmp_path."""
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+    monkeypatch.chdir(CONF.parent.parent)  # configs name each other relative to the repo
+    cfg = tmp_path / "exp.yaml"
+    text = (CONF / "classify.yaml").read_text().replace("out_dir: runs", f"out_dir: {tmp_path / 'runs'}")
+    cfg.write_text(text.replace("net: net.yaml", f"net: {CONF / 'net.yaml'}"))
+    return cfg, tmp_path / "runs" / "test_loso"
+
+
+def test_loso_runs_every_fold_pools_and_resumes(experiment):
+    cfg, run_dir = experiment
+    first = loso.run(cfg)
+    folds = sorted(p.name for p in (run_dir / "folds").iterdir())
+    assert folds == ["synth__sub01", "synth__sub02", "synth__sub03"]
+    preds = pd.concat(pd.read_csv(run_dir / "folds" / f / "predictions.csv", dtype={"subject": str}) for f in folds)
+    assert len(preds) == 18 and preds["sample"].is_unique
+    assert {"prob_negative", "prob_positive", "prob_surprise"} <= set(preds.columns)
+    # each fold predicts its held-out subject only
+    for f in folds:
+        part = pd.read_csv(run_dir / "folds" / f / "predictions.csv", dtype={"subject": str})
+        assert set(part["fold"]) == {f.replace("__", "/")} and set(part["subject"]) == {f.split("__")[1]}
+    # pooled = metrics on all predictions together
+    assert first["overall"] == pooled_metrics(preds["label"], preds["pred"], 3)
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["complete"] and saved["folds_done"] == 3
+    assert (run_dir / "results.md").read_text().count("|") > 10 and (run_dir / "confusion.png").is_file()
+    # W&B: one offline run for pretraining and one per fold, never merged
+    runs = sorted(p.parent.parent.name for p in run_dir.rglob("wandb/offline-run-*/files"))
+    assert len(list(run_dir.glob("folds/*/wandb/offline-run-*"))) == 3
+    assert len(list(run_dir.glob("pretrain/wandb/offline-run-*"))) == 1, runs
+
+    # simulate a run killed inside fold 2: its predictions never written, a stray temp file left
+    fold2 = run_dir / "folds" / "synth__sub02"
+    (fold2 / "predictions.csv").unlink()
+    (fold2 / ".predictions.csv.123.tmp").write_text("half-written")
+    kept = {f: os.path.getmtime(run_dir / "folds" / f / "predictions.csv") for f in ("synth__sub01", "synth__sub03")}
+    pre_mtime = os.path.getmtime(run_dir / "pretrain" / "pretrained.ckpt")
+    resumed = loso.run(cfg)
+    assert resumed["overall"] == first["overall"]  # same seed, same fold: the same pooled result
+    for f, t in kept.items():
+        assert os.path.getmtime(run_dir / "folds" / f / "predictions.csv") == t  # not retrained
+    assert os.path.getmtime(run_dir / "pretrain" / "pretrained.ckpt") == pre_mtime  # reused
+
+    # --report recomputes from the saved predictions without training
+    shutil.rmtree(run_dir / "folds" / "synth__sub01" / "csv", ignore_errors=True)
+    assert loso.main(["--config", str(cfg), "--report"]) == 0
+    assert json.loads((run_dir / "results.json").read_text())["overall"] == first["overall"]
+
+
+def test_loso_subset_of_folds_reports_partial(experiment, capsys):
+    cfg, run_dir = experiment
+    results = loso.run(cfg, folds=["synth/sub02"])
+    assert results["folds_missing"] == ["synth/sub01", "synth/sub03"] and not results["complete"]
+    assert "PARTIAL" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown folds"):
+        loso.run(cfg, folds=["synth/sub99"])
+
+
+def test_report_refuses_foreign_subject_in_a_fold(tmp_path):
+    fold = tmp_path / "folds" / "synth__sub01"
+    fold.mkdir(parents=True)
+    pd.DataFrame(
+        [{"sample": "synth/sub02/EP1", "dataset": "synth", "subject": "sub02", "fold": "synth/sub01", "label": 0, "pred": 0, "prob_a": 1.0}]
+    ).to_csv(fold / "predictions.csv", index=False)
+    with pytest.raises(AssertionError, match="another subject"):
+        loso.report(tmp_path, ("a",))
+
+
+def test_cde_folds_never_share_a_subject(tmp_path):
+    """On a tree holding the whole official MEGC2019 list: 68 folds, disjoint, covering all 442."""
+    root = write_megc2019(tmp_path)
+    samples = read_dataset("megc2019", root).samples
+    labelled = select("cde3", [s for s in samples if s.kind == "micro"])
+    subjects = sorted({fold_id(s) for s in labelled.samples})
+    assert len(subjects) == 68
+    seen = []
+    for fold in subjects:
+        train, test = split_by_fold(labelled.samples, fold)
+        test_subjects = {fold_id(labelled.samples[i]) for i in test.tolist()}
+        train_subjects = {fold_id(labelled.samples[i]) for i in train.tolist()}
+        assert test_subjects == {fold} and fold not in train_subjects
+        assert len(train) + len(test) == 442
+        seen += test.tolist()
+    assert sorted(seen) == list(range(442))
+
+
+def test_wandb_auto_is_offline_without_credentials(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    assert loso.wandb_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert loso.wandb_mode("auto") == "online"
+    assert loso.wandb_mode("disabled") is None
