@@ -138,9 +138,10 @@ class PretrainTask(L.LightningModule):
             return
         onset, apex, recon = self._grid
         self._grid = None
+        # trainer.log_dir broadcasts from rank 0: every rank must ask, before rank 0 goes alone
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "reconstructions"
         if not self.trainer.is_global_zero:
             return
-        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "reconstructions"
         path = save_reconstruction_grid(onset, apex, recon, out_dir / f"epoch_{self.current_epoch:03d}.png")
         for logger in self.loggers:
             if hasattr(logger, "log_image"):  # WandbLogger
