@@ -291,8 +291,11 @@ def run(config: str | Path, folds: list[str] | None = None, overrides: list[str]
     return results
 
 
-def run_parallel(config: str, workers: int, overrides: list[str]) -> int:
-    """Spread the folds over ``workers`` processes, one GPU each (CUDA_VISIBLE_DEVICES=k)."""
+def run_parallel(config: str, workers: int, overrides: list[str], gpus: list[str] | None = None) -> int:
+    """Spread the folds over ``workers`` processes; worker k sees GPU ``gpus[k % len(gpus)]``
+    (CUDA_VISIBLE_DEVICES), so there can be one fold per GPU or several folds sharing one GPU
+    when one fold cannot fill it. ``gpus`` defaults to ``0 .. workers - 1``."""
+    gpus = gpus or [str(k) for k in range(workers)]
     settings = read_settings(config)
     run_dir = Path(settings.out_dir) / settings.name
     all_folds, classes = list_folds(config, overrides)
@@ -303,7 +306,7 @@ def run_parallel(config: str, workers: int, overrides: list[str]) -> int:
         share = all_folds[k::workers]
         if not share:
             continue
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(k))
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpus[k % len(gpus)])
         cmd = [sys.executable, "-m", "moext.cli", "loso", "--config", config, "--folds", *share, *(["--"] + overrides if overrides else [])]
         procs.append(subprocess.Popen(cmd, env=env))
     codes = [p.wait() for p in procs]
@@ -322,9 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="experiment YAML (a fit config plus a loso: section)")
     p.add_argument("--folds", nargs="+", help="run only these held-out subjects (fold ids, e.g. casme2/sub01)")
     p.add_argument("--report", action="store_true", help="recompute the pooled results from saved predictions")
-    p.add_argument("--workers", type=int, default=1, help="folds side by side, one process per GPU")
+    p.add_argument("--workers", type=int, default=1, help="folds side by side, one process each")
+    p.add_argument("--gpus", help="comma-separated GPU ids the workers cycle over (default: one each)")
     a = p.parse_args(argv)
     if a.workers > 1:
-        return run_parallel(a.config, a.workers, overrides)
+        return run_parallel(a.config, a.workers, overrides, a.gpus.split(",") if a.gpus else None)
     run(a.config, folds=a.folds, overrides=overrides, report_only=a.report)
     return 0

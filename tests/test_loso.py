@@ -111,3 +111,11 @@ def test_wandb_auto_is_offline_without_credentials(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert loso.wandb_mode("auto") == "online"
     assert loso.wandb_mode("disabled") is None
+
+
+@pytest.mark.slow
+def test_loso_workers_run_folds_side_by_side(experiment):
+    cfg, run_dir = experiment
+    assert loso.main(["--config", str(cfg), "--workers", "2", "--gpus", "0"]) == 0
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["complete"] and results["folds_done"] == 3 and results["overall"]["n"] == 18

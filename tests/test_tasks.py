@@ -101,3 +101,27 @@ def test_mismatched_checkpoint_is_loud(tmp_path):
     torch.save(state, bad)
     with pytest.raises(CheckpointMismatchError, match="prefix"):
         ClassifyTask(net=tiny_config(), pretrained=str(bad))
+
+
+def test_channels_last_and_compile_keep_checkpoint_keys(tmp_path):
+    task = PretrainTask(net=tiny_config(), channels_last=True, compile=True, image_every_n_epochs=0)
+    keys = set(task.state_dict())
+    t = trainer(tmp_path, max_steps=1)
+    t.fit(task, DataLoader(RandomPairs(), batch_size=6))
+    assert set(task.state_dict()) == keys  # compile did not rename parameters
+    assert task.net.separator.backbone.layers[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_device_batches_cover_each_pair_expansion_times_and_shard_ranks():
+    from moext.data.datamodule import DeviceBatches
+
+    pairs = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1, 1).expand(10, 2, 3, 2, 2).contiguous()
+    labels, idx = torch.arange(10) % 3, torch.arange(10)
+    seen = []
+    for rank in range(2):
+        batches = DeviceBatches(pairs, labels, idx, batch_size=5, expansion=3, device="cpu", rank=rank, world_size=2)
+        assert len(batches) == 3
+        for b in batches:
+            assert torch.equal(b["onset"][:, 0, 0, 0].long(), b["index"]) and torch.equal(b["label"], b["index"] % 3)
+            seen += b["index"].tolist()
+    assert sorted(seen) == sorted(list(range(10)) * 3)  # both ranks together: every pair 3 times

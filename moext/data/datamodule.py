@@ -64,6 +64,50 @@ def split_by_fold(samples: list[Sample], fold: str | None) -> tuple[Tensor, Tens
     return train_index, test_index
 
 
+class DeviceBatches:
+    """Training batches indexed straight from a pair tensor that lives on the device.
+
+    The fast input path: the fold's uint8 crops are moved to the accelerator once, and each
+    batch is a gather there (no workers, no per-item Python, no host-to-device copies). Every
+    rank draws the same permutation (seeded by ``seed`` and the epoch) and takes its own
+    stride of it, like a DistributedSampler.
+
+    Args:
+        pairs: (N, 2, 3, H, W) uint8.
+        labels: (N,) long.
+        indices: (N,) long, positions in the DataModule's sample list.
+        batch_size: pairs per batch.
+        expansion: times each pair appears per epoch.
+        device: where the tensors are kept.
+        rank, world_size: this process's place among the data-parallel ranks.
+        seed: base seed of the per-epoch permutations.
+    """
+
+    def __init__(
+        self, pairs: Tensor, labels: Tensor, indices: Tensor, batch_size: int, expansion: int,
+        device: torch.device | str, rank: int = 0, world_size: int = 1, seed: int = 0,
+    ) -> None:
+        self.pairs = pairs.to(device)
+        self.labels = labels.to(device)
+        self.indices = indices.to(device)
+        self.batch_size, self.expansion = batch_size, expansion
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        per_rank = len(self.pairs) * self.expansion // self.world_size
+        return max(1, per_rank // self.batch_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.pairs) * self.expansion, generator=g) % len(self.pairs)
+        order = order[self.rank :: self.world_size].to(self.pairs.device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield {"onset": self.pairs[idx, 0], "apex": self.pairs[idx, 1], "label": self.labels[idx], "index": self.indices[idx]}
+
+
 class PairDataset(Dataset):
     """Pairs from one uint8 tensor.
 
@@ -119,6 +163,9 @@ class MERDataModule(L.LightningDataModule):
         max_rotation: rotation range in degrees (paper 10).
         flip_p: probability of mirroring a pair.
         num_workers: DataLoader workers.
+        device_cache: keep the training pairs on the accelerator and batch them there
+            (:class:`DeviceBatches`; needs ``augment`` ``device`` or ``none``).
+        seed: seed of the device-cache batch order.
     """
 
     def __init__(
@@ -144,6 +191,8 @@ class MERDataModule(L.LightningDataModule):
         max_rotation: float = 10.0,
         flip_p: float = 0.5,
         num_workers: int = 0,
+        device_cache: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if task not in ("pretrain", "classify"):
@@ -152,6 +201,8 @@ class MERDataModule(L.LightningDataModule):
             raise ValueError("task 'classify' needs a protocol (cde3, casme2-5, samm-5, casme3-3, synth-3)")
         if augment not in ("device", "cpu", "none"):
             raise ValueError(f"augment must be 'device', 'cpu' or 'none', got {augment!r}")
+        if device_cache and augment == "cpu":
+            raise ValueError("device_cache batches on the device: use augment 'device' or 'none', not 'cpu'")
         if expansion < 1 or batch_size < 1:
             raise ValueError("expansion and batch_size must be >= 1")
         self.task = task
@@ -179,6 +230,8 @@ class MERDataModule(L.LightningDataModule):
         self.max_rotation = max_rotation
         self.flip_p = flip_p
         self.num_workers = num_workers
+        self.device_cache = device_cache
+        self.seed = seed
         self.classes: tuple[str, ...] = ()
         self.samples: list[Sample] = []
         self.labels: list[int] = []
@@ -274,7 +327,21 @@ class MERDataModule(L.LightningDataModule):
         return PairDataset(self._pairs[index], labels[index], index, transform)
 
     # ------------------------------------------------------------ dataloaders
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
+        if self.device_cache:
+            strategy = self.trainer.strategy if self.trainer is not None else None
+            labels = torch.tensor(self.labels, dtype=torch.long)
+            return DeviceBatches(
+                self._pairs[self.train_index],
+                labels[self.train_index],
+                self.train_index,
+                self.batch_size,
+                self.expansion,
+                strategy.root_device if strategy else "cpu",
+                strategy.global_rank if strategy else 0,
+                strategy.world_size if strategy else 1,
+                self.seed,
+            )
         transform = pair_transform(self.max_rotation, self.flip_p) if self.augment == "cpu" else None
         ds = ExpandedPairs(self._subset(self.train_index, transform), self.expansion)
         return DataLoader(
