@@ -65,15 +65,23 @@ def datamodule_from_config(config: str, overrides: list[str] | None = None):
     from lightning import LightningDataModule, LightningModule
 
     cli = _DataOnlyCLI(
-        LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        args=["--config", str(config), *(overrides or [])], run=False, auto_configure_optimizers=False,
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=["--config", str(config), *(overrides or [])],
+        run=False,
+        auto_configure_optimizers=False,
     )
     return cli.datamodule
 
 
 def _data(argv: list[str]) -> int:
     if not argv or argv[0] != "summary":
-        print("usage: moext data summary --dataset NAME --root PATH [--protocol P] [--json]", file=sys.stderr)
+        print(
+            "usage: moext data summary --dataset NAME --root PATH [--protocol P] [--json]",
+            file=sys.stderr,
+        )
         return 2
     from moext.data.summary import main
 

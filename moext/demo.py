@@ -20,7 +20,9 @@ def find_experiments() -> Path:
     for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
         if (base / "experiments" / "demo.yaml").is_file():
             return base / "experiments"
-    raise FileNotFoundError("experiments/demo.yaml not found: run `moext demo` from the moext repository")
+    raise FileNotFoundError(
+        "experiments/demo.yaml not found: run `moext demo` from the moext repository"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

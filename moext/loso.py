@@ -105,10 +105,15 @@ def wandb_mode(setting: str) -> str | None:
     return "offline"
 
 
-def logger_config(settings: LosoSettings, save_dir: Path, run_name: str, job_type: str) -> list[dict[str, Any]]:
+def logger_config(
+    settings: LosoSettings, save_dir: Path, run_name: str, job_type: str
+) -> list[dict[str, Any]]:
     """Trainer loggers of one fold: a CSV logger, and a W&B run unless W&B is disabled."""
     loggers: list[dict[str, Any]] = [
-        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(save_dir), "name": "csv"}}
+        {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(save_dir), "name": "csv"},
+        }
     ]
     mode = wandb_mode(settings.wandb)
     if mode:
@@ -141,21 +146,33 @@ def finish_wandb() -> None:
 def _build(config: str | Path, overrides: list[str]):
     from moext.cli import lightning_cli
 
-    return lightning_cli(["--config", str(config), *overrides], run=False, save_config_kwargs={"overwrite": True})
+    return lightning_cli(
+        ["--config", str(config), *overrides], run=False, save_config_kwargs={"overwrite": True}
+    )
 
 
 def run_pretraining(
-    settings: LosoSettings, run_dir: Path, exclude: str | None = None, overrides: list[str] | None = None
+    settings: LosoSettings,
+    run_dir: Path,
+    exclude: str | None = None,
+    overrides: list[str] | None = None,
 ) -> Path:
     """Train the pretraining stage once (or reuse its checkpoint) and return the checkpoint path."""
-    out = run_dir / ("pretrain" if exclude is None else f"pretrain_per_fold/{fold_dirname(exclude)}")
+    out = run_dir / (
+        "pretrain" if exclude is None else f"pretrain_per_fold/{fold_dirname(exclude)}"
+    )
     ckpt = out / "pretrained.ckpt"
     if ckpt.is_file():
         print(f"[loso] pretraining: reusing {ckpt}")
         return ckpt
     out.mkdir(parents=True, exist_ok=True)
     name = "pretrain" if exclude is None else f"pretrain-{exclude}"
-    args = ["--trainer.default_root_dir", str(out), "--trainer.logger", json.dumps(logger_config(settings, out, name, "pretrain"))]
+    args = [
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.logger",
+        json.dumps(logger_config(settings, out, name, "pretrain")),
+    ]
     if exclude is not None:
         args += ["--data.init_args.exclude_subjects", json.dumps([exclude])]
     print(f"[loso] pretraining -> {ckpt}")
@@ -171,7 +188,14 @@ def run_pretraining(
     return ckpt
 
 
-def run_fold(config: str | Path, settings: LosoSettings, run_dir: Path, fold: str, pretrained: Path | None, overrides: list[str]) -> Path:
+def run_fold(
+    config: str | Path,
+    settings: LosoSettings,
+    run_dir: Path,
+    fold: str,
+    pretrained: Path | None,
+    overrides: list[str],
+) -> Path:
     """Train one fold from scratch and write its predictions; returns the predictions file."""
     fold_dir = run_dir / "folds" / fold_dirname(fold)
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +221,9 @@ def run_fold(config: str | Path, settings: LosoSettings, run_dir: Path, fold: st
     rows = []
     table = {r["sample"]: r for r in dm.sample_table()}
     for batch in outputs:
-        for i, pred, probs in zip(batch["index"].tolist(), batch["pred"].tolist(), batch["probs"].tolist(), strict=True):
+        for i, pred, probs in zip(
+            batch["index"].tolist(), batch["pred"].tolist(), batch["probs"].tolist(), strict=True
+        ):
             row = dict(table[dm.samples[i].id])
             row["pred"] = pred
             row.update({f"prob_{c}": p for c, p in zip(dm.classes, probs, strict=True)})
@@ -215,7 +241,9 @@ def list_folds(config: str | Path, overrides: list[str]) -> tuple[list[str], tup
     return dm.subjects(), tuple(dm.classes)
 
 
-def report(run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds: list[str] | None = None) -> dict[str, Any]:
+def report(
+    run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds: list[str] | None = None
+) -> dict[str, Any]:
     """Pool every fold's predictions and write results.json, results.md and confusion.png."""
     from moext.results import plot_confusion, results_markdown
 
@@ -233,7 +261,9 @@ def report(run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds
     # A fold's test set is its held-out subject and nothing else.
     foreign = preds[preds["fold"] != preds["dataset"] + "/" + preds["subject"].astype(str)]
     if len(foreign):
-        raise AssertionError(f"predictions of another subject inside a fold: {foreign['sample'].tolist()[:10]}")
+        raise AssertionError(
+            f"predictions of another subject inside a fold: {foreign['sample'].tolist()[:10]}"
+        )
     dup = preds["sample"][preds["sample"].duplicated()]
     if len(dup):
         raise AssertionError(f"samples predicted more than once: {list(dup)[:10]}")
@@ -245,10 +275,12 @@ def report(run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds
         "complete": not missing,
         "overall": pooled_metrics(preds["label"], preds["pred"], n),
         "per_dataset": {
-            ds: pooled_metrics(g["label"], g["pred"], n) for ds, g in preds.groupby("dataset", sort=True)
+            ds: pooled_metrics(g["label"], g["pred"], n)
+            for ds, g in preds.groupby("dataset", sort=True)
         },
         "per_fold_for_inspection_only": {
-            fold: pooled_metrics(g["label"], g["pred"], n) for fold, g in preds.groupby("fold", sort=True)
+            fold: pooled_metrics(g["label"], g["pred"], n)
+            for fold, g in preds.groupby("fold", sort=True)
         },
         "confusion": confusion_matrix(preds["label"], preds["pred"], n).tolist(),
     }
@@ -258,7 +290,12 @@ def report(run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds
     return results
 
 
-def run(config: str | Path, folds: list[str] | None = None, overrides: list[str] | None = None, report_only: bool = False) -> dict[str, Any] | None:
+def run(
+    config: str | Path,
+    folds: list[str] | None = None,
+    overrides: list[str] | None = None,
+    report_only: bool = False,
+) -> dict[str, Any] | None:
     """Run (or resume) an experiment's LOSO folds, then pool and report."""
     from moext.results import results_markdown
 
@@ -286,12 +323,16 @@ def run(config: str | Path, folds: list[str] | None = None, overrides: list[str]
     results = report(run_dir, classes, all_folds)
     print(results_markdown(results))
     if results["folds_missing"]:
-        print(f"[loso] {len(results['folds_missing'])} fold(s) still missing: the pooled numbers above are PARTIAL")
+        print(
+            f"[loso] {len(results['folds_missing'])} fold(s) still missing: the pooled numbers above are PARTIAL"
+        )
     print(f"[loso] results in {run_dir}")
     return results
 
 
-def run_parallel(config: str, workers: int, overrides: list[str], gpus: list[str] | None = None) -> int:
+def run_parallel(
+    config: str, workers: int, overrides: list[str], gpus: list[str] | None = None
+) -> int:
     """Spread the folds over ``workers`` processes; worker k sees GPU ``gpus[k % len(gpus)]``
     (CUDA_VISIBLE_DEVICES), so there can be one fold per GPU or several folds sharing one GPU
     when one fold cannot fill it. ``gpus`` defaults to ``0 .. workers - 1``."""
@@ -307,7 +348,17 @@ def run_parallel(config: str, workers: int, overrides: list[str], gpus: list[str
         if not share:
             continue
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpus[k % len(gpus)])
-        cmd = [sys.executable, "-m", "moext.cli", "loso", "--config", config, "--folds", *share, *(["--"] + overrides if overrides else [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "moext.cli",
+            "loso",
+            "--config",
+            config,
+            "--folds",
+            *share,
+            *(["--"] + overrides if overrides else []),
+        ]
         procs.append(subprocess.Popen(cmd, env=env))
     codes = [p.wait() for p in procs]
     report(run_dir, classes, all_folds)
@@ -322,11 +373,19 @@ def main(argv: list[str] | None = None) -> int:
         cut = argv.index("--")
         argv, overrides = argv[:cut], argv[cut + 1 :]
     p = argparse.ArgumentParser(prog="moext loso", description="Leave-one-subject-out experiment")
-    p.add_argument("--config", required=True, help="experiment YAML (a fit config plus a loso: section)")
-    p.add_argument("--folds", nargs="+", help="run only these held-out subjects (fold ids, e.g. casme2/sub01)")
-    p.add_argument("--report", action="store_true", help="recompute the pooled results from saved predictions")
+    p.add_argument(
+        "--config", required=True, help="experiment YAML (a fit config plus a loso: section)"
+    )
+    p.add_argument(
+        "--folds", nargs="+", help="run only these held-out subjects (fold ids, e.g. casme2/sub01)"
+    )
+    p.add_argument(
+        "--report", action="store_true", help="recompute the pooled results from saved predictions"
+    )
     p.add_argument("--workers", type=int, default=1, help="folds side by side, one process each")
-    p.add_argument("--gpus", help="comma-separated GPU ids the workers cycle over (default: one each)")
+    p.add_argument(
+        "--gpus", help="comma-separated GPU ids the workers cycle over (default: one each)"
+    )
     a = p.parse_args(argv)
     if a.workers > 1:
         return run_parallel(a.config, a.workers, overrides, a.gpus.split(",") if a.gpus else None)

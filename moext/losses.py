@@ -21,11 +21,15 @@ def reconstruction_loss(recon: Tensor, apex: Tensor) -> Tensor:
         Scalar tensor.
     """
     if recon.shape != apex.shape:
-        raise ValueError(f"reconstruction_loss: shapes differ, {tuple(recon.shape)} vs {tuple(apex.shape)}")
+        raise ValueError(
+            f"reconstruction_loss: shapes differ, {tuple(recon.shape)} vs {tuple(apex.shape)}"
+        )
     return (recon.float() - apex.float()).abs().mean()
 
 
-def shape_texture_loss(z_shape: Tensor, z_texture: Tensor, z_anchor: Tensor, margin: float) -> Tensor:
+def shape_texture_loss(
+    z_shape: Tensor, z_texture: Tensor, z_anchor: Tensor, margin: float
+) -> Tensor:
     """L_st (Eq. 6): each shape feature closer to the batch's mean shape than to its own texture.
 
     L_st = 1/(n 2m) sum_i sum_j max(0, ||f(S_bar) - f(S_ij)|| - ||f(S_ij) - f(T_ij)|| + eps)

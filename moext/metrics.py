@@ -22,7 +22,9 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: 
     return cm
 
 
-def pooled_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> dict[str, float]:
+def pooled_metrics(
+    y_true: Sequence[int], y_pred: Sequence[int], num_classes: int
+) -> dict[str, float]:
     """UF1 (unweighted/macro F1), UAR (unweighted average recall) and ACC of pooled predictions.
 
     Args:
@@ -35,7 +37,9 @@ def pooled_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_classes: in
     """
     y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must be equal 1-D shapes")
+        raise ValueError(
+            f"y_true {y_true.shape} and y_pred {y_pred.shape} must be equal 1-D shapes"
+        )
     if len(y_true) == 0:
         return {"uf1": float("nan"), "uar": float("nan"), "acc": float("nan"), "n": 0}
     cm = confusion_matrix(y_true, y_pred, num_classes)

@@ -127,7 +127,9 @@ class Branch(nn.Module):
     Shapes: (B, in_channels, h, w) -> (B, feature_dim).
     """
 
-    def __init__(self, in_channels: int, channels: int = 512, blocks: int = 1, feature_dim: int = 512):
+    def __init__(
+        self, in_channels: int, channels: int = 512, blocks: int = 1, feature_dim: int = 512
+    ):
         super().__init__()
         convs = [ConvBlock(in_channels if i == 0 else channels, channels) for i in range(blocks)]
         self.convs = nn.Sequential(*convs)
@@ -202,7 +204,9 @@ class ApexDecoder(nn.Module):
         base = image_size // 32
         n_stem = max(1, math.ceil(math.log2(base)))  # 3 at 224, as in the paper
         stem_size = 2**n_stem
-        stem = [_up_conv(in_channels if i == 0 else stem_channels, stem_channels) for i in range(n_stem)]
+        stem = [
+            _up_conv(in_channels if i == 0 else stem_channels, stem_channels) for i in range(n_stem)
+        ]
         self.stem = nn.Sequential(*stem)
         # AvgPool(k, 1) maps stem_size -> stem_size - k + 1 = base; the paper's k = 2 (8 -> 7).
         self.pool = nn.AvgPool2d(stem_size - base + 1, stride=1)
@@ -317,10 +321,14 @@ class FeatureSeparator(nn.Module):
 
     def __init__(self, cfg: MoExtConfig, texture: bool = True) -> None:
         super().__init__()
-        self.backbone = build_backbone(cfg.backbone, cfg.pretrained_backbone, cfg.backbone_checkpoint)
+        self.backbone = build_backbone(
+            cfg.backbone, cfg.pretrained_backbone, cfg.backbone_checkpoint
+        )
         c = self.backbone.out_channels
         self.shape = Branch(c, cfg.branch_channels, cfg.branch_blocks, cfg.feature_dim)
-        self.texture = Branch(c, cfg.branch_channels, cfg.branch_blocks, cfg.feature_dim) if texture else None
+        self.texture = (
+            Branch(c, cfg.branch_channels, cfg.branch_blocks, cfg.feature_dim) if texture else None
+        )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -358,7 +366,9 @@ class MoExt(nn.Module):
             else None
         )
         self.projection = (
-            ProjectionHead(d, cfg.projection_hidden_dim, cfg.projection_dim, cfg.projection_normalize)
+            ProjectionHead(
+                d, cfg.projection_hidden_dim, cfg.projection_dim, cfg.projection_normalize
+            )
             if pretraining
             else None
         )

@@ -25,55 +25,96 @@ def _ckpt(root: Path) -> Path:
 
 def test_fit_pretrain_then_classify_from_checkpoint(data_env, tmp_path):
     pre_dir, clf_dir = tmp_path / "pre", tmp_path / "clf"
-    main(["fit", "--config", str(CONF / "pretrain.yaml"), "--trainer.default_root_dir", str(pre_dir)])
+    main(
+        ["fit", "--config", str(CONF / "pretrain.yaml"), "--trainer.default_root_dir", str(pre_dir)]
+    )
     ckpt = _ckpt(pre_dir)
-    assert (pre_dir / "lightning_logs" / "version_0" / "reconstructions" / "epoch_000.png").is_file()
+    assert (
+        pre_dir / "lightning_logs" / "version_0" / "reconstructions" / "epoch_000.png"
+    ).is_file()
     main(
         [
-            "fit", "--config", str(CONF / "classify.yaml"),
-            "--model.init_args.pretrained", str(ckpt),
-            "--data.init_args.fold", "synth/sub01",
-            "--trainer.default_root_dir", str(clf_dir),
-            "--trainer.enable_checkpointing", "true",
+            "fit",
+            "--config",
+            str(CONF / "classify.yaml"),
+            "--model.init_args.pretrained",
+            str(ckpt),
+            "--data.init_args.fold",
+            "synth/sub01",
+            "--trainer.default_root_dir",
+            str(clf_dir),
+            "--trainer.enable_checkpointing",
+            "true",
         ]
     )
     pre_state = torch.load(ckpt, weights_only=False)["state_dict"]
     clf_ckpt = _ckpt(clf_dir)
     main(
         [
-            "test", "--config", str(CONF / "classify.yaml"),
-            "--data.init_args.fold", "synth/sub01",
-            "--ckpt_path", str(clf_ckpt),
-            "--trainer.default_root_dir", str(tmp_path / "test"),
+            "test",
+            "--config",
+            str(CONF / "classify.yaml"),
+            "--data.init_args.fold",
+            "synth/sub01",
+            "--ckpt_path",
+            str(clf_ckpt),
+            "--trainer.default_root_dir",
+            str(tmp_path / "test"),
         ]
     )
     clf_state = torch.load(clf_ckpt, weights_only=False)["state_dict"]
-    assert "net.classifier.1.weight" in clf_state and not any(k.startswith("net.decoder") for k in clf_state)
-    assert set(pre_state) > {k for k in clf_state if k.startswith(("net.separator.shape", "net.motion"))}
+    assert "net.classifier.1.weight" in clf_state and not any(
+        k.startswith("net.decoder") for k in clf_state
+    )
+    assert set(pre_state) > {
+        k for k in clf_state if k.startswith(("net.separator.shape", "net.motion"))
+    }
 
 
 def test_fit_bf16_mixed_on_cpu(data_env, tmp_path):
     main(
         [
-            "fit", "--config", str(CONF / "pretrain.yaml"),
-            "--trainer.precision", "bf16-mixed", "--trainer.fast_dev_run", "2",
-            "--trainer.default_root_dir", str(tmp_path),
+            "fit",
+            "--config",
+            str(CONF / "pretrain.yaml"),
+            "--trainer.precision",
+            "bf16-mixed",
+            "--trainer.fast_dev_run",
+            "2",
+            "--trainer.default_root_dir",
+            str(tmp_path),
         ]
     )
 
 
 def test_classify_without_fold_has_no_test_set(data_env, tmp_path):
     with pytest.raises(ValueError, match="held-out subject"):
-        main(["test", "--config", str(CONF / "classify.yaml"), "--trainer.default_root_dir", str(tmp_path)])
+        main(
+            [
+                "test",
+                "--config",
+                str(CONF / "classify.yaml"),
+                "--trainer.default_root_dir",
+                str(tmp_path),
+            ]
+        )
 
 
 def test_wrong_num_classes_is_loud(data_env, tmp_path):
     with pytest.raises(ValueError, match="num_classes"):
         main(
             [
-                "fit", "--config", str(CONF / "classify.yaml"), "--model.init_args.num_classes", "5",
-                "--data.init_args.fold", "synth/sub01", "--trainer.fast_dev_run", "1",
-                "--trainer.default_root_dir", str(tmp_path),
+                "fit",
+                "--config",
+                str(CONF / "classify.yaml"),
+                "--model.init_args.num_classes",
+                "5",
+                "--data.init_args.fold",
+                "synth/sub01",
+                "--trainer.fast_dev_run",
+                "1",
+                "--trainer.default_root_dir",
+                str(tmp_path),
             ]
         )
 
@@ -81,6 +122,11 @@ def test_wrong_num_classes_is_loud(data_env, tmp_path):
 def test_data_summary_command(synth_root, capsys):
     import json
 
-    assert main(["data", "summary", "--dataset", "synth", "--root", str(synth_root / "synth"), "--json"]) == 0
+    assert (
+        main(
+            ["data", "summary", "--dataset", "synth", "--root", str(synth_root / "synth"), "--json"]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["subjects"] == 3 and out["classes"] == {"negative": 6, "positive": 6, "surprise": 6}

@@ -22,7 +22,11 @@ def experiment(synth_root, tmp_path, monkeypatch):
     monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
     monkeypatch.chdir(CONF.parent.parent)  # configs name each other relative to the repo
     cfg = tmp_path / "exp.yaml"
-    text = (CONF / "classify.yaml").read_text().replace("out_dir: runs", f"out_dir: {tmp_path / 'runs'}")
+    text = (
+        (CONF / "classify.yaml")
+        .read_text()
+        .replace("out_dir: runs", f"out_dir: {tmp_path / 'runs'}")
+    )
     cfg.write_text(text.replace("net: net.yaml", f"net: {CONF / 'net.yaml'}"))
     return cfg, tmp_path / "runs" / "test_loso"
 
@@ -32,18 +36,25 @@ def test_loso_runs_every_fold_pools_and_resumes(experiment):
     first = loso.run(cfg)
     folds = sorted(p.name for p in (run_dir / "folds").iterdir())
     assert folds == ["synth__sub01", "synth__sub02", "synth__sub03"]
-    preds = pd.concat(pd.read_csv(run_dir / "folds" / f / "predictions.csv", dtype={"subject": str}) for f in folds)
+    preds = pd.concat(
+        pd.read_csv(run_dir / "folds" / f / "predictions.csv", dtype={"subject": str})
+        for f in folds
+    )
     assert len(preds) == 18 and preds["sample"].is_unique
     assert {"prob_negative", "prob_positive", "prob_surprise"} <= set(preds.columns)
     # each fold predicts its held-out subject only
     for f in folds:
         part = pd.read_csv(run_dir / "folds" / f / "predictions.csv", dtype={"subject": str})
-        assert set(part["fold"]) == {f.replace("__", "/")} and set(part["subject"]) == {f.split("__")[1]}
+        assert set(part["fold"]) == {f.replace("__", "/")} and set(part["subject"]) == {
+            f.split("__")[1]
+        }
     # pooled = metrics on all predictions together
     assert first["overall"] == pooled_metrics(preds["label"], preds["pred"], 3)
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved["complete"] and saved["folds_done"] == 3
-    assert (run_dir / "results.md").read_text().count("|") > 10 and (run_dir / "confusion.png").is_file()
+    assert (run_dir / "results.md").read_text().count("|") > 10 and (
+        run_dir / "confusion.png"
+    ).is_file()
     # W&B: one offline run for pretraining and one per fold, never merged
     runs = sorted(p.parent.parent.name for p in run_dir.rglob("wandb/offline-run-*/files"))
     assert len(list(run_dir.glob("folds/*/wandb/offline-run-*"))) == 3
@@ -53,7 +64,10 @@ def test_loso_runs_every_fold_pools_and_resumes(experiment):
     fold2 = run_dir / "folds" / "synth__sub02"
     (fold2 / "predictions.csv").unlink()
     (fold2 / ".predictions.csv.123.tmp").write_text("half-written")
-    kept = {f: os.path.getmtime(run_dir / "folds" / f / "predictions.csv") for f in ("synth__sub01", "synth__sub03")}
+    kept = {
+        f: os.path.getmtime(run_dir / "folds" / f / "predictions.csv")
+        for f in ("synth__sub01", "synth__sub03")
+    }
     pre_mtime = os.path.getmtime(run_dir / "pretrain" / "pretrained.ckpt")
     resumed = loso.run(cfg)
     assert resumed["overall"] == first["overall"]  # same seed, same fold: the same pooled result
@@ -80,7 +94,17 @@ def test_report_refuses_foreign_subject_in_a_fold(tmp_path):
     fold = tmp_path / "folds" / "synth__sub01"
     fold.mkdir(parents=True)
     pd.DataFrame(
-        [{"sample": "synth/sub02/EP1", "dataset": "synth", "subject": "sub02", "fold": "synth/sub01", "label": 0, "pred": 0, "prob_a": 1.0}]
+        [
+            {
+                "sample": "synth/sub02/EP1",
+                "dataset": "synth",
+                "subject": "sub02",
+                "fold": "synth/sub01",
+                "label": 0,
+                "pred": 0,
+                "prob_a": 1.0,
+            }
+        ]
     ).to_csv(fold / "predictions.csv", index=False)
     with pytest.raises(AssertionError, match="another subject"):
         loso.report(tmp_path, ("a",))

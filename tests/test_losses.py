@@ -35,7 +35,10 @@ def eq8_reference(z_s, y, eps):
 
 def test_reconstruction_loss_is_mean_l1():
     a, b = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
-    ref = sum(abs(x - y) for x, y in zip(a.flatten().tolist(), b.flatten().tolist(), strict=True)) / a.numel()
+    ref = (
+        sum(abs(x - y) for x, y in zip(a.flatten().tolist(), b.flatten().tolist(), strict=True))
+        / a.numel()
+    )
     assert reconstruction_loss(a, b).item() == pytest.approx(ref, rel=1e-5)
     with pytest.raises(ValueError):
         reconstruction_loss(a, b[:, :, :4])
@@ -74,7 +77,9 @@ def test_losses_fall_when_optimised():
     opt = torch.optim.Adam([z_s, z_t], lr=0.05)
 
     def total():
-        return shape_texture_loss(z_s, z_t, z_s.mean(dim=(0, 1)), 0.3) + shape_shape_loss(z_s, y, 0.3)
+        return shape_texture_loss(z_s, z_t, z_s.mean(dim=(0, 1)), 0.3) + shape_shape_loss(
+            z_s, y, 0.3
+        )
 
     first = total().item()
     for _ in range(100):

@@ -34,7 +34,10 @@ def tiny_config(image_size: int = 64) -> MoExtConfig:
 def test_paper_decoder_stage_shapes():
     dec = ApexDecoder().eval()
     shapes = []
-    hooks = [s.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:]))) for s in dec.stages()]
+    hooks = [
+        s.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:])))
+        for s in dec.stages()
+    ]
     with torch.no_grad():
         out = dec(torch.randn(1, 1024, 1, 1))
     for h in hooks:
@@ -46,7 +49,14 @@ def test_paper_decoder_stage_shapes():
 
 @pytest.mark.parametrize("size", [32, 64, 96, 128])
 def test_decoder_returns_input_size(size):
-    dec = ApexDecoder(in_channels=16, image_size=size, stem_channels=8, up_channels=(8, 8, 8, 8), refine_channels=4, refine_blocks=1)
+    dec = ApexDecoder(
+        in_channels=16,
+        image_size=size,
+        stem_channels=8,
+        up_channels=(8, 8, 8, 8),
+        refine_channels=4,
+        refine_blocks=1,
+    )
     assert dec(torch.randn(2, 16)).shape == (2, 3, size, size)
 
 
@@ -86,7 +96,13 @@ def test_backbone_local_checkpoint(tmp_path):
     ref = timm.create_model("resnet18", pretrained=False)
     path = tmp_path / "resnet18.pth"
     torch.save(ref.state_dict(), path)
-    cfg = MoExtConfig(backbone="resnet18", backbone_checkpoint=str(path), image_size=64, feature_dim=16, branch_channels=8)
+    cfg = MoExtConfig(
+        backbone="resnet18",
+        backbone_checkpoint=str(path),
+        image_size=64,
+        feature_dim=16,
+        branch_channels=8,
+    )
     net = MoExt(cfg, pretraining=False, num_classes=2)
     loaded = net.separator.backbone.body.conv1.weight
     assert torch.equal(loaded, ref.conv1.weight)

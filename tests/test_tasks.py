@@ -17,13 +17,24 @@ class RandomPairs(Dataset):
 
     def __getitem__(self, i):
         onset = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(i))
-        return {"onset": onset, "apex": onset.roll(1, dims=-1), "label": torch.tensor(i % 3), "index": torch.tensor(i)}
+        return {
+            "onset": onset,
+            "apex": onset.roll(1, dims=-1),
+            "label": torch.tensor(i % 3),
+            "index": torch.tensor(i),
+        }
 
 
 def trainer(tmp_path, **kw):
     return L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, **kw
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kw,
     )
 
 
@@ -68,7 +79,9 @@ def test_pretrain_bf16_then_classify_loads_weights(tmp_path):
     ckpt = tmp_path / "pre.ckpt"
     t.save_checkpoint(ckpt)
     clf = ClassifyTask(net=tiny_config(), pretrained=str(ckpt), num_classes=3)
-    assert clf.loaded_keys and all(k.startswith(("separator.backbone", "separator.shape", "motion")) for k in clf.loaded_keys)
+    assert clf.loaded_keys and all(
+        k.startswith(("separator.backbone", "separator.shape", "motion")) for k in clf.loaded_keys
+    )
     for k in clf.loaded_keys:
         assert torch.equal(clf.net.state_dict()[k], pre.net.state_dict()[k])
     t2 = trainer(tmp_path, precision="bf16-mixed")
@@ -91,7 +104,9 @@ def test_mismatched_checkpoint_is_loud(tmp_path):
         ClassifyTask(net=other, pretrained=str(ckpt))
     # a renamed key: named in the error
     state = torch.load(ckpt, weights_only=False)
-    state["state_dict"] = {k.replace("net.motion.", "net.motion_x."): v for k, v in state["state_dict"].items()}
+    state["state_dict"] = {
+        k.replace("net.motion.", "net.motion_x."): v for k, v in state["state_dict"].items()
+    }
     bad = tmp_path / "bad.ckpt"
     torch.save(state, bad)
     with pytest.raises(CheckpointMismatchError, match=r"missing from the checkpoint.*motion\.c1"):
@@ -109,19 +124,27 @@ def test_channels_last_and_compile_keep_checkpoint_keys(tmp_path):
     t = trainer(tmp_path, max_steps=1)
     t.fit(task, DataLoader(RandomPairs(), batch_size=6))
     assert set(task.state_dict()) == keys  # compile did not rename parameters
-    assert task.net.separator.backbone.layers[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert task.net.separator.backbone.layers[0].weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
 
 
 def test_device_batches_cover_each_pair_expansion_times_and_shard_ranks():
     from moext.data.datamodule import DeviceBatches
 
-    pairs = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1, 1).expand(10, 2, 3, 2, 2).contiguous()
+    pairs = (
+        torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1, 1).expand(10, 2, 3, 2, 2).contiguous()
+    )
     labels, idx = torch.arange(10) % 3, torch.arange(10)
     seen = []
     for rank in range(2):
-        batches = DeviceBatches(pairs, labels, idx, batch_size=5, expansion=3, device="cpu", rank=rank, world_size=2)
+        batches = DeviceBatches(
+            pairs, labels, idx, batch_size=5, expansion=3, device="cpu", rank=rank, world_size=2
+        )
         assert len(batches) == 3
         for b in batches:
-            assert torch.equal(b["onset"][:, 0, 0, 0].long(), b["index"]) and torch.equal(b["label"], b["index"] % 3)
+            assert torch.equal(b["onset"][:, 0, 0, 0].long(), b["index"]) and torch.equal(
+                b["label"], b["index"] % 3
+            )
             seen += b["index"].tolist()
     assert sorted(seen) == sorted(list(range(10)) * 3)  # both ranks together: every pair 3 times

@@ -37,7 +37,13 @@ from moext.data.records import DatasetError, Sample
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FOLDERS = {"casme2": "CASME2", "samm": "SAMM", "smic": "SMIC", "casme3": "CASME3", "synth": "synth"}
+DEFAULT_FOLDERS = {
+    "casme2": "CASME2",
+    "samm": "SAMM",
+    "smic": "SMIC",
+    "casme3": "CASME3",
+    "synth": "synth",
+}
 ROOT_ENV = "MOEXT_DATA_ROOT"
 CDE_DATASETS = ("casme2", "samm", "smic")
 
@@ -58,7 +64,9 @@ def split_by_fold(samples: list[Sample], fold: str | None) -> tuple[Tensor, Tens
     is_test = torch.tensor([fold_id(s) == fold for s in samples], dtype=torch.bool)
     train_index = torch.nonzero(~is_test).flatten()
     test_index = torch.nonzero(is_test).flatten()
-    shared = {fold_id(samples[i]) for i in train_index.tolist()} & {fold_id(samples[i]) for i in test_index.tolist()}
+    shared = {fold_id(samples[i]) for i in train_index.tolist()} & {
+        fold_id(samples[i]) for i in test_index.tolist()
+    }
     if shared:
         raise AssertionError(f"subject leakage between train and test: {sorted(shared)}")
     return train_index, test_index
@@ -84,8 +92,16 @@ class DeviceBatches:
     """
 
     def __init__(
-        self, pairs: Tensor, labels: Tensor, indices: Tensor, batch_size: int, expansion: int,
-        device: torch.device | str, rank: int = 0, world_size: int = 1, seed: int = 0,
+        self,
+        pairs: Tensor,
+        labels: Tensor,
+        indices: Tensor,
+        batch_size: int,
+        expansion: int,
+        device: torch.device | str,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
     ) -> None:
         self.pairs = pairs.to(device)
         self.labels = labels.to(device)
@@ -105,7 +121,12 @@ class DeviceBatches:
         order = order[self.rank :: self.world_size].to(self.pairs.device)
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield {"onset": self.pairs[idx, 0], "apex": self.pairs[idx, 1], "label": self.labels[idx], "index": self.indices[idx]}
+            yield {
+                "onset": self.pairs[idx, 0],
+                "apex": self.pairs[idx, 1],
+                "label": self.labels[idx],
+                "index": self.indices[idx],
+            }
 
 
 class PairDataset(Dataset):
@@ -128,7 +149,9 @@ class PairDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         onset, apex = self.pairs[i, 0], self.pairs[i, 1]
         if self.transform is not None:
-            on, ap = augment_pair(self.transform, onset.permute(1, 2, 0).numpy(), apex.permute(1, 2, 0).numpy())
+            on, ap = augment_pair(
+                self.transform, onset.permute(1, 2, 0).numpy(), apex.permute(1, 2, 0).numpy()
+            )
             onset = torch.from_numpy(np.ascontiguousarray(on)).permute(2, 0, 1)
             apex = torch.from_numpy(np.ascontiguousarray(ap)).permute(2, 0, 1)
         return {"onset": onset, "apex": apex, "label": self.labels[i], "index": self.indices[i]}
@@ -198,11 +221,15 @@ class MERDataModule(L.LightningDataModule):
         if task not in ("pretrain", "classify"):
             raise ValueError(f"task must be 'pretrain' or 'classify', got {task!r}")
         if task == "classify" and not protocol:
-            raise ValueError("task 'classify' needs a protocol (cde3, casme2-5, samm-5, casme3-3, synth-3)")
+            raise ValueError(
+                "task 'classify' needs a protocol (cde3, casme2-5, samm-5, casme3-3, synth-3)"
+            )
         if augment not in ("device", "cpu", "none"):
             raise ValueError(f"augment must be 'device', 'cpu' or 'none', got {augment!r}")
         if device_cache and augment == "cpu":
-            raise ValueError("device_cache batches on the device: use augment 'device' or 'none', not 'cpu'")
+            raise ValueError(
+                "device_cache batches on the device: use augment 'device' or 'none', not 'cpu'"
+            )
         if expansion < 1 or batch_size < 1:
             raise ValueError("expansion and batch_size must be >= 1")
         self.task = task
@@ -210,7 +237,9 @@ class MERDataModule(L.LightningDataModule):
         if datasets is None:
             datasets = list(CDE_DATASETS) if protocol == "cde3" else []
         if not datasets:
-            raise ValueError("datasets is empty: name the databases to read (e.g. [casme2, casme3])")
+            raise ValueError(
+                "datasets is empty: name the databases to read (e.g. [casme2, casme3])"
+            )
         self.datasets = list(datasets)
         self.root = root
         self.paths = dict(paths or {})
@@ -241,7 +270,9 @@ class MERDataModule(L.LightningDataModule):
     def data_root(self) -> Path:
         root = self.root or os.environ.get(ROOT_ENV)
         if not root:
-            raise DatasetError(f"no data root: set data.root in the config or the {ROOT_ENV} environment variable")
+            raise DatasetError(
+                f"no data root: set data.root in the config or the {ROOT_ENV} environment variable"
+            )
         return Path(root).expanduser()
 
     def dataset_root(self, name: str) -> Path:
@@ -262,11 +293,18 @@ class MERDataModule(L.LightningDataModule):
             if result.rejected or result.corrected:
                 log.info(
                     "%s: %d rows rejected, %d corrected (details: moext data summary --dataset %s)",
-                    name, len(result.rejected), len(result.corrected), name,
+                    name,
+                    len(result.rejected),
+                    len(result.corrected),
+                    name,
                 )
             samples.extend(result.samples)
         if self.task == "pretrain":
-            kept = [s for s in samples if (self.macro or s.kind == "micro") and fold_id(s) not in self.exclude_subjects]
+            kept = [
+                s
+                for s in samples
+                if (self.macro or s.kind == "micro") and fold_id(s) not in self.exclude_subjects
+            ]
             return kept, [-1] * len(kept), ()
         micro = [s for s in samples if s.kind == "micro"]
         labelled = select(self.protocol, micro)
@@ -295,7 +333,11 @@ class MERDataModule(L.LightningDataModule):
         )
 
     def cache_root(self) -> Path:
-        return Path(self.cache_dir).expanduser() if self.cache_dir else self.data_root() / ".moext_cache"
+        return (
+            Path(self.cache_dir).expanduser()
+            if self.cache_dir
+            else self.data_root() / ".moext_cache"
+        )
 
     def prepare_data(self) -> None:
         """Align and cache every crop this stage needs (once; later runs reuse the cache)."""
@@ -315,10 +357,14 @@ class MERDataModule(L.LightningDataModule):
             return
         self.samples, self.labels, self.classes = self.read_samples()
         if not self.samples:
-            raise DatasetError(f"no samples for task={self.task} protocol={self.protocol} datasets={self.datasets}")
+            raise DatasetError(
+                f"no samples for task={self.task} protocol={self.protocol} datasets={self.datasets}"
+            )
         folds = {fold_id(s) for s in self.samples}
         if self.fold is not None and self.fold not in folds:
-            raise ValueError(f"fold {self.fold!r} is not a subject of this data; subjects: {sorted(folds)}")
+            raise ValueError(
+                f"fold {self.fold!r} is not a subject of this data; subjects: {sorted(folds)}"
+            )
         self._pairs = load_pairs(self.samples, self.cache_root(), self.prepare_settings())
         self.train_index, self.test_index = split_by_fold(self.samples, self.fold)
 
@@ -342,7 +388,9 @@ class MERDataModule(L.LightningDataModule):
                 strategy.world_size if strategy else 1,
                 self.seed,
             )
-        transform = pair_transform(self.max_rotation, self.flip_p) if self.augment == "cpu" else None
+        transform = (
+            pair_transform(self.max_rotation, self.flip_p) if self.augment == "cpu" else None
+        )
         ds = ExpandedPairs(self._subset(self.train_index, transform), self.expansion)
         return DataLoader(
             ds,
@@ -356,7 +404,9 @@ class MERDataModule(L.LightningDataModule):
     def _eval_loader(self) -> DataLoader:
         if self.fold is None:
             raise ValueError("no held-out subject: set data.fold to test or predict")
-        return DataLoader(self._subset(self.test_index), batch_size=self.batch_size, num_workers=self.num_workers)
+        return DataLoader(
+            self._subset(self.test_index), batch_size=self.batch_size, num_workers=self.num_workers
+        )
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader()
@@ -364,7 +414,9 @@ class MERDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader()
 
-    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+    def on_after_batch_transfer(
+        self, batch: dict[str, Tensor], dataloader_idx: int
+    ) -> dict[str, Tensor]:
         """uint8 -> float in [0, 1] on the device; the shared geometric augmentation when training."""
         onset = batch["onset"].float().div_(255)
         apex = batch["apex"].float().div_(255)

@@ -56,9 +56,15 @@ def check_architecture(source_cfg: Any, target_cfg: Any, path: str | Path) -> No
     if source_cfg is None:
         return
     src, dst = _config_dict(source_cfg), _config_dict(target_cfg)
-    diffs = [f"{f}: checkpoint {src.get(f)!r} vs model {dst.get(f)!r}" for f in ARCHITECTURE_FIELDS if src.get(f) != dst.get(f)]
+    diffs = [
+        f"{f}: checkpoint {src.get(f)!r} vs model {dst.get(f)!r}"
+        for f in ARCHITECTURE_FIELDS
+        if src.get(f) != dst.get(f)
+    ]
     if diffs:
-        raise CheckpointMismatchError(f"{path}: architecture differs from the model's: " + "; ".join(diffs))
+        raise CheckpointMismatchError(
+            f"{path}: architecture differs from the model's: " + "; ".join(diffs)
+        )
 
 
 def load_pretrained(net: nn.Module, path: str | Path) -> list[str]:
@@ -79,7 +85,9 @@ def load_pretrained(net: nn.Module, path: str | Path) -> list[str]:
     check_architecture(ckpt.get("hyper_parameters", {}).get("net"), net.cfg, path)
     source = extract_weights(ckpt["state_dict"], NET_PREFIX)
     if not source:
-        raise CheckpointMismatchError(f"{path}: no weights under the prefix '{NET_PREFIX}'; is it a MoExt checkpoint?")
+        raise CheckpointMismatchError(
+            f"{path}: no weights under the prefix '{NET_PREFIX}'; is it a MoExt checkpoint?"
+        )
     source = {k: v for k, v in source.items() if k.startswith(TRANSFERRED)}
     target = {k: v for k, v in net.state_dict().items() if k.startswith(TRANSFERRED)}
     missing = sorted(set(target) - set(source))
@@ -97,10 +105,14 @@ def load_pretrained(net: nn.Module, path: str | Path) -> list[str]:
     if shapes:
         problems.append(f"shape mismatches ({len(shapes)}): {shapes[:10]}")
     if problems:
-        raise CheckpointMismatchError(f"{path}: cannot load into the classifier: " + "; ".join(problems))
+        raise CheckpointMismatchError(
+            f"{path}: cannot load into the classifier: " + "; ".join(problems)
+        )
     result = net.load_state_dict(source, strict=False)
     # strict=False only because the classifier head is new; check that nothing else was skipped.
     not_loaded = [k for k in result.missing_keys if not k.startswith(LEFT_BEHIND)]
     if not_loaded or result.unexpected_keys:
-        raise CheckpointMismatchError(f"{path}: keys not loaded: {not_loaded} unexpected: {result.unexpected_keys}")
+        raise CheckpointMismatchError(
+            f"{path}: keys not loaded: {not_loaded} unexpected: {result.unexpected_keys}"
+        )
     return sorted(source)

@@ -11,8 +11,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
 from moext.models import MoExt, MoExtConfig
-from moext.tasks.speed import apply_speedups, memory_format
 from moext.tasks.checkpoints import load_pretrained
+from moext.tasks.speed import apply_speedups, memory_format
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
@@ -96,7 +96,15 @@ class ClassifyTask(L.LightningModule):
         loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
         metrics.update(logits.detach(), batch["label"])
         bs = batch["label"].shape[0]
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=bs,
+            sync_dist=True,
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
@@ -115,4 +123,6 @@ class ClassifyTask(L.LightningModule):
         return {"index": batch["index"].cpu(), "probs": probs.cpu(), "pred": probs.argmax(-1).cpu()}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )

@@ -10,7 +10,9 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 
-def reconstruction_rows(onset: Tensor, apex: Tensor, recon: Tensor, diff_gain: float = 5.0) -> Tensor:
+def reconstruction_rows(
+    onset: Tensor, apex: Tensor, recon: Tensor, diff_gain: float = 5.0
+) -> Tensor:
     """Rows of a grid: onset, apex, reconstruction, |apex - reconstruction|, |apex - onset|.
 
     The two difference rows are multiplied by ``diff_gain`` so that small motions are visible.

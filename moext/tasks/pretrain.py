@@ -10,8 +10,8 @@ from torch import Tensor
 
 from moext.losses import reconstruction_loss, shape_shape_loss, shape_texture_loss
 from moext.models import MoExt, MoExtConfig
-from moext.tasks.speed import apply_speedups, memory_format
 from moext.tasks.images import save_reconstruction_grid
+from moext.tasks.speed import apply_speedups, memory_format
 from moext.tasks.views import apex_mask, expansion_views
 
 
@@ -96,7 +96,9 @@ class PretrainTask(L.LightningModule):
         m = hp.views
         n = onset.shape[0]
         images = expansion_views(onset, apex, m, hp.noise_std, tuple(hp.contrast_range))
-        shape, texture = self.net.separator(memory_format(images.flatten(0, 1), hp.channels_last))  # (n*2m, D) each
+        shape, texture = self.net.separator(
+            memory_format(images.flatten(0, 1), hp.channels_last)
+        )  # (n*2m, D) each
         shape = shape.view(n, 2 * m, -1)
         texture = texture.view(n, 2 * m, -1)
         motion = self.net.motion(shape[:, 0], shape[:, m])  # original onset and apex views
@@ -116,20 +118,40 @@ class PretrainTask(L.LightningModule):
         return terms, recon
 
     def _total(self, terms: dict[str, Tensor]) -> Tensor:
-        w = {"re": self.hparams.weight_re, "st": self.hparams.weight_st, "ss": self.hparams.weight_ss}
+        w = {
+            "re": self.hparams.weight_re,
+            "st": self.hparams.weight_st,
+            "ss": self.hparams.weight_ss,
+        }
         return sum(w[k] * v for k, v in terms.items())
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         cl = self.hparams.channels_last
-        terms, recon = self.losses(memory_format(batch["onset"], cl), memory_format(batch["apex"], cl))
+        terms, recon = self.losses(
+            memory_format(batch["onset"], cl), memory_format(batch["apex"], cl)
+        )
         loss = self._total(terms)
         bs = batch["onset"].shape[0]
         for k, v in terms.items():
-            self.log(f"train/loss_{k}", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+            self.log(
+                f"train/loss_{k}", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True
+            )
+        self.log(
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=bs,
+            sync_dist=True,
+        )
         if batch_idx == 0 and self._should_log_images():
             k = self.hparams.images_logged
-            self._grid = (batch["onset"][:k].detach(), batch["apex"][:k].detach(), recon[:k].detach())
+            self._grid = (
+                batch["onset"][:k].detach(),
+                batch["apex"][:k].detach(),
+                recon[:k].detach(),
+            )
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -143,7 +165,10 @@ class PretrainTask(L.LightningModule):
         n = self.hparams.image_every_n_epochs
         if n <= 0:
             return False
-        last = self.trainer.max_epochs is not None and self.current_epoch == self.trainer.max_epochs - 1
+        last = (
+            self.trainer.max_epochs is not None
+            and self.current_epoch == self.trainer.max_epochs - 1
+        )
         return self.current_epoch % n == 0 or last
 
     def on_train_epoch_end(self) -> None:
@@ -155,10 +180,16 @@ class PretrainTask(L.LightningModule):
         out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "reconstructions"
         if not self.trainer.is_global_zero:
             return
-        path = save_reconstruction_grid(onset, apex, recon, out_dir / f"epoch_{self.current_epoch:03d}.png")
+        path = save_reconstruction_grid(
+            onset, apex, recon, out_dir / f"epoch_{self.current_epoch:03d}.png"
+        )
         for logger in self.loggers:
             if hasattr(logger, "log_image"):  # WandbLogger
-                logger.log_image(key="train/reconstructions", images=[str(path)], step=self.global_step)
+                logger.log_image(
+                    key="train/reconstructions", images=[str(path)], step=self.global_step
+                )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )

@@ -59,7 +59,11 @@ def expansion_views(
         flat = pair.flatten(0, 1)  # (2n, 3, H, W); a set's onset and apex share the choice
         factor = torch.empty(n, device=onset.device).uniform_(*contrast_range).repeat_interleave(2)
         candidates = torch.stack(
-            [add_noise(flat, noise_std), increase_contrast(flat, factor.to(flat.dtype)), grayscale(flat)]
+            [
+                add_noise(flat, noise_std),
+                increase_contrast(flat, factor.to(flat.dtype)),
+                grayscale(flat),
+            ]
         )  # (3, 2n, 3, H, W)
         pick = choice.repeat_interleave(2)
         views.append(candidates[pick, torch.arange(2 * n, device=onset.device)].view_as(pair))

@@ -1,0 +1,203 @@
+"""The benchmark scripts run end to end on tiny settings on the CPU, so their code paths never rot.
+
+What runs here: every script's ``main`` (input path with a worker process; training steps eager
+and compiled, fp32 and bf16 autocast, contiguous and channels_last, the FLOP counter, the MFU,
+the batch sweep; LOSO wall clock in demo mode and CDE-sized mode with its extrapolation). The
+GPU-only branches (CUDA events, peak lookup by device name, stopping a sweep at an OOM) are
+exercised through their CPU fallbacks, the peak table, and an injected out-of-memory error.
+
+``torch.compile`` is tested with the ``aot_eager`` backend: Dynamo capture and AOTAutograd run
+as on a GPU, but inductor's C++ code generation is skipped, because it alone takes about a
+minute for the tiny network on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import input_path, loso_wallclock, train_step
+from benchmarks.common import Column, DeviceTimer, machine_info, markdown_table
+
+TINY_STEPS = ["--tiny", "--device", "cpu", "--batch-size", "4", "--warmup", "1", "--steps", "1"]
+
+
+def test_input_path_tiny(tmp_path):
+    out = input_path.main(
+        [
+            "--pairs", "8", "--batch-size", "4", "--size", "64", "--batches", "2", "--warmup", "1",
+            "--workers", "1", "--breakdown", "1", "--json", str(tmp_path / "input.json"),
+        ]
+    )  # fmt: skip
+    paths = [r["path"] for r in out["rows"]]
+    assert paths == [
+        "naive",
+        "package",
+        "package (DataModule loader)",
+        "package, augmentation off (upper bound)",
+    ]
+    assert all(r["pairs_per_s"] > 0 and r["batches"] == 2 for r in out["rows"])
+    assert out["rows"][0]["speedup"] == pytest.approx(1.0)
+    assert out["load_pairs_s"] > 0
+    assert set(out["package_ms_per_batch_by_stage"]) >= {"augment_pairs", "grid_sample"}
+    assert json.loads((tmp_path / "input.json").read_text())["speedup"] == out["speedup"]
+
+
+def test_naive_dataset_items_match_the_package_layout(tmp_path):
+    samples = input_path.build_database(tmp_path / "synth", 3, frame_size=48)
+    from moext.data.cache import PrepareSettings, pair_paths
+
+    settings = PrepareSettings(size=32, backend="none")
+    item = input_path.NaivePairs([pair_paths(s, settings) for s in samples], 32)[0]
+    assert item["onset"].shape == item["apex"].shape == (3, 32, 32)
+    assert (
+        item["onset"].dtype == torch.float32
+        and 0 <= item["onset"].min() <= item["onset"].max() <= 1
+    )
+    batch = input_path.deliver_package(
+        torch.zeros(2, 2, 3, 32, 32, dtype=torch.uint8), torch.device("cpu")
+    )
+    assert batch["onset"].shape == (2, 3, 32, 32) and batch["onset"].dtype == torch.float32
+
+
+def test_train_step_eager_variants_flops_mfu_and_sweep(tmp_path):
+    out = train_step.main(
+        [
+            *TINY_STEPS, "--compile", "off", "--precision", "both", "--channels-last", "both",
+            "--sweep-batch", "2", "--peak-tflops", "1", "--json", str(tmp_path / "steps.json"),
+        ]
+    )  # fmt: skip
+    rows = out["rows"]
+    assert len(rows) == 2 * 2 * 2  # task x precision x channels_last
+    assert {(r["task"], r["precision"], r["channels_last"]) for r in rows} == {
+        (t, p, c) for t in ("pretrain", "classify") for p in ("fp32", "bf16") for c in (False, True)
+    }
+    for r in rows:
+        assert "error" not in r
+        assert r["samples_per_s"] > 0 and r["gflop_per_step"] > 0
+        assert r["mfu"] == pytest.approx(r["achieved_tflops"] / 1.0)
+    pre = next(r for r in rows if r["task"] == "pretrain")
+    cls = next(r for r in rows if r["task"] == "classify")
+    assert pre["gflop_per_step"] > cls["gflop_per_step"]  # 2m views + decoder vs 2 images
+    assert [r["batch_size"] for r in out["sweep"]] == [2, 2]
+    assert set(out["best"]) == {"pretrain", "classify"}
+    assert json.loads((tmp_path / "steps.json").read_text())["best"].keys() == out["best"].keys()
+
+
+def test_train_step_compiled_bf16_channels_last():
+    out = train_step.main(
+        [*TINY_STEPS, "--compile", "on", "--compile-backend", "aot_eager",
+         "--precision", "bf16", "--channels-last", "on", "--no-flops"]
+    )  # fmt: skip
+    assert [r["compile"] for r in out["rows"]] == [True, True]
+    assert all("error" not in r and r["samples_per_s"] > 0 for r in out["rows"])
+    assert all("mfu" not in r for r in out["rows"])
+
+
+def test_flop_count_includes_the_backward_pass():
+    # Backward costs about twice the forward (less for the first layer's unneeded input grad).
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = train_step.tiny_config()
+    cpu = torch.device("cpu")
+    module, loss_fn = train_step.build_task("classify", cfg, views=3)
+    onset, apex, label = train_step.make_batch(2, cfg.image_size, cpu, channels_last=False)
+    with FlopCounterMode(display=False) as forward:
+        loss_fn(onset, apex, label)
+    total = train_step.count_flops("classify", cfg, views=3, batch_size=2, device=cpu)
+    assert 2 * forward.get_total_flops() < total <= 3 * forward.get_total_flops()
+
+
+def test_sweep_stops_at_the_first_out_of_memory(monkeypatch):
+    real = train_step.run_variant
+
+    def fake(v, *args, **kwargs):
+        if v.batch_size >= 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+        return real(v, *args, **kwargs)
+
+    monkeypatch.setattr(train_step, "run_variant", fake)
+    out = train_step.main(
+        [*TINY_STEPS, "--task", "classify", "--compile", "off", "--precision", "fp32",
+         "--channels-last", "off", "--sweep-batch", "2,8,16", "--no-flops"]
+    )  # fmt: skip
+    assert [(r["batch_size"], r.get("error")) for r in out["sweep"]] == [(2, None), (8, "OOM")]
+
+
+@pytest.mark.parametrize(
+    "name, precision, expected",
+    [
+        ("NVIDIA H100 80GB HBM3", "bf16", 989.4),
+        ("NVIDIA H100 80GB HBM3", "fp32", 494.7),  # TF32 tensor cores
+        ("NVIDIA H100 PCIe", "bf16", 756.0),
+        ("NVIDIA H200", "bf16", 989.4),
+        ("NVIDIA A100-SXM4-80GB", "bf16", 312.0),
+        ("Some Future GPU", "bf16", None),
+    ],
+)
+def test_peak_table(name, precision, expected):
+    assert train_step.peak_tflops(name, precision) == expected
+
+
+def test_loso_demo_mode_times_every_stage(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(tmp_path))  # restored after the test
+    out = loso_wallclock.main(
+        [
+            "--subjects", "2", "--epochs", "1", "--landmarks", "none", "--wandb", "disabled",
+            "--work", str(tmp_path / "work"), "--json", str(tmp_path / "loso.json"),
+        ]
+    )  # fmt: skip
+    loso = out["loso"]
+    assert loso["n_folds_total"] == loso["n_folds_measured"] == 2
+    for stage in [loso["pretrain"], *loso["folds"]]:
+        assert stage["epochs"] == 1 and stage["steps"] > 0
+        assert 0 < stage["steps_s"] < stage["wall_s"]
+        assert 0 < stage["outside_steps_fraction"] < 1
+    assert (tmp_path / "work" / "runs" / "demo" / "results.json").is_file()
+    assert json.loads((tmp_path / "loso.json").read_text())["summary"] == out["summary"]
+
+
+def test_loso_cde_sized_mode_is_labelled_as_an_extrapolation(tmp_path):
+    out = loso_wallclock.main(
+        [
+            "--cde-sized", "--samples", "12", "--cde-subjects", "3", "--folds", "1", "--epochs", "2",
+            "--size", "64", "--backbone", "tiny-16", "--expansion", "1", "--batch-size", "4",
+            "--accelerator", "cpu", "--precision", "bf16-mixed", "--work", str(tmp_path),
+        ]
+    )  # fmt: skip
+    x = out["extrapolation"]
+    assert x["label"].startswith("EXTRAPOLATED from 1 measured fold(s) x 2 epoch(s)")
+    assert x["folds"] == 3 and x["epochs"] == 30
+    fold = out["loso"]["folds"][0]
+    assert fold["epochs"] == 2
+    expected = (
+        fold["outside_epochs_s"] + fold["predict_s"] + fold["epoch_s"][0] + 29 * fold["epoch_s"][1]
+    )
+    assert x["per_fold_s"] == pytest.approx(expected)
+    assert x["total_s"] == pytest.approx(3 * expected)
+
+
+def test_cde_sized_data_follows_the_megc2019_composition():
+    dm = loso_wallclock.SyntheticCDE()
+    samples, labels, classes = dm.read_samples()
+    assert len(samples) == 442 and len(dm.subjects()) == 68
+    per_db = {d: sum(s.dataset == d for s in samples) for d in ("smic", "casme2", "samm")}
+    assert per_db == {"smic": 164, "casme2": 145, "samm": 133}
+    assert [labels.count(c) for c in range(3)] == [250, 109, 83]
+    assert classes == ("negative", "positive", "surprise")
+    small = loso_wallclock.SyntheticCDE(samples=12, subjects=3, fold="synth/s02", image_size=32)
+    small.setup("fit")
+    assert small._pairs.shape == (12, 2, 3, 32, 32) and small._pairs.dtype == torch.uint8
+    assert len(small.test_index) == 4 and len(small.train_index) == 8
+
+
+def test_common_helpers():
+    timer = DeviceTimer(torch.device("cpu"))
+    timer.start()
+    assert timer.stop() >= 0
+    table = markdown_table([{"a": 1.234}, {}], [Column("a", "A", "{:.1f}")])
+    assert table.splitlines() == ["| A |", "|---|", "| 1.2 |", "| - |"]
+    info = machine_info(torch.device("cpu"))
+    assert info["usable_cpus"] >= 1 and info["gpu"] is None
