@@ -60,6 +60,29 @@ class _DataOnlyCLI(MoExtCLI):
         self.trainer = None
 
 
+class _ParseOnlyCLI(MoExtCLI):
+    """Parses and validates a config (overrides included); instantiates nothing."""
+
+    def instantiate_classes(self) -> None:  # noqa: D102
+        self.model = self.datamodule = self.trainer = None
+
+
+def parse_config(config: str, overrides: list[str] | None = None):
+    """The validated jsonargparse namespace of a ``moext fit`` config (nothing is built)."""
+    from lightning import LightningDataModule, LightningModule
+
+    cli = _ParseOnlyCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=["--config", str(config), *(overrides or [])],
+        run=False,
+        auto_configure_optimizers=False,
+    )
+    return cli.config
+
+
 def datamodule_from_config(config: str, overrides: list[str] | None = None):
     """The DataModule a ``moext fit`` config describes, without building its model or Trainer."""
     from lightning import LightningDataModule, LightningModule
