@@ -14,9 +14,13 @@ package's own:
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 
 from lightning.pytorch.cli import LightningCLI
+
+# The LOSO runner builds one LightningCLI per fold from Python on purpose.
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
 
 class MoExtCLI(LightningCLI):

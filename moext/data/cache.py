@@ -400,7 +400,7 @@ def prepare(
             report.corrupt.append(Failure(sample.id, path, problem))
         todo[path] = sample
 
-    bar = tqdm(total=len(todo), desc="prepare crops", unit="clip", disable=not progress)
+    bar = tqdm(total=len(todo), desc="prepare crops", unit="clip", disable=not progress or not todo)
     with bar:
         if todo and workers > 0:
             context = multiprocessing.get_context("spawn")  # fork is unsafe with CUDA / OpenMP

@@ -102,6 +102,7 @@ class DeviceBatches:
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
+        prepare_workers: int = 0,
     ) -> None:
         self.pairs = pairs.to(device)
         self.labels = labels.to(device)
@@ -189,6 +190,7 @@ class MERDataModule(L.LightningDataModule):
         device_cache: keep the training pairs on the accelerator and batch them there
             (:class:`DeviceBatches`; needs ``augment`` ``device`` or ``none``).
         seed: seed of the device-cache batch order.
+        prepare_workers: processes aligning faces in ``prepare_data`` (0: this process).
     """
 
     def __init__(
@@ -216,6 +218,7 @@ class MERDataModule(L.LightningDataModule):
         num_workers: int = 0,
         device_cache: bool = False,
         seed: int = 0,
+        prepare_workers: int = 0,
     ) -> None:
         super().__init__()
         if task not in ("pretrain", "classify"):
@@ -261,6 +264,7 @@ class MERDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.device_cache = device_cache
         self.seed = seed
+        self.prepare_workers = prepare_workers
         self.classes: tuple[str, ...] = ()
         self.samples: list[Sample] = []
         self.labels: list[int] = []
@@ -339,16 +343,24 @@ class MERDataModule(L.LightningDataModule):
             else self.data_root() / ".moext_cache"
         )
 
-    def prepare_data(self) -> None:
-        """Align and cache every crop this stage needs (once; later runs reuse the cache)."""
+    def prepare_data(self):
+        """Align and cache every crop this stage needs (once; later runs reuse the cache).
+
+        Returns:
+            The :class:`moext.data.cache.PrepareReport`.
+
+        Raises:
+            DatasetError: some clips could not be prepared (each named with its file and why).
+        """
         from moext.data.cache import prepare
 
         samples, _, _ = self.read_samples()
-        report = prepare(samples, self.cache_root(), self.prepare_settings())
-        failures = getattr(report, "failed", None)
-        if failures:
-            lines = "\n".join(f"  {f}" for f in list(failures)[:20])
-            raise DatasetError(f"{len(failures)} clip(s) could not be prepared:\n{lines}")
+        report = prepare(samples, self.cache_root(), self.prepare_settings(), workers=self.prepare_workers)
+        if report.failed:
+            lines = "\n".join(f"  {f}" for f in report.failed[:20])
+            more = f"\n  ... and {len(report.failed) - 20} more" if len(report.failed) > 20 else ""
+            raise DatasetError(f"{len(report.failed)} clip(s) could not be prepared:\n{lines}{more}")
+        return report
 
     def setup(self, stage: str | None = None) -> None:
         from moext.data.cache import load_pairs

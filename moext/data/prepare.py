@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for config in configs:
             print(f"[prepare] {config}")
-            datamodule_from_config(config, overrides).prepare_data()
+            report = datamodule_from_config(config, overrides).prepare_data()
+            print(f"[prepare] {report.summary()}")
     except DatasetError as e:
         print(f"moext prepare: {e}", file=sys.stderr)
         return 2
