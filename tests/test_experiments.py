@@ -10,14 +10,27 @@ from moext.models import ARCHITECTURE_FIELDS
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 LOSO_CONFIGS = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if "loso:" in p.read_text())
-PAPER = {"cde3.yaml": ("cde3", 3), "casme2_5class.yaml": ("casme2-5", 5), "samm_5class.yaml": ("samm-5", 5), "casme3_3class.yaml": ("casme3-3", 3)}
+PAPER = {
+    "cde3.yaml": ("cde3", 3),
+    "casme2_5class.yaml": ("casme2-5", 5),
+    "samm_5class.yaml": ("samm-5", 5),
+    "casme3_3class.yaml": ("casme3-3", 3),
+}
 
 
 def test_every_paper_table_has_a_config():
     names = {p.name for p in LOSO_CONFIGS}
     assert set(PAPER) <= names
-    ablations = {p.name for p in (EXPERIMENTS / "ablations").glob("*.yaml") if "loso:" in p.read_text()}
-    assert ablations == {"no_pretraining.yaml", "no_macro.yaml", "no_motion_extractor.yaml", "no_st.yaml", "no_ss.yaml"}
+    ablations = {
+        p.name for p in (EXPERIMENTS / "ablations").glob("*.yaml") if "loso:" in p.read_text()
+    }
+    assert ablations == {
+        "no_pretraining.yaml",
+        "no_macro.yaml",
+        "no_motion_extractor.yaml",
+        "no_st.yaml",
+        "no_ss.yaml",
+    }
 
 
 @pytest.mark.parametrize("config", LOSO_CONFIGS, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
@@ -37,7 +50,9 @@ def test_experiment_parses_and_matches_its_pretraining(config, monkeypatch):
         assert "no_pretraining" in config.name
         return
     pre = parse_config(settings.pretrain_config)
-    assert pre.model.class_path == "moext.tasks.PretrainTask" and pre.data.init_args.task == "pretrain"
+    assert (
+        pre.model.class_path == "moext.tasks.PretrainTask" and pre.data.init_args.task == "pretrain"
+    )
     for field in ARCHITECTURE_FIELDS:
         assert getattr(pre.model.init_args.net, field) == getattr(model.net, field), field
     assert pre.model.init_args.net.image_size == pre.data.init_args.image_size == data.image_size
@@ -53,13 +68,20 @@ def test_ablation_pretraining_configs_switch_what_they_say(monkeypatch):
     assert parse_config(str(ab / "pretrain_no_macro.yaml")).data.init_args.macro is False
     assert parse_config(str(ab / "pretrain_no_st.yaml")).model.init_args.weight_st == 0
     assert parse_config(str(ab / "pretrain_no_ss.yaml")).model.init_args.weight_ss == 0
-    assert parse_config(str(ab / "pretrain_no_motion_extractor.yaml")).model.init_args.net.motion_extractor is False
+    assert (
+        parse_config(
+            str(ab / "pretrain_no_motion_extractor.yaml")
+        ).model.init_args.net.motion_extractor
+        is False
+    )
 
 
 def test_pretraining_set_excludes_held_out_subject(synth_root):
     from moext.data import MERDataModule
 
-    dm = MERDataModule(task="pretrain", datasets=["synth"], root=str(synth_root), exclude_subjects=["synth/sub01"])
+    dm = MERDataModule(
+        task="pretrain", datasets=["synth"], root=str(synth_root), exclude_subjects=["synth/sub01"]
+    )
     samples, labels, _ = dm.read_samples()
     assert samples and all(s.subject != "sub01" for s in samples)
     assert {s.kind for s in samples} == {"micro", "macro"}
