@@ -1,30 +1,35 @@
 """Input-path benchmark: onset/apex pairs per second delivered to the model.
 
-Two ways of feeding a training step, measured in the same run on the same pairs, with the same
-batch size and the same geometric augmentation (one mirror + rotation per pair, shared by onset
-and apex):
+Ways of feeding a training step, measured in the same run on the same pairs, with the same batch
+size and the same geometric augmentation (one mirror + rotation per pair, shared by onset and
+apex), each delivering float32 ``onset`` / ``apex`` batches in [0, 1] on ``--device``:
 
 * **naive**: a ``Dataset`` that decodes the onset and apex JPEGs, resizes them to ``--size``,
   applies the albumentations pair transform (:func:`moext.data.augment.pair_transform`) and
   converts them to float tensors, in ``--workers`` DataLoader worker processes.
-* **package**: the prepared crops are read once with :func:`moext.data.cache.load_pairs` into
-  one ``(N, 2, 3, size, size)`` uint8 tensor (that load is timed and reported separately); each
-  batch is indexed from it, moved to ``--device``, turned into float with ``.float().div(255)``
-  and augmented there by :func:`moext.data.augment.augment_pairs`. Reported twice: with plain
-  indexing (``package``) and through the DataModule's own loader (``PairDataset`` +
-  ``ExpandedPairs`` + ``DataLoader``, then what ``MERDataModule.on_after_batch_transfer`` does:
-  ``package (DataModule loader)``).
+* **package**: :class:`moext.data.MERDataModule` itself. ``prepare_data`` fills the uint8 crop
+  cache once and ``setup`` reads it with :func:`moext.data.cache.load_pairs` into one
+  ``(N, 2, 3, size, size)`` uint8 tensor (both timed and reported separately, not in the rate);
+  then batches come from its ``train_dataloader`` and go through its
+  ``on_after_batch_transfer`` (``.float().div(255)`` and, with ``augment: device``,
+  :func:`moext.data.augment.augment_pairs` on the device), as in training. Rows:
 
-A third package row, ``augmentation off (upper bound)``, skips ``augment_pairs``: it is not a
-training input path, it shows how much of the package path's time the augmentation takes.
+  - ``package: device_cache + augment device``: the pairs live on the device and each batch is
+    a gather there (:class:`moext.data.datamodule.DeviceBatches`); the headline row.
+  - ``package: DataLoader + augment device``: the DataModule's default loader (``PairDataset``
+    + ``ExpandedPairs`` + ``DataLoader`` with ``--package-workers`` workers).
+  - ``package: DataLoader + augment cpu``: albumentations on the cached uint8 crops in
+    ``--workers`` workers (no decoding).
+  - ``package: device_cache + augment none (upper bound)``: no augmentation; not a training
+    input path, it shows what the augmentation costs.
 
 The frames come from the generated database (:func:`moext.data.synth.generate`, JPEG quality 95,
-``--frame-size`` pixels; 224 by default, so the naive path pays no downscaling) and are cached
-with the ``"none"`` face backend (resize only), so both paths see the same pixels.
+``--frame-size`` pixels; by default ``--size``, so the naive path pays no downscaling), cached
+with the ``"none"`` face backend (resize only), so every path sees the same pixels.
 
 Run from the repository root::
 
-    python -m benchmarks.input_path --pairs 200 --batches 40 --workers 2 --json out.json
+    python -m benchmarks.input_path --pairs 200 --batches 30 --workers 2 --json out.json
     python -m benchmarks.input_path --device cuda --workers 8          # on a GPU machine
 """
 
@@ -35,9 +40,11 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -56,30 +63,25 @@ from benchmarks.common import (
     write_json,
 )
 from moext.data.augment import ExpandedPairs, augment_pair, augment_pairs, pair_transform
-from moext.data.cache import (
-    PrepareSettings,
-    load_pairs,
-    pair_paths,
-    prepare,
-    read_rgb,
-    resize_square,
-)
-from moext.data.datamodule import PairDataset
-from moext.data.records import Sample
+from moext.data.cache import PrepareSettings, pair_paths, read_rgb, resize_square
+from moext.data.datamodule import MERDataModule
 
 Batch = dict[str, Tensor]
+HEADLINE = "package: device_cache + augment device"
 
 
-def build_database(root: Path, pairs: int, frame_size: int, seed: int = 0) -> list[Sample]:
-    """Write a generated database with at least ``pairs`` micro clips; return ``pairs`` samples.
+def build_database(root: Path, pairs: int, frame_size: int, seed: int = 0) -> int:
+    """Write a generated database of about ``pairs`` micro clips (3 frames each, no macro clips).
 
-    Clips have 3 frames (onset, apex, offset): only the onset and apex are read.
+    Subjects have up to 30 clips; the count is rounded up to fill whole subjects evenly.
+
+    Returns:
+        The number of clips written.
     """
     from moext.data import synth
-    from moext.data.readers import read_dataset
 
-    clips_per_class = 10
-    subjects = max(1, math.ceil(pairs / (3 * clips_per_class)))
+    subjects = max(1, math.ceil(pairs / 30))
+    clips_per_class = math.ceil(pairs / (3 * subjects))
     synth.generate(
         root,
         subjects=subjects,
@@ -89,10 +91,7 @@ def build_database(root: Path, pairs: int, frame_size: int, seed: int = 0) -> li
         size=frame_size,
         seed=seed,
     )
-    samples = read_dataset("synth", root).samples
-    if len(samples) < pairs:
-        raise RuntimeError(f"generated {len(samples)} clips, fewer than --pairs {pairs}")
-    return samples[:pairs]
+    return 3 * subjects * clips_per_class
 
 
 class NaivePairs(Dataset):
@@ -132,42 +131,54 @@ def _to_float(image: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
 
 
-def deliver_package(batch_u8: Tensor, device: torch.device) -> Batch:
-    """What the package does once a uint8 batch is there: move, ``float().div(255)``, augment.
+def package_datamodule(
+    root: Path, a: argparse.Namespace, device: torch.device, **options: Any
+) -> MERDataModule:
+    """The DataModule on the generated database, set up as in training on ``device``.
 
-    Args:
-        batch_u8: (B, 2, 3, H, W) uint8 [onset, apex] pairs.
-
-    Returns:
-        ``onset`` and ``apex``: (B, 3, H, W) float32 in [0, 1] on ``device``.
+    A stand-in for the Trainer gives it what it asks of one: ``training`` (so that
+    ``on_after_batch_transfer`` augments) and the strategy's device and rank.
     """
-    pairs = batch_u8.to(device, non_blocking=True).float().div_(255)
-    pairs = augment_pairs(pairs)
-    return {"onset": pairs[:, 0], "apex": pairs[:, 1]}
+    dm = MERDataModule(
+        task="pretrain",
+        datasets=["synth"],
+        root=str(root),
+        macro=False,
+        image_size=a.size,
+        landmarks="none",
+        cache_dir=str(root / "cache"),
+        batch_size=a.batch_size,
+        expansion=a.expansion,
+        seed=a.seed,
+        **options,
+    )
+    strategy = SimpleNamespace(root_device=device, global_rank=0, world_size=1)
+    dm.trainer = SimpleNamespace(training=True, strategy=strategy)  # type: ignore[assignment]
+    return dm
 
 
-def deliver_unaugmented(batch_u8: Tensor, device: torch.device) -> Batch:
-    """The package path without ``augment_pairs``: an upper bound, not a training input path."""
-    pairs = batch_u8.to(device, non_blocking=True).float().div_(255)
-    return {"onset": pairs[:, 0], "apex": pairs[:, 1]}
+def deliver_with(dm: MERDataModule, device: torch.device) -> Callable[[Batch], Batch]:
+    """Move a batch to ``device`` (as the Trainer does) and run ``on_after_batch_transfer``."""
+
+    def deliver(batch: Batch) -> Batch:
+        moved = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        return dm.on_after_batch_transfer(moved, 0)
+
+    return deliver
 
 
-def deliver_datamodule(batch: Batch, device: torch.device) -> Batch:
-    """``MERDataModule``'s transfer + ``on_after_batch_transfer`` (training, ``augment: device``)."""
-    onset = batch["onset"].to(device, non_blocking=True).float().div_(255)
-    apex = batch["apex"].to(device, non_blocking=True).float().div_(255)
-    pairs = augment_pairs(torch.stack([onset, apex], dim=1))
-    return {"onset": pairs[:, 0], "apex": pairs[:, 1]}
-
-
-def deliver_naive(batch: Batch, device: torch.device) -> Batch:
+def deliver_naive(device: torch.device) -> Callable[[Batch], Batch]:
     """The naive batch is ready; it only has to reach the device."""
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    def deliver(batch: Batch) -> Batch:
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    return deliver
 
 
 def measure(
-    batches: Iterator[Any],
-    deliver: Callable[[Any, torch.device], Batch],
+    batches: Iterator[Batch],
+    deliver: Callable[[Batch], Batch],
     device: torch.device,
     warmup: int,
     count: int,
@@ -179,13 +190,13 @@ def measure(
     """
     first_start = time.perf_counter()
     for _ in range(warmup):
-        out = deliver(next(batches), device)
+        deliver(next(batches))
     synchronize(device)
     warmup_s = time.perf_counter() - first_start
     pairs = done = 0
     start = time.perf_counter()
     while done < count:
-        out = deliver(next(batches), device)
+        out = deliver(next(batches))
         pairs += out["onset"].shape[0]
         done += 1
         if seconds is not None and time.perf_counter() - start >= seconds:
@@ -202,17 +213,8 @@ def measure(
     }
 
 
-def indexed_batches(pairs: Tensor, batch_size: int, seed: int = 0) -> Iterator[Tensor]:
-    """Endless shuffled (B, 2, 3, H, W) uint8 batches indexed from the loaded pairs."""
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(len(pairs), generator=g)
-        for k in range(0, len(order) - batch_size + 1, batch_size):
-            yield pairs[order[k : k + batch_size]]
-
-
-def endless(loader: DataLoader) -> Iterator[Any]:
-    """Iterate a DataLoader epoch after epoch."""
+def endless(loader: Iterable[Batch]) -> Iterator[Batch]:
+    """Iterate a loader epoch after epoch."""
     while True:
         yield from loader
 
@@ -222,13 +224,17 @@ def breakdown(
 ) -> dict[str, float]:
     """Milliseconds per batch of each stage of the package path (synchronised per stage).
 
-    ``affine_grid`` and ``grid_sample`` are the two kernels inside ``augment_pairs``, timed
-    alone on the same shapes (identity transform).
+    ``pairs`` are on ``device`` already (as with ``device_cache``). ``affine_grid`` and
+    ``grid_sample`` are the two kernels inside ``augment_pairs``, timed alone on the same shapes
+    (a 5 degree rotation: an identity grid samples memory in order and would look up to 2.5x
+    faster on a CPU than the rotations training draws).
     """
     b = batch_size
     _, _, c, h, w = pairs.shape
-    theta = torch.eye(2, 3, device=device).expand(b, 2, 3).contiguous()
-    batches = indexed_batches(pairs, b, seed=1)
+    cos, sin = math.cos(math.radians(5.0)), math.sin(math.radians(5.0))
+    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], device=device).expand(b, 2, 3)
+    theta = theta.contiguous()
+    g = torch.Generator().manual_seed(1)
     totals: dict[str, float] = {}
 
     @contextmanager
@@ -242,17 +248,16 @@ def breakdown(
     for r in range(repeats + 1):
         if r == 1:  # the first round only warms up allocators and kernels
             totals.clear()
-        with stage("index"):
-            u8 = next(batches)
-        with stage("to_device"):
-            moved = u8.to(device, non_blocking=True)
+        idx = torch.randperm(len(pairs), generator=g)[:b].to(device)
+        with stage("gather"):
+            u8 = pairs[idx]
         with stage("float_div"):
-            x = moved.float().div_(255)
+            x = u8.float().div_(255)
         with stage("augment_pairs"):
             augment_pairs(x)
-        flat = x.reshape(b, 2 * c, h, w)
+        flat = x.reshape(len(x), 2 * c, h, w)
         with stage("affine_grid"):
-            grid = F.affine_grid(theta, [b, 2 * c, h, w], align_corners=False)
+            grid = F.affine_grid(theta[: len(x)], list(flat.shape), align_corners=False)
         with stage("grid_sample"):
             F.grid_sample(flat, grid, "bilinear", padding_mode="reflection", align_corners=False)
     return {k: 1e3 * v / repeats for k, v in totals.items()}
@@ -285,42 +290,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks.input_path", description=__doc__.splitlines()[0]
     )
     p.add_argument("--size", type=int, default=224, help="side of the images the model gets")
-    p.add_argument(
-        "--frame-size", type=int, default=None, help="side of the JPEG frames (default: --size)"
-    )
-    p.add_argument(
-        "--pairs", type=int, default=200, help="distinct pairs (written once, cached once)"
-    )
+    p.add_argument("--frame-size", type=int, help="side of the JPEG frames (default: --size)")
+    p.add_argument("--pairs", type=int, default=200, help="distinct pairs (rounded up to subjects)")
     p.add_argument("--batch-size", type=int, default=20, help="pairs per batch (paper 20)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the naive path")
+    p.add_argument("--expansion", type=int, default=10, help="DataModule expansion (paper 10)")
     p.add_argument(
-        "--package-workers",
-        type=int,
-        default=0,
-        help="workers of the DataModule loader (MERDataModule default 0)",
+        "--workers", type=int, default=2, help="workers of the naive / augment-cpu paths"
     )
     p.add_argument(
-        "--device", default="cpu", help="where the package path augments: cpu, cuda, auto"
+        "--package-workers", type=int, default=0, help="workers of the package's DataLoader rows"
     )
-    p.add_argument("--batches", type=int, default=40, help="timed batches per path")
+    p.add_argument("--device", default="cpu", help="where the package path works: cpu, cuda, auto")
+    p.add_argument("--batches", type=int, default=30, help="timed batches per path")
+    p.add_argument("--warmup", type=int, default=3, help="untimed batches per path (start-up)")
+    p.add_argument("--seconds", type=float, help="also stop a path after this many timed seconds")
     p.add_argument(
-        "--warmup", type=int, default=3, help="untimed batches per path (worker start-up included)"
+        "--breakdown", type=int, default=5, help="batches of the stage breakdown (0: no)"
     )
-    p.add_argument(
-        "--seconds", type=float, default=None, help="also stop a path after this many timed seconds"
-    )
-    p.add_argument(
-        "--breakdown", type=int, default=5, help="batches for the per-stage breakdown (0: skip)"
-    )
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="where the frames and cache go (default: a temp dir)",
-    )
-    p.add_argument("--threads", type=int, default=None, help="torch threads of this process")
+    p.add_argument("--data", type=Path, help="where frames and cache go (default: a temp dir)")
+    p.add_argument("--threads", type=int, help="torch threads of this process")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)
 
 
@@ -331,26 +321,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
     frame_size = a.frame_size or a.size
-    if a.pairs < a.batch_size:
-        raise SystemExit("--pairs must be >= --batch-size")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     with tempfile.TemporaryDirectory(prefix="moext-bench-") as tmp:
-        root = a.data or Path(tmp)
+        root = (a.data or Path(tmp)).resolve()
         t = time.perf_counter()
-        samples = build_database(root / "synth", a.pairs, frame_size, a.seed)
+        n_pairs = build_database(root / "synth", a.pairs, frame_size, a.seed)
         generate_s = time.perf_counter() - t
-        settings = PrepareSettings(size=a.size, backend="none")
+        if n_pairs < a.batch_size:
+            raise SystemExit(f"{n_pairs} pairs are fewer than one batch of {a.batch_size}")
+
+        # The package's one-time costs: the crop cache (prepare_data), then reading it (setup).
+        dm = package_datamodule(root, a, device, augment="device", device_cache=True)
         t = time.perf_counter()
-        report = prepare(samples, root / "cache", settings, progress=False)
+        dm.prepare_data()
         prepare_s = time.perf_counter() - t
-        if not report.ok:
-            raise RuntimeError(report.summary())
-        paths = [pair_paths(s, settings) for s in samples]
-        need = (a.warmup + a.batches) * a.batch_size
+        t = time.perf_counter()
+        dm.setup("fit")
+        load_s = time.perf_counter() - t
+        settings = PrepareSettings(size=a.size, backend="none")
+        paths = [pair_paths(s, settings) for s in dm.samples]
+        results: dict[str, dict[str, Any]] = {}
+        run = {"device": device, "warmup": a.warmup, "count": a.batches, "seconds": a.seconds}
 
         # (a) naive: decode + resize + albumentations + float per item, in worker processes.
-        naive_ds = ExpandedPairs(NaivePairs(paths, a.size), max(1, math.ceil(need / len(paths))))
+        need = (a.warmup + a.batches) * a.batch_size
         naive_loader = DataLoader(
-            naive_ds,
+            ExpandedPairs(NaivePairs(paths, a.size), max(1, math.ceil(need / len(paths)))),
             batch_size=a.batch_size,
             shuffle=True,
             drop_last=True,
@@ -358,107 +354,83 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             pin_memory=device.type == "cuda",
             persistent_workers=a.workers > 0,
         )
-        results = {
-            "naive": measure(
-                endless(naive_loader), deliver_naive, device, a.warmup, a.batches, a.seconds
-            )
-        }
-        del naive_loader  # stop its workers before the package path runs
+        results["naive"] = measure(endless(naive_loader), deliver_naive(device), **run)
+        del naive_loader  # stop its workers before the next path runs
 
-        # (b) package: load the uint8 cache once, then batches indexed from it, augmented on device.
-        t = time.perf_counter()
-        pairs = load_pairs(samples, root / "cache", settings)
-        load_s = time.perf_counter() - t
-        results["package"] = measure(
-            indexed_batches(pairs, a.batch_size, a.seed),
-            deliver_package,
-            device,
-            a.warmup,
-            a.batches,
-            a.seconds,
-        )
-        labels = torch.full((len(pairs),), -1, dtype=torch.long)
-        dm_ds = ExpandedPairs(
-            PairDataset(pairs, labels, torch.arange(len(pairs))),
-            max(1, math.ceil(need / len(pairs))),
-        )
-        dm_loader = DataLoader(
-            dm_ds,
-            batch_size=a.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=a.package_workers,
-            pin_memory=device.type == "cuda",
-            persistent_workers=a.package_workers > 0,
-        )
-        results["package (DataModule loader)"] = measure(
-            endless(dm_loader), deliver_datamodule, device, a.warmup, a.batches, a.seconds
-        )
-        del dm_loader
-        results["package, augmentation off (upper bound)"] = measure(
-            indexed_batches(pairs, a.batch_size, a.seed),
-            deliver_unaugmented,
-            device,
-            a.warmup,
-            a.batches,
-            a.seconds,
-        )
-        stages = breakdown(pairs, a.batch_size, device, a.breakdown) if a.breakdown else {}
+        # (b) package: the DataModule's own loaders and on_after_batch_transfer.
+        variants = [
+            (HEADLINE, {"augment": "device", "device_cache": True}),
+            ("package: DataLoader + augment device", {"augment": "device", "num_workers": a.package_workers}),
+            ("package: DataLoader + augment cpu", {"augment": "cpu", "num_workers": a.workers}),
+            ("package: device_cache + augment none (upper bound)", {"augment": "none", "device_cache": True}),
+        ]  # fmt: skip
+        for name, options in variants:
+            pdm = dm if name == HEADLINE else package_datamodule(root, a, device, **options)
+            if pdm is not dm:  # share the loaded pairs: setup's load is counted once, above
+                pdm.samples, pdm.labels, pdm.classes = dm.samples, dm.labels, dm.classes
+                pdm._pairs, pdm.train_index, pdm.test_index = (
+                    dm._pairs,
+                    dm.train_index,
+                    dm.test_index,
+                )
+            loader = pdm.train_dataloader()
+            results[name] = measure(endless(loader), deliver_with(pdm, device), **run)
+            del loader
+        stages = {}
+        if a.breakdown:
+            stages = breakdown(dm._pairs.to(device), a.batch_size, device, a.breakdown)
         naive_stages = naive_per_pair_ms(paths, a.size, 4 * a.breakdown) if a.breakdown else {}
 
     naive_rate = results["naive"]["pairs_per_s"]
-    rows = []
-    for name, r in results.items():
-        workers = (
-            a.workers if name == "naive" else (a.package_workers if "DataModule" in name else 0)
-        )
-        rows.append(
-            {"path": name, "workers": workers, **r, "speedup": r["pairs_per_s"] / naive_rate}
-        )
+    workers = {"naive": a.workers, "package: DataLoader + augment cpu": a.workers}
+    workers["package: DataLoader + augment device"] = a.package_workers
+    rows = [
+        {
+            "path": name,
+            "workers": workers.get(name, 0),
+            **r,
+            "speedup": r["pairs_per_s"] / naive_rate,
+        }
+        for name, r in results.items()
+    ]
     info = machine_info(device)
     out = {
         "benchmark": "input_path",
         "argv": sys.argv[1:] if argv is None else argv,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+        "pairs": n_pairs,
         "device": str(device),
         "machine": info,
         "generate_s": generate_s,
         "prepare_s": prepare_s,
-        "load_pairs_s": load_s,
-        "load_pairs_per_s": len(samples) / load_s,
+        "load_s": load_s,
+        "load_pairs_per_s": n_pairs / load_s,
         "rows": rows,
-        "speedup": results["package"]["pairs_per_s"] / naive_rate,
+        "speedup": results[HEADLINE]["pairs_per_s"] / naive_rate,
         "package_ms_per_batch_by_stage": stages,
         "naive_ms_per_pair_by_stage_one_process": naive_stages,
     }
     print(
-        f"input path, {a.pairs} pairs at {a.size}x{a.size} (frames {frame_size}), batch {a.batch_size}, "
-        f"device {device}; {describe_machine(info)}"
+        f"input path, {n_pairs} pairs at {a.size}x{a.size} (JPEG frames {frame_size}), "
+        f"batch {a.batch_size}, device {device}; {describe_machine(info)}"
     )
+    columns = [
+        Column("path", "path"),
+        Column("workers", "workers"),
+        Column("batches", "timed batches"),
+        Column("pairs_per_s", "pairs/s", "{:.0f}"),
+        Column("ms_per_batch", "ms/batch", "{:.1f}"),
+        Column("speedup", "vs naive", "{:.2f}x"),
+    ]
+    print(markdown_table(rows, columns))
     print(
-        markdown_table(
-            rows,
-            [
-                Column("path", "path"),
-                Column("workers", "workers"),
-                Column("batches", "timed batches"),
-                Column("pairs_per_s", "pairs/s", "{:.0f}"),
-                Column("ms_per_batch", "ms/batch", "{:.1f}"),
-                Column("speedup", "vs naive", "{:.2f}x"),
-            ],
-        )
-    )
-    print(
-        f"load_pairs (once): {len(samples)} pairs in {load_s:.3f} s ({len(samples) / load_s:.0f} pairs/s); "
-        f"frames generated in {generate_s:.1f} s, cache prepared in {prepare_s:.1f} s"
+        f"one-time: setup (read samples + load_pairs) {load_s:.3f} s for {n_pairs} pairs; "
+        f"prepare_data (crop cache) {prepare_s:.1f} s; frames generated in {generate_s:.1f} s"
     )
     if stages:
+        print("package, ms per batch: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
         print(
-            "package path, ms per batch by stage: "
-            + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
-        )
-        print(
-            "naive path, ms per pair by stage (one process): "
+            "naive, ms per pair in one process: "
             + ", ".join(f"{k} {v:.2f}" for k, v in naive_stages.items())
         )
     write_json(a.json, out)

@@ -10,7 +10,8 @@ Two modes:
 * **--cde-sized**: the CDE protocol's size on synthetic pairs, for a GPU: 442 samples of 68
   subjects (SMIC-HS 164 / 16, CASME II 145 / 24, SAMM 133 / 28), 3 classes, 224x224, the model,
   trainer and data settings of ``experiments/cde3.yaml`` (ResNet-18, batch 20, tenfold
-  expansion, bf16-mixed), random uint8 pairs instead of face crops (so no database is needed).
+  expansion, bf16-mixed), random uint8 pairs instead of face crops (so no database is needed);
+  ``--device-cache``, ``--channels-last`` and ``--compile`` switch on the package's fast paths.
   ``--folds N`` folds are trained for ``--epochs E`` epochs each; the total for 68 folds x 30
   epochs is an **extrapolation** from those N measured folds (per fold: the measured time outside
   the training epochs + the first epoch + 29 x the mean later epoch), and is labelled so.
@@ -44,7 +45,6 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from torch import Tensor
 
 from benchmarks.common import (
     Column,
@@ -53,7 +53,7 @@ from benchmarks.common import (
     markdown_table,
     write_json,
 )
-from moext.data.datamodule import MERDataModule
+from moext.data.datamodule import MERDataModule, split_by_fold
 from moext.data.protocols import fold_id
 from moext.data.records import Sample
 
@@ -140,8 +140,8 @@ class SyntheticCDE(MERDataModule):
         samples: number of micro-expression samples.
         subjects: number of subjects (LOSO folds).
         fold: held-out subject (``"dataset/subject"``), as in :class:`MERDataModule`.
-        image_size, batch_size, expansion, augment, max_rotation, flip_p, num_workers: as in
-            :class:`MERDataModule`.
+        image_size, batch_size, expansion, augment, max_rotation, flip_p, num_workers,
+            device_cache: as in :class:`MERDataModule`.
         seed: seed of the pixels and labels.
     """
 
@@ -157,6 +157,7 @@ class SyntheticCDE(MERDataModule):
         max_rotation: float = 10.0,
         flip_p: float = 0.5,
         num_workers: int = 0,
+        device_cache: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__(
@@ -172,6 +173,8 @@ class SyntheticCDE(MERDataModule):
             max_rotation=max_rotation,
             flip_p=flip_p,
             num_workers=num_workers,
+            device_cache=device_cache,
+            seed=seed,
         )
         if subjects < 2 or samples < subjects:
             raise ValueError("need at least 2 subjects and one sample per subject")
@@ -214,9 +217,7 @@ class SyntheticCDE(MERDataModule):
         self._pairs = torch.randint(
             0, 256, (len(self.samples), 2, 3, size, size), generator=g, dtype=torch.uint8
         )
-        is_test = torch.tensor([fold_id(s) == self.fold for s in self.samples])
-        self.train_index: Tensor = torch.nonzero(~is_test).flatten()
-        self.test_index: Tensor = torch.nonzero(is_test).flatten()
+        self.train_index, self.test_index = split_by_fold(self.samples, self.fold)
 
 
 def timed_loso(
@@ -315,6 +316,7 @@ def cde_config(out_dir: Path, a: argparse.Namespace) -> Path:
     model = base["model"]
     model["init_args"]["net"]["backbone"] = a.backbone
     model["init_args"]["net"]["image_size"] = a.size
+    model["init_args"].update(channels_last=a.channels_last, compile=a.compile)
     if a.backbone.startswith("tiny"):  # narrow heads too, for quick CPU checks
         model["init_args"]["net"].update(feature_dim=32, branch_channels=16)
     data = {
@@ -326,6 +328,7 @@ def cde_config(out_dir: Path, a: argparse.Namespace) -> Path:
             "batch_size": a.batch_size,
             "expansion": a.expansion,
             "num_workers": 0,
+            "device_cache": a.device_cache,
         },
     }
     config = {
@@ -436,6 +439,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cde.add_argument(
         "--precision", default=None, help="Trainer precision (default: cde3.yaml's bf16-mixed)"
     )
+    cde.add_argument("--device-cache", action="store_true", help="data.device_cache: true")
+    cde.add_argument("--channels-last", action="store_true", help="model.channels_last: true")
+    cde.add_argument("--compile", action="store_true", help="model.compile: true")
     cde.add_argument(
         "--target-epochs", type=int, default=30, help="epochs per fold to extrapolate to"
     )

@@ -4,14 +4,18 @@ One *sample* is one onset/apex pair (an input set): a pretraining step at batch 
 ``n * 2m`` images through the feature separator and ``n`` reconstructions through the decoder;
 a classification step pushes ``2n`` images through the separator.
 
-A step is what the Trainer runs for a batch, without the Trainer: forward (the task's
-``losses`` for :class:`~moext.tasks.PretrainTask`, ``forward`` + cross-entropy for
-:class:`~moext.tasks.ClassifyTask`), backward, and the task's own optimizer step (Adam). Inputs
-are fixed random float batches already on the device (the input path is
-``benchmarks.input_path``'s business). Variants: eager vs ``torch.compile`` (of the loss
-function; backward is compiled with it by AOTAutograd), fp32 vs bf16 autocast, and
-channels_last on/off. Warm-up steps (compilation included) are not timed; on a GPU the timed
-steps are measured with CUDA events.
+A step is what the Trainer runs for a batch, without the Trainer: the task's own
+``training_step`` (its ``self.log`` calls return at once without a Trainer; the classifier's
+metric updates run), under ``torch.autocast`` for bf16 (what ``precision: bf16-mixed`` does),
+backward, and the task's own optimizer (Adam) step. Inputs are fixed random float batches
+already on the device, as ``on_after_batch_transfer`` hands them over (the input path is
+``benchmarks.input_path``'s business). Variants, through the tasks' own switches
+(``channels_last``, ``compile``, applied in ``configure_model``): eager vs ``torch.compile``,
+fp32 vs bf16 autocast, channels_last on/off. ``--compile-scope step`` compiles the whole
+training loss instead (expansion views, projection heads and losses too; AOTAutograd compiles
+the backward with it), to see whether compiling more than the package does would pay.
+Warm-up steps (compilation included) are not timed; on a GPU the timed steps are measured with
+CUDA events.
 
 FLOPs per step are counted once per task and batch size with ``torch.utils.flop_counter.
 FlopCounterMode`` over one forward + backward (eager, fp32; the count does not depend on the
@@ -32,11 +36,14 @@ import argparse
 import gc
 import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -54,6 +61,7 @@ from benchmarks.common import (
 )
 from moext.models import MoExtConfig
 from moext.tasks import ClassifyTask, PretrainTask
+from moext.tasks.speed import memory_format
 
 #: Dense peak TFLOP/s per device (NVIDIA datasheets, no sparsity): (bf16, tf32, fp32).
 #: Matched by substring of ``torch.cuda.get_device_name()``, first match wins.
@@ -114,77 +122,127 @@ class Variant:
         return f"{self.task} b{self.batch_size} {mode} {self.precision} {cl}"
 
 
-LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+StepFn = Callable[[dict[str, Tensor]], Tensor]
 
 
-def build_task(task: str, cfg: MoExtConfig, views: int) -> tuple[torch.nn.Module, LossFn]:
-    """The LightningModule and its training loss as a function of (onset, apex, label)."""
+@contextmanager
+def compile_options(backend: str, mode: str | None) -> Iterator[None]:
+    """Make the package's own ``torch.compile`` calls use ``backend`` / ``mode`` meanwhile.
+
+    The tasks compile with the defaults (inductor); tests choose ``aot_eager`` to skip C++
+    code generation. Nothing changes for the defaults.
+    """
+    if backend == "inductor" and mode is None:
+        yield
+        return
+    original = torch.compile
+
+    def patched(model: Any = None, **kwargs: Any) -> Any:
+        return original(model, **{**kwargs, "backend": backend, "mode": mode})
+
+    torch.compile = patched  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch.compile = original
+
+
+def build_task(
+    task: str,
+    cfg: MoExtConfig,
+    views: int,
+    channels_last: bool = False,
+    compile: bool = False,
+) -> L.LightningModule:
+    """The task as a training run builds it, with its own ``channels_last`` / ``compile``."""
     if task == "pretrain":
-        module = PretrainTask(net=cfg, views=views, image_every_n_epochs=0)
-        weights = {
-            "re": module.hparams.weight_re,
-            "st": module.hparams.weight_st,
-            "ss": module.hparams.weight_ss,
-        }
+        module = PretrainTask(
+            net=cfg,
+            views=views,
+            channels_last=channels_last,
+            compile=compile,
+            image_every_n_epochs=0,
+        )
+    elif task == "classify":
+        module = ClassifyTask(
+            net=cfg, num_classes=NUM_CLASSES, channels_last=channels_last, compile=compile
+        )
+    else:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    return module
 
-        def pretrain_loss(onset: Tensor, apex: Tensor, label: Tensor) -> Tensor:
+
+def training_step(module: L.LightningModule) -> StepFn:
+    """The task's own ``training_step``; its ``self.log`` calls return at once without a
+    Trainer (their warning is silenced). ``batch_idx`` 1 keeps the pretraining task from
+    keeping a reconstruction grid."""
+
+    def step(batch: dict[str, Tensor]) -> Tensor:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*reference is not registered")
+            return module.training_step(batch, 1)
+
+    return step
+
+
+def training_loss(module: L.LightningModule) -> StepFn:
+    """The training loss without logging or metrics: what ``--compile-scope step`` compiles."""
+    cl = module.hparams.channels_last
+    if isinstance(module, PretrainTask):
+        hp = module.hparams
+        weights = {"re": hp.weight_re, "st": hp.weight_st, "ss": hp.weight_ss}
+
+        def pretrain_loss(batch: dict[str, Tensor]) -> Tensor:
+            onset, apex = memory_format(batch["onset"], cl), memory_format(batch["apex"], cl)
             terms, _ = module.losses(onset, apex)
             return sum(weights[k] * v for k, v in terms.items())
 
-        return module, pretrain_loss
-    if task == "classify":
-        module = ClassifyTask(net=cfg, num_classes=NUM_CLASSES)
+        return pretrain_loss
 
-        def classify_loss(onset: Tensor, apex: Tensor, label: Tensor) -> Tensor:
-            return F.cross_entropy(module(onset, apex), label)
+    def classify_loss(batch: dict[str, Tensor]) -> Tensor:
+        return F.cross_entropy(module(batch["onset"], batch["apex"]), batch["label"])
 
-        return module, classify_loss
-    raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    return classify_loss
 
 
-def make_batch(
-    batch_size: int, size: int, device: torch.device, channels_last: bool
-) -> tuple[Tensor, ...]:
-    """Random onset, apex (B, 3, size, size) in [0, 1] and labels (B,), on ``device``."""
+def make_batch(batch_size: int, size: int, device: torch.device) -> dict[str, Tensor]:
+    """A training batch as ``on_after_batch_transfer`` hands it over: onset, apex (B, 3, size,
+    size) float in [0, 1] (NCHW; the task switches the memory format), label, index (B,)."""
     g = torch.Generator().manual_seed(0)
     onset = torch.rand(batch_size, 3, size, size, generator=g)
     apex = (onset + 0.02 * torch.randn(onset.shape, generator=g)).clamp(0, 1)
     label = torch.randint(NUM_CLASSES, (batch_size,), generator=g)
-    if channels_last:
-        onset = onset.contiguous(memory_format=torch.channels_last)
-        apex = apex.contiguous(memory_format=torch.channels_last)
-    return onset.to(device), apex.to(device), label.to(device)
+    batch = {"onset": onset, "apex": apex, "label": label, "index": torch.arange(batch_size)}
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def count_flops(
     task: str, cfg: MoExtConfig, views: int, batch_size: int, device: torch.device
 ) -> int:
-    """FLOPs of one forward + backward (eager, fp32), counted by ``FlopCounterMode``."""
+    """FLOPs of one training step's forward + backward (eager, fp32), by ``FlopCounterMode``."""
     torch.manual_seed(0)
-    module, loss_fn = build_task(task, cfg, views)
-    module.to(device).train()
-    onset, apex, label = make_batch(batch_size, cfg.image_size, device, channels_last=False)
+    module = build_task(task, cfg, views).to(device).train()
+    batch = make_batch(batch_size, cfg.image_size, device)
     counter = FlopCounterMode(display=False)
     with counter:
-        loss_fn(onset, apex, label).backward()
+        training_step(module)(batch).backward()
     del module
     return counter.get_total_flops()
 
 
 def make_step(
-    loss_fn: LossFn,
+    forward: StepFn,
     optimizer: torch.optim.Optimizer,
-    batch: tuple[Tensor, ...],
+    batch: dict[str, Tensor],
     device: torch.device,
     precision: str,
 ) -> Callable[[], Tensor]:
-    """One training step on a fixed batch: forward under autocast, backward, optimizer step."""
-    onset, apex, label = batch
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    """One training step on a fixed batch: forward under autocast (as Lightning's
+    ``bf16-mixed``), backward, optimizer step."""
 
     def step() -> Tensor:
-        with torch.autocast(device.type, dtype=dtype, enabled=precision == "bf16"):
-            loss = loss_fn(onset, apex, label)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = forward(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -200,21 +258,29 @@ def run_variant(
     device: torch.device,
     warmup: int,
     steps: int,
-    compile_backend: str,
-    compile_mode: str | None,
+    compile_scope: str = "package",
+    compile_backend: str = "inductor",
+    compile_mode: str | None = None,
 ) -> dict[str, Any]:
-    """Time ``steps`` training steps of one variant after ``warmup`` untimed ones."""
+    """Time ``steps`` training steps of one variant after ``warmup`` untimed ones.
+
+    ``compile_scope`` ``package``: the task's own ``compile=True`` (feature separator and
+    decoder); ``step``: ``torch.compile`` of the whole training loss (views, heads, losses too).
+    """
     torch.manual_seed(0)
-    module, loss_fn = build_task(v.task, cfg, views)
+    package_compile = v.compile and compile_scope == "package"
+    module = build_task(v.task, cfg, views, v.channels_last, package_compile)
     module.to(device).train()
-    if v.channels_last:
-        module.to(memory_format=torch.channels_last)
+    with compile_options(compile_backend, compile_mode):
+        module.configure_model()  # the tasks apply channels_last / compile here
     optimizer = module.configure_optimizers()
-    if v.compile:
+    forward = training_step(module)
+    if v.compile and compile_scope == "step":
         torch._dynamo.reset()
-        loss_fn = torch.compile(loss_fn, backend=compile_backend, mode=compile_mode)
-    batch = make_batch(v.batch_size, cfg.image_size, device, v.channels_last)
-    step = make_step(loss_fn, optimizer, batch, device, v.precision)
+        forward = torch.compile(training_loss(module), backend=compile_backend, mode=compile_mode)
+    step = make_step(
+        forward, optimizer, make_batch(v.batch_size, cfg.image_size, device), device, v.precision
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
@@ -229,20 +295,22 @@ def run_variant(
     seconds = timer.stop()
     if not torch.isfinite(loss.detach()).item():
         raise FloatingPointError(f"{v.label()}: non-finite loss {loss.item()}")
+    images = 2 * views if v.task == "pretrain" else 2
     out = {
         **asdict(v),
-        "variant": v.label(),
+        "variant": v.label().replace(" compile ", f" compile[{compile_scope}] "),
+        "compile_scope": compile_scope if v.compile else None,
         "steps": steps,
         "warmup_steps": warmup,
         "warmup_s": warmup_s,
         "ms_per_step": 1e3 * seconds / steps,
         "samples_per_s": v.batch_size * steps / seconds,
-        "images_per_s": v.batch_size * (2 * views if v.task == "pretrain" else 2) * steps / seconds,
-        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30
-        if device.type == "cuda"
-        else None,
+        "images_per_s": v.batch_size * images * steps / seconds,
+        "peak_memory_gib": (
+            torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        ),
     }
-    del step, module, optimizer, loss_fn
+    del step, forward, module, optimizer
     release(device)
     return out
 
@@ -296,7 +364,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compile",
         choices=["off", "on", "both"],
         default="both",
-        help="torch.compile the loss function",
+        help="torch.compile (what --compile-scope says)",
+    )
+    p.add_argument(
+        "--compile-scope",
+        choices=["package", "step"],
+        default="package",
+        help="package: the task's own compile=True (separator, decoder); step: the whole loss",
     )
     p.add_argument(
         "--compile-backend", default="inductor", help="torch.compile backend (tests: aot_eager)"
@@ -353,8 +427,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def measure(v: Variant) -> dict[str, Any]:
         try:
             row = run_variant(
-                v, cfg, a.views, device, a.warmup, a.steps, a.compile_backend, a.compile_mode
-            )
+                v, cfg, a.views, device, a.warmup, a.steps,
+                a.compile_scope, a.compile_backend, a.compile_mode,
+            )  # fmt: skip
         except Exception as e:  # an OOM (or a failing compile) is a result, not a crash
             release(device)
             if not is_oom(e) and not v.compile:

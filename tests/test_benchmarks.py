@@ -31,35 +31,38 @@ def test_input_path_tiny(tmp_path):
             "--workers", "1", "--breakdown", "1", "--json", str(tmp_path / "input.json"),
         ]
     )  # fmt: skip
-    paths = [r["path"] for r in out["rows"]]
-    assert paths == [
+    assert [r["path"] for r in out["rows"]] == [
         "naive",
-        "package",
-        "package (DataModule loader)",
-        "package, augmentation off (upper bound)",
+        "package: device_cache + augment device",
+        "package: DataLoader + augment device",
+        "package: DataLoader + augment cpu",
+        "package: device_cache + augment none (upper bound)",
     ]
+    assert out["pairs"] == 9  # rounded up to fill the one subject evenly
     assert all(r["pairs_per_s"] > 0 and r["batches"] == 2 for r in out["rows"])
     assert out["rows"][0]["speedup"] == pytest.approx(1.0)
-    assert out["load_pairs_s"] > 0
+    assert out["load_s"] > 0 and out["prepare_s"] > 0
     assert set(out["package_ms_per_batch_by_stage"]) >= {"augment_pairs", "grid_sample"}
     assert json.loads((tmp_path / "input.json").read_text())["speedup"] == out["speedup"]
 
 
-def test_naive_dataset_items_match_the_package_layout(tmp_path):
-    samples = input_path.build_database(tmp_path / "synth", 3, frame_size=48)
+def test_every_path_delivers_float_pairs_of_the_model_size(tmp_path):
+    from types import SimpleNamespace
+
     from moext.data.cache import PrepareSettings, pair_paths
 
-    settings = PrepareSettings(size=32, backend="none")
-    item = input_path.NaivePairs([pair_paths(s, settings) for s in samples], 32)[0]
-    assert item["onset"].shape == item["apex"].shape == (3, 32, 32)
-    assert (
-        item["onset"].dtype == torch.float32
-        and 0 <= item["onset"].min() <= item["onset"].max() <= 1
-    )
-    batch = input_path.deliver_package(
-        torch.zeros(2, 2, 3, 32, 32, dtype=torch.uint8), torch.device("cpu")
-    )
+    input_path.build_database(tmp_path / "synth", 3, frame_size=48)
+    a = SimpleNamespace(size=32, batch_size=2, expansion=1, seed=0)
+    cpu = torch.device("cpu")
+    dm = input_path.package_datamodule(tmp_path, a, cpu, augment="device", device_cache=True)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = input_path.deliver_with(dm, cpu)(next(iter(dm.train_dataloader())))
     assert batch["onset"].shape == (2, 3, 32, 32) and batch["onset"].dtype == torch.float32
+    settings = PrepareSettings(size=32, backend="none")
+    naive = input_path.NaivePairs([pair_paths(s, settings) for s in dm.samples], 32)[0]
+    assert naive["onset"].shape == (3, 32, 32) and naive["onset"].dtype == torch.float32
+    assert 0 <= naive["onset"].min() <= naive["onset"].max() <= 1
 
 
 def test_train_step_eager_variants_flops_mfu_and_sweep(tmp_path):
@@ -86,14 +89,16 @@ def test_train_step_eager_variants_flops_mfu_and_sweep(tmp_path):
     assert json.loads((tmp_path / "steps.json").read_text())["best"].keys() == out["best"].keys()
 
 
-def test_train_step_compiled_bf16_channels_last():
+@pytest.mark.parametrize("scope", ["package", "step"])
+def test_train_step_compiled_bf16_channels_last(scope):
     out = train_step.main(
-        [*TINY_STEPS, "--compile", "on", "--compile-backend", "aot_eager",
+        [*TINY_STEPS, "--compile", "on", "--compile-scope", scope, "--compile-backend", "aot_eager",
          "--precision", "bf16", "--channels-last", "on", "--no-flops"]
     )  # fmt: skip
-    assert [r["compile"] for r in out["rows"]] == [True, True]
+    assert [(r["compile"], r["compile_scope"]) for r in out["rows"]] == [(True, scope)] * 2
     assert all("error" not in r and r["samples_per_s"] > 0 for r in out["rows"])
     assert all("mfu" not in r for r in out["rows"])
+    assert torch.compile.__name__ == "compile"  # the backend override was undone
 
 
 def test_flop_count_includes_the_backward_pass():
@@ -102,10 +107,10 @@ def test_flop_count_includes_the_backward_pass():
 
     cfg = train_step.tiny_config()
     cpu = torch.device("cpu")
-    module, loss_fn = train_step.build_task("classify", cfg, views=3)
-    onset, apex, label = train_step.make_batch(2, cfg.image_size, cpu, channels_last=False)
+    module = train_step.build_task("classify", cfg, views=3)
+    batch = train_step.make_batch(2, cfg.image_size, cpu)
     with FlopCounterMode(display=False) as forward:
-        loss_fn(onset, apex, label)
+        train_step.training_step(module)(batch)
     total = train_step.count_flops("classify", cfg, views=3, batch_size=2, device=cpu)
     assert 2 * forward.get_total_flops() < total <= 3 * forward.get_total_flops()
 
@@ -164,9 +169,12 @@ def test_loso_cde_sized_mode_is_labelled_as_an_extrapolation(tmp_path):
         [
             "--cde-sized", "--samples", "12", "--cde-subjects", "3", "--folds", "1", "--epochs", "2",
             "--size", "64", "--backbone", "tiny-16", "--expansion", "1", "--batch-size", "4",
-            "--accelerator", "cpu", "--precision", "bf16-mixed", "--work", str(tmp_path),
+            "--accelerator", "cpu", "--precision", "bf16-mixed", "--device-cache", "--channels-last",
+            "--work", str(tmp_path),
         ]
     )  # fmt: skip
+    assert out["config"]["data"]["init_args"]["device_cache"] is True
+    assert out["config"]["model"]["init_args"]["channels_last"] is True
     x = out["extrapolation"]
     assert x["label"].startswith("EXTRAPOLATED from 1 measured fold(s) x 2 epoch(s)")
     assert x["folds"] == 3 and x["epochs"] == 30
