@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +36,14 @@ from typing import Any, Literal
 import yaml
 
 from moext.metrics import confusion_matrix, pooled_metrics
-from moext.results import atomic_write_text, read_predictions, write_predictions
+from moext.results import (
+    atomic_write_text,
+    plot_confusion,
+    read_predictions,
+    results_markdown,
+    write_predictions,
+)
+from moext.tracking import finish_wandb, log_summary, logger_config
 
 PREDICTIONS = "predictions.csv"
 
@@ -90,57 +101,49 @@ def resolve_path(path: str, config: Path) -> Path:
     raise FileNotFoundError(f"{config}: loso.pretrain_config {path} not found")
 
 
-def wandb_mode(setting: str) -> str | None:
-    """The W&B mode to use, or None for no W&B logger. ``auto`` never prompts or calls out
-    unless an API key is configured (``WANDB_API_KEY`` or a netrc entry for api.wandb.ai)."""
-    if setting == "disabled" or os.environ.get("WANDB_MODE") == "disabled":
-        return None
-    if setting in ("online", "offline"):
-        return setting
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    if netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
-        return "online"
-    return "offline"
+@contextmanager
+def quiet_stages(verbose: bool = False) -> Iterator[None]:
+    """Keep the console to moext's own lines while folds train (``--verbose``: show everything).
+
+    Hides what every fresh Trainer and W&B run repeat (accelerator and seed notices, tips, W&B
+    banners and run summaries) and two warnings that are expected here: LOSO has no validation
+    set on purpose (validating on the held-out subject would invite epoch picking), and a
+    deprecation inside Lightning. Warnings and errors from anything else still show, and the
+    CSV and W&B logs are unaffected.
+    """
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    silent = os.environ.get("WANDB_SILENT")
+    os.environ["WANDB_SILENT"] = "true"
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*`validation_step` but have no `val_dataloader`"
+            )
+            warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        if silent is None:
+            os.environ.pop("WANDB_SILENT", None)
+        else:
+            os.environ["WANDB_SILENT"] = silent
 
 
-def logger_config(
-    settings: LosoSettings, save_dir: Path, run_name: str, job_type: str
-) -> list[dict[str, Any]]:
-    """Trainer loggers of one fold: a CSV logger, and a W&B run unless W&B is disabled."""
-    loggers: list[dict[str, Any]] = [
-        {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": str(save_dir), "name": "csv"},
-        }
-    ]
-    mode = wandb_mode(settings.wandb)
-    if mode:
-        loggers.append(
-            {
-                "class_path": "lightning.pytorch.loggers.WandbLogger",
-                "init_args": {
-                    "name": run_name,
-                    "project": settings.wandb_project,
-                    "group": settings.name,
-                    "job_type": job_type,
-                    "save_dir": str(save_dir),
-                    "offline": mode == "offline",
-                    "mode": mode,  # explicit: wandb.init must not look for an API key offline
-                },
-            }
-        )
-    return loggers
-
-
-def finish_wandb() -> None:
-    """End the live W&B run, so that the next fold starts its own (folds never merge)."""
-    if "wandb" in sys.modules:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
+def print_wandb_hint(settings: LosoSettings, run_dir: Path) -> None:
+    """Say where the offline W&B runs are and how to upload them."""
+    if not any(run_dir.rglob("wandb/offline-run-*")):
+        return
+    print(
+        f"[loso] W&B runs are offline in {run_dir}; upload them with\n"
+        f"       wandb sync $(find {run_dir} -type d -name 'offline-run-*')"
+    )
 
 
 def _build(config: str | Path, overrides: list[str]):
@@ -245,8 +248,6 @@ def report(
     run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds: list[str] | None = None
 ) -> dict[str, Any]:
     """Pool every fold's predictions and write results.json, results.md and confusion.png."""
-    from moext.results import plot_confusion, results_markdown
-
     files = sorted((run_dir / "folds").glob(f"*/{PREDICTIONS}"))
     if not files:
         raise FileNotFoundError(f"no fold predictions under {run_dir / 'folds'}")
@@ -295,10 +296,9 @@ def run(
     folds: list[str] | None = None,
     overrides: list[str] | None = None,
     report_only: bool = False,
+    verbose: bool = False,
 ) -> dict[str, Any] | None:
     """Run (or resume) an experiment's LOSO folds, then pool and report."""
-    from moext.results import results_markdown
-
     overrides = list(overrides or [])
     settings = read_settings(config)
     run_dir = Path(settings.out_dir) / settings.name
@@ -308,30 +308,52 @@ def run(
         unknown = sorted(set(todo) - set(all_folds))
         if unknown:
             raise ValueError(f"unknown folds {unknown}; this experiment's folds: {all_folds}")
-        shared = None
-        if settings.pretrain_config and not settings.pretrain_per_fold:
-            shared = run_pretraining(settings, run_dir)
-        for k, fold in enumerate(todo, 1):
-            if (run_dir / "folds" / fold_dirname(fold) / PREDICTIONS).is_file():
-                print(f"[loso] fold {k}/{len(todo)} {fold}: done, skipped")
-                continue
-            print(f"[loso] fold {k}/{len(todo)} {fold}: training")
-            pretrained = shared
-            if settings.pretrain_config and settings.pretrain_per_fold:
-                pretrained = run_pretraining(settings, run_dir, exclude=fold)
-            run_fold(config, settings, run_dir, fold, pretrained, overrides)
+        with quiet_stages(verbose):
+            train_folds(config, settings, run_dir, todo, overrides)
     results = report(run_dir, classes, all_folds)
     print(results_markdown(results))
     if results["folds_missing"]:
         print(
             f"[loso] {len(results['folds_missing'])} fold(s) still missing: the pooled numbers above are PARTIAL"
         )
-    print(f"[loso] results in {run_dir}")
+    finish(settings, run_dir, results, verbose)
     return results
 
 
+def train_folds(
+    config: str | Path, settings: LosoSettings, run_dir: Path, todo: list[str], overrides: list[str]
+) -> None:
+    """Pretrain (once, or per fold) and train every fold in ``todo`` that has no predictions yet."""
+    shared = None
+    if settings.pretrain_config and not settings.pretrain_per_fold:
+        shared = run_pretraining(settings, run_dir)
+    for k, fold in enumerate(todo, 1):
+        if (run_dir / "folds" / fold_dirname(fold) / PREDICTIONS).is_file():
+            print(f"[loso] fold {k}/{len(todo)} {fold}: done, skipped")
+            continue
+        print(f"[loso] fold {k}/{len(todo)} {fold}: training", flush=True)
+        pretrained = shared
+        if settings.pretrain_config and settings.pretrain_per_fold:
+            pretrained = run_pretraining(settings, run_dir, exclude=fold)
+        run_fold(config, settings, run_dir, fold, pretrained, overrides)
+
+
+def finish(settings: LosoSettings, run_dir: Path, results: dict[str, Any], verbose: bool) -> None:
+    """Log the W&B summary run of a complete experiment and say where everything is."""
+    with quiet_stages(verbose):
+        summary = log_summary(settings, run_dir, results)
+    if summary is not None:
+        print(f"[loso] W&B summary run: {summary}")
+    print_wandb_hint(settings, run_dir)
+    print(f"[loso] results in {run_dir}")
+
+
 def run_parallel(
-    config: str, workers: int, overrides: list[str], gpus: list[str] | None = None
+    config: str,
+    workers: int,
+    overrides: list[str],
+    gpus: list[str] | None = None,
+    verbose: bool = False,
 ) -> int:
     """Spread the folds over ``workers`` processes; worker k sees GPU ``gpus[k % len(gpus)]``
     (CUDA_VISIBLE_DEVICES), so there can be one fold per GPU or several folds sharing one GPU
@@ -341,7 +363,8 @@ def run_parallel(
     run_dir = Path(settings.out_dir) / settings.name
     all_folds, classes = list_folds(config, overrides)
     if settings.pretrain_config and not settings.pretrain_per_fold:
-        run_pretraining(settings, run_dir)  # once, before the workers need it
+        with quiet_stages(verbose):
+            run_pretraining(settings, run_dir)  # once, before the workers need it
     procs = []
     for k in range(workers):
         share = all_folds[k::workers]
@@ -357,11 +380,14 @@ def run_parallel(
             config,
             "--folds",
             *share,
+            *(["--verbose"] if verbose else []),
             *(["--"] + overrides if overrides else []),
         ]
         procs.append(subprocess.Popen(cmd, env=env))
     codes = [p.wait() for p in procs]
-    report(run_dir, classes, all_folds)
+    results = report(run_dir, classes, all_folds)
+    print(results_markdown(results))
+    finish(settings, run_dir, results, verbose)
     return max(codes) if codes else 0
 
 
@@ -386,8 +412,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--gpus", help="comma-separated GPU ids the workers cycle over (default: one each)"
     )
+    p.add_argument(
+        "--verbose", action="store_true", help="show every Lightning and W&B message of each fold"
+    )
     a = p.parse_args(argv)
     if a.workers > 1:
-        return run_parallel(a.config, a.workers, overrides, a.gpus.split(",") if a.gpus else None)
-    run(a.config, folds=a.folds, overrides=overrides, report_only=a.report)
+        gpus = a.gpus.split(",") if a.gpus else None
+        return run_parallel(a.config, a.workers, overrides, gpus, a.verbose)
+    run(a.config, folds=a.folds, overrides=overrides, report_only=a.report, verbose=a.verbose)
     return 0

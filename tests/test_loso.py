@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from moext import loso
+from moext import loso, tracking
 from moext.data.datamodule import split_by_fold
 from moext.data.protocols import fold_id, select
 from moext.data.readers import read_dataset
@@ -59,6 +59,17 @@ def test_loso_runs_every_fold_pools_and_resumes(experiment):
     runs = sorted(p.parent.parent.name for p in run_dir.rglob("wandb/offline-run-*/files"))
     assert len(list(run_dir.glob("folds/*/wandb/offline-run-*"))) == 3
     assert len(list(run_dir.glob("pretrain/wandb/offline-run-*"))) == 1, runs
+    # ... and one summary run carrying the pooled table, the per-fold table and the confusion
+    [summary] = run_dir.glob("wandb/offline-run-*-pooled-*")
+    [pooled] = (summary / "files" / "media" / "table").glob("pooled_*.table.json")
+    table = json.loads(pooled.read_text())
+    assert table["columns"] == ["scope", "n", "uf1", "uar", "acc"]
+    assert table["data"][0] == [
+        "all (pooled)",
+        18,
+        *(first["overall"][k] for k in ("uf1", "uar", "acc")),
+    ]
+    assert list((summary / "files" / "media" / "images").glob("confusion_matrix_*.png"))
 
     # simulate a run killed inside fold 2: its predictions never written, a stray temp file left
     fold2 = run_dir / "folds" / "synth__sub02"
@@ -79,6 +90,8 @@ def test_loso_runs_every_fold_pools_and_resumes(experiment):
     shutil.rmtree(run_dir / "folds" / "synth__sub01" / "csv", ignore_errors=True)
     assert loso.main(["--config", str(cfg), "--report"]) == 0
     assert json.loads((run_dir / "results.json").read_text())["overall"] == first["overall"]
+    # unchanged results are not logged as a second summary run
+    assert len(list(run_dir.glob("wandb/offline-run-*-pooled-*"))) == 1
 
 
 def test_loso_subset_of_folds_reports_partial(experiment, capsys):
@@ -86,6 +99,7 @@ def test_loso_subset_of_folds_reports_partial(experiment, capsys):
     results = loso.run(cfg, folds=["synth/sub02"])
     assert results["folds_missing"] == ["synth/sub01", "synth/sub03"] and not results["complete"]
     assert "PARTIAL" in capsys.readouterr().out
+    assert not list(run_dir.glob("wandb/*pooled*"))  # no summary run for partial results
     with pytest.raises(ValueError, match="unknown folds"):
         loso.run(cfg, folds=["synth/sub99"])
 
@@ -131,10 +145,10 @@ def test_cde_folds_never_share_a_subject(tmp_path):
 def test_wandb_auto_is_offline_without_credentials(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "none"))
-    assert loso.wandb_mode("auto") == "offline"
+    assert tracking.wandb_mode("auto") == "offline"
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    assert loso.wandb_mode("auto") == "online"
-    assert loso.wandb_mode("disabled") is None
+    assert tracking.wandb_mode("auto") == "online"
+    assert tracking.wandb_mode("disabled") is None
 
 
 @pytest.mark.slow
@@ -143,3 +157,25 @@ def test_loso_workers_run_folds_side_by_side(experiment):
     assert loso.main(["--config", str(cfg), "--workers", "2", "--gpus", "0"]) == 0
     results = json.loads((run_dir / "results.json").read_text())
     assert results["complete"] and results["folds_done"] == 3 and results["overall"]["n"] == 18
+
+
+def test_quiet_stages_hides_per_fold_notices_and_restores_everything(monkeypatch):
+    import logging
+    import warnings
+
+    monkeypatch.delenv("WANDB_SILENT", raising=False)
+    lightning_log = logging.getLogger("lightning.pytorch")
+    before = lightning_log.level
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with loso.quiet_stages():
+            assert lightning_log.level == logging.WARNING
+            assert os.environ["WANDB_SILENT"] == "true"
+            warnings.warn(
+                "You defined a `validation_step` but have no `val_dataloader`. Skip.", stacklevel=1
+            )
+            warnings.warn("something else", stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something else"]
+    assert lightning_log.level == before and "WANDB_SILENT" not in os.environ
+    with loso.quiet_stages(verbose=True):
+        assert lightning_log.level == before

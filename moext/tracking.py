@@ -1,0 +1,147 @@
+"""Experiment tracking of a LOSO run: W&B runs per stage and fold, and the pooled summary run.
+
+W&B layout of one experiment (``loso.name``):
+
+- one run per training stage: ``job_type`` ``pretrain`` (name ``pretrain``, or
+  ``pretrain-<fold>`` per fold) and ``classify`` (name = fold id), all in ``group`` = the
+  experiment; each is finished before the next starts, so folds never merge;
+- one ``summary`` run (name ``<experiment>-pooled``) carrying the pooled table, the per-fold
+  table (for inspection only) and the confusion matrix, logged once the last fold is in.
+
+``wandb: auto`` (the default) is offline unless an API key is configured, so nothing calls out
+or prompts on a machine without a W&B account; offline runs land in the run folder and can be
+uploaded later with ``wandb sync``. Every stage also writes a CSV log beside its checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from moext.loso import LosoSettings
+
+
+def wandb_mode(setting: str) -> str | None:
+    """The W&B mode to use, or None for no W&B logger. ``auto`` never prompts or calls out
+    unless an API key is configured (``WANDB_API_KEY`` or a netrc entry for api.wandb.ai)."""
+    if setting == "disabled" or os.environ.get("WANDB_MODE") == "disabled":
+        return None
+    if setting in ("online", "offline"):
+        return setting
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    if netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
+        return "online"
+    return "offline"
+
+
+def logger_config(
+    settings: LosoSettings, save_dir: Path, run_name: str, job_type: str
+) -> list[dict[str, Any]]:
+    """Trainer loggers of one stage: a CSV logger, and a W&B run unless W&B is disabled."""
+    loggers: list[dict[str, Any]] = [
+        {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(save_dir), "name": "csv"},
+        }
+    ]
+    mode = wandb_mode(settings.wandb)
+    if mode:
+        loggers.append(
+            {
+                "class_path": "lightning.pytorch.loggers.WandbLogger",
+                "init_args": {
+                    "name": run_name,
+                    "project": settings.wandb_project,
+                    "group": settings.name,
+                    "job_type": job_type,
+                    "save_dir": str(save_dir),
+                    "offline": mode == "offline",
+                    "mode": mode,  # explicit: wandb.init must not look for an API key offline
+                },
+            }
+        )
+    return loggers
+
+
+def finish_wandb() -> None:
+    """End the live W&B run, so that the next fold starts its own (folds never merge)."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def summary_run_id(settings: LosoSettings, results: dict[str, Any]) -> str:
+    """A W&B run id fixed by the experiment and its pooled results: re-reporting unchanged
+    results does not add a second summary run."""
+    digest = hashlib.sha1(json.dumps([settings.name, results], sort_keys=True).encode()).hexdigest()
+    return f"pooled-{digest[:12]}"
+
+
+def log_summary(settings: LosoSettings, run_dir: Path, results: dict[str, Any]) -> Path | None:
+    """Log the pooled results of a complete experiment as its W&B ``summary`` run.
+
+    Logs ``pooled`` (scope, n, UF1, UAR, ACC: overall, then per source database),
+    ``per_fold_for_inspection_only`` and ``confusion`` (the counts as a table and
+    ``confusion.png``), and puts ``pooled/uf1`` etc. and ``<dataset>/uf1`` etc. in the run
+    summary, so the experiment's headline numbers show in the W&B runs table.
+
+    Returns:
+        The run's local folder (under ``run_dir/wandb``), or None when W&B is disabled, the
+        results are partial, or this summary was logged already.
+    """
+    mode = wandb_mode(settings.wandb)
+    if mode is None or not results.get("complete"):
+        return None
+    run_id = summary_run_id(settings, results)
+    (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
+    if any((run_dir / "wandb").glob(f"*run-*-{run_id}")):
+        return None
+    import wandb
+
+    metrics = ("n", "uf1", "uar", "acc")
+    run = wandb.init(
+        project=settings.wandb_project,
+        group=settings.name,
+        job_type="summary",
+        name=f"{settings.name}-pooled",
+        id=run_id,
+        dir=str(run_dir),
+        mode=mode,
+        config={"classes": results["classes"], "folds": results["folds_done"]},
+    )
+    try:
+        scopes = [("all (pooled)", results["overall"]), *results["per_dataset"].items()]
+        folds = results["per_fold_for_inspection_only"].items()
+        classes = results["classes"]
+        run.log(
+            {
+                "pooled": wandb.Table(
+                    columns=["scope", *metrics],
+                    data=[[s, *(m[k] for k in metrics)] for s, m in scopes],
+                ),
+                "per_fold_for_inspection_only": wandb.Table(
+                    columns=["fold", *metrics],
+                    data=[[f, *(m[k] for k in metrics)] for f, m in folds],
+                ),
+                "confusion": wandb.Table(
+                    columns=["true \\ predicted", *classes],
+                    data=[[c, *row] for c, row in zip(classes, results["confusion"], strict=True)],
+                ),
+                "confusion_matrix": wandb.Image(str(run_dir / "confusion.png")),
+            }
+        )
+        for name, m in [("pooled", results["overall"]), *results["per_dataset"].items()]:
+            run.summary.update({f"{name}/{k}": m[k] for k in metrics})
+        local = Path(run.dir).parent
+    finally:
+        run.finish()
+    return local
