@@ -36,8 +36,10 @@ def test_input_path_tiny(tmp_path):
         "package: device_cache + augment device",
         "package: DataLoader + augment device",
         "package: DataLoader + augment cpu",
+        "package: device_cache + augment static",
         "package: device_cache + augment none (upper bound)",
     ]
+    assert out["static_expansion_s"] > 0 and out["static_amortised"]["epochs"] == 30
     assert out["pairs"] == 9  # rounded up to fill the one subject evenly
     assert all(r["pairs_per_s"] > 0 and r["batches"] == 2 for r in out["rows"])
     assert out["rows"][0]["speedup"] == pytest.approx(1.0)

@@ -14,8 +14,14 @@ Two equivalent paths:
 Both fill the corners uncovered by the rotation by *reflection*, so no black wedges appear whose
 edges a network could latch on to, and image statistics stay close to the original.
 
-The tenfold expansion is an epoch length, not stored copies: :class:`ExpandedPairs` repeats every
-pair ``expansion`` times per epoch, and each repetition draws its own random transform.
+The tenfold expansion comes in two forms:
+
+- an epoch length (``augment: device`` / ``cpu``): :class:`ExpandedPairs` repeats every pair
+  ``expansion`` times per epoch, and each repetition draws a fresh random transform;
+- stored copies (``augment: static``, the paper's wording: the training set is "expanded to ten
+  times its size"): :func:`expand_statically` makes ``expansion - 1`` augmented copies of every
+  pair once, before training; the epochs then only index them. Same epoch length, no per-epoch
+  augmentation cost, ``expansion`` times the memory.
 """
 
 from __future__ import annotations
@@ -131,6 +137,41 @@ def augment_pairs(
     if not pairs.is_floating_point():
         out = out.round_().clamp_(torch.iinfo(pairs.dtype).min, torch.iinfo(pairs.dtype).max)
     return out.to(pairs.dtype)
+
+
+def expand_statically(
+    pairs: torch.Tensor,
+    expansion: int,
+    max_rotation: float = 10.0,
+    flip_p: float = 0.5,
+    seed: int = 0,
+    chunk: int = 256,
+) -> torch.Tensor:
+    """The original pairs followed by ``expansion - 1`` augmented copies of each, computed once.
+
+    Copy ``k`` of pair ``i`` is row ``k * N + i``; copy 0 is the original. Each copy draws its
+    own flip and rotation (:func:`augment_pairs`) from a generator seeded by ``seed``, so the
+    expansion is reproducible. Works on ``pairs.device`` in chunks of ``chunk`` pairs.
+
+    Args:
+        pairs: ``(N, 2, C, H, W)`` uint8 or float pairs.
+        expansion: total copies per pair (paper 10; 1 returns ``pairs``).
+
+    Returns:
+        ``(expansion * N, 2, C, H, W)`` tensor, dtype and device of ``pairs``.
+    """
+    if expansion < 1:
+        raise ValueError(f"expansion must be >= 1, got {expansion}")
+    n = len(pairs)
+    out = pairs.new_empty((expansion * n, *pairs.shape[1:]))
+    out[:n] = pairs
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    for k in range(1, expansion):
+        for start in range(0, n, chunk):
+            part = pairs[start : start + chunk]
+            row = k * n + start
+            out[row : row + len(part)] = augment_pairs(part, max_rotation, flip_p, g)
+    return out
 
 
 class ExpandedPairs(Dataset):

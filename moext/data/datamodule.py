@@ -14,8 +14,9 @@ Batches are dicts: ``onset``, ``apex`` (B, 3, H, W) float in [0, 1] once on the 
 ``label`` (B,) long (-1 when unlabelled), ``index`` (B,) long (position in ``samples``).
 Pairs travel as uint8 and become float on the device; the geometric augmentation (mirror +
 rotation in [-max_rotation, max_rotation], shared by onset and apex) runs there on whole
-batches (``augment: device``) or per item with albumentations in the workers (``augment: cpu``).
-The paper's tenfold expansion of the training set is ``expansion: 10``.
+batches (``augment: device``), per item with albumentations in the workers (``augment: cpu``),
+or once before training into stored copies (``augment: static``). The paper's tenfold expansion
+of the training set is ``expansion: 10``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from moext.data.augment import ExpandedPairs, augment_pair, augment_pairs, pair_transform
+from moext.data.augment import (
+    ExpandedPairs,
+    augment_pair,
+    augment_pairs,
+    expand_statically,
+    pair_transform,
+)
 from moext.data.protocols import fold_id
 from moext.data.records import DatasetError, Sample
 
@@ -102,7 +109,6 @@ class DeviceBatches:
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
-        prepare_workers: int = 0,
     ) -> None:
         self.pairs = pairs.to(device)
         self.labels = labels.to(device)
@@ -182,14 +188,16 @@ class MERDataModule(L.LightningDataModule):
         cache_dir: where aligned crops are cached (default: ``<root>/.moext_cache``).
         batch_size: pairs per batch (paper 20).
         expansion: times each training pair appears per epoch (paper: tenfold).
-        augment: ``"device"`` (batched, on the accelerator), ``"cpu"`` (albumentations in the
-            workers) or ``"none"``.
+        augment: ``"device"`` (batched, on the accelerator, a fresh transform per appearance),
+            ``"cpu"`` (albumentations in the workers), ``"static"`` (``expansion - 1``
+            augmented copies of each training pair made once, then only indexed: no per-epoch
+            augmentation cost, ``expansion`` times the memory) or ``"none"``.
         max_rotation: rotation range in degrees (paper 10).
         flip_p: probability of mirroring a pair.
         num_workers: DataLoader workers.
         device_cache: keep the training pairs on the accelerator and batch them there
-            (:class:`DeviceBatches`; needs ``augment`` ``device`` or ``none``).
-        seed: seed of the device-cache batch order.
+            (:class:`DeviceBatches`; needs ``augment`` ``device``, ``static`` or ``none``).
+        seed: seed of the device-cache batch order and of the static expansion.
         prepare_workers: processes aligning faces in ``prepare_data`` (0: this process).
     """
 
@@ -212,7 +220,7 @@ class MERDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         batch_size: int = 20,
         expansion: int = 10,
-        augment: Literal["device", "cpu", "none"] = "device",
+        augment: Literal["device", "cpu", "static", "none"] = "device",
         max_rotation: float = 10.0,
         flip_p: float = 0.5,
         num_workers: int = 0,
@@ -227,11 +235,14 @@ class MERDataModule(L.LightningDataModule):
             raise ValueError(
                 "task 'classify' needs a protocol (cde3, casme2-5, samm-5, casme3-3, synth-3)"
             )
-        if augment not in ("device", "cpu", "none"):
-            raise ValueError(f"augment must be 'device', 'cpu' or 'none', got {augment!r}")
+        if augment not in ("device", "cpu", "static", "none"):
+            raise ValueError(
+                f"augment must be 'device', 'cpu', 'static' or 'none', got {augment!r}"
+            )
         if device_cache and augment == "cpu":
             raise ValueError(
-                "device_cache batches on the device: use augment 'device' or 'none', not 'cpu'"
+                "device_cache batches on the device: use augment 'device', 'static' or 'none', "
+                "not 'cpu'"
             )
         if expansion < 1 or batch_size < 1:
             raise ValueError("expansion and batch_size must be >= 1")
@@ -269,6 +280,7 @@ class MERDataModule(L.LightningDataModule):
         self.samples: list[Sample] = []
         self.labels: list[int] = []
         self._pairs: Tensor | None = None
+        self._static: tuple[Tensor, Tensor, Tensor] | None = None
 
     # ----------------------------------------------------------------- records
     def data_root(self) -> Path:
@@ -355,11 +367,15 @@ class MERDataModule(L.LightningDataModule):
         from moext.data.cache import prepare
 
         samples, _, _ = self.read_samples()
-        report = prepare(samples, self.cache_root(), self.prepare_settings(), workers=self.prepare_workers)
+        report = prepare(
+            samples, self.cache_root(), self.prepare_settings(), workers=self.prepare_workers
+        )
         if report.failed:
             lines = "\n".join(f"  {f}" for f in report.failed[:20])
             more = f"\n  ... and {len(report.failed) - 20} more" if len(report.failed) > 20 else ""
-            raise DatasetError(f"{len(report.failed)} clip(s) could not be prepared:\n{lines}{more}")
+            raise DatasetError(
+                f"{len(report.failed)} clip(s) could not be prepared:\n{lines}{more}"
+            )
         return report
 
     def setup(self, stage: str | None = None) -> None:
@@ -385,17 +401,52 @@ class MERDataModule(L.LightningDataModule):
         return PairDataset(self._pairs[index], labels[index], index, transform)
 
     # ------------------------------------------------------------ dataloaders
+    def training_pairs(
+        self, device: torch.device | str = "cpu"
+    ) -> tuple[Tensor, Tensor, Tensor, int]:
+        """The training set as served: pairs, labels, sample positions and the times each row
+        appears per epoch.
+
+        Returns:
+            ``(pairs, labels, index, expansion)``: (M, 2, 3, H, W) uint8 on ``device``, (M,) long,
+            (M,) long. With ``augment: static``, M = ``expansion`` x N_train (the stored copies,
+            made on ``device`` once and kept) and each row appears once per epoch; otherwise
+            M = N_train and each row appears ``expansion`` times.
+        """
+        labels = torch.tensor(self.labels, dtype=torch.long)[self.train_index]
+        pairs = self._pairs[self.train_index].to(device)
+        if self.augment != "static":
+            return pairs, labels, self.train_index, self.expansion
+        if self._static is None or self._static[0].device != pairs.device:
+            expanded = expand_statically(
+                pairs, self.expansion, self.max_rotation, self.flip_p, self.seed
+            )
+            log.info(
+                "static expansion: %d pairs x %d = %d rows, %.2f GB",
+                len(pairs),
+                self.expansion,
+                len(expanded),
+                expanded.numel() / 1e9,
+            )
+            self._static = (
+                expanded,
+                labels.repeat(self.expansion),
+                self.train_index.repeat(self.expansion),
+            )
+        return (*self._static, 1)
+
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         if self.device_cache:
             strategy = self.trainer.strategy if self.trainer is not None else None
-            labels = torch.tensor(self.labels, dtype=torch.long)
+            device = strategy.root_device if strategy else "cpu"
+            pairs, labels, index, expansion = self.training_pairs(device)
             return DeviceBatches(
-                self._pairs[self.train_index],
-                labels[self.train_index],
-                self.train_index,
+                pairs,
+                labels,
+                index,
                 self.batch_size,
-                self.expansion,
-                strategy.root_device if strategy else "cpu",
+                expansion,
+                device,
                 strategy.global_rank if strategy else 0,
                 strategy.world_size if strategy else 1,
                 self.seed,
@@ -403,7 +454,8 @@ class MERDataModule(L.LightningDataModule):
         transform = (
             pair_transform(self.max_rotation, self.flip_p) if self.augment == "cpu" else None
         )
-        ds = ExpandedPairs(self._subset(self.train_index, transform), self.expansion)
+        pairs, labels, index, expansion = self.training_pairs()
+        ds = ExpandedPairs(PairDataset(pairs, labels, index, transform), expansion)
         return DataLoader(
             ds,
             batch_size=self.batch_size,

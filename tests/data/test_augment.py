@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from moext.data.augment import ExpandedPairs, augment_pair, augment_pairs, pair_transform
+from moext.data.augment import (
+    ExpandedPairs,
+    augment_pair,
+    augment_pairs,
+    expand_statically,
+    pair_transform,
+)
 
 SIZE = 64
 
@@ -149,3 +155,26 @@ def test_expanded_pairs_repeats_each_item():
     with pytest.raises(IndexError):
         expanded[30]
     assert len(ExpandedPairs(base, expansion=1)) == 3
+
+
+def test_static_expansion_stores_the_original_then_augmented_copies():
+    pairs = (torch.from_numpy(as_pairs(SPOT, SPOT_MOVED, 3).numpy()) * 255).to(torch.uint8)
+    out = expand_statically(pairs, expansion=4, seed=0, chunk=2)
+    assert out.shape == (12, *pairs.shape[1:]) and out.dtype == torch.uint8
+    assert torch.equal(out[:3], pairs)  # copy 0: the originals
+    for k in range(1, 4):
+        copy = out[3 * k : 3 * k + 3]
+        assert not torch.equal(copy, pairs)  # a drawn rotation moves the spots
+        # onset and apex of a copy share one transform: the spot moves the same way in both
+        shift = [
+            centroid(c[1, 0].float().numpy()) - centroid(c[0, 0].float().numpy()) for c in copy
+        ]
+        original = centroid(SPOT_MOVED) - centroid(SPOT)
+        assert all(
+            np.linalg.norm(s) == pytest.approx(np.linalg.norm(original), abs=0.3) for s in shift
+        )
+    assert torch.equal(out, expand_statically(pairs, expansion=4, seed=0, chunk=2))  # reproducible
+    assert not torch.equal(out, expand_statically(pairs, expansion=4, seed=1))
+    assert torch.equal(expand_statically(pairs, expansion=1), pairs)
+    with pytest.raises(ValueError, match="expansion"):
+        expand_statically(pairs, expansion=0)
