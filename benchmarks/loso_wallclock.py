@@ -56,6 +56,7 @@ from benchmarks.common import (
 from moext.data.datamodule import MERDataModule, split_by_fold
 from moext.data.protocols import fold_id
 from moext.data.records import Sample
+from moext.results import pool_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -261,7 +262,7 @@ def timed_loso(
         wall = time.perf_counter() - t
         timings["folds"].append({"fold": fold, "wall_s": wall, **breakdown(registry[-1], wall)})
     t = time.perf_counter()
-    results = loso.report(run_dir, classes, folds)
+    results = pool_run(run_dir, classes, folds)
     timings["report_s"] = time.perf_counter() - t
     timings["n_folds_total"] = len(folds)
     timings["n_folds_measured"] = len(chosen)

@@ -22,30 +22,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from moext.metrics import confusion_matrix, pooled_metrics
-from moext.results import (
-    atomic_write_text,
-    plot_confusion,
-    read_predictions,
-    results_markdown,
-    write_predictions,
+from moext.results import PREDICTIONS, pool_run, results_markdown, write_predictions
+from moext.run_folder import (
+    check_experiment,
+    clear_leftovers,
+    is_main_process,
+    read_experiment,
+    stage_lock,
+    stage_settings,
 )
-from moext.tracking import finish_wandb, log_summary, logger_config
-
-PREDICTIONS = "predictions.csv"
+from moext.tracking import (
+    finish_wandb,
+    log_summary,
+    logger_config,
+    print_wandb_hint,
+    quiet_stages,
+)
 
 
 @dataclass
@@ -101,51 +102,6 @@ def resolve_path(path: str, config: Path) -> Path:
     raise FileNotFoundError(f"{config}: loso.pretrain_config {path} not found")
 
 
-@contextmanager
-def quiet_stages(verbose: bool = False) -> Iterator[None]:
-    """Keep the console to moext's own lines while folds train (``--verbose``: show everything).
-
-    Hides what every fresh Trainer and W&B run repeat (accelerator and seed notices, tips, W&B
-    banners and run summaries) and two warnings that are expected here: LOSO has no validation
-    set on purpose (validating on the held-out subject would invite epoch picking), and a
-    deprecation inside Lightning. Warnings and errors from anything else still show, and the
-    CSV and W&B logs are unaffected.
-    """
-    if verbose:
-        yield
-        return
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    silent = os.environ.get("WANDB_SILENT")
-    os.environ["WANDB_SILENT"] = "true"
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=".*`validation_step` but have no `val_dataloader`"
-            )
-            warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-        if silent is None:
-            os.environ.pop("WANDB_SILENT", None)
-        else:
-            os.environ["WANDB_SILENT"] = silent
-
-
-def print_wandb_hint(settings: LosoSettings, run_dir: Path) -> None:
-    """Say where the offline W&B runs are and how to upload them."""
-    if not any(run_dir.rglob("wandb/offline-run-*")):
-        return
-    print(
-        f"[loso] W&B runs are offline in {run_dir}; upload them with\n"
-        f"       wandb sync $(find {run_dir} -type d -name 'offline-run-*')"
-    )
-
-
 def _build(config: str | Path, overrides: list[str]):
     from moext.cli import lightning_cli
 
@@ -154,41 +110,108 @@ def _build(config: str | Path, overrides: list[str]):
     )
 
 
+#: ``moext loso ... -- OVERRIDES`` that also reach the pretraining stage: where and how it runs,
+#: not what it trains (the pretraining config decides that).
+PASSED_TO_PRETRAINING = (
+    "--trainer.accelerator",
+    "--trainer.devices",
+    "--trainer.strategy",
+    "--trainer.num_nodes",
+    "--trainer.precision",
+    "--data.init_args.root",
+    "--data.init_args.paths",
+    "--data.init_args.cache_dir",
+    "--data.init_args.num_workers",
+    "--data.init_args.prepare_workers",
+)
+
+
+def pretrain_overrides(overrides: list[str]) -> list[str]:
+    """The overrides of :data:`PASSED_TO_PRETRAINING` (``--key value`` or ``--key=value``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(overrides):
+        token = overrides[i]
+        has_value = "=" not in token and i + 1 < len(overrides)
+        group = overrides[i : i + 2] if has_value else [token]
+        if token.split("=", 1)[0] in PASSED_TO_PRETRAINING:
+            out += group
+        i += len(group)
+    return out
+
+
 def run_pretraining(
     settings: LosoSettings,
     run_dir: Path,
     exclude: str | None = None,
     overrides: list[str] | None = None,
 ) -> Path:
-    """Train the pretraining stage once (or reuse its checkpoint) and return the checkpoint path."""
+    """Train the pretraining stage once (or reuse its checkpoint) and return the checkpoint path.
+
+    Holds the stage's lock meanwhile, so that parallel tasks of one experiment (a SLURM array)
+    train it once: the others wait and reuse the checkpoint.
+    """
     out = run_dir / (
         "pretrain" if exclude is None else f"pretrain_per_fold/{fold_dirname(exclude)}"
     )
     ckpt = out / "pretrained.ckpt"
-    if ckpt.is_file():
-        print(f"[loso] pretraining: reusing {ckpt}")
-        return ckpt
-    out.mkdir(parents=True, exist_ok=True)
-    name = "pretrain" if exclude is None else f"pretrain-{exclude}"
-    args = [
-        "--trainer.default_root_dir",
-        str(out),
-        "--trainer.logger",
-        json.dumps(logger_config(settings, out, name, "pretrain")),
-    ]
-    if exclude is not None:
-        args += ["--data.init_args.exclude_subjects", json.dumps([exclude])]
-    print(f"[loso] pretraining -> {ckpt}")
-    try:
-        cli = _build(settings.pretrain_config, [*args, *(overrides or [])])
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        tmp = ckpt.with_suffix(".tmp")
-        cli.trainer.save_checkpoint(tmp)
-        if cli.trainer.is_global_zero:
-            os.replace(tmp, ckpt)
-    finally:
-        finish_wandb()
+    with stage_lock(out):
+        if ckpt.is_file():
+            print(f"[loso] pretraining: reusing {ckpt}")
+            return ckpt
+        if is_main_process() and clear_leftovers(out, keep=(".lock",)):
+            print(f"[loso] pretraining: cleared the leftovers of an interrupted run in {out}")
+        out.mkdir(parents=True, exist_ok=True)
+        name = "pretrain" if exclude is None else f"pretrain-{exclude}"
+        args = [
+            "--trainer.default_root_dir",
+            str(out),
+            "--trainer.logger",
+            json.dumps(logger_config(settings, out, name, "pretrain")),
+        ]
+        if exclude is not None:
+            args += ["--data.init_args.exclude_subjects", json.dumps([exclude])]
+        print(f"[loso] pretraining -> {ckpt}", flush=True)
+        try:
+            cli = _build(settings.pretrain_config, [*args, *(overrides or [])])
+            trainer = cli.trainer
+            trainer.fit(cli.model, datamodule=cli.datamodule)
+            tmp = out / f".pretrained.{os.getpid()}.tmp"
+            trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
+            if trainer.is_global_zero:
+                os.replace(tmp, ckpt)
+            trainer.strategy.barrier()  # no rank goes on before the checkpoint is there
+        finally:
+            finish_wandb()
     return ckpt
+
+
+def prediction_rows(dm: Any, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per predicted sample: id, dataset, subject, fold, label, pred, prob_<class>."""
+    rows = []
+    table = {r["sample"]: r for r in dm.sample_table()}
+    for batch in outputs:
+        for i, pred, probs in zip(
+            batch["index"].tolist(), batch["pred"].tolist(), batch["probs"].tolist(), strict=True
+        ):
+            row = dict(table[dm.samples[i].id])
+            row["pred"] = pred
+            row.update({f"prob_{c}": p for c, p in zip(dm.classes, probs, strict=True)})
+            rows.append(row)
+    return rows
+
+
+def gather_rows(trainer: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's prediction rows on every rank (DDP predicts a share of the subject on each
+    rank, padded with repeats): merged, one row per sample, sorted by sample id."""
+    if trainer.world_size > 1:
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * trainer.world_size
+        dist.all_gather_object(parts, rows)
+        rows = [r for part in parts for r in part]
+    merged = {r["sample"]: r for r in rows}
+    return [merged[k] for k in sorted(merged)]
 
 
 def run_fold(
@@ -199,8 +222,15 @@ def run_fold(
     pretrained: Path | None,
     overrides: list[str],
 ) -> Path:
-    """Train one fold from scratch and write its predictions; returns the predictions file."""
+    """Train one fold from scratch and write its predictions; returns the predictions file.
+
+    Raises:
+        RuntimeError: the predictions do not cover exactly the held-out subject's samples
+            (nothing is written, so the fold stays to be done).
+    """
     fold_dir = run_dir / "folds" / fold_dirname(fold)
+    if is_main_process() and clear_leftovers(fold_dir):
+        print(f"[loso] fold {fold}: cleared the leftovers of an interrupted run")
     fold_dir.mkdir(parents=True, exist_ok=True)
     args = [
         "--data.init_args.fold",
@@ -219,19 +249,18 @@ def run_fold(
         outputs = trainer.predict(model, datamodule=dm)
     finally:
         finish_wandb()
-    if not trainer.is_global_zero:
-        return fold_dir / PREDICTIONS
-    rows = []
-    table = {r["sample"]: r for r in dm.sample_table()}
-    for batch in outputs:
-        for i, pred, probs in zip(
-            batch["index"].tolist(), batch["pred"].tolist(), batch["probs"].tolist(), strict=True
-        ):
-            row = dict(table[dm.samples[i].id])
-            row["pred"] = pred
-            row.update({f"prob_{c}": p for c, p in zip(dm.classes, probs, strict=True)})
-            rows.append(row)
+    rows = gather_rows(trainer, prediction_rows(dm, outputs))
     path = fold_dir / PREDICTIONS
+    if not trainer.is_global_zero:
+        return path
+    expected = {dm.samples[i].id for i in dm.test_index.tolist()}
+    got = {r["sample"] for r in rows}
+    if got != expected:
+        raise RuntimeError(
+            f"fold {fold}: predictions for {len(got & expected)} of the {len(expected)} held-out "
+            f"samples (missing {sorted(expected - got)[:5]}, foreign {sorted(got - expected)[:5]}); "
+            f"{path} not written"
+        )
     write_predictions(path, rows, dm.classes)
     return path
 
@@ -244,51 +273,39 @@ def list_folds(config: str | Path, overrides: list[str]) -> tuple[list[str], tup
     return dm.subjects(), tuple(dm.classes)
 
 
-def report(
-    run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds: list[str] | None = None
+def experiment_settings(
+    config: str | Path, settings: LosoSettings, overrides: list[str]
 ) -> dict[str, Any]:
-    """Pool every fold's predictions and write results.json, results.md and confusion.png."""
-    files = sorted((run_dir / "folds").glob(f"*/{PREDICTIONS}"))
-    if not files:
-        raise FileNotFoundError(f"no fold predictions under {run_dir / 'folds'}")
-    frames = [read_predictions(f) for f in files]
-    import pandas as pd
+    """What :func:`moext.run_folder.check_experiment` fingerprints: both stages' settings."""
+    out: dict[str, Any] = {"classify": stage_settings(config, overrides)}
+    if settings.pretrain_config:
+        out["pretrain"] = stage_settings(settings.pretrain_config, pretrain_overrides(overrides))
+        out["pretrain_per_fold"] = settings.pretrain_per_fold
+    return out
 
-    preds = pd.concat(frames, ignore_index=True)
-    if classes is None:
-        classes = tuple(c[len("prob_") :] for c in preds.columns if c.startswith("prob_"))
-    done = sorted(preds["fold"].unique())
-    missing = sorted(set(expected_folds or []) - set(done))
-    # A fold's test set is its held-out subject and nothing else.
-    foreign = preds[preds["fold"] != preds["dataset"] + "/" + preds["subject"].astype(str)]
-    if len(foreign):
-        raise AssertionError(
-            f"predictions of another subject inside a fold: {foreign['sample'].tolist()[:10]}"
+
+def start(
+    config: str | Path, overrides: list[str]
+) -> tuple[LosoSettings, Path, list[str], tuple[str, ...]]:
+    """Settings, run folder, folds and classes of an experiment about to train; records it in
+    (or checks it against) the run folder's ``experiment.json``."""
+    settings = read_settings(config)
+    run_dir = Path(settings.out_dir) / settings.name
+    all_folds, classes = list_folds(config, overrides)
+    if is_main_process():
+        check_experiment(
+            run_dir, experiment_settings(config, settings, overrides), all_folds, classes
         )
-    dup = preds["sample"][preds["sample"].duplicated()]
-    if len(dup):
-        raise AssertionError(f"samples predicted more than once: {list(dup)[:10]}")
-    n = len(classes)
-    results: dict[str, Any] = {
-        "classes": list(classes),
-        "folds_done": len(done),
-        "folds_missing": missing,
-        "complete": not missing,
-        "overall": pooled_metrics(preds["label"], preds["pred"], n),
-        "per_dataset": {
-            ds: pooled_metrics(g["label"], g["pred"], n)
-            for ds, g in preds.groupby("dataset", sort=True)
-        },
-        "per_fold_for_inspection_only": {
-            fold: pooled_metrics(g["label"], g["pred"], n)
-            for fold, g in preds.groupby("fold", sort=True)
-        },
-        "confusion": confusion_matrix(preds["label"], preds["pred"], n).tolist(),
-    }
-    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
-    atomic_write_text(run_dir / "results.md", results_markdown(results))
-    plot_confusion(results["confusion"], classes, run_dir / "confusion.png")
-    return results
+    return settings, run_dir, all_folds, classes
+
+
+def choose_folds(all_folds: list[str], folds: list[str] | None) -> list[str]:
+    """``folds`` (all when None), checked against the experiment's folds."""
+    todo = list(folds) if folds else list(all_folds)
+    unknown = sorted(set(todo) - set(all_folds))
+    if unknown:
+        raise ValueError(f"unknown folds {unknown}; this experiment's folds: {all_folds}")
+    return todo
 
 
 def run(
@@ -297,55 +314,93 @@ def run(
     overrides: list[str] | None = None,
     report_only: bool = False,
     verbose: bool = False,
+    pretrain_only: bool = False,
+    skip_report: bool = False,
 ) -> dict[str, Any] | None:
-    """Run (or resume) an experiment's LOSO folds, then pool and report."""
+    """Run (or resume) an experiment's LOSO folds, then pool and report.
+
+    Args:
+        folds: train only these folds (the report still pools every finished fold).
+        report_only: pool the saved predictions; needs no database when ``experiment.json``
+            is there.
+        pretrain_only: train the shared pretraining stage (or, per fold, those of ``folds``)
+            and stop, e.g. before a SLURM array runs the folds.
+        skip_report: train and write the folds' predictions only (``--workers`` children).
+
+    Returns:
+        The pooled results, or None where nothing was pooled (DDP peers, ``pretrain_only``,
+        ``skip_report``).
+    """
     overrides = list(overrides or [])
-    settings = read_settings(config)
-    run_dir = Path(settings.out_dir) / settings.name
-    all_folds, classes = list_folds(config, overrides)
-    if not report_only:
-        todo = all_folds if not folds else folds
-        unknown = sorted(set(todo) - set(all_folds))
-        if unknown:
-            raise ValueError(f"unknown folds {unknown}; this experiment's folds: {all_folds}")
+    if report_only:
+        settings = read_settings(config)
+        run_dir = Path(settings.out_dir) / settings.name
+        recorded = read_experiment(run_dir)
+        if recorded is not None:
+            all_folds, classes = recorded["folds"], tuple(recorded["classes"])
+        else:
+            all_folds, classes = list_folds(config, overrides)
+    else:
+        settings, run_dir, all_folds, classes = start(config, overrides)
+        todo = choose_folds(all_folds, folds)
         with quiet_stages(verbose):
-            train_folds(config, settings, run_dir, todo, overrides)
-    results = report(run_dir, classes, all_folds)
-    print(results_markdown(results))
+            train_folds(config, settings, run_dir, todo, overrides, pretrain_only)
+        if pretrain_only or skip_report or not is_main_process():
+            return None
+    return report_and_finish(settings, run_dir, classes, all_folds, verbose)
+
+
+def report_and_finish(
+    settings: LosoSettings,
+    run_dir: Path,
+    classes: tuple[str, ...],
+    all_folds: list[str],
+    verbose: bool,
+) -> dict[str, Any]:
+    """Pool, write and print the results; log the W&B summary run; say where everything is."""
+    results = pool_run(run_dir, classes, all_folds)
+    print(results_markdown(results, per_fold=False))
     if results["folds_missing"]:
         print(
             f"[loso] {len(results['folds_missing'])} fold(s) still missing: the pooled numbers above are PARTIAL"
         )
-    finish(settings, run_dir, results, verbose)
-    return results
-
-
-def train_folds(
-    config: str | Path, settings: LosoSettings, run_dir: Path, todo: list[str], overrides: list[str]
-) -> None:
-    """Pretrain (once, or per fold) and train every fold in ``todo`` that has no predictions yet."""
-    shared = None
-    if settings.pretrain_config and not settings.pretrain_per_fold:
-        shared = run_pretraining(settings, run_dir)
-    for k, fold in enumerate(todo, 1):
-        if (run_dir / "folds" / fold_dirname(fold) / PREDICTIONS).is_file():
-            print(f"[loso] fold {k}/{len(todo)} {fold}: done, skipped")
-            continue
-        print(f"[loso] fold {k}/{len(todo)} {fold}: training", flush=True)
-        pretrained = shared
-        if settings.pretrain_config and settings.pretrain_per_fold:
-            pretrained = run_pretraining(settings, run_dir, exclude=fold)
-        run_fold(config, settings, run_dir, fold, pretrained, overrides)
-
-
-def finish(settings: LosoSettings, run_dir: Path, results: dict[str, Any], verbose: bool) -> None:
-    """Log the W&B summary run of a complete experiment and say where everything is."""
     with quiet_stages(verbose):
         summary = log_summary(settings, run_dir, results)
     if summary is not None:
         print(f"[loso] W&B summary run: {summary}")
-    print_wandb_hint(settings, run_dir)
-    print(f"[loso] results in {run_dir}")
+    print_wandb_hint(run_dir)
+    print(f"[loso] results in {run_dir} (per-fold table in results.md)")
+    return results
+
+
+def train_folds(
+    config: str | Path,
+    settings: LosoSettings,
+    run_dir: Path,
+    todo: list[str],
+    overrides: list[str],
+    pretrain_only: bool = False,
+) -> None:
+    """Pretrain (once, or per fold) and train every fold in ``todo`` that has no predictions yet."""
+    if pretrain_only and not settings.pretrain_config:
+        raise ValueError("this experiment has no pretraining stage (loso.pretrain_config)")
+    pre = pretrain_overrides(overrides)
+    shared = None
+    if settings.pretrain_config and not settings.pretrain_per_fold:
+        shared = run_pretraining(settings, run_dir, overrides=pre)
+        if pretrain_only:
+            return
+    for k, fold in enumerate(todo, 1):
+        if (run_dir / "folds" / fold_dirname(fold) / PREDICTIONS).is_file():
+            print(f"[loso] fold {k}/{len(todo)} {fold}: done, skipped")
+            continue
+        pretrained = shared
+        if settings.pretrain_config and settings.pretrain_per_fold:
+            pretrained = run_pretraining(settings, run_dir, exclude=fold, overrides=pre)
+        if pretrain_only:
+            continue
+        print(f"[loso] fold {k}/{len(todo)} {fold}: training", flush=True)
+        run_fold(config, settings, run_dir, fold, pretrained, overrides)
 
 
 def run_parallel(
@@ -354,20 +409,21 @@ def run_parallel(
     overrides: list[str],
     gpus: list[str] | None = None,
     verbose: bool = False,
+    folds: list[str] | None = None,
 ) -> int:
-    """Spread the folds over ``workers`` processes; worker k sees GPU ``gpus[k % len(gpus)]``
-    (CUDA_VISIBLE_DEVICES), so there can be one fold per GPU or several folds sharing one GPU
-    when one fold cannot fill it. ``gpus`` defaults to ``0 .. workers - 1``."""
+    """Spread the folds (all, or ``folds``) over ``workers`` processes; worker k sees GPU
+    ``gpus[k % len(gpus)]`` (CUDA_VISIBLE_DEVICES), so there can be one fold per GPU or
+    several folds sharing one GPU when one fold cannot fill it. ``gpus`` defaults to
+    ``0 .. workers - 1``. The shared pretraining runs first, once."""
     gpus = gpus or [str(k) for k in range(workers)]
-    settings = read_settings(config)
-    run_dir = Path(settings.out_dir) / settings.name
-    all_folds, classes = list_folds(config, overrides)
+    settings, run_dir, all_folds, classes = start(config, overrides)
+    todo = choose_folds(all_folds, folds)
     if settings.pretrain_config and not settings.pretrain_per_fold:
         with quiet_stages(verbose):
-            run_pretraining(settings, run_dir)  # once, before the workers need it
+            run_pretraining(settings, run_dir, overrides=pretrain_overrides(overrides))
     procs = []
     for k in range(workers):
-        share = all_folds[k::workers]
+        share = todo[k::workers]
         if not share:
             continue
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpus[k % len(gpus)])
@@ -377,7 +433,8 @@ def run_parallel(
             "moext.cli",
             "loso",
             "--config",
-            config,
+            str(config),
+            "--skip-report",
             "--folds",
             *share,
             *(["--verbose"] if verbose else []),
@@ -385,9 +442,7 @@ def run_parallel(
         ]
         procs.append(subprocess.Popen(cmd, env=env))
     codes = [p.wait() for p in procs]
-    results = report(run_dir, classes, all_folds)
-    print(results_markdown(results))
-    finish(settings, run_dir, results, verbose)
+    report_and_finish(settings, run_dir, classes, all_folds, verbose)
     return max(codes) if codes else 0
 
 
@@ -413,11 +468,25 @@ def main(argv: list[str] | None = None) -> int:
         "--gpus", help="comma-separated GPU ids the workers cycle over (default: one each)"
     )
     p.add_argument(
+        "--pretrain-only",
+        action="store_true",
+        help="train the pretraining stage and stop (run it once before spreading folds over jobs)",
+    )
+    p.add_argument(
         "--verbose", action="store_true", help="show every Lightning and W&B message of each fold"
     )
+    p.add_argument("--skip-report", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.workers > 1:
+    if a.workers > 1 and not (a.report or a.pretrain_only):
         gpus = a.gpus.split(",") if a.gpus else None
-        return run_parallel(a.config, a.workers, overrides, gpus, a.verbose)
-    run(a.config, folds=a.folds, overrides=overrides, report_only=a.report, verbose=a.verbose)
+        return run_parallel(a.config, a.workers, overrides, gpus, a.verbose, a.folds)
+    run(
+        a.config,
+        folds=a.folds,
+        overrides=overrides,
+        report_only=a.report,
+        verbose=a.verbose,
+        pretrain_only=a.pretrain_only,
+        skip_report=a.skip_report,
+    )
     return 0

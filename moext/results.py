@@ -6,6 +6,7 @@ so an interrupted run never leaves a half-written file that a resumed run would 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,10 @@ from typing import Any
 
 import pandas as pd
 
+from moext.metrics import confusion_matrix, pooled_metrics
+
 PREDICTION_COLUMNS = ("sample", "dataset", "subject", "fold", "label", "pred")
+PREDICTIONS = "predictions.csv"
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -45,8 +49,9 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def results_markdown(results: dict[str, Any]) -> str:
-    """The pooled results as a Markdown table (overall, then per source database)."""
+def results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
+    """The pooled results as a Markdown table (overall, then per source database), and with
+    ``per_fold`` a per-fold table, marked as being for inspection only."""
     lines = [
         "| scope | n | UF1 | UAR | ACC |",
         "|---|---:|---:|---:|---:|",
@@ -62,7 +67,16 @@ def results_markdown(results: dict[str, Any]) -> str:
     if results["folds_missing"]:
         head += f" - PARTIAL: {len(results['folds_missing'])} fold(s) missing"
     classes = ", ".join(results["classes"])
-    return f"{head}\nClasses: {classes}\n\n" + "\n".join(lines) + "\n"
+    text = f"{head}\nClasses: {classes}\n\n" + "\n".join(lines) + "\n"
+    folds = results.get("per_fold_for_inspection_only") or {}
+    if per_fold and folds:
+        text += (
+            "\nPer fold, for inspection only (a held-out subject has few samples; the mean of "
+            "these rows is NOT the result, the pooled row above is)\n\n"
+            "| fold | n | UF1 | UAR | ACC |\n|---|---:|---:|---:|---:|\n"
+        )
+        text += "\n".join(row(fold, m) for fold, m in folds.items()) + "\n"
+    return text
 
 
 def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path) -> Path:
@@ -93,8 +107,60 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: st
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def pool_run(
+    run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds: list[str] | None = None
+) -> dict[str, Any]:
+    """Pool every fold's predictions (``run_dir/folds/*/predictions.csv``) and write
+    results.json, results.md and confusion.png in ``run_dir``.
+
+    Raises:
+        FileNotFoundError: no fold has predictions yet.
+        AssertionError: a fold holds another subject's predictions, or a sample is predicted
+            twice (leakage guards).
+    """
+    files = sorted((run_dir / "folds").glob(f"*/{PREDICTIONS}"))
+    if not files:
+        raise FileNotFoundError(f"no fold predictions under {run_dir / 'folds'}")
+    frames = [read_predictions(f) for f in files]
+    preds = pd.concat(frames, ignore_index=True)
+    if classes is None:
+        classes = tuple(c[len("prob_") :] for c in preds.columns if c.startswith("prob_"))
+    done = sorted(preds["fold"].unique())
+    missing = sorted(set(expected_folds or []) - set(done))
+    # A fold's test set is its held-out subject and nothing else.
+    foreign = preds[preds["fold"] != preds["dataset"] + "/" + preds["subject"].astype(str)]
+    if len(foreign):
+        raise AssertionError(
+            f"predictions of another subject inside a fold: {foreign['sample'].tolist()[:10]}"
+        )
+    dup = preds["sample"][preds["sample"].duplicated()]
+    if len(dup):
+        raise AssertionError(f"samples predicted more than once: {list(dup)[:10]}")
+    n = len(classes)
+    results: dict[str, Any] = {
+        "classes": list(classes),
+        "folds_done": len(done),
+        "folds_missing": missing,
+        "complete": not missing,
+        "overall": pooled_metrics(preds["label"], preds["pred"], n),
+        "per_dataset": {
+            ds: pooled_metrics(g["label"], g["pred"], n)
+            for ds, g in preds.groupby("dataset", sort=True)
+        },
+        "per_fold_for_inspection_only": {
+            fold: pooled_metrics(g["label"], g["pred"], n)
+            for fold, g in preds.groupby("fold", sort=True)
+        },
+        "confusion": confusion_matrix(preds["label"], preds["pred"], n).tolist(),
+    }
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(run_dir / "results.md", results_markdown(results))
+    plot_confusion(results["confusion"], classes, run_dir / "confusion.png")
+    return results

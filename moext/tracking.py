@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,3 +149,48 @@ def log_summary(settings: LosoSettings, run_dir: Path, results: dict[str, Any]) 
     finally:
         run.finish()
     return local
+
+
+@contextmanager
+def quiet_stages(verbose: bool = False) -> Iterator[None]:
+    """Keep the console to moext's own lines while folds train (``--verbose``: show everything).
+
+    Hides what every fresh Trainer and W&B run repeat (accelerator and seed notices, tips, W&B
+    banners and run summaries) and two warnings that are expected here: LOSO has no validation
+    set on purpose (validating on the held-out subject would invite epoch picking), and a
+    deprecation inside Lightning. Warnings and errors from anything else still show, and the
+    CSV and W&B logs are unaffected.
+    """
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    silent = os.environ.get("WANDB_SILENT")
+    os.environ["WANDB_SILENT"] = "true"
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*`validation_step` but have no `val_dataloader`"
+            )
+            warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        if silent is None:
+            os.environ.pop("WANDB_SILENT", None)
+        else:
+            os.environ["WANDB_SILENT"] = silent
+
+
+def print_wandb_hint(run_dir: Path) -> None:
+    """Say where the offline W&B runs are and how to upload them."""
+    if not any(run_dir.rglob("wandb/offline-run-*")):
+        return
+    print(
+        f"[loso] W&B runs are offline in {run_dir}; upload them with\n"
+        f"       wandb sync $(find {run_dir} -type d -name 'offline-run-*')"
+    )

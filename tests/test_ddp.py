@@ -62,3 +62,31 @@ def test_ddp_two_processes_pretrain_then_classify(synth_root, tmp_path):
         text=True,
     )
     assert "test/uf1" in out.stdout
+
+
+@pytest.mark.slow
+def test_ddp_loso_fold_keeps_every_rank_s_predictions(synth_root, tmp_path):
+    """Each rank predicts a share of the held-out subject: the fold must hold all of them."""
+    import json
+
+    import pandas as pd
+
+    env = dict(os.environ, MOEXT_DATA_ROOT=str(synth_root), PYTHONWARNINGS="ignore")
+    cfg = tmp_path / "exp.yaml"
+    text = (CONF / "classify.yaml").read_text()
+    text = text.replace("out_dir: runs", f"out_dir: {tmp_path / 'runs'}")
+    cfg.write_text(text.replace("net: net.yaml", f"net: {CONF / 'net.yaml'}"))
+    ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "1"]
+    subprocess.run(
+        [sys.executable, "-m", "moext.cli", "loso", "--config", str(cfg),
+         "--folds", "synth/sub01", "--", *ddp],
+        env=env, check=True, timeout=400, cwd=CONF.parent.parent,
+    )  # fmt: skip
+    run_dir = tmp_path / "runs" / "test_loso"
+    preds = pd.read_csv(run_dir / "folds" / "synth__sub01" / "predictions.csv")
+    assert len(preds) == 6 and preds["sample"].is_unique  # 3 classes x 2 clips of sub01
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["overall"]["n"] == 6 and results["folds_missing"] == [
+        "synth/sub02",
+        "synth/sub03",
+    ]

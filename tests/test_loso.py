@@ -12,6 +12,7 @@ from moext.data.datamodule import split_by_fold
 from moext.data.protocols import fold_id, select
 from moext.data.readers import read_dataset
 from moext.metrics import pooled_metrics
+from moext.results import pool_run
 from tests.conftest import CONF
 from tests.data.fixtures import write_megc2019
 
@@ -31,7 +32,7 @@ def experiment(synth_root, tmp_path, monkeypatch):
     return cfg, tmp_path / "runs" / "test_loso"
 
 
-def test_loso_runs_every_fold_pools_and_resumes(experiment):
+def test_loso_runs_every_fold_pools_and_resumes(experiment, monkeypatch):
     cfg, run_dir = experiment
     first = loso.run(cfg)
     folds = sorted(p.name for p in (run_dir / "folds").iterdir())
@@ -85,9 +86,17 @@ def test_loso_runs_every_fold_pools_and_resumes(experiment):
     for f, t in kept.items():
         assert os.path.getmtime(run_dir / "folds" / f / "predictions.csv") == t  # not retrained
     assert os.path.getmtime(run_dir / "pretrain" / "pretrained.ckpt") == pre_mtime  # reused
+    # the killed fold's leftovers were cleared: still one W&B run and one CSV log per fold
+    assert len(list(run_dir.glob("folds/*/wandb/offline-run-*"))) == 3
+    assert [p.name for p in (fold2 / "csv").iterdir()] == ["version_0"]
+    assert not (fold2 / ".predictions.csv.123.tmp").exists()
+    # the per-fold table is in results.md, marked as not being the result
+    md = (run_dir / "results.md").read_text()
+    assert "for inspection only" in md and md.count("| synth/sub0") == 3
 
-    # --report recomputes from the saved predictions without training
+    # --report recomputes from the saved predictions without training, and without the data
     shutil.rmtree(run_dir / "folds" / "synth__sub01" / "csv", ignore_errors=True)
+    monkeypatch.delenv("MOEXT_DATA_ROOT")
     assert loso.main(["--config", str(cfg), "--report"]) == 0
     assert json.loads((run_dir / "results.json").read_text())["overall"] == first["overall"]
     # unchanged results are not logged as a second summary run
@@ -121,7 +130,7 @@ def test_report_refuses_foreign_subject_in_a_fold(tmp_path):
         ]
     ).to_csv(fold / "predictions.csv", index=False)
     with pytest.raises(AssertionError, match="another subject"):
-        loso.report(tmp_path, ("a",))
+        pool_run(tmp_path, ("a",))
 
 
 def test_cde_folds_never_share_a_subject(tmp_path):
@@ -152,11 +161,73 @@ def test_wandb_auto_is_offline_without_credentials(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_loso_workers_run_folds_side_by_side(experiment):
+def test_loso_workers_run_the_chosen_folds_side_by_side(experiment):
     cfg, run_dir = experiment
-    assert loso.main(["--config", str(cfg), "--workers", "2", "--gpus", "0"]) == 0
+    folds = ["--folds", "synth/sub01", "synth/sub03"]
+    assert loso.main(["--config", str(cfg), "--workers", "2", "--gpus", "0", *folds]) == 0
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["complete"] and results["folds_done"] == 3 and results["overall"]["n"] == 18
+    assert results["folds_done"] == 2 and results["folds_missing"] == ["synth/sub02"]
+    assert results["overall"]["n"] == 12
+    assert len(list(run_dir.glob("pretrain/wandb/offline-run-*"))) == 1  # pretrained once
+
+
+def test_a_changed_configuration_is_refused_in_the_same_run_folder(experiment):
+    cfg, run_dir = experiment
+    loso.run(cfg, folds=["synth/sub01"], overrides=["--trainer.max_epochs", "1"])
+    with pytest.raises(
+        ValueError, match=r"(?s)different configuration.*trainer.max_epochs: 1 -> 2"
+    ):
+        loso.run(cfg, folds=["synth/sub02"])
+    # where the data lives is not what is trained: a moved cache keeps the folder valid
+    moved = ["--trainer.max_epochs", "1", "--data.init_args.cache_dir", str(run_dir / "cache2")]
+    loso.run(cfg, folds=["synth/sub02"], overrides=moved)
+    recorded = json.loads((run_dir / "experiment.json").read_text())
+    assert recorded["folds"] == ["synth/sub01", "synth/sub02", "synth/sub03"]
+    assert recorded["classes"] == ["negative", "positive", "surprise"]
+
+
+def test_pretrain_only_trains_the_shared_stage_and_no_fold(experiment):
+    cfg, run_dir = experiment
+    assert loso.main(["--config", str(cfg), "--pretrain-only"]) == 0
+    assert (run_dir / "pretrain" / "pretrained.ckpt").is_file()
+    assert not (run_dir / "folds").exists() and not (run_dir / "results.json").exists()
+
+
+def test_only_where_and_how_overrides_reach_pretraining():
+    overrides = [
+        "--trainer.precision", "bf16-mixed", "--model.init_args.lr", "0.1",
+        "--data.init_args.root=/data", "--trainer.max_epochs", "3", "--trainer.devices", "2",
+    ]  # fmt: skip
+    assert loso.pretrain_overrides(overrides) == [
+        "--trainer.precision", "bf16-mixed", "--data.init_args.root=/data", "--trainer.devices", "2",
+    ]  # fmt: skip
+
+
+def test_stage_lock_makes_a_second_process_wait(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from moext.run_folder import stage_lock
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from moext.run_folder import stage_lock\n"
+            "with stage_lock(Path(sys.argv[1])):\n"
+            "    print('locked', flush=True); time.sleep(2)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    start = time.monotonic()
+    with stage_lock(tmp_path):
+        waited = time.monotonic() - start
+    holder.wait(timeout=30)
+    assert waited > 1.0  # it waited for the holder to finish
 
 
 def test_quiet_stages_hides_per_fold_notices_and_restores_everything(monkeypatch):

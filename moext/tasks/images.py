@@ -33,7 +33,7 @@ def save_reconstruction_grid(onset: Tensor, apex: Tensor, recon: Tensor, path: s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = make_grid(reconstruction_rows(onset, apex, recon), nrow=onset.shape[0], padding=2)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_image(grid, tmp, format="png")
     os.replace(tmp, path)
     return path
