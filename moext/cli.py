@@ -1,14 +1,14 @@
 """The ``moext`` command.
 
-``moext fit|validate|test|predict --config X.yaml`` is LightningCLI. The other commands are the
-package's own:
+``moext fit|test|predict --config X.yaml`` is LightningCLI; ``moext validate`` is refused with
+the reason (there is no validation set, on purpose). The other commands are the package's own:
 
     moext loso --config experiments/X.yaml [--folds ...] [--report]   every LOSO fold, pooled results
     moext prepare --config X.yaml                                       face alignment + crop cache
     moext data summary --dataset NAME --root PATH [--json]             what a database holds
     moext synth --out DIR                                               the generated database
     moext flow-analysis --config X.yaml                                 Figure 6 (pseudo apex N)
-    moext demo [--out DIR]                                              the README's CPU demo
+    moext demo [--data DIR]                                             the README's CPU demo
 """
 
 from __future__ import annotations
@@ -134,11 +134,25 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+NO_VALIDATION = (
+    "moext validate: MoExt's data has no validation set, on purpose. Under LOSO the only unseen "
+    "data is the held-out subject, and validating on it invites choosing epochs or checkpoints by "
+    "test results. Evaluate a held-out subject with `moext test --config ... "
+    "--data.init_args.fold DATASET/SUBJECT --ckpt_path ...`, or every subject with `moext loso`."
+)
+
+
+def _refuse_validate(argv: list[str]) -> int:
+    print(NO_VALIDATION, file=sys.stderr)
+    return 2
+
+
 def main(args: list[str] | None = None) -> int | None:
     """Entry point of the ``moext`` console script (``args`` defaults to ``sys.argv[1:]``)."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in COMMANDS:
-        code = COMMANDS[argv[0]](argv[1:])
+    commands = {**COMMANDS, "validate": _refuse_validate}
+    if argv and argv[0] in commands:
+        code = commands[argv[0]](argv[1:])
         if args is None:
             sys.exit(code)
         return code

@@ -173,14 +173,15 @@ class ApexDecoder(nn.Module):
 
     With the defaults this is exactly the paper's decoder: (B, 1024, 1, 1) -> (B, 3, 224, 224),
     with stage outputs 512x8x8, 512x7x7, 512x14x14, 256x28x28, 128x56x56, 64x112x112,
-    32x112x112, 32x224x224, 3x224x224. For another ``image_size`` (a multiple of 32) the stem
-    grows the 1x1 input to image_size / 32 (upsampling by 2, then an average pool that trims
-    the excess, as the paper's AvgPool(2, 1) trims 8 to 7), so the output is the input's size.
-    The channel widths can be narrowed for tests and CPU runs.
+    32x112x112, 32x224x224, 3x224x224. For another ``image_size`` the stem grows the 1x1 input
+    to ceil(image_size / 32) (upsampling by 2, then an average pool that trims the excess, as
+    the paper's AvgPool(2, 1) trims 8 to 7); when ``image_size`` is not a multiple of 32 a last
+    bilinear resize brings the 32-multiple output down to it. The output always has the input's
+    size. The channel widths can be narrowed for tests and CPU runs.
 
     Args:
         in_channels: channels of the input map (motion + texture dims).
-        image_size: output side length; a multiple of 32.
+        image_size: output side length.
         stem_channels: width of the stem rows (paper 512).
         up_channels: widths of the four upsampling rows after the pool (paper 512, 256, 128, 64).
         refine_channels: width of the Conv blocks at half resolution (paper 32).
@@ -197,11 +198,11 @@ class ApexDecoder(nn.Module):
         refine_blocks: int = 5,
     ) -> None:
         super().__init__()
-        if image_size % 32:
-            raise ValueError(f"ApexDecoder: image_size must be a multiple of 32, got {image_size}")
+        if image_size < 1:
+            raise ValueError(f"ApexDecoder: image_size must be positive, got {image_size}")
         if len(up_channels) != 4:
             raise ValueError(f"ApexDecoder: up_channels needs 4 widths, got {up_channels}")
-        base = image_size // 32
+        base = math.ceil(image_size / 32)
         n_stem = max(1, math.ceil(math.log2(base)))  # 3 at 224, as in the paper
         stem_size = 2**n_stem
         stem = [
@@ -219,10 +220,17 @@ class ApexDecoder(nn.Module):
         self.refine = nn.Sequential(*refine)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
         self.head = nn.Sequential(nn.Conv2d(refine_channels, 3, 3, 1, 1), nn.ReLU())
+        self.resize = (
+            nn.Upsample(size=(image_size, image_size), mode="bilinear", align_corners=False)
+            if image_size % 32
+            else None
+        )
 
     def stages(self) -> list[nn.Module]:
-        """The modules whose outputs Table 2 lists, in order (up rows unpacked)."""
-        return [self.stem, self.pool, *self.up, self.refine, self.upsample, self.head]
+        """The modules whose outputs Table 2 lists, in order (up rows unpacked); then the
+        resize to ``image_size`` where it is not a multiple of 32."""
+        stages = [self.stem, self.pool, *self.up, self.refine, self.upsample, self.head]
+        return stages if self.resize is None else [*stages, self.resize]
 
     def forward(self, z: Tensor) -> Tensor:
         """(B, in_channels, 1, 1) or (B, in_channels) -> (B, 3, image_size, image_size)."""
@@ -274,7 +282,7 @@ class MoExtConfig:
         backbone: timm model name (paper-scale default ``"resnet18"``) or ``"tiny[-C]"``.
         pretrained_backbone: start the backbone from timm's ImageNet weights.
         backbone_checkpoint: local file with the backbone's timm weights (offline).
-        image_size: input side length (paper 224); a multiple of 32.
+        image_size: input side length (paper 224); must equal the data's ``image_size``.
         feature_dim: size of shape, texture and motion features (paper 512).
         branch_channels: width of the branches' Conv blocks.
         branch_blocks: Conv blocks per branch.

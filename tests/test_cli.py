@@ -48,6 +48,19 @@ def test_fit_pretrain_then_classify_from_checkpoint(data_env, tmp_path):
         ]
     )
     pre_state = torch.load(ckpt, weights_only=False)["state_dict"]
+    # the CLI's --model.init_args.pretrained really puts the pretrained weights in the classifier
+    from moext.cli import lightning_cli
+
+    built = lightning_cli(
+        ["--config", str(CONF / "classify.yaml"), "--model.init_args.pretrained", str(ckpt)],
+        run=False,
+    ).model.state_dict()
+    moved = [
+        k
+        for k in built
+        if k.startswith(("net.separator.backbone", "net.separator.shape", "net.motion"))
+    ]
+    assert moved and all(torch.equal(built[k], pre_state[k]) for k in moved)
     clf_ckpt = _ckpt(clf_dir)
     main(
         [
@@ -130,3 +143,8 @@ def test_data_summary_command(synth_root, capsys):
     )
     out = json.loads(capsys.readouterr().out)
     assert out["subjects"] == 3 and out["classes"] == {"negative": 6, "positive": 6, "surprise": 6}
+
+
+def test_validate_is_refused_with_the_reason(capsys):
+    assert main(["validate", "--config", str(CONF / "classify.yaml")]) == 2
+    assert "no validation set, on purpose" in capsys.readouterr().err

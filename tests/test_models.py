@@ -47,7 +47,7 @@ def test_paper_decoder_stage_shapes():
     assert out.min() >= 0  # final ReLU
 
 
-@pytest.mark.parametrize("size", [32, 64, 96, 128])
+@pytest.mark.parametrize("size", [20, 32, 48, 64, 96, 100, 112, 128])
 def test_decoder_returns_input_size(size):
     dec = ApexDecoder(
         in_channels=16,
@@ -60,9 +60,11 @@ def test_decoder_returns_input_size(size):
     assert dec(torch.randn(2, 16)).shape == (2, 3, size, size)
 
 
-def test_decoder_rejects_bad_size():
-    with pytest.raises(ValueError, match="multiple of 32"):
-        ApexDecoder(image_size=100)
+def test_decoder_resizes_only_off_multiples_of_32():
+    assert ApexDecoder(image_size=224).resize is None  # the paper's decoder, untouched
+    assert ApexDecoder(image_size=100).resize is not None
+    with pytest.raises(ValueError, match="positive"):
+        ApexDecoder(image_size=0)
 
 
 def test_motion_extractor_shapes_and_symmetry_break():

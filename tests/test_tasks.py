@@ -111,6 +111,17 @@ def test_mismatched_checkpoint_is_loud(tmp_path):
     torch.save(state, bad)
     with pytest.raises(CheckpointMismatchError, match=r"missing from the checkpoint.*motion\.c1"):
         ClassifyTask(net=tiny_config(), pretrained=str(bad))
+    # unexpected keys, inside a transferred part or outside every known part: named
+    good = torch.load(ckpt, weights_only=False)
+    for extra in ("net.separator.extra.weight", "net.extra_head.weight"):
+        state["state_dict"] = {**good["state_dict"], extra: torch.zeros(1)}
+        torch.save(state, bad)
+        with pytest.raises(CheckpointMismatchError, match=rf"unexpected.*{extra[4:]}"):
+            ClassifyTask(net=tiny_config(), pretrained=str(bad))
+    # a corrupt file: named, with why
+    bad.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(CheckpointMismatchError, match=r"bad\.ckpt: cannot be read"):
+        ClassifyTask(net=tiny_config(), pretrained=str(bad))
     # a checkpoint with no MoExt weights at all
     state["state_dict"] = {"model.w": torch.zeros(1)}
     torch.save(state, bad)
@@ -148,3 +159,12 @@ def test_device_batches_cover_each_pair_expansion_times_and_shard_ranks():
             )
             seen += b["index"].tolist()
     assert sorted(seen) == sorted(list(range(10)) * 3)  # both ranks together: every pair 3 times
+
+
+def test_network_and_data_image_sizes_must_agree():
+    from types import SimpleNamespace
+
+    task = PretrainTask(net=tiny_config())  # 64 px
+    task.trainer = SimpleNamespace(datamodule=SimpleNamespace(image_size=48))
+    with pytest.raises(ValueError, match=r"net.image_size=64 but data.init_args.image_size=48"):
+        task.setup("fit")

@@ -32,7 +32,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated, corrupt or not a torch file
+        raise CheckpointMismatchError(
+            f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {e})"
+        ) from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointMismatchError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     return ckpt
@@ -88,10 +93,11 @@ def load_pretrained(net: nn.Module, path: str | Path) -> list[str]:
         raise CheckpointMismatchError(
             f"{path}: no weights under the prefix '{NET_PREFIX}'; is it a MoExt checkpoint?"
         )
+    unknown = sorted(k for k in source if not k.startswith(TRANSFERRED + LEFT_BEHIND))
     source = {k: v for k, v in source.items() if k.startswith(TRANSFERRED)}
     target = {k: v for k, v in net.state_dict().items() if k.startswith(TRANSFERRED)}
     missing = sorted(set(target) - set(source))
-    unexpected = sorted(set(source) - set(target))
+    unexpected = sorted(set(source) - set(target)) + unknown
     shapes = sorted(
         f"{k}: checkpoint {tuple(source[k].shape)} vs model {tuple(target[k].shape)}"
         for k in set(source) & set(target)

@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 
 from moext.models import MoExt, MoExtConfig
 from moext.tasks.checkpoints import load_pretrained
+from moext.tasks.data_checks import check_image_size
 from moext.tasks.speed import apply_speedups, memory_format
 
 
@@ -78,6 +79,7 @@ class ClassifyTask(L.LightningModule):
             self._sped_up = True
 
     def setup(self, stage: str) -> None:
+        check_image_size(self.net.cfg.image_size, self.trainer)
         dm = getattr(self.trainer, "datamodule", None)
         n = getattr(dm, "num_classes", None)
         if n is not None and n != self.hparams.num_classes:

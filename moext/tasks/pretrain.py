@@ -10,6 +10,7 @@ from torch import Tensor
 
 from moext.losses import reconstruction_loss, shape_shape_loss, shape_texture_loss
 from moext.models import MoExt, MoExtConfig
+from moext.tasks.data_checks import check_image_size
 from moext.tasks.images import save_reconstruction_grid
 from moext.tasks.speed import apply_speedups, memory_format
 from moext.tasks.views import apex_mask, expansion_views
@@ -71,6 +72,9 @@ class PretrainTask(L.LightningModule):
         self.net = MoExt(net, pretraining=True)
         self._grid: tuple[Tensor, Tensor, Tensor] | None = None
         self._sped_up = False
+
+    def setup(self, stage: str) -> None:
+        check_image_size(self.net.cfg.image_size, self.trainer)
 
     def configure_model(self) -> None:
         if not self._sped_up:
