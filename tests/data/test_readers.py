@@ -495,3 +495,20 @@ def test_read_dataset_by_name(casme2_root: Path, smic_root: Path) -> None:
     assert len(read_dataset("smic", smic_root).samples) == 4
     with pytest.raises(ValueError, match="unknown dataset 'casme4'"):
         read_dataset("casme4", casme2_root)
+
+
+def test_casme3_both_kinds_with_renamed_annotation_files(casme3_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "casme3"
+    shutil.copytree(casme3_root, root)
+    annotation = root / "part_A" / "annotation"
+    (annotation / fx.CASME3_MACRO_SPREADSHEET).rename(annotation / "my_macro.xlsx")
+    with pytest.raises(DatasetError, match="macro"):
+        read_dataset("casme3", root, kind="both")
+    both = read_dataset("casme3", root, kind="both", macro_spreadsheet="my_macro.xlsx")
+    assert sorted(s.kind for s in both.samples) == ["macro"] * 2 + ["micro"] * 7
+    macro = read_dataset("casme3", root, kind="macro", macro_spreadsheet="my_macro.xlsx")
+    assert len(macro.samples) == 2
+    with pytest.raises(ValueError, match="not both"):
+        read_dataset("casme3", root, kind="macro", spreadsheet="a.xlsx", macro_spreadsheet="b.xlsx")

@@ -74,6 +74,10 @@ def read_dataset(name: str, root: str | Path, **options: object) -> ReadResult:
         name: ``casme2``, ``samm``, ``smic``, ``casme3``, ``synth`` or ``megc2019``.
         root: the database folder, as its reader documents it.
         **options: passed to the reader (``spreadsheet``, ``kind``, ``frames``, ``sheet``, ...).
+            For readers with micro and macro clips (``casme2``-layout, ``casme3``), ``kind:
+            both`` reads both; then ``spreadsheet`` / ``sheet`` name the micro annotation and
+            ``macro_spreadsheet`` / ``macro_sheet`` the macro one (with ``kind: macro`` alone,
+            either pair works).
 
     Raises:
         ValueError: unknown name, or options that do not fit together.
@@ -81,15 +85,30 @@ def read_dataset(name: str, root: str | Path, **options: object) -> ReadResult:
     """
     if name not in READERS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    if options.get("kind") == "both" and name in ("casme2", "casme3"):
-        if "spreadsheet" in options or "sheet" in options:
-            raise ValueError(
-                "kind='both' reads the default spreadsheets; give kind and spreadsheet"
-            )
-        result = READERS[name](root, **{**options, "kind": "micro"})
-        result.extend(READERS[name](root, **{**options, "kind": "macro"}))
+    kind = options.get("kind")
+    if name not in ("casme2", "casme3"):
+        return READERS[name](root, **options)
+    if kind == "both":
+        result = READERS[name](root, **_options_for(options, "micro"))
+        result.extend(READERS[name](root, **_options_for(options, "macro")))
         return result
-    return READERS[name](root, **options)
+    return READERS[name](root, **_options_for(options, kind or "micro"))
+
+
+def _options_for(options: dict[str, object], kind: str) -> dict[str, object]:
+    """The reader options of one kind, from options that may name both kinds' annotations."""
+    out = {k: v for k, v in options.items() if k not in ("macro_spreadsheet", "macro_sheet")}
+    out["kind"] = kind
+    if kind == "macro":
+        if options.get("kind") == "both":  # then spreadsheet / sheet name the micro annotation
+            out.pop("spreadsheet", None)
+            out.pop("sheet", None)
+        for key in ("spreadsheet", "sheet"):
+            if f"macro_{key}" in options:
+                if key in out:
+                    raise ValueError(f"kind='macro': give {key} or macro_{key}, not both")
+                out[key] = options[f"macro_{key}"]
+    return out
 
 
 __all__ = [
