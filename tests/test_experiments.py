@@ -87,3 +87,24 @@ def test_pretraining_set_excludes_held_out_subject(synth_root):
     assert {s.kind for s in samples} == {"micro", "macro"}
     no_macro = MERDataModule(task="pretrain", datasets=["synth"], root=str(synth_root), macro=False)
     assert {s.kind for s in no_macro.read_samples()[0]} == {"micro"}
+
+
+@pytest.mark.parametrize(
+    ("ablation", "key", "value"),
+    [
+        ("pretrain_no_macro", "data.init_args.macro", False),
+        ("pretrain_no_st", "model.init_args.weight_st", 0.0),
+        ("pretrain_no_ss", "model.init_args.weight_ss", 0.0),
+        ("pretrain_no_motion_extractor", "model.init_args.net.motion_extractor", False),
+    ],
+)
+def test_ablation_pretraining_differs_from_the_paper_s_in_one_setting(
+    ablation, key, value, monkeypatch
+):
+    from moext.run_folder import stage_settings
+
+    monkeypatch.chdir(EXPERIMENTS.parent)
+    base = stage_settings(EXPERIMENTS / "pretrain.yaml", [])
+    ab = stage_settings(EXPERIMENTS / "ablations" / f"{ablation}.yaml", [])
+    assert {k for k in base.keys() | ab.keys() if base.get(k) != ab.get(k)} == {key}
+    assert ab[key] == value

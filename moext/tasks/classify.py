@@ -3,6 +3,8 @@ fine-tuned with cross-entropy on micro-expressions."""
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import torch
 from torch import Tensor
@@ -68,6 +70,19 @@ class ClassifyTask(L.LightningModule):
         self.net = MoExt(net, pretraining=False, num_classes=num_classes)
         self.net.classifier[0].p = dropout
         self.loaded_keys: list[str] = load_pretrained(self.net, pretrained) if pretrained else []
+        if not pretrained:
+            warnings.warn(
+                "ClassifyTask: no pretrained checkpoint (model.init_args.pretrained): the "
+                "backbone, shape branch and motion extractor start "
+                + (
+                    "from the backbone's ImageNet weights"
+                    if net.pretrained_backbone
+                    else "at random"
+                )
+                + " (the 'w/o pretraining' ablation). `moext loso` passes the pretraining "
+                "stage's checkpoint when the experiment names a loso.pretrain_config.",
+                stacklevel=2,
+            )
         self._sped_up = False
         self.train_metrics = classification_metrics(num_classes).clone(prefix="train/")
         self.val_metrics = classification_metrics(num_classes).clone(prefix="val/")
