@@ -16,6 +16,10 @@ CASME II + CAS(ME)^3 without labels). That run has seen the held-out subject's f
 its labels) when the held-out subject belongs to a pretraining database; ``pretrain_per_fold:
 true`` pretrains once per fold without the held-out subject, which removes that transductive
 exposure at n_folds times the cost.
+
+The run folder's bookkeeping (the configuration it belongs to, leftovers of interrupted stages,
+the lock that lets parallel tasks share one pretraining run) is :mod:`moext.run_folder`; W&B
+runs and the console are :mod:`moext.tracking`; pooling is :func:`moext.results.pool_run`.
 """
 
 from __future__ import annotations
