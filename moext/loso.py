@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import yaml
 
+from moext.data.records import DatasetError
 from moext.results import PREDICTIONS, pool_run, results_markdown, write_predictions
 from moext.run_folder import (
     check_experiment,
@@ -481,16 +482,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--skip-report", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.workers > 1 and not (a.report or a.pretrain_only):
-        gpus = a.gpus.split(",") if a.gpus else None
-        return run_parallel(a.config, a.workers, overrides, gpus, a.verbose, a.folds)
-    run(
-        a.config,
-        folds=a.folds,
-        overrides=overrides,
-        report_only=a.report,
-        verbose=a.verbose,
-        pretrain_only=a.pretrain_only,
-        skip_report=a.skip_report,
-    )
+    try:
+        if a.workers > 1 and not (a.report or a.pretrain_only):
+            gpus = a.gpus.split(",") if a.gpus else None
+            return run_parallel(a.config, a.workers, overrides, gpus, a.verbose, a.folds)
+        run(
+            a.config,
+            folds=a.folds,
+            overrides=overrides,
+            report_only=a.report,
+            verbose=a.verbose,
+            pretrain_only=a.pretrain_only,
+            skip_report=a.skip_report,
+        )
+    except (ValueError, FileNotFoundError, DatasetError) as e:  # the user's to fix: no traceback
+        print(f"moext loso: error: {e}", file=sys.stderr)
+        return 2
     return 0

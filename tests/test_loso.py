@@ -171,7 +171,7 @@ def test_loso_workers_run_the_chosen_folds_side_by_side(experiment):
     assert len(list(run_dir.glob("pretrain/wandb/offline-run-*"))) == 1  # pretrained once
 
 
-def test_a_changed_configuration_is_refused_in_the_same_run_folder(experiment):
+def test_a_changed_configuration_is_refused_in_the_same_run_folder(experiment, capsys):
     cfg, run_dir = experiment
     loso.run(cfg, folds=["synth/sub01"], overrides=["--trainer.max_epochs", "1"])
     with pytest.raises(
