@@ -31,6 +31,12 @@ class MoExtCLI(LightningCLI):
 
         parser.add_class_arguments(LosoSettings, "loso", fail_untyped=False)
 
+    def before_predict(self) -> None:
+        """``moext predict`` writes its predictions as CSV (see :class:`PredictionsCSV`)."""
+        from moext.tasks.prediction_writer import PredictionsCSV
+
+        self.trainer.callbacks.append(PredictionsCSV())
+
 
 def lightning_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> MoExtCLI:
     """Build the LightningCLI (subclass mode for the task and the data)."""

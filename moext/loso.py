@@ -36,7 +36,14 @@ from typing import Any, Literal
 import yaml
 
 from moext.data.records import DatasetError
-from moext.results import PREDICTIONS, pool_run, results_markdown, write_predictions
+from moext.results import (
+    PREDICTIONS,
+    gather_rows,
+    pool_run,
+    prediction_rows,
+    results_markdown,
+    write_predictions,
+)
 from moext.run_folder import (
     check_experiment,
     clear_leftovers,
@@ -189,34 +196,6 @@ def run_pretraining(
         finally:
             finish_wandb()
     return ckpt
-
-
-def prediction_rows(dm: Any, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per predicted sample: id, dataset, subject, fold, label, pred, prob_<class>."""
-    rows = []
-    table = {r["sample"]: r for r in dm.sample_table()}
-    for batch in outputs:
-        for i, pred, probs in zip(
-            batch["index"].tolist(), batch["pred"].tolist(), batch["probs"].tolist(), strict=True
-        ):
-            row = dict(table[dm.samples[i].id])
-            row["pred"] = pred
-            row.update({f"prob_{c}": p for c, p in zip(dm.classes, probs, strict=True)})
-            rows.append(row)
-    return rows
-
-
-def gather_rows(trainer: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every rank's prediction rows on every rank (DDP predicts a share of the subject on each
-    rank, padded with repeats): merged, one row per sample, sorted by sample id."""
-    if trainer.world_size > 1:
-        import torch.distributed as dist
-
-        parts: list[Any] = [None] * trainer.world_size
-        dist.all_gather_object(parts, rows)
-        rows = [r for part in parts for r in part]
-    merged = {r["sample"]: r for r in rows}
-    return [merged[k] for k in sorted(merged)]
 
 
 def run_fold(

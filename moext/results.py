@@ -49,6 +49,34 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+def prediction_rows(dm: Any, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per predicted sample: id, dataset, subject, fold, label, pred, prob_<class>."""
+    rows = []
+    table = {r["sample"]: r for r in dm.sample_table()}
+    for batch in outputs:
+        for i, pred, probs in zip(
+            batch["index"].tolist(), batch["pred"].tolist(), batch["probs"].tolist(), strict=True
+        ):
+            row = dict(table[dm.samples[i].id])
+            row["pred"] = pred
+            row.update({f"prob_{c}": p for c, p in zip(dm.classes, probs, strict=True)})
+            rows.append(row)
+    return rows
+
+
+def gather_rows(trainer: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's prediction rows on every rank (DDP predicts a share of the subject on each
+    rank, padded with repeats): merged, one row per sample, sorted by sample id."""
+    if trainer.world_size > 1:
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * trainer.world_size
+        dist.all_gather_object(parts, rows)
+        rows = [r for part in parts for r in part]
+    merged = {r["sample"]: r for r in rows}
+    return [merged[k] for k in sorted(merged)]
+
+
 def results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
     """The pooled results as a Markdown table (overall, then per source database), and with
     ``per_fold`` a per-fold table, marked as being for inspection only."""

@@ -75,6 +75,20 @@ def test_fit_pretrain_then_classify_from_checkpoint(data_env, tmp_path):
             str(tmp_path / "test"),
         ]
     )
+    # predict writes one row per held-out sample
+    main(
+        [
+            "predict", "--config", str(CONF / "classify.yaml"), "--data.init_args.fold",
+            "synth/sub01", "--ckpt_path", str(clf_ckpt), "--trainer.default_root_dir",
+            str(tmp_path / "pred"),
+        ]
+    )  # fmt: skip
+    [written] = (tmp_path / "pred").rglob("predictions.csv")
+    import pandas as pd
+
+    preds = pd.read_csv(written, dtype={"subject": str})
+    assert len(preds) == 6 and set(preds["subject"]) == {"sub01"}
+    assert {"pred", "prob_negative", "prob_positive", "prob_surprise"} <= set(preds.columns)
     clf_state = torch.load(clf_ckpt, weights_only=False)["state_dict"]
     assert "net.classifier.1.weight" in clf_state and not any(
         k.startswith("net.decoder") for k in clf_state
