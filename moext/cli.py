@@ -38,11 +38,14 @@ class MoExtCLI(LightningCLI):
         self.trainer.callbacks.append(PredictionsCSV())
 
 
-def lightning_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> MoExtCLI:
-    """Build the LightningCLI (subclass mode for the task and the data)."""
+def lightning_cli(
+    args: list[str] | None = None, run: bool = True, cli_class: type = MoExtCLI, **kwargs
+) -> MoExtCLI:
+    """Build the LightningCLI (subclass mode for the task and the data); ``cli_class`` chooses
+    what it instantiates (everything, only the DataModule, nothing)."""
     from lightning import LightningDataModule, LightningModule
 
-    return MoExtCLI(
+    return cli_class(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -79,34 +82,22 @@ class _ParseOnlyCLI(MoExtCLI):
 
 def parse_config(config: str, overrides: list[str] | None = None):
     """The validated jsonargparse namespace of a ``moext fit`` config (nothing is built)."""
-    from lightning import LightningDataModule, LightningModule
-
-    cli = _ParseOnlyCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=["--config", str(config), *(overrides or [])],
-        run=False,
-        auto_configure_optimizers=False,
-    )
-    return cli.config
+    args = ["--config", str(config), *(overrides or [])]
+    return lightning_cli(args, run=False, cli_class=_ParseOnlyCLI).config
 
 
 def datamodule_from_config(config: str, overrides: list[str] | None = None):
     """The DataModule a ``moext fit`` config describes, without building its model or Trainer."""
-    from lightning import LightningDataModule, LightningModule
+    args = ["--config", str(config), *(overrides or [])]
+    return lightning_cli(args, run=False, cli_class=_DataOnlyCLI).datamodule
 
-    cli = _DataOnlyCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=["--config", str(config), *(overrides or [])],
-        run=False,
-        auto_configure_optimizers=False,
-    )
-    return cli.datamodule
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``[own args..., "--", config overrides...]`` -> (own args, overrides)."""
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
 
 
 def _data(argv: list[str]) -> int:

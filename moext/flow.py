@@ -382,11 +382,9 @@ def report(result: FlowAnalysis) -> str:
 def main(argv: list[str] | None = None) -> int:
     """``moext flow-analysis --config X.yaml [--out DIR] [--size 128] [--max-frames 15]
     [--max-clips K] [-- overrides]``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, overrides = argv[:cut], argv[cut + 1 :]
+    from moext.cli import split_overrides
+
+    argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(
         prog="moext flow-analysis",
         description="Optical flow of macro clips vs micro onset->apex: the pseudo apex N (Figure 6).",

@@ -432,11 +432,9 @@ def run_parallel(
 
 def main(argv: list[str] | None = None) -> int:
     """``moext loso --config X.yaml [--folds F ...] [--report] [--workers N] [-- overrides]``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, overrides = argv[:cut], argv[cut + 1 :]
+    from moext.cli import split_overrides
+
+    argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog="moext loso", description="Leave-one-subject-out experiment")
     p.add_argument(
         "--config", required=True, help="experiment YAML (a fit config plus a loso: section)"

@@ -15,14 +15,10 @@ from moext.data.records import DatasetError
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``moext prepare --config X.yaml [-- overrides]``."""
-    from moext.cli import datamodule_from_config
+    from moext.cli import datamodule_from_config, split_overrides
     from moext.loso import read_settings
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, overrides = argv[:cut], argv[cut + 1 :]
+    argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog="moext prepare", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="a moext fit or loso experiment config")
     a = p.parse_args(argv)
