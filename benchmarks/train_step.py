@@ -90,22 +90,6 @@ def peak_tflops(device_name: str, precision: str) -> float | None:
     return None
 
 
-def tiny_config(image_size: int = 64) -> MoExtConfig:
-    """The tests' tiny network (``--tiny``): a 3-layer CNN backbone and narrow heads."""
-    return MoExtConfig(
-        backbone="tiny-16",
-        image_size=image_size,
-        feature_dim=32,
-        branch_channels=16,
-        decoder_stem_channels=16,
-        decoder_up_channels=[16, 16, 8, 8],
-        decoder_refine_channels=8,
-        decoder_refine_blocks=1,
-        projection_hidden_dim=32,
-        projection_dim=16,
-    )
-
-
 @dataclass(frozen=True)
 class Variant:
     """One measured setting."""
@@ -409,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
     if a.tiny:
-        cfg = tiny_config(a.size or 64)
+        cfg = MoExtConfig.tiny(a.size or 64)
     else:
         cfg = MoExtConfig(backbone=a.backbone, image_size=a.size or 224)
     tasks = list(TASKS) if a.task == "both" else [a.task]

@@ -308,6 +308,22 @@ class MoExtConfig:
     projection_dim: int = 256
     projection_normalize: bool = True
 
+    @classmethod
+    def tiny(cls, image_size: int = 64) -> MoExtConfig:
+        """A tiny network for tests and quick CPU runs: a 3-layer CNN backbone, narrow heads."""
+        return cls(
+            backbone="tiny-16",
+            image_size=image_size,
+            feature_dim=32,
+            branch_channels=16,
+            decoder_stem_channels=16,
+            decoder_up_channels=[16, 16, 8, 8],
+            decoder_refine_channels=8,
+            decoder_refine_blocks=1,
+            projection_hidden_dim=32,
+            projection_dim=16,
+        )
+
 
 # Fields of MoExtConfig that change parameter shapes or module structure: a pretraining
 # checkpoint can only be loaded into a classifier that agrees on these.

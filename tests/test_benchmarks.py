@@ -20,6 +20,7 @@ import torch
 
 from benchmarks import input_path, loso_wallclock, train_step
 from benchmarks.common import Column, DeviceTimer, machine_info, markdown_table
+from moext.models import MoExtConfig
 
 TINY_STEPS = ["--tiny", "--device", "cpu", "--batch-size", "4", "--warmup", "1", "--steps", "1"]
 
@@ -107,7 +108,7 @@ def test_flop_count_includes_the_backward_pass():
     # Backward costs about twice the forward (less for the first layer's unneeded input grad).
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = train_step.tiny_config()
+    cfg = MoExtConfig.tiny()
     cpu = torch.device("cpu")
     module = train_step.build_task("classify", cfg, views=3)
     batch = train_step.make_batch(2, cfg.image_size, cpu)

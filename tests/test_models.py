@@ -16,19 +16,7 @@ PAPER_STAGES = [
 ]
 
 
-def tiny_config(image_size: int = 64) -> MoExtConfig:
-    return MoExtConfig(
-        backbone="tiny-16",
-        image_size=image_size,
-        feature_dim=32,
-        branch_channels=16,
-        decoder_stem_channels=16,
-        decoder_up_channels=[16, 16, 8, 8],
-        decoder_refine_channels=8,
-        decoder_refine_blocks=1,
-        projection_hidden_dim=32,
-        projection_dim=16,
-    )
+tiny_config = MoExtConfig.tiny  # the tests' tiny network
 
 
 def test_paper_decoder_stage_shapes():
