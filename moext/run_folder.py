@@ -71,8 +71,9 @@ def stage_settings(config: str | Path, overrides: list[str]) -> dict[str, Any]:
     }
 
 
-def fingerprint(settings: dict[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+def fingerprint(value: Any, length: int = 16) -> str:
+    """A short hex digest of a JSON-serialisable value (key order does not count)."""
+    return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def check_experiment(

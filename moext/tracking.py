@@ -15,8 +15,6 @@ uploaded later with ``wandb sync``. Every stage also writes a CSV log beside its
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import sys
@@ -86,8 +84,9 @@ def finish_wandb() -> None:
 def summary_run_id(settings: LosoSettings, results: dict[str, Any]) -> str:
     """A W&B run id fixed by the experiment and its pooled results: re-reporting unchanged
     results does not add a second summary run."""
-    digest = hashlib.sha1(json.dumps([settings.name, results], sort_keys=True).encode()).hexdigest()
-    return f"pooled-{digest[:12]}"
+    from moext.run_folder import fingerprint
+
+    return f"pooled-{fingerprint([settings.name, results], length=12)}"
 
 
 def log_summary(settings: LosoSettings, run_dir: Path, results: dict[str, Any]) -> Path | None:

@@ -414,10 +414,16 @@ class MERDataModule(L.LightningDataModule):
             M = N_train and each row appears ``expansion`` times.
         """
         labels = torch.tensor(self.labels, dtype=torch.long)[self.train_index]
-        pairs = self._pairs[self.train_index].to(device)
         if self.augment != "static":
-            return pairs, labels, self.train_index, self.expansion
-        if self._static is None or self._static[0].device != pairs.device:
+            return (
+                self._pairs[self.train_index].to(device),
+                labels,
+                self.train_index,
+                self.expansion,
+            )
+        device = torch.empty(0, device=device).device  # "cuda" -> "cuda:0", as tensors report it
+        if self._static is None or self._static[0].device != device:
+            pairs = self._pairs[self.train_index].to(device)
             expanded = expand_statically(
                 pairs, self.expansion, self.max_rotation, self.flip_p, self.seed
             )
