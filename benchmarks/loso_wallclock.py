@@ -4,7 +4,7 @@ Two modes:
 
 * **demo** (default): what ``moext demo`` does, on the generated database and the CPU: generate
   the database, prepare the crops (``moext prepare``, dlib landmarks as in
-  ``experiments/demo.yaml``), then the steps of :func:`moext.loso.run`: list the folds, the shared
+  ``experiments/demo.yaml``), then the steps of :func:`moext.experiment.loso.run`: list the folds, the shared
   pretraining run, one fresh CLI + model + DataModule + Trainer + logger per fold (train, predict
   the held-out subject), and the pooled report. Everything is measured; nothing extrapolated.
 * **--cde-sized**: the CDE protocol's size on synthetic pairs, for a GPU: 442 samples of 68
@@ -56,7 +56,7 @@ from benchmarks.common import (
 from moext.data.datamodule import MERDataModule, split_by_fold
 from moext.data.protocols import fold_id
 from moext.data.records import Sample
-from moext.results import pool_run
+from moext.experiment.results import pool_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -228,11 +228,11 @@ def timed_loso(
     wandb: str,
     max_folds: int | None,
 ) -> dict[str, Any]:
-    """The steps of :func:`moext.loso.run`, each timed; the WallClock callback in every Trainer.
+    """The steps of :func:`moext.experiment.loso.run`, each timed; the WallClock callback in every Trainer.
 
-    ``overrides`` reach the pretraining run too (``moext.loso.run`` gives them to the folds only).
+    ``overrides`` reach the pretraining run too (``moext.experiment.loso.run`` gives them to the folds only).
     """
-    from moext import loso
+    from moext.experiment import loso
 
     settings = loso.read_settings(config)
     settings.out_dir = str(out_dir)
@@ -353,7 +353,7 @@ def cde_config(out_dir: Path, a: argparse.Namespace) -> Path:
 def run_demo(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     """The demo, timed: generate, prepare, LOSO (pretraining + every fold), report."""
     from moext.data import synth
-    from moext.data.prepare import main as prepare
+    from moext.experiment.prepare import main as prepare
 
     root = (a.data or work / "demo_data").resolve()
     os.environ["MOEXT_DATA_ROOT"] = str(root)

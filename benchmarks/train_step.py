@@ -59,7 +59,7 @@ from benchmarks.common import (
     synchronize,
     write_json,
 )
-from moext.models import MoExtConfig
+from moext.nn.moext import MoExtConfig
 from moext.tasks import ClassifyTask, PretrainTask
 from moext.tasks.speed import memory_format
 

@@ -27,13 +27,13 @@ class MoExtCLI(LightningCLI):
     """LightningCLI with the LOSO settings of an experiment accepted in the same YAML file."""
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
-        from moext.loso import LosoSettings
+        from moext.experiment.loso import LosoSettings
 
         parser.add_class_arguments(LosoSettings, "loso", fail_untyped=False)
 
     def before_predict(self) -> None:
         """``moext predict`` writes its predictions as CSV (see :class:`PredictionsCSV`)."""
-        from moext.tasks.prediction_writer import PredictionsCSV
+        from moext.experiment.prediction_writer import PredictionsCSV
 
         self.trainer.callbacks.append(PredictionsCSV())
 
@@ -123,11 +123,11 @@ def _lazy(module: str, name: str = "main") -> Callable[[list[str]], int]:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "data": _data,
-    "loso": _lazy("moext.loso"),
-    "prepare": _lazy("moext.data.prepare"),
+    "loso": _lazy("moext.experiment.loso"),
+    "prepare": _lazy("moext.experiment.prepare"),
     "synth": _lazy("moext.data.synth"),
-    "flow-analysis": _lazy("moext.flow"),
-    "demo": _lazy("moext.demo"),
+    "flow-analysis": _lazy("moext.experiment.flow_analysis"),
+    "demo": _lazy("moext.experiment.demo"),
 }
 
 

@@ -20,7 +20,7 @@ import torch
 
 from benchmarks import input_path, loso_wallclock, train_step
 from benchmarks.common import Column, DeviceTimer, machine_info, markdown_table
-from moext.models import MoExtConfig
+from moext.nn.moext import MoExtConfig
 
 TINY_STEPS = ["--tiny", "--device", "cpu", "--batch-size", "4", "--warmup", "1", "--steps", "1"]
 

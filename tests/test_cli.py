@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from moext.cli import main
-from moext.data.prepare import main as prepare
+from moext.experiment.prepare import main as prepare
 from tests.conftest import CONF
 
 

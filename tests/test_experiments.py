@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from moext.cli import parse_config
-from moext.loso import read_settings
-from moext.models import ARCHITECTURE_FIELDS
+from moext.experiment.loso import read_settings
+from moext.nn.moext import ARCHITECTURE_FIELDS
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 LOSO_CONFIGS = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if "loso:" in p.read_text())
@@ -101,7 +101,7 @@ def test_pretraining_set_excludes_held_out_subject(synth_root):
 def test_ablation_pretraining_differs_from_the_paper_s_in_one_setting(
     ablation, key, value, monkeypatch
 ):
-    from moext.run_folder import stage_settings
+    from moext.experiment.run_folder import stage_settings
 
     monkeypatch.chdir(EXPERIMENTS.parent)
     base = stage_settings(EXPERIMENTS / "pretrain.yaml", [])

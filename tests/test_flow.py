@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moext import flow
+from moext.experiment import flow_analysis
 
 
 def texture(size: int = 96, seed: int = 0) -> np.ndarray:

@@ -7,12 +7,12 @@ import shutil
 import pandas as pd
 import pytest
 
-from moext import loso, tracking
+from moext.experiment import loso, tracking
 from moext.data.datamodule import split_by_fold
 from moext.data.protocols import fold_id, select
 from moext.data.readers import read_dataset
-from moext.metrics import pooled_metrics
-from moext.results import pool_run
+from moext.experiment.metrics import pooled_metrics
+from moext.experiment.results import pool_run
 from tests.conftest import CONF
 from tests.data.fixtures import write_megc2019
 
@@ -208,13 +208,13 @@ def test_stage_lock_makes_a_second_process_wait(tmp_path):
     import sys
     import time
 
-    from moext.run_folder import stage_lock
+    from moext.experiment.run_folder import stage_lock
 
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from moext.run_folder import stage_lock\n"
+            "import sys, time; from pathlib import Path; from moext.experiment.run_folder import stage_lock\n"
             "with stage_lock(Path(sys.argv[1])):\n"
             "    print('locked', flush=True); time.sleep(2)",
             str(tmp_path),

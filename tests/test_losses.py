@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from moext.losses import reconstruction_loss, shape_shape_loss, shape_texture_loss
+from moext.losses.moext import reconstruction_loss, shape_shape_loss, shape_texture_loss
 
 
 def l2(a, b):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from moext.metrics import confusion_matrix, pooled_metrics
+from moext.experiment.metrics import confusion_matrix, pooled_metrics
 
 
 @pytest.mark.parametrize("seed", range(5))

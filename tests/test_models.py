@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from moext.models import ApexDecoder, MoExt, MoExtConfig, MotionExtractor
+from moext.nn.moext import ApexDecoder, MoExt, MoExtConfig, MotionExtractor
 
 PAPER_STAGES = [
     (512, 8, 8),

@@ -5,7 +5,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from moext.tasks import ClassifyTask, PretrainTask
 from moext.tasks.checkpoints import CheckpointMismatchError
-from moext.tasks.views import apex_mask, expansion_views, grayscale
+from moext.tasks.moext_views import apex_mask, expansion_views, grayscale
 from tests.test_models import tiny_config
 
 

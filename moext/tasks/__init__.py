@@ -1,6 +1,6 @@
 """The two LightningModules: MoExt pretraining and classification (objective learning)."""
 
-from moext.tasks.classify import ClassifyTask
-from moext.tasks.pretrain import PretrainTask
+from moext.tasks.moext_classify import ClassifyTask
+from moext.tasks.moext_pretrain import PretrainTask
 
 __all__ = ["ClassifyTask", "PretrainTask"]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from moext.models import ARCHITECTURE_FIELDS
+from moext.nn.moext import ARCHITECTURE_FIELDS
 
 NET_PREFIX = "net."
 TRANSFERRED = ("separator.backbone.", "separator.shape.", "motion.")
@@ -76,7 +76,7 @@ def load_pretrained(net: nn.Module, path: str | Path) -> list[str]:
     """Copy the transferable MoExt weights of a pretraining checkpoint into ``net``.
 
     Args:
-        net: a :class:`moext.models.MoExt` (classification form).
+        net: a :class:`moext.nn.moext.MoExt` (classification form).
         path: a Lightning checkpoint written by :class:`moext.tasks.PretrainTask`.
 
     Returns:

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 
 def apply_speedups(net: nn.Module, channels_last: bool, compile: bool) -> None:
-    """Switch ``net`` (a :class:`moext.models.MoExt`) to NHWC and/or compile its heavy parts.
+    """Switch ``net`` (a :class:`moext.nn.moext.MoExt`) to NHWC and/or compile its heavy parts.
 
     Compilation replaces the ``forward`` of the feature separator and the decoder on the
     instance, so parameter names (and therefore checkpoints) stay exactly as they are.

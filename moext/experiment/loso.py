@@ -7,7 +7,7 @@ for the configured number of epochs, and predicts the held-out subject with the 
 weights: nothing is chosen by looking at the held-out subject. Each fold's predictions are
 written atomically to ``<out_dir>/<name>/folds/<fold>/predictions.csv`` as soon as it finishes;
 running the command again skips finished folds (a run killed mid-fold loses only that fold).
-When every fold is there, the pooled metrics (:mod:`moext.metrics`) are written to
+When every fold is there, the pooled metrics (:mod:`moext.experiment.metrics`) are written to
 ``results.json`` / ``results.md`` / ``confusion.png`` and printed.
 
 Pretraining: ``loso.pretrain_config`` names the pretraining stage's ``moext fit`` config. By
@@ -18,8 +18,8 @@ true`` pretrains once per fold without the held-out subject, which removes that 
 exposure at n_folds times the cost.
 
 The run folder's bookkeeping (the configuration it belongs to, leftovers of interrupted stages,
-the lock that lets parallel tasks share one pretraining run) is :mod:`moext.run_folder`; W&B
-runs and the console are :mod:`moext.tracking`; pooling is :func:`moext.results.pool_run`.
+the lock that lets parallel tasks share one pretraining run) is :mod:`moext.experiment.run_folder`; W&B
+runs and the console are :mod:`moext.experiment.tracking`; pooling is :func:`moext.experiment.results.pool_run`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any, Literal
 import yaml
 
 from moext.data.records import DatasetError
-from moext.results import (
+from moext.experiment.results import (
     PREDICTIONS,
     gather_rows,
     pool_run,
@@ -44,7 +44,7 @@ from moext.results import (
     results_markdown,
     write_predictions,
 )
-from moext.run_folder import (
+from moext.experiment.run_folder import (
     check_experiment,
     clear_leftovers,
     is_main_process,
@@ -52,7 +52,7 @@ from moext.run_folder import (
     stage_lock,
     stage_settings,
 )
-from moext.tracking import (
+from moext.experiment.tracking import (
     finish_wandb,
     log_summary,
     logger_config,
@@ -260,7 +260,7 @@ def list_folds(config: str | Path, overrides: list[str]) -> tuple[list[str], tup
 def experiment_settings(
     config: str | Path, settings: LosoSettings, overrides: list[str]
 ) -> dict[str, Any]:
-    """What :func:`moext.run_folder.check_experiment` fingerprints: both stages' settings."""
+    """What :func:`moext.experiment.run_folder.check_experiment` fingerprints: both stages' settings."""
     out: dict[str, Any] = {"classify": stage_settings(config, overrides)}
     if settings.pretrain_config:
         out["pretrain"] = stage_settings(settings.pretrain_config, pretrain_overrides(overrides))

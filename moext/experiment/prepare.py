@@ -16,7 +16,7 @@ from moext.data.records import DatasetError
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``moext prepare --config X.yaml [-- overrides]``."""
     from moext.cli import datamodule_from_config, split_overrides
-    from moext.loso import read_settings
+    from moext.experiment.loso import read_settings
 
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog="moext prepare", description=__doc__.splitlines()[0])

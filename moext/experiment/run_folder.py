@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from moext.results import atomic_write_text
+from moext.experiment.results import atomic_write_text
 
 EXPERIMENT_FILE = "experiment.json"
 

@@ -27,9 +27,9 @@ def find_experiments() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``moext demo [--data DIR] [--subjects N]``."""
-    from moext import loso
+    from moext.experiment import loso
     from moext.data import synth
-    from moext.data.prepare import main as prepare
+    from moext.experiment.prepare import main as prepare
 
     p = argparse.ArgumentParser(prog="moext demo", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="demo_data", help="where the generated database goes")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from moext.metrics import confusion_matrix, pooled_metrics
+from moext.experiment.metrics import confusion_matrix, pooled_metrics
 
 PREDICTION_COLUMNS = ("sample", "dataset", "subject", "fold", "label", "pred")
 PREDICTIONS = "predictions.csv"

@@ -7,7 +7,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from moext.results import PREDICTIONS, gather_rows, prediction_rows, write_predictions
+from moext.experiment.results import PREDICTIONS, gather_rows, prediction_rows, write_predictions
 
 
 class PredictionsCSV(BasePredictionWriter):

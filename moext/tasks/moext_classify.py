@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
-from moext.models import MoExt, MoExtConfig
+from moext.nn.moext import MoExt, MoExtConfig
 from moext.tasks.checkpoints import load_pretrained
 from moext.tasks.data_checks import check_image_size
 from moext.tasks.speed import apply_speedups, memory_format

@@ -8,12 +8,12 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from moext.losses import reconstruction_loss, shape_shape_loss, shape_texture_loss
-from moext.models import MoExt, MoExtConfig
+from moext.losses.moext import reconstruction_loss, shape_shape_loss, shape_texture_loss
+from moext.nn.moext import MoExt, MoExtConfig
 from moext.tasks.data_checks import check_image_size
 from moext.tasks.images import save_reconstruction_grid
 from moext.tasks.speed import apply_speedups, memory_format
-from moext.tasks.views import apex_mask, expansion_views
+from moext.tasks.moext_views import apex_mask, expansion_views
 
 
 class PretrainTask(L.LightningModule):

@@ -1,0 +1,1 @@
+"""Experiments: config building, the LOSO runner, run folders, results and metrics, tracking."""

@@ -1,0 +1,1 @@
+"""Losses as pure functions with tensor shapes in their docstrings, one file per method."""

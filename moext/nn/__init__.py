@@ -1,0 +1,1 @@
+"""Networks (pure ``torch.nn``, no Lightning): shared building blocks and one file per method."""
