@@ -66,8 +66,9 @@ from benchmarks.common import (
     write_json,
 )
 from moext.data.augment import ExpandedPairs, augment_pair, augment_pairs, pair_transform
-from moext.data.cache import PrepareSettings, pair_paths, read_rgb, resize_square
+from moext.data.cache import PrepareSettings, pair_paths
 from moext.data.datamodule import MERDataModule
+from moext.data.images import read_rgb, resize_square
 
 Batch = dict[str, Tensor]
 HEADLINE = "package: device_cache + augment device"

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moext.experiment import flow_analysis
+from moext.data.flow import mean_flow
+from moext.experiment import flow_analysis as flow
 
 
 def texture(size: int = 96, seed: int = 0) -> np.ndarray:
@@ -35,7 +36,7 @@ def window(image: np.ndarray, dx: float, dy: float, size: int = 64, off: int = 1
 )
 def test_mean_flow_of_a_known_translation(dx, dy, angle):
     image = texture()
-    magnitude, measured = flow.mean_flow(window(image, 0, 0), window(image, dx, dy))
+    magnitude, measured = mean_flow(window(image, 0, 0), window(image, dx, dy))
     assert magnitude == pytest.approx(2.0, abs=0.1)
     assert abs((measured - angle + 180) % 360 - 180) < 3  # up is +90 (y up)
 
@@ -43,11 +44,11 @@ def test_mean_flow_of_a_known_translation(dx, dy, angle):
 def test_mean_flow_of_rgb_equals_grey_and_identical_images_do_not_move():
     image = texture()
     a, b = window(image, 0, 0), window(image, 1.5, 0)
-    rgb = flow.mean_flow(np.repeat(a[..., None], 3, -1), np.repeat(b[..., None], 3, -1))
-    assert rgb == pytest.approx(flow.mean_flow(a, b), abs=1e-3)
-    assert flow.mean_flow(a, a)[0] < 0.01
+    rgb = mean_flow(np.repeat(a[..., None], 3, -1), np.repeat(b[..., None], 3, -1))
+    assert rgb == pytest.approx(mean_flow(a, b), abs=1e-3)
+    assert mean_flow(a, a)[0] < 0.01
     with pytest.raises(ValueError, match="shape"):
-        flow.mean_flow(a, a[:32])
+        mean_flow(a, a[:32])
 
 
 def test_linear_macro_clip_and_two_pixel_micro_pair_give_n_5():
@@ -58,7 +59,7 @@ def test_linear_macro_clip_and_two_pixel_micro_pair_give_n_5():
     assert profile["clips"].tolist() == [1] * 10
     assert (np.diff(profile["magnitude"]) > 0).all()
     assert profile["magnitude"].iloc[-1] == pytest.approx(4.0, abs=0.2)
-    micro, _ = flow.mean_flow(window(image, 0, 0), window(image, 2, 0))
+    micro, _ = mean_flow(window(image, 0, 0), window(image, 2, 0))
     assert flow.best_frame(profile, micro) == 5
 
 
@@ -110,7 +111,7 @@ def landmark_backend() -> str:
 
 CONFIG = """\
 model:
-  class_path: moext.tasks.PretrainTask
+  class_path: moext.tasks.MoExtPretrainTask
   init_args:
     net: {{backbone: tiny-16, image_size: 64, feature_dim: 32, branch_channels: 16}}
 data:
@@ -161,7 +162,10 @@ def test_main_fails_loudly_without_macro_clips(tmp_path, monkeypatch):
         def read_samples(self):
             return [], [], ()
 
-    monkeypatch.setattr("moext.cli.datamodule_from_config", lambda config, overrides: DataModule())
+    monkeypatch.setattr(
+        "moext.experiment.flow_analysis.datamodule_from_config",
+        lambda config, overrides: DataModule(),
+    )
     with pytest.raises(ValueError, match="macro"):
         flow.main(["--config", str(tmp_path / "x.yaml"), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out" / flow.CSV_NAME).exists()
@@ -174,7 +178,7 @@ def test_overrides_after_double_dash_reach_the_config(tmp_path, monkeypatch):
         seen.update(config=config, overrides=overrides)
         raise RuntimeError("stop")
 
-    monkeypatch.setattr("moext.cli.datamodule_from_config", fake)
+    monkeypatch.setattr("moext.experiment.flow_analysis.datamodule_from_config", fake)
     with pytest.raises(RuntimeError, match="stop"):
         flow.main(["--config", "c.yaml", "--", "--data.init_args.root", str(tmp_path)])
     assert seen == {"config": "c.yaml", "overrides": ["--data.init_args.root", str(tmp_path)]}

@@ -37,11 +37,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from moext.data.faces import align_clip, make_detector
+from moext.data.images import read_rgb, resize_square
 from moext.data.records import Sample
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,6 @@ Detector = Callable[[np.ndarray], "np.ndarray | None"]
 
 class CacheError(Exception):
     """The cache cannot serve what was asked (missing or unreadable entries)."""
-
-
-class ImageReadError(OSError):
-    """An image file cannot be decoded; ``path`` names it."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"cannot decode image {path}")
-        self.path = Path(path)
 
 
 @dataclass(frozen=True)
@@ -240,27 +233,6 @@ class PairCache:
         return path
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to a ``(H, W, 3)`` uint8 RGB array.
-
-    Raises:
-        FileNotFoundError: the file is missing.
-        ImageReadError: the file is not a decodable image.
-    """
-    data = np.fromfile(path, dtype=np.uint8)  # also handles non-ASCII paths, unlike imread
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ImageReadError(path)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize ``(H, W, 3)`` to ``(size, size, 3)`` (area when shrinking, bilinear when growing)."""
-    h, w = image.shape[:2]
-    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interp)
-
-
 def compute_pair(
     sample: Sample, settings: PrepareSettings, detector: Detector | None
 ) -> np.ndarray:
@@ -268,8 +240,6 @@ def compute_pair(
     paths = list(pair_paths(sample, settings))
     if settings.backend == "none":
         return np.stack([resize_square(read_rgb(p), settings.size) for p in paths])
-    from moext.data.faces import align_clip
-
     return align_clip(paths, detector, settings.size, on_no_face=settings.on_no_face)
 
 
@@ -344,8 +314,6 @@ def _init_worker(
     root: Path, settings: PrepareSettings, detector: Detector | None, device: str
 ) -> None:
     if detector is None and settings.backend != "none":
-        from moext.data.faces import make_detector
-
         detector = make_detector(settings.backend, settings.weights, device)
     _worker.update(cache=PairCache(root, settings), detector=detector)
 
@@ -411,8 +379,6 @@ def prepare(
                     bar.update()
         elif todo:
             if detector is None and settings.backend != "none":
-                from moext.data.faces import make_detector
-
                 detector = make_detector(settings.backend, settings.weights, device)
             for sample in todo.values():
                 _record(report, sample.id, _prepare_one(cache, sample, detector))

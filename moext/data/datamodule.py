@@ -39,7 +39,9 @@ from moext.data.augment import (
     expand_statically,
     pair_transform,
 )
-from moext.data.protocols import fold_id
+from moext.data.cache import PrepareSettings, load_pairs, prepare
+from moext.data.protocols import fold_id, select
+from moext.data.readers import read_dataset
 from moext.data.records import DatasetError, Sample
 
 log = logging.getLogger(__name__)
@@ -167,6 +169,8 @@ class PairDataset(Dataset):
 class MERDataModule(L.LightningDataModule):
     """Micro-expression onset/apex pairs for pretraining or LOSO classification.
 
+    ``inputs = "pairs"``: what it serves, checked against the task's ``inputs`` before training.
+
     Args:
         task: ``"pretrain"`` or ``"classify"``.
         datasets: databases to draw from: ``casme2``, ``samm``, ``smic``, ``casme3``, ``synth``.
@@ -200,6 +204,9 @@ class MERDataModule(L.LightningDataModule):
         seed: seed of the device-cache batch order and of the static expansion.
         prepare_workers: processes aligning faces in ``prepare_data`` (0: this process).
     """
+
+    #: What the batches hold (the task's ``inputs`` must match): onset/apex pairs.
+    inputs = "pairs"
 
     def __init__(
         self,
@@ -297,9 +304,6 @@ class MERDataModule(L.LightningDataModule):
 
     def read_samples(self) -> tuple[list[Sample], list[int], tuple[str, ...]]:
         """All samples of this stage (before the fold split), their labels and the class names."""
-        from moext.data.protocols import select
-        from moext.data.readers import read_dataset
-
         samples: list[Sample] = []
         for name in self.datasets:
             options = dict(self.reader_options.get(name, {}))
@@ -338,8 +342,6 @@ class MERDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ crops
     def prepare_settings(self):
-        from moext.data.cache import PrepareSettings
-
         return PrepareSettings(
             size=self.image_size,
             backend=self.landmarks,
@@ -364,8 +366,6 @@ class MERDataModule(L.LightningDataModule):
         Raises:
             DatasetError: some clips could not be prepared (each named with its file and why).
         """
-        from moext.data.cache import prepare
-
         samples, _, _ = self.read_samples()
         report = prepare(
             samples, self.cache_root(), self.prepare_settings(), workers=self.prepare_workers
@@ -379,9 +379,8 @@ class MERDataModule(L.LightningDataModule):
         return report
 
     def setup(self, stage: str | None = None) -> None:
-        from moext.data.cache import load_pairs
-
-        if self._pairs is not None:
+        """Read the samples, split off the held-out subject, and load what this module serves."""
+        if self.samples and self.inputs_loaded():
             return
         self.samples, self.labels, self.classes = self.read_samples()
         if not self.samples:
@@ -393,8 +392,20 @@ class MERDataModule(L.LightningDataModule):
             raise ValueError(
                 f"fold {self.fold!r} is not a subject of this data; subjects: {sorted(folds)}"
             )
-        self._pairs = load_pairs(self.samples, self.cache_root(), self.prepare_settings())
         self.train_index, self.test_index = split_by_fold(self.samples, self.fold)
+        self.load_inputs()
+
+    def inputs_loaded(self) -> bool:
+        """Whether :meth:`load_inputs` has run (a second ``setup`` does nothing)."""
+        return self._pairs is not None
+
+    def load_inputs(self) -> None:
+        """Load what this DataModule serves for ``self.samples``: the cached onset/apex pairs.
+
+        DataModules serving other inputs (flow fields, clips) override this, :meth:`inputs_loaded`,
+        the dataloaders and ``on_after_batch_transfer``.
+        """
+        self._pairs = load_pairs(self.samples, self.cache_root(), self.prepare_settings())
 
     def _subset(self, index: Tensor, transform: Any = None) -> PairDataset:
         labels = torch.tensor(self.labels, dtype=torch.long)

@@ -30,6 +30,8 @@ from typing import Literal, Protocol
 import cv2
 import numpy as np
 
+from moext.data.images import read_rgb
+
 log = logging.getLogger(__name__)
 
 #: 0-based indices of the paper's (1-based) alignment points 8, 9, 25, 40, 43.
@@ -405,14 +407,6 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(
         image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
     )
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Reads an image file as (H, W, 3) uint8 RGB; FileNotFoundError naming it if unreadable."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def align_clip(

@@ -37,67 +37,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from moext.data.faces import align_clip, make_detector
+from moext.data.flow import mean_flow
+from moext.data.images import read_rgb
 from moext.data.records import Sample
+from moext.experiment.config import datamodule_from_config, split_overrides
 
 #: Crops the frames of a clip: frame files (onset first) -> (T, size, size, 3) uint8 RGB.
 Cropper = Callable[[Sequence[Path]], np.ndarray]
 
 CSV_NAME = "flow_by_frame.csv"
 PNG_NAME = "flow_by_frame.png"
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    """(H, W) or (H, W, 3) uint8 RGB -> (H, W) float64 grey levels in [0, 1]."""
-    if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(
-            f"expected an (H, W) or (H, W, 3) uint8 image, got {image.shape} {image.dtype}"
-        )
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    return image.astype(np.float64) / 255.0
-
-
-def optical_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """TV-L1 optical flow from image ``a`` to image ``b`` (scikit-image, default parameters).
-
-    Args:
-        a: (H, W) or (H, W, 3) uint8 RGB, the reference (onset).
-        b: the same shape, the later frame.
-
-    Returns:
-        (H, W, 2) float32 (dx, dy): content at (x, y) in ``a`` is at (x + dx, y + dy) in ``b``.
-    """
-    from skimage.registration import optical_flow_tvl1
-
-    if a.shape != b.shape:
-        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
-    v, u = optical_flow_tvl1(_grey(a), _grey(b))
-    return np.stack([u, v], axis=-1).astype(np.float32)
-
-
-def flow_stats(flow: np.ndarray) -> tuple[float, float]:
-    """Mean magnitude and mean direction of a flow field.
-
-    Args:
-        flow: (H, W, 2) (dx, dy) in pixels, image coordinates (y down).
-
-    Returns:
-        (magnitude, angle): mean over pixels of ``|flow|`` in pixels, and the direction of the
-        mean flow vector in degrees in (-180, 180], counter-clockwise with y up (90 = up).
-    """
-    magnitude = float(np.linalg.norm(flow, axis=-1).mean())
-    dx, dy = flow.reshape(-1, 2).mean(axis=0)
-    return magnitude, float(np.degrees(np.arctan2(-dy, dx)))
-
-
-def mean_flow(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean flow magnitude (pixels) and angle (degrees, 90 = up) from ``a`` to ``b``.
-
-    Args:
-        a: (H, W) or (H, W, 3) uint8 RGB.
-        b: the same shape.
-    """
-    return flow_stats(optical_flow(a, b))
 
 
 def circular_mean(degrees: Iterable[float]) -> float:
@@ -300,8 +250,6 @@ def make_cropper(
         on_no_face: ``"error"`` or ``"next"``, see :func:`~moext.data.faces.align_clip`.
         device: torch device of the ``"fan"`` backend.
     """
-    from moext.data.faces import align_clip, make_detector, read_rgb
-
     if backend == "none":
 
         def resize(paths: Sequence[Path]) -> np.ndarray:
@@ -382,8 +330,6 @@ def report(result: FlowAnalysis) -> str:
 def main(argv: list[str] | None = None) -> int:
     """``moext flow-analysis --config X.yaml [--out DIR] [--size 128] [--max-frames 15]
     [--max-clips K] [-- overrides]``."""
-    from moext.cli import split_overrides
-
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(
         prog="moext flow-analysis",
@@ -397,8 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-clips", type=int, default=None, help="at most K clips of each kind")
     parser.add_argument("--device", default="cpu", help="torch device of the fan backend")
     args = parser.parse_args(argv)
-
-    from moext.cli import datamodule_from_config
 
     started = time.perf_counter()
     dm = datamodule_from_config(args.config, overrides)

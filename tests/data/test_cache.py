@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import types
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from moext.data import cache as cache_mod
+from moext.data import images as images_mod
 from moext.data.cache import (
     CacheError,
     PairCache,
@@ -55,7 +55,8 @@ def samples(tmp_path: Path) -> list[Sample]:
 
 @pytest.fixture
 def fake_faces(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """A stand-in ``moext.data.faces`` that records its calls; the crop is a plain resize."""
+    """Stand-ins for the face functions the cache calls, recording their calls; the crop is a
+    plain resize."""
     calls = types.SimpleNamespace(detectors=[], clips=[])
 
     class FaceNotFoundError(Exception):
@@ -69,14 +70,11 @@ def fake_faces(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
         calls.clips.append((list(frame_paths), size, on_no_face))
         if "noface" in str(frame_paths[0]):
             raise FaceNotFoundError(f"no face in {frame_paths[0]}")
-        images = [cache_mod.read_rgb(p) for p in frame_paths]
-        return np.stack([cache_mod.resize_square(im, size) for im in images])
+        images = [images_mod.read_rgb(p) for p in frame_paths]
+        return np.stack([images_mod.resize_square(im, size) for im in images])
 
-    module = types.ModuleType("moext.data.faces")
-    module.make_detector = make_detector
-    module.align_clip = align_clip
-    module.FaceNotFoundError = FaceNotFoundError
-    monkeypatch.setitem(sys.modules, "moext.data.faces", module)
+    monkeypatch.setattr(cache_mod, "make_detector", make_detector)
+    monkeypatch.setattr(cache_mod, "align_clip", align_clip)
     return calls
 
 
