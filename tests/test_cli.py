@@ -49,7 +49,7 @@ def test_fit_pretrain_then_classify_from_checkpoint(data_env, tmp_path):
     )
     pre_state = torch.load(ckpt, weights_only=False)["state_dict"]
     # the CLI's --model.init_args.pretrained really puts the pretrained weights in the classifier
-    from moext.cli import lightning_cli
+    from moext.experiment.config import lightning_cli
 
     built = lightning_cli(
         ["--config", str(CONF / "classify.yaml"), "--model.init_args.pretrained", str(ckpt)],

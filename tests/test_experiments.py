@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from moext.cli import parse_config
-from moext.experiment.loso import read_settings
+from moext.experiment.config import parse_config
+from moext.experiment.settings import read_settings
 from moext.nn.moext import ARCHITECTURE_FIELDS
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
@@ -39,7 +39,7 @@ def test_experiment_parses_and_matches_its_pretraining(config, monkeypatch):
     cfg = parse_config(str(config))
     model = cfg.model.init_args
     data = cfg.data.init_args
-    assert cfg.model.class_path == "moext.tasks.ClassifyTask" and data.task == "classify"
+    assert cfg.model.class_path == "moext.tasks.MoExtClassifyTask" and data.task == "classify"
     assert model.num_classes == PAPER.get(config.name, ("cde3", 3))[1]
     if config.name in PAPER:
         assert data.protocol == PAPER[config.name][0]
@@ -51,7 +51,8 @@ def test_experiment_parses_and_matches_its_pretraining(config, monkeypatch):
         return
     pre = parse_config(settings.pretrain_config)
     assert (
-        pre.model.class_path == "moext.tasks.PretrainTask" and pre.data.init_args.task == "pretrain"
+        pre.model.class_path == "moext.tasks.MoExtPretrainTask"
+        and pre.data.init_args.task == "pretrain"
     )
     for field in ARCHITECTURE_FIELDS:
         assert getattr(pre.model.init_args.net, field) == getattr(model.net, field), field

@@ -7,10 +7,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from moext.experiment import loso, tracking
 from moext.data.datamodule import split_by_fold
 from moext.data.protocols import fold_id, select
 from moext.data.readers import read_dataset
+from moext.experiment import loso, tracking
 from moext.experiment.metrics import pooled_metrics
 from moext.experiment.results import pool_run
 from tests.conftest import CONF

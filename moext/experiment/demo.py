@@ -14,10 +14,14 @@ import sys
 import time
 from pathlib import Path
 
+from moext.data import synth
+from moext.experiment import loso
+from moext.experiment.prepare import main as prepare
+
 
 def find_experiments() -> Path:
     """The ``experiments/`` folder: in the working folder, else beside the package (editable install)."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
         if (base / "experiments" / "demo.yaml").is_file():
             return base / "experiments"
     raise FileNotFoundError(
@@ -27,10 +31,6 @@ def find_experiments() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``moext demo [--data DIR] [--subjects N]``."""
-    from moext.experiment import loso
-    from moext.data import synth
-    from moext.experiment.prepare import main as prepare
-
     p = argparse.ArgumentParser(prog="moext demo", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="demo_data", help="where the generated database goes")
     p.add_argument("--subjects", type=int, default=6, help="synthetic subjects (= LOSO folds)")

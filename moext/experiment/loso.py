@@ -29,13 +29,11 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import yaml
+from typing import Any
 
 from moext.data.records import DatasetError
+from moext.experiment.config import build_run, datamodule_from_config, split_overrides
 from moext.experiment.results import (
     PREDICTIONS,
     gather_rows,
@@ -52,6 +50,7 @@ from moext.experiment.run_folder import (
     stage_lock,
     stage_settings,
 )
+from moext.experiment.settings import LosoSettings, read_settings
 from moext.experiment.tracking import (
     finish_wandb,
     log_summary,
@@ -61,65 +60,9 @@ from moext.experiment.tracking import (
 )
 
 
-@dataclass
-class LosoSettings:
-    """The ``loso:`` section of an experiment config.
-
-    Attributes:
-        name: experiment name (W&B group; run folder name).
-        out_dir: parent folder of the run folder.
-        pretrain_config: ``moext fit`` config of the pretraining stage; None = no pretraining
-            stage run here (``model.init_args.pretrained`` may still name a checkpoint).
-        pretrain_per_fold: pretrain once per fold without the held-out subject.
-        wandb: ``auto`` (online if W&B is configured on this machine, else offline), ``online``,
-            ``offline`` or ``disabled``.
-        wandb_project: W&B project.
-    """
-
-    name: str = "experiment"
-    out_dir: str = "runs"
-    pretrain_config: str | None = None
-    pretrain_per_fold: bool = False
-    wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
-    wandb_project: str = "moext"
-
-
 def fold_dirname(fold: str) -> str:
     """A folder name for a fold id: ``"casme2/sub01"`` -> ``"casme2__sub01"``."""
     return fold.replace("/", "__")
-
-
-def read_settings(config: str | Path) -> LosoSettings:
-    """The ``loso:`` section of an experiment config."""
-    data = yaml.safe_load(Path(config).read_text()) or {}
-    section = data.get("loso") or {}
-    unknown = set(section) - set(LosoSettings.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"{config}: unknown keys in loso: {sorted(unknown)}")
-    settings = LosoSettings(**section)
-    if settings.pretrain_config:
-        settings.pretrain_config = str(resolve_path(settings.pretrain_config, Path(config)))
-    return settings
-
-
-def resolve_path(path: str, config: Path) -> Path:
-    """A path from a config: as given (absolute or relative to the working folder), else
-    relative to the config file's folder or its parent."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    for base in (config.parent, config.parent.parent, config.parent.parent.parent):
-        if (base / p).exists():
-            return base / p
-    raise FileNotFoundError(f"{config}: loso.pretrain_config {path} not found")
-
-
-def _build(config: str | Path, overrides: list[str]):
-    from moext.cli import lightning_cli
-
-    return lightning_cli(
-        ["--config", str(config), *overrides], run=False, save_config_kwargs={"overwrite": True}
-    )
 
 
 #: ``moext loso ... -- OVERRIDES`` that also reach the pretraining stage: where and how it runs,
@@ -185,7 +128,7 @@ def run_pretraining(
             args += ["--data.init_args.exclude_subjects", json.dumps([exclude])]
         print(f"[loso] pretraining -> {ckpt}", flush=True)
         try:
-            cli = _build(settings.pretrain_config, [*args, *(overrides or [])])
+            cli = build_run(settings.pretrain_config, [*args, *(overrides or [])])
             trainer = cli.trainer
             trainer.fit(cli.model, datamodule=cli.datamodule)
             tmp = out / f".pretrained.{os.getpid()}.tmp"
@@ -227,7 +170,7 @@ def run_fold(
     if pretrained is not None:
         args += ["--model.init_args.pretrained", str(pretrained)]
     try:
-        cli = _build(config, [*args, *overrides])
+        cli = build_run(config, [*args, *overrides])
         trainer, model, dm = cli.trainer, cli.model, cli.datamodule
         trainer.fit(model, datamodule=dm)
         outputs = trainer.predict(model, datamodule=dm)
@@ -251,8 +194,6 @@ def run_fold(
 
 def list_folds(config: str | Path, overrides: list[str]) -> tuple[list[str], tuple[str, ...]]:
     """The held-out subjects (fold ids) and class names of an experiment, from its DataModule."""
-    from moext.cli import datamodule_from_config
-
     dm = datamodule_from_config(str(config), overrides)
     return dm.subjects(), tuple(dm.classes)
 
@@ -432,8 +373,6 @@ def run_parallel(
 
 def main(argv: list[str] | None = None) -> int:
     """``moext loso --config X.yaml [--folds F ...] [--report] [--workers N] [-- overrides]``."""
-    from moext.cli import split_overrides
-
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog="moext loso", description="Leave-one-subject-out experiment")
     p.add_argument(

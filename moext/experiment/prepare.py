@@ -11,13 +11,12 @@ import argparse
 import sys
 
 from moext.data.records import DatasetError
+from moext.experiment.config import datamodule_from_config, split_overrides
+from moext.experiment.settings import read_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``moext prepare --config X.yaml [-- overrides]``."""
-    from moext.cli import datamodule_from_config, split_overrides
-    from moext.experiment.loso import read_settings
-
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog="moext prepare", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="a moext fit or loso experiment config")

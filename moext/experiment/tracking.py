@@ -22,10 +22,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from moext.experiment.loso import LosoSettings
+from moext.experiment.run_folder import fingerprint
+from moext.experiment.settings import LosoSettings
 
 
 def wandb_mode(setting: str) -> str | None:
@@ -84,8 +84,6 @@ def finish_wandb() -> None:
 def summary_run_id(settings: LosoSettings, results: dict[str, Any]) -> str:
     """A W&B run id fixed by the experiment and its pooled results: re-reporting unchanged
     results does not add a second summary run."""
-    from moext.experiment.run_folder import fingerprint
-
     return f"pooled-{fingerprint([settings.name, results], length=12)}"
 
 
