@@ -60,7 +60,7 @@ from benchmarks.common import (
     write_json,
 )
 from moext.nn.moext import MoExtConfig
-from moext.tasks import ClassifyTask, PretrainTask
+from moext.tasks import MoExtClassifyTask, MoExtPretrainTask
 from moext.tasks.speed import memory_format
 
 #: Dense peak TFLOP/s per device (NVIDIA datasheets, no sparsity): (bf16, tf32, fp32).
@@ -140,7 +140,7 @@ def build_task(
 ) -> L.LightningModule:
     """The task as a training run builds it, with its own ``channels_last`` / ``compile``."""
     if task == "pretrain":
-        module = PretrainTask(
+        module = MoExtPretrainTask(
             net=cfg,
             views=views,
             channels_last=channels_last,
@@ -148,7 +148,7 @@ def build_task(
             image_every_n_epochs=0,
         )
     elif task == "classify":
-        module = ClassifyTask(
+        module = MoExtClassifyTask(
             net=cfg, num_classes=NUM_CLASSES, channels_last=channels_last, compile=compile
         )
     else:
@@ -172,7 +172,7 @@ def training_step(module: L.LightningModule) -> StepFn:
 def training_loss(module: L.LightningModule) -> StepFn:
     """The training loss without logging or metrics: what ``--compile-scope step`` compiles."""
     cl = module.hparams.channels_last
-    if isinstance(module, PretrainTask):
+    if isinstance(module, MoExtPretrainTask):
         hp = module.hparams
         weights = {"re": hp.weight_re, "st": hp.weight_st, "ss": hp.weight_ss}
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from moext.tasks import ClassifyTask, PretrainTask
+from moext.tasks import MoExtClassifyTask, MoExtPretrainTask
 from moext.tasks.checkpoints import CheckpointMismatchError
 from moext.tasks.moext_views import apex_mask, expansion_views, grayscale
 from tests.test_models import tiny_config
@@ -54,7 +54,7 @@ def test_grayscale_view_has_equal_channels():
 
 @pytest.mark.parametrize("switch", ["weight_st", "weight_ss", "weight_re"])
 def test_loss_terms_switch_off(switch):
-    task = PretrainTask(net=tiny_config(), **{switch: 0.0})
+    task = MoExtPretrainTask(net=tiny_config(), **{switch: 0.0})
     terms, recon = task.losses(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
     assert switch.split("_")[1] not in terms
     assert recon.shape == (2, 3, 64, 64)
@@ -62,23 +62,23 @@ def test_loss_terms_switch_off(switch):
 
 def test_bad_hyperparameters_raise():
     with pytest.raises(ValueError):
-        PretrainTask(net=tiny_config(), views=0)
+        MoExtPretrainTask(net=tiny_config(), views=0)
     with pytest.raises(ValueError):
-        PretrainTask(net=tiny_config(), margin_ss=0)
+        MoExtPretrainTask(net=tiny_config(), margin_ss=0)
     with pytest.raises(ValueError):
-        ClassifyTask(net=tiny_config(), num_classes=1)
+        MoExtClassifyTask(net=tiny_config(), num_classes=1)
 
 
 def test_pretrain_bf16_then_classify_loads_weights(tmp_path):
     torch.manual_seed(0)
-    pre = PretrainTask(net=tiny_config(), image_every_n_epochs=1)
+    pre = MoExtPretrainTask(net=tiny_config(), image_every_n_epochs=1)
     t = trainer(tmp_path, precision="bf16-mixed")
     t.fit(pre, DataLoader(RandomPairs(), batch_size=6))
     assert {"train/loss_re", "train/loss_st", "train/loss_ss"} <= set(t.callback_metrics)
     assert (tmp_path / "reconstructions" / "epoch_000.png").is_file()
     ckpt = tmp_path / "pre.ckpt"
     t.save_checkpoint(ckpt)
-    clf = ClassifyTask(net=tiny_config(), pretrained=str(ckpt), num_classes=3)
+    clf = MoExtClassifyTask(net=tiny_config(), pretrained=str(ckpt), num_classes=3)
     assert clf.loaded_keys and all(
         k.startswith(("separator.backbone", "separator.shape", "motion")) for k in clf.loaded_keys
     )
@@ -92,7 +92,7 @@ def test_pretrain_bf16_then_classify_loads_weights(tmp_path):
 
 
 def test_mismatched_checkpoint_is_loud(tmp_path):
-    pre = PretrainTask(net=tiny_config())
+    pre = MoExtPretrainTask(net=tiny_config())
     t = trainer(tmp_path)
     t.strategy.connect(pre)
     ckpt = tmp_path / "pre.ckpt"
@@ -101,7 +101,7 @@ def test_mismatched_checkpoint_is_loud(tmp_path):
     other = tiny_config()
     other.feature_dim = 16
     with pytest.raises(CheckpointMismatchError, match="feature_dim"):
-        ClassifyTask(net=other, pretrained=str(ckpt))
+        MoExtClassifyTask(net=other, pretrained=str(ckpt))
     # a renamed key: named in the error
     state = torch.load(ckpt, weights_only=False)
     state["state_dict"] = {
@@ -110,27 +110,29 @@ def test_mismatched_checkpoint_is_loud(tmp_path):
     bad = tmp_path / "bad.ckpt"
     torch.save(state, bad)
     with pytest.raises(CheckpointMismatchError, match=r"missing from the checkpoint.*motion\.c1"):
-        ClassifyTask(net=tiny_config(), pretrained=str(bad))
+        MoExtClassifyTask(net=tiny_config(), pretrained=str(bad))
     # unexpected keys, inside a transferred part or outside every known part: named
     good = torch.load(ckpt, weights_only=False)
     for extra in ("net.separator.extra.weight", "net.extra_head.weight"):
         state["state_dict"] = {**good["state_dict"], extra: torch.zeros(1)}
         torch.save(state, bad)
         with pytest.raises(CheckpointMismatchError, match=rf"unexpected.*{extra[4:]}"):
-            ClassifyTask(net=tiny_config(), pretrained=str(bad))
+            MoExtClassifyTask(net=tiny_config(), pretrained=str(bad))
     # a corrupt file: named, with why
     bad.write_bytes(ckpt.read_bytes()[:100])
     with pytest.raises(CheckpointMismatchError, match=r"bad\.ckpt: cannot be read"):
-        ClassifyTask(net=tiny_config(), pretrained=str(bad))
+        MoExtClassifyTask(net=tiny_config(), pretrained=str(bad))
     # a checkpoint with no MoExt weights at all
     state["state_dict"] = {"model.w": torch.zeros(1)}
     torch.save(state, bad)
     with pytest.raises(CheckpointMismatchError, match="prefix"):
-        ClassifyTask(net=tiny_config(), pretrained=str(bad))
+        MoExtClassifyTask(net=tiny_config(), pretrained=str(bad))
 
 
 def test_channels_last_and_compile_keep_checkpoint_keys(tmp_path):
-    task = PretrainTask(net=tiny_config(), channels_last=True, compile=True, image_every_n_epochs=0)
+    task = MoExtPretrainTask(
+        net=tiny_config(), channels_last=True, compile=True, image_every_n_epochs=0
+    )
     keys = set(task.state_dict())
     t = trainer(tmp_path, max_steps=1)
     t.fit(task, DataLoader(RandomPairs(), batch_size=6))
@@ -164,7 +166,33 @@ def test_device_batches_cover_each_pair_expansion_times_and_shard_ranks():
 def test_network_and_data_image_sizes_must_agree():
     from types import SimpleNamespace
 
-    task = PretrainTask(net=tiny_config())  # 64 px
+    task = MoExtPretrainTask(net=tiny_config())  # 64 px
     task.trainer = SimpleNamespace(datamodule=SimpleNamespace(image_size=48))
     with pytest.raises(ValueError, match=r"net.image_size=64 but data.init_args.image_size=48"):
         task.setup("fit")
+
+
+def test_checkpoints_and_configs_of_the_old_layout_still_load(tmp_path, monkeypatch):
+    """Before the package was layered, MoExtConfig was moext.models.MoExtConfig (pickled in every
+    checkpoint's hyper-parameters) and the tasks were moext.tasks.PretrainTask / ClassifyTask."""
+    import pickle
+
+    from jsonargparse._typehints import import_object
+
+    from moext.nn.moext import MoExtConfig
+
+    assert import_object("moext.tasks.PretrainTask") is MoExtPretrainTask
+    assert import_object("moext.tasks.ClassifyTask") is MoExtClassifyTask
+    pre = MoExtPretrainTask(net=tiny_config())
+    t = trainer(tmp_path)
+    t.strategy.connect(pre)
+    ckpt = tmp_path / "old.ckpt"
+    monkeypatch.setattr(MoExtConfig, "__module__", "moext.models")  # pickled as the old path
+    t.save_checkpoint(ckpt)
+    assert b"moext.models" in ckpt.read_bytes() or "moext.models" in str(
+        pickle.dumps(tiny_config())
+    )
+    monkeypatch.undo()
+    clf = MoExtClassifyTask(net=tiny_config(), pretrained=str(ckpt), num_classes=3)
+    assert clf.loaded_keys
+    assert MoExtPretrainTask.load_from_checkpoint(ckpt).net.cfg == tiny_config()

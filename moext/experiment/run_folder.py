@@ -22,6 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from jsonargparse._typehints import import_object
+
+from moext.experiment.config import parse_config
 from moext.experiment.results import atomic_write_text
 
 EXPERIMENT_FILE = "experiment.json"
@@ -57,17 +60,48 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
+def canonical_class_path(path: str) -> str:
+    """The defining module and name of the class a config's ``class_path`` names, so that an
+    alias (``moext.tasks.ClassifyTask``) and the full path fingerprint alike; as given when the
+    class cannot be imported."""
+    try:
+        obj = import_object(path)
+    except Exception:
+        return path
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def canonical_settings(flat: dict[str, Any]) -> dict[str, Any]:
+    """Flattened settings with every ``class_path`` value made canonical."""
+    return {
+        k: canonical_class_path(v)
+        if (k == "class_path" or k.endswith(".class_path")) and isinstance(v, str)
+        else v
+        for k, v in flat.items()
+    }
+
+
 def stage_settings(config: str | Path, overrides: list[str]) -> dict[str, Any]:
     """The fingerprinted settings of one ``moext fit`` config: its parsed values, flattened,
-    without :data:`NOT_FINGERPRINTED` (so comments, key order and data locations do not count)."""
-    from moext.cli import parse_config
-
+    without :data:`NOT_FINGERPRINTED` (so comments, key order and data locations do not count),
+    class paths canonical."""
     parsed = parse_config(str(config), overrides).as_dict()
     flat = flatten(json.loads(json.dumps(parsed, default=str)))
+    return canonical_settings(
+        {
+            k: v
+            for k, v in sorted(flat.items())
+            if not any(k == skip or k.startswith(skip + ".") for skip in NOT_FINGERPRINTED)
+        }
+    )
+
+
+def _canonical_record(settings: dict[str, Any]) -> dict[str, Any]:
+    """A recorded experiment's settings (per stage) with canonical class paths: folders written
+    before a class moved keep matching."""
     return {
-        k: v
-        for k, v in sorted(flat.items())
-        if not any(k == skip or k.startswith(skip + ".") for skip in NOT_FINGERPRINTED)
+        stage: canonical_settings(value) if isinstance(value, dict) else value
+        for stage, value in settings.items()
     }
 
 
@@ -93,8 +127,9 @@ def check_experiment(
     }
     if path.is_file():
         old = json.loads(path.read_text())
-        if old["fingerprint"] != record["fingerprint"]:
-            before, after = flatten(old["settings"]), flatten(settings)
+        old_settings = _canonical_record(old["settings"])
+        if fingerprint(old_settings) != record["fingerprint"]:
+            before, after = flatten(old_settings), flatten(settings)
             changed = sorted(
                 k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
             )

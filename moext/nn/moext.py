@@ -4,9 +4,8 @@ Images enter every module as float tensors in [0, 1], shape (B, 3, H, W); the fe
 normalises them itself. Feature vectors are (B, D); the paper treats them as (B, D, 1, 1) maps,
 which is how the motion extractor and the decoder see them.
 
-Parts (paper section / table in brackets):
-    ConvBlock          Conv(out, 3, 1)-BN-ReLU twice, spatial size kept [Table 1].
-    build_backbone     generic features (timm ``features_only``, or a tiny CNN for tests/CPU).
+Parts (paper section / table in brackets; ConvBlock [Table 1] and the backbones are shared,
+in :mod:`moext.nn.blocks`):
     Branch             shape or texture branch: Conv blocks + fully connected layers -> (B, 512).
     FeatureSeparator   backbone + shape branch (+ texture branch during pretraining) [F].
     MotionExtractor    M = C2(Concat(C1(|S_a - S_o|), S_a)) [Eq. 2-3].
@@ -25,26 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ConvBlock(nn.Sequential):
-    """Conv(out, k, 1)-BN-ReLU twice; keeps the spatial size (Table 1).
-
-    Shapes: (B, in_channels, H, W) -> (B, out_channels, H, W).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
-        pad = kernel_size // 2
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, 1, pad, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, kernel_size, 1, pad, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
+from moext.nn.blocks import IMAGENET_MEAN, IMAGENET_STD, ConvBlock, build_backbone
 
 
 def _up_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -55,70 +35,6 @@ def _up_conv(in_channels: int, out_channels: int) -> nn.Sequential:
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
-
-
-class TinyBackbone(nn.Module):
-    """A small CNN standing in for the timm backbone in tests and CPU demos.
-
-    Shapes: (B, 3, H, W) -> (B, channels, H / 8, W / 8).
-    """
-
-    def __init__(self, channels: int = 32) -> None:
-        super().__init__()
-        c = channels
-        self.layers = nn.Sequential(
-            nn.Conv2d(3, c // 2, 3, 2, 1, bias=False),
-            nn.BatchNorm2d(c // 2),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c // 2, c, 3, 2, 1, bias=False),
-            nn.BatchNorm2d(c),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, 2, 1, bias=False),
-            nn.BatchNorm2d(c),
-            nn.ReLU(inplace=True),
-        )
-        self.out_channels = c
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
-
-
-class TimmBackbone(nn.Module):
-    """The last feature map of a timm model created with ``features_only=True``.
-
-    Args:
-        name: timm model name, e.g. ``"resnet18"``.
-        pretrained: load timm's pretrained weights (downloads them unless ``checkpoint`` is set).
-        checkpoint: a local weights file for the timm model (offline use).
-
-    Shapes: (B, 3, H, W) -> (B, C, H / 32, W / 32) for ResNets.
-    """
-
-    def __init__(self, name: str, pretrained: bool = False, checkpoint: str | None = None) -> None:
-        super().__init__()
-        import timm
-
-        kwargs = {}
-        if checkpoint:
-            kwargs["pretrained_cfg_overlay"] = {"file": checkpoint}
-            pretrained = True
-        self.body = timm.create_model(
-            name, pretrained=pretrained, features_only=True, out_indices=(-1,), **kwargs
-        )
-        self.out_channels = self.body.feature_info.channels()[-1]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)[-1]
-
-
-def build_backbone(
-    name: str, pretrained: bool = False, checkpoint: str | None = None
-) -> TinyBackbone | TimmBackbone:
-    """``"tiny"`` or ``"tiny-<channels>"`` gives :class:`TinyBackbone`; anything else is a timm name."""
-    if name == "tiny" or name.startswith("tiny-"):
-        channels = int(name.split("-")[1]) if "-" in name else 32
-        return TinyBackbone(channels)
-    return TimmBackbone(name, pretrained=pretrained, checkpoint=checkpoint)
 
 
 class Branch(nn.Module):
@@ -335,6 +251,10 @@ ARCHITECTURE_FIELDS = (
     "branch_blocks",
     "motion_extractor",
 )
+#: The parts of :class:`MoExt` (state-dict prefixes) that objective learning takes from a
+#: pretraining checkpoint, and those that stay behind.
+TRANSFERRED = ("separator.backbone.", "separator.shape.", "motion.")
+LEFT_BEHIND = ("separator.texture.", "decoder.", "projection.", "classifier.")
 
 
 class FeatureSeparator(nn.Module):

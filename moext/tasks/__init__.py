@@ -1,6 +1,21 @@
-"""The two LightningModules: MoExt pretraining and classification (objective learning)."""
+"""LightningModules: the shared classification base and one file per method's stage(s).
 
-from moext.tasks.moext_classify import ClassifyTask
-from moext.tasks.moext_pretrain import PretrainTask
+Configs name a task by class path (``model.class_path: moext.tasks.MoExtClassifyTask``). Each
+method adds one line below. ``PretrainTask`` / ``ClassifyTask`` are the names MoExt's tasks had
+before other methods joined; configs and checkpoints that use them keep working.
+"""
 
-__all__ = ["ClassifyTask", "PretrainTask"]
+from moext.tasks.base import ClassificationTask
+from moext.tasks.moext_classify import MoExtClassifyTask
+from moext.tasks.moext_pretrain import MoExtPretrainTask
+
+PretrainTask = MoExtPretrainTask
+ClassifyTask = MoExtClassifyTask
+
+__all__ = [
+    "ClassificationTask",
+    "ClassifyTask",
+    "MoExtClassifyTask",
+    "MoExtPretrainTask",
+    "PretrainTask",
+]

@@ -1,26 +1,46 @@
 """Moving weights from a pretraining checkpoint to a classifier, loudly.
 
-A Lightning checkpoint of either task stores the MoExt family under the prefix ``net.``. The
-classifier takes the feature separator's backbone and shape branch and the motion extractor;
-the texture branch, the decoder and the projection head stay behind. Every key the classifier
-needs must be in the checkpoint and every transferred key must be used: anything else is an
-error that names the keys (never a silent ``strict=False``).
+A Lightning checkpoint of a method's task stores its network under the prefix ``net.``. A
+method's :class:`Transfer` says which parts of the network a classifier takes (state-dict
+prefixes), which stay behind, and which architecture fields must agree. Every key the
+classifier needs must be in the checkpoint and every transferred key must be used: anything
+else is an error that names the keys (never a silent ``strict=False``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from moext.nn.moext import ARCHITECTURE_FIELDS
-
 NET_PREFIX = "net."
-TRANSFERRED = ("separator.backbone.", "separator.shape.", "motion.")
-LEFT_BEHIND = ("separator.texture.", "decoder.", "projection.", "classifier.")
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What a method's classifier takes from its pretraining checkpoint.
+
+    Attributes:
+        transferred: state-dict prefixes (below ``net.``) copied into the classifier.
+        left_behind: prefixes that exist in a checkpoint but are not copied (pretraining-only
+            parts, the old classifier head); any other key is unexpected.
+        architecture_fields: fields of the network config (``hyper_parameters["net"]``) that
+            must agree between the checkpoint and the classifier.
+    """
+
+    transferred: tuple[str, ...]
+    left_behind: tuple[str, ...]
+    architecture_fields: tuple[str, ...]
+
+
+def allow_in_checkpoints(cls: type, *old_names: str) -> None:
+    """Let ``torch.load(weights_only=True)`` (the default of ``load_from_checkpoint``) rebuild
+    ``cls``, a config class kept in a checkpoint's hyper-parameters, also where older
+    checkpoints pickled it under ``old_names`` (full dotted paths)."""
+    torch.serialization.add_safe_globals([cls, *((cls, name) for name in old_names)])
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -56,14 +76,16 @@ def _config_dict(cfg: Any) -> dict[str, Any]:
     return vars(cfg)
 
 
-def check_architecture(source_cfg: Any, target_cfg: Any, path: str | Path) -> None:
-    """Raise when the checkpoint's architecture differs from the target's in a field that matters."""
+def check_architecture(
+    source_cfg: Any, target_cfg: Any, fields: tuple[str, ...], path: str | Path
+) -> None:
+    """Raise when the checkpoint's architecture differs from the target's in one of ``fields``."""
     if source_cfg is None:
         return
     src, dst = _config_dict(source_cfg), _config_dict(target_cfg)
     diffs = [
         f"{f}: checkpoint {src.get(f)!r} vs model {dst.get(f)!r}"
-        for f in ARCHITECTURE_FIELDS
+        for f in fields
         if src.get(f) != dst.get(f)
     ]
     if diffs:
@@ -72,12 +94,13 @@ def check_architecture(source_cfg: Any, target_cfg: Any, path: str | Path) -> No
         )
 
 
-def load_pretrained(net: nn.Module, path: str | Path) -> list[str]:
-    """Copy the transferable MoExt weights of a pretraining checkpoint into ``net``.
+def load_pretrained(net: nn.Module, path: str | Path, transfer: Transfer) -> list[str]:
+    """Copy the transferable weights of a pretraining checkpoint into ``net``.
 
     Args:
-        net: a :class:`moext.nn.moext.MoExt` (classification form).
-        path: a Lightning checkpoint written by :class:`moext.tasks.PretrainTask`.
+        net: the classifier's network (with a ``cfg`` attribute: its architecture).
+        path: a Lightning checkpoint written by the method's pretraining task.
+        transfer: what moves (see :class:`Transfer`).
 
     Returns:
         The keys of ``net`` that were loaded.
@@ -87,15 +110,17 @@ def load_pretrained(net: nn.Module, path: str | Path) -> list[str]:
             mismatches or a different architecture; the message names them.
     """
     ckpt = read_checkpoint(path)
-    check_architecture(ckpt.get("hyper_parameters", {}).get("net"), net.cfg, path)
+    source_cfg = ckpt.get("hyper_parameters", {}).get("net")
+    check_architecture(source_cfg, net.cfg, transfer.architecture_fields, path)
     source = extract_weights(ckpt["state_dict"], NET_PREFIX)
     if not source:
         raise CheckpointMismatchError(
-            f"{path}: no weights under the prefix '{NET_PREFIX}'; is it a MoExt checkpoint?"
+            f"{path}: no weights under the prefix '{NET_PREFIX}'; is it a checkpoint of this method?"
         )
-    unknown = sorted(k for k in source if not k.startswith(TRANSFERRED + LEFT_BEHIND))
-    source = {k: v for k, v in source.items() if k.startswith(TRANSFERRED)}
-    target = {k: v for k, v in net.state_dict().items() if k.startswith(TRANSFERRED)}
+    moving, staying = transfer.transferred, transfer.left_behind
+    unknown = sorted(k for k in source if not k.startswith(moving + staying))
+    source = {k: v for k, v in source.items() if k.startswith(moving)}
+    target = {k: v for k, v in net.state_dict().items() if k.startswith(moving)}
     missing = sorted(set(target) - set(source))
     unexpected = sorted(set(source) - set(target)) + unknown
     shapes = sorted(
@@ -115,8 +140,8 @@ def load_pretrained(net: nn.Module, path: str | Path) -> list[str]:
             f"{path}: cannot load into the classifier: " + "; ".join(problems)
         )
     result = net.load_state_dict(source, strict=False)
-    # strict=False only because the classifier head is new; check that nothing else was skipped.
-    not_loaded = [k for k in result.missing_keys if not k.startswith(LEFT_BEHIND)]
+    # strict=False only because the classifier's own parts are new; check nothing else was skipped.
+    not_loaded = [k for k in result.missing_keys if not k.startswith(staying)]
     if not_loaded or result.unexpected_keys:
         raise CheckpointMismatchError(
             f"{path}: keys not loaded: {not_loaded} unexpected: {result.unexpected_keys}"

@@ -10,20 +10,25 @@ from torch import Tensor
 
 from moext.losses.moext import reconstruction_loss, shape_shape_loss, shape_texture_loss
 from moext.nn.moext import MoExt, MoExtConfig
+from moext.tasks.checkpoints import allow_in_checkpoints
 from moext.tasks.data_checks import check_image_size
 from moext.tasks.images import save_reconstruction_grid
-from moext.tasks.speed import apply_speedups, memory_format
 from moext.tasks.moext_views import apex_mask, expansion_views
+from moext.tasks.speed import apply_speedups, memory_format
+
+# Checkpoints keep the architecture in their hyper-parameters; before the package was layered
+# it was pickled as moext.models.MoExtConfig.
+allow_in_checkpoints(MoExtConfig, "moext.models.MoExtConfig")
 
 
-class PretrainTask(L.LightningModule):
+class MoExtPretrainTask(L.LightningModule):
     """Self-supervised pretraining of the feature separator, motion extractor and decoder.
 
     Batches are dicts with ``onset`` and ``apex`` (B, 3, H, W) float in [0, 1] (the
     DataModule has already applied the geometric augmentation shared by the pair).
 
     Args:
-        net: the MoExt architecture (shared with :class:`moext.tasks.ClassifyTask`).
+        net: the MoExt architecture (shared with :class:`moext.tasks.MoExtClassifyTask`).
         views: m, views per frame in an expansion set (paper 3).
         weight_re: weight of L_re (paper 1); 0 switches the term off.
         weight_st: a1, weight of L_st (paper 0.5); 0 switches it off (ablation "w/o L_st").
