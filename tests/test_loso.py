@@ -250,3 +250,24 @@ def test_quiet_stages_hides_per_fold_notices_and_restores_everything(monkeypatch
     assert lightning_log.level == before and "WANDB_SILENT" not in os.environ
     with loso.quiet_stages(verbose=True):
         assert lightning_log.level == before
+
+
+def test_a_run_folder_recorded_with_an_old_class_path_still_matches(tmp_path):
+    """Class paths are fingerprinted by the class they name: a folder recorded before MoExt's
+    tasks were renamed (moext.tasks.ClassifyTask) matches the new path; another class does not."""
+    from moext.experiment.run_folder import check_experiment, fingerprint
+
+    old = {"classify": {"model.class_path": "moext.tasks.ClassifyTask", "model.init_args.lr": 1e-4}}
+    folds, classes = ["synth/sub01"], ("a", "b")
+    record = {"fingerprint": fingerprint(old), "folds": folds, "classes": list(classes)}
+    (tmp_path / "experiment.json").write_text(json.dumps({**record, "settings": old}))
+    new = {
+        "classify": {
+            "model.class_path": "moext.tasks.moext_classify.MoExtClassifyTask",
+            "model.init_args.lr": 1e-4,
+        }
+    }
+    check_experiment(tmp_path, new, folds, classes)  # accepted
+    other = {"classify": {**new["classify"], "model.class_path": "moext.tasks.MoExtPretrainTask"}}
+    with pytest.raises(ValueError, match="model.class_path"):
+        check_experiment(tmp_path, other, folds, classes)
