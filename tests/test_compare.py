@@ -198,7 +198,7 @@ def test_wandb_logs_one_comparison_and_the_summary_run_the_intervals(runs, tmp_p
     assert summary["pooled/uf1"] == results["overall"]["uf1"]
     assert summary["pooled/uf1_ci_low"] == results["ci"]["overall"]["uf1"][0]
     assert summary["samm/uar_ci_high"] == results["ci"]["per_dataset"]["samm"]["uar"][1]
-    table = tracking.ci_tables(results, wandb)["pooled_ci"]
+    table = tracking.ci_tables(results, wandb)["ci"]
     assert table.columns[:5] == ["scope", "n", "uf1", "uf1_ci_low", "uf1_ci_high"]
     assert table.data[0][:5] == ["all (pooled)", 72, *summary_values_of(results, "uf1")]
 

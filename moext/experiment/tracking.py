@@ -91,7 +91,7 @@ def log_summary(settings: LosoSettings, run_dir: Path, results: dict[str, Any]) 
     """Log the pooled results of a complete experiment as its W&B ``summary`` run.
 
     Logs ``pooled`` (scope, n, UF1, UAR, ACC: overall, then per source database),
-    ``pooled_ci`` (the same with each score's 95% subject-bootstrap CI ends),
+    ``ci`` (the same with each score's 95% subject-bootstrap CI ends),
     ``per_fold_for_inspection_only`` and ``confusion`` (the counts as a table and
     ``confusion.png``), and puts ``pooled/uf1``, ``pooled/uf1_ci_low``,
     ``pooled/uf1_ci_high`` etc. and ``<dataset>/uf1`` etc. in the run summary, so the
@@ -167,7 +167,7 @@ def summary_values(results: dict[str, Any]) -> dict[str, float]:
 
 
 def ci_tables(results: dict[str, Any], wandb: Any) -> dict[str, Any]:
-    """``pooled_ci``: per scope the point estimate and the 95% CI ends of UF1 / UAR / ACC (the
+    """``ci``: per scope the point estimate and the 95% CI ends of UF1 / UAR / ACC (the
     subject bootstrap of ``results["ci"]``); nothing for results written without CIs."""
     ci = results.get("ci")
     if not ci:
@@ -177,7 +177,7 @@ def ci_tables(results: dict[str, Any], wandb: Any) -> dict[str, Any]:
     scopes = [("all (pooled)", results["overall"], ci["overall"])]
     scopes += [(d, m, ci["per_dataset"][d]) for d, m in results["per_dataset"].items()]
     data = [[s, m["n"], *(v for k in metrics for v in (m[k], *b[k]))] for s, m, b in scopes]
-    return {"pooled_ci": wandb.Table(columns=columns, data=data)}
+    return {"ci": wandb.Table(columns=columns, data=data)}
 
 
 @contextmanager
