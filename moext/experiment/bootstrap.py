@@ -29,7 +29,7 @@ from moext.experiment.metrics import confusion_metrics, pooled_metrics
 
 #: Resamples (and permutations) by default: the interval ends of a CDE-sized case move by less
 #: than 0.005 between seeds at this count (measured in docs/comparison.md).
-DEFAULT_RESAMPLES = 20000
+DEFAULT_RESAMPLES = 50000
 DEFAULT_SEED = 0
 LEVEL = 0.95
 METRICS = ("uf1", "uar", "acc")

@@ -239,6 +239,11 @@ def _fmt(value: float, ci: list[float]) -> str:
     return f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
+def _p(value: float) -> str:
+    """A p-value: 4 decimals, or 2 significant digits below 0.001 (a Monte Carlo p is never 0)."""
+    return f"{value:.4f}" if value >= 1e-3 else f"{value:.1e}"
+
+
 def comparison_markdown(result: dict[str, Any]) -> str:
     """The comparison as Markdown: the runs table, the pairs table, and how they were made."""
     composite = len(result["datasets"]) > 1
@@ -279,10 +284,10 @@ def comparison_markdown(result: dict[str, Any]) -> str:
                 scopes += list(pair["per_dataset"].items())
             for scope, d in scopes:
                 lo, hi = d["diff_ci"]
-                p_holm = f"{pair['p_holm']:.4f}" if d is pair else ""
+                p_holm = _p(pair["p_holm"]) if d is pair else ""
                 lines.append(
                     f"| {pair['a']} | {pair['b']} | {pair['metric'].upper()} | {scope} | "
-                    f"{d['diff']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {d['p_value']:.4f} | {p_holm} |"
+                    f"{d['diff']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {_p(d['p_value'])} | {p_holm} |"
                 )
         lines += [
             "",
@@ -319,8 +324,13 @@ def plot_forest(result: dict[str, Any], path: str | Path) -> Path:
                 color="black" if pooled else "grey",
                 capsize=3,
             )
+        lows = [m[f"{metric}_ci"][0] for _, m, _ in rows]
+        highs = [m[f"{metric}_ci"][1] for _, m, _ in rows]
+        ax.set_xlim(max(0.0, min(lows) - 0.05), min(1.0, max(highs) + 0.05) + 0.005)
+        for yi, (_, _, pooled) in zip(y[1:], rows[1:], strict=True):
+            if pooled:  # a line between runs
+                ax.axhline(yi + 0.5, color="lightgrey", linewidth=0.8)
         ax.set_title(f"{metric.upper()} ({result['level']:.0%} CI)")
-        ax.set_xlim(-0.02, 1.02)
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(y, [r[0] for r in rows])
     fig.suptitle(f"resampling unit: subject ({result['resamples']} resamples)", fontsize=9)
