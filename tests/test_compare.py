@@ -99,6 +99,7 @@ def test_json_format(runs, capsys):
         assert {"a", "b", "metric", "diff", "diff_ci", "p_value"} <= set(p)
         assert sorted(p["per_dataset"]) == ["casme2", "samm"]
     better = pairs[("good", "poor", "uf1")]
+    assert better["diff"] == out["runs"][0]["uf1"] - out["runs"][1]["uf1"]
     assert better["diff"] > 0.3 and better["diff_ci"][0] > 0 and better["p_value"] < 0.01
     same = pairs[("good", "good_again", "uar")]
     assert same["diff"] == 0 and same["diff_ci"] == [0, 0] and same["p_value"] == 1.0

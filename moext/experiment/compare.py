@@ -197,6 +197,8 @@ def compare_runs(
         "n": len(ref),
         "subjects": int(folds.nunique()),
         "datasets": sorted(datasets.unique().tolist()),
+        "permutations": None,  # set by the first pair
+        "exact": None,
         "runs": [],
         "pairs": [],
     }
