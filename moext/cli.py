@@ -9,6 +9,7 @@ the reason (there is no validation set, on purpose). The other commands are the 
     moext synth --out DIR                                               the generated database
     moext flow-analysis --config X.yaml                                 Figure 6 (pseudo apex N)
     moext demo [--data DIR]                                             the README's CPU demo
+    moext compare RUN_DIR [RUN_DIR ...] [--json] [--out DIR]            runs side by side, CIs, paired tests
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable
 
 from moext.data import summary, synth
-from moext.experiment import demo, flow_analysis, loso, prepare
+from moext.experiment import compare, demo, flow_analysis, loso, prepare
 from moext.experiment.config import lightning_cli
 
 
@@ -51,6 +52,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "synth": synth.main,
     "flow-analysis": flow_analysis.main,
     "demo": demo.main,
+    "compare": compare.main,
     "validate": _refuse_validate,
 }
 

@@ -42,17 +42,32 @@ def pooled_metrics(
         )
     if len(y_true) == 0:
         return {"uf1": float("nan"), "uar": float("nan"), "acc": float("nan"), "n": 0}
-    cm = confusion_matrix(y_true, y_pred, num_classes)
-    present = np.union1d(np.unique(y_true), np.unique(y_pred))
-    tp = np.diag(cm)[present].astype(float)
-    true_count = cm.sum(axis=1)[present].astype(float)
-    pred_count = cm.sum(axis=0)[present].astype(float)
+    m = confusion_metrics(confusion_matrix(y_true, y_pred, num_classes))
+    return {k: float(m[k]) for k in ("uf1", "uar", "acc")} | {"n": int(len(y_true))}
+
+
+def confusion_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """UF1, UAR and ACC of one or many pooled confusion matrices: the definition
+    :func:`pooled_metrics` uses, batched for the bootstrap (:mod:`moext.experiment.bootstrap`).
+
+    Args:
+        cm: (..., K, K) counts, rows = true class, columns = predicted class; every matrix
+            holds at least one sample.
+
+    Returns:
+        ``{"uf1", "uar", "acc"}``, each of shape (...). A class counts in the macro averages
+        when it occurs in the true or the predicted labels (row or column sum > 0).
+    """
+    cm = np.asarray(cm, dtype=float)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    true_count, pred_count = cm.sum(axis=-1), cm.sum(axis=-2)
+    present = (true_count + pred_count) > 0
     denom = true_count + pred_count
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
     recall = np.divide(tp, true_count, out=np.zeros_like(tp), where=true_count > 0)
+    n_present = present.sum(axis=-1)
     return {
-        "uf1": float(f1.mean()),
-        "uar": float(recall.mean()),
-        "acc": float(tp.sum() / len(y_true)),
-        "n": int(len(y_true)),
+        "uf1": (f1 * present).sum(axis=-1) / n_present,
+        "uar": (recall * present).sum(axis=-1) / n_present,
+        "acc": tp.sum(axis=-1) / cm.sum(axis=(-2, -1)),
     }

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from moext.experiment.bootstrap import bootstrap_ci
 from moext.experiment.metrics import confusion_matrix, pooled_metrics
 
 PREDICTION_COLUMNS = ("sample", "dataset", "subject", "fold", "label", "pred")
@@ -78,24 +79,38 @@ def gather_rows(trainer: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 def results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
-    """The pooled results as a Markdown table (overall, then per source database), and with
-    ``per_fold`` a per-fold table, marked as being for inspection only."""
+    """The pooled results as a Markdown table (overall, then per source database), each score
+    followed by its 95% CI where ``results`` has one, and with ``per_fold`` a per-fold table,
+    marked as being for inspection only."""
+    ci = results.get("ci")
+    mark = f" [{ci['level']:.0%} CI]" if ci else ""
     lines = [
-        "| scope | n | UF1 | UAR | ACC |",
+        f"| scope | n | UF1{mark} | UAR{mark} | ACC{mark} |",
         "|---|---:|---:|---:|---:|",
     ]
 
-    def row(name: str, m: dict[str, float]) -> str:
-        return f"| {name} | {m['n']} | {m['uf1']:.4f} | {m['uar']:.4f} | {m['acc']:.4f} |"
+    def row(name: str, m: dict[str, float], bounds: dict[str, list[float]] | None = None) -> str:
+        cells = [f"{m[k]:.4f}" for k in ("uf1", "uar", "acc")]
+        if bounds:
+            cells = [
+                f"{c} [{bounds[k][0]:.4f}, {bounds[k][1]:.4f}]"
+                for c, k in zip(cells, ("uf1", "uar", "acc"), strict=True)
+            ]
+        return f"| {name} | {m['n']} | " + " | ".join(cells) + " |"
 
-    lines.append(row("**all (pooled)**", results["overall"]))
+    lines.append(row("**all (pooled)**", results["overall"], ci and ci["overall"]))
     for ds, m in results["per_dataset"].items():
-        lines.append(row(ds, m))
+        lines.append(row(ds, m, ci and ci["per_dataset"].get(ds)))
     head = f"Pooled over {results['folds_done']} LOSO folds (MEGC rule: metrics on all folds' predictions together)"
     if results["folds_missing"]:
         head += f" - PARTIAL: {len(results['folds_missing'])} fold(s) missing"
     classes = ", ".join(results["classes"])
     text = f"{head}\nClasses: {classes}\n\n" + "\n".join(lines) + "\n"
+    if ci:
+        text += (
+            f"\nCI: {ci['method']}; the subjects are resampled, not the samples "
+            f"({ci['resamples']} resamples, seed {ci['seed']}; see docs/comparison.md)\n"
+        )
     folds = results.get("per_fold_for_inspection_only") or {}
     if per_fold and folds:
         text += (
@@ -146,7 +161,9 @@ def pool_run(
     run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds: list[str] | None = None
 ) -> dict[str, Any]:
     """Pool every fold's predictions (``run_dir/folds/*/predictions.csv``) and write
-    results.json, results.md and confusion.png in ``run_dir``.
+    results.json, results.md and confusion.png in ``run_dir``; ``ci`` holds the 95% subject
+    bootstrap intervals (:func:`moext.experiment.bootstrap.bootstrap_ci`, default resamples
+    and seed).
 
     Raises:
         FileNotFoundError: no fold has predictions yet.
@@ -187,6 +204,8 @@ def pool_run(
             for fold, g in preds.groupby("fold", sort=True)
         },
         "confusion": confusion_matrix(preds["label"], preds["pred"], n).tolist(),
+        # resampling the held-out subjects (folds), within each source database
+        "ci": bootstrap_ci(preds["label"], preds["pred"], preds["fold"], n, preds["dataset"]),
     }
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     atomic_write_text(run_dir / "results.md", results_markdown(results))

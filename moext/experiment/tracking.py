@@ -91,9 +91,11 @@ def log_summary(settings: LosoSettings, run_dir: Path, results: dict[str, Any]) 
     """Log the pooled results of a complete experiment as its W&B ``summary`` run.
 
     Logs ``pooled`` (scope, n, UF1, UAR, ACC: overall, then per source database),
+    ``ci`` (the same with each score's 95% subject-bootstrap CI ends),
     ``per_fold_for_inspection_only`` and ``confusion`` (the counts as a table and
-    ``confusion.png``), and puts ``pooled/uf1`` etc. and ``<dataset>/uf1`` etc. in the run
-    summary, so the experiment's headline numbers show in the W&B runs table.
+    ``confusion.png``), and puts ``pooled/uf1``, ``pooled/uf1_ci_low``,
+    ``pooled/uf1_ci_high`` etc. and ``<dataset>/uf1`` etc. in the run summary, so the
+    experiment's headline numbers and their uncertainty show in the W&B runs table.
 
     Returns:
         The run's local folder (under ``run_dir/wandb``), or None when W&B is disabled, the
@@ -138,14 +140,44 @@ def log_summary(settings: LosoSettings, run_dir: Path, results: dict[str, Any]) 
                     data=[[c, *row] for c, row in zip(classes, results["confusion"], strict=True)],
                 ),
                 "confusion_matrix": wandb.Image(str(run_dir / "confusion.png")),
+                **ci_tables(results, wandb),
             }
         )
-        for name, m in [("pooled", results["overall"]), *results["per_dataset"].items()]:
-            run.summary.update({f"{name}/{k}": m[k] for k in metrics})
+        run.summary.update(summary_values(results))
         local = Path(run.dir).parent
     finally:
         run.finish()
     return local
+
+
+def summary_values(results: dict[str, Any]) -> dict[str, float]:
+    """The summary run's headline numbers: ``pooled/uf1`` (n, uf1, uar, acc) and, where
+    ``results`` has CIs, ``pooled/uf1_ci_low`` / ``pooled/uf1_ci_high`` etc.; the same with
+    ``<dataset>/`` per source database."""
+    ci = results.get("ci") or {"overall": {}, "per_dataset": {}}
+    out: dict[str, float] = {}
+    for name, m, bounds in [
+        ("pooled", results["overall"], ci["overall"]),
+        *((d, m, ci["per_dataset"].get(d, {})) for d, m in results["per_dataset"].items()),
+    ]:
+        out |= {f"{name}/{k}": m[k] for k in ("n", "uf1", "uar", "acc")}
+        for k, (lo, hi) in bounds.items():
+            out |= {f"{name}/{k}_ci_low": lo, f"{name}/{k}_ci_high": hi}
+    return out
+
+
+def ci_tables(results: dict[str, Any], wandb: Any) -> dict[str, Any]:
+    """``ci``: per scope the point estimate and the 95% CI ends of UF1 / UAR / ACC (the
+    subject bootstrap of ``results["ci"]``); nothing for results written without CIs."""
+    ci = results.get("ci")
+    if not ci:
+        return {}
+    metrics = ("uf1", "uar", "acc")
+    columns = ["scope", "n"] + [f"{k}{end}" for k in metrics for end in ("", "_ci_low", "_ci_high")]
+    scopes = [("all (pooled)", results["overall"], ci["overall"])]
+    scopes += [(d, m, ci["per_dataset"][d]) for d, m in results["per_dataset"].items()]
+    data = [[s, m["n"], *(v for k in metrics for v in (m[k], *b[k]))] for s, m, b in scopes]
+    return {"ci": wandb.Table(columns=columns, data=data)}
 
 
 @contextmanager

@@ -1,0 +1,461 @@
+"""``moext compare RUN_DIR [RUN_DIR ...]``: finished LOSO runs side by side, with their noise.
+
+For run folders of one protocol (any methods) it prints one table: per run the pooled UF1 / UAR
+/ ACC with a 95% confidence interval (a bootstrap that resamples subjects, the LOSO unit, within
+each source database), per database where the protocol is a composite (CDE); and for each pair
+of runs the difference in UF1 and UAR on the identical samples, the paired bootstrap CI of the
+difference and the p-value of a paired permutation test over subjects
+(:mod:`moext.experiment.bootstrap`). Runs that do not cover the same samples, the same labels
+or the same classes, and runs with folds missing, are refused with what differs.
+
+``--json`` prints one object (:func:`compare_runs`); ``--out DIR`` writes comparison.md,
+comparison.json and comparison.png (a forest plot); ``--wandb`` logs the comparison to W&B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from moext.experiment.bootstrap import (
+    CI_METHOD,
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    LEVEL,
+    METRICS,
+    TEST_METHOD,
+    bootstrap_ci,
+    holm,
+    paired_comparison,
+    point_estimates,
+)
+from moext.experiment.results import PREDICTIONS, atomic_write_text, read_predictions
+from moext.experiment.run_folder import EXPERIMENT_FILE, fingerprint, read_experiment
+from moext.experiment.settings import LosoSettings
+from moext.experiment.tracking import quiet_stages, wandb_mode
+
+COMPARED = ("uf1", "uar")  # the scores of the paired tests
+SHOWN = 10  # differing samples or missing folds named in an error
+
+
+@dataclass
+class Run:
+    """One finished LOSO run: its name, folder, method and pooled predictions (sorted by sample)."""
+
+    name: str
+    path: Path
+    method: str | None
+    classes: list[str]
+    predictions: pd.DataFrame
+
+
+def _some(items: list[Any]) -> str:
+    shown = ", ".join(str(i) for i in items[:SHOWN])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > SHOWN else "")
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read a finished run folder: ``experiment.json`` (folds, classes, method) and every
+    ``folds/*/predictions.csv``.
+
+    Raises:
+        ValueError: not a run folder, folds missing (named), a sample predicted twice or a
+            fold holding another subject's predictions.
+    """
+    path = Path(run_dir)
+    recorded = read_experiment(path) if path.is_dir() else None
+    if recorded is None:
+        raise ValueError(f"{path}: not a moext LOSO run folder (no {EXPERIMENT_FILE})")
+    files = sorted((path / "folds").glob(f"*/{PREDICTIONS}"))
+    frames = [read_predictions(f) for f in files]
+    preds = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["fold"])
+    missing = sorted(set(recorded["folds"]) - set(preds["fold"]))
+    if missing:
+        raise ValueError(
+            f"{path}: partial run, {len(missing)} of {len(recorded['folds'])} folds have no "
+            f"predictions: {_some(missing)}; finish it (moext loso) before comparing"
+        )
+    dup = sorted(set(preds["sample"][preds["sample"].duplicated()]))
+    if dup:
+        raise ValueError(f"{path}: samples predicted more than once: {_some(dup)}")
+    foreign = preds["fold"] != preds["dataset"] + "/" + preds["subject"].astype(str)
+    if foreign.any():
+        raise ValueError(
+            f"{path}: predictions of another subject inside a fold: "
+            f"{_some(preds['sample'][foreign].tolist())}"
+        )
+    method = (recorded.get("settings") or {}).get("classify", {}).get("model.class_path")
+    return Run(
+        name=path.resolve().name,
+        path=path,
+        method=method,
+        classes=list(recorded["classes"]),
+        predictions=preds.sort_values("sample", ignore_index=True),
+    )
+
+
+def check_comparable(runs: list[Run]) -> None:
+    """Refuse runs that differ in classes, samples, a sample's label or its fold.
+
+    Raises:
+        ValueError: one message listing every difference against the first run.
+    """
+    ref = runs[0]
+    problems = []
+    for run in runs[1:]:
+        if run.classes != ref.classes:
+            problems.append(f"classes: {ref.name} {ref.classes}, {run.name} {run.classes}")
+        a = ref.predictions.set_index("sample")
+        b = run.predictions.set_index("sample")
+        only_a = sorted(set(a.index) - set(b.index))
+        only_b = sorted(set(b.index) - set(a.index))
+        if only_a:
+            problems.append(f"{len(only_a)} sample(s) only in {ref.name}: {_some(only_a)}")
+        if only_b:
+            problems.append(f"{len(only_b)} sample(s) only in {run.name}: {_some(only_b)}")
+        both = sorted(set(a.index) & set(b.index))
+        for column in ("label", "fold"):
+            x, y = a.loc[both, column], b.loc[both, column]
+            differ = [f"{s} ({x[s]} vs {y[s]})" for s in x.index[(x != y).to_numpy()]]
+            if differ:
+                problems.append(
+                    f"{column} differs in {len(differ)} sample(s) between {ref.name} and "
+                    f"{run.name}: {_some(differ)}"
+                )
+    if problems:
+        raise ValueError(
+            "the runs do not cover the same samples, so no paired comparison is possible:\n  "
+            + "\n  ".join(problems)
+        )
+
+
+def _named(runs: list[Run]) -> list[Run]:
+    """Unique names: the folder name, or the path where two folders share one."""
+    paths = [r.path.resolve() for r in runs]
+    twice = sorted({str(p) for p in paths if paths.count(p) > 1})
+    if twice:
+        raise ValueError(f"the same run folder is given more than once: {', '.join(twice)}")
+    names = [r.name for r in runs]
+    for r in runs:
+        if names.count(r.name) > 1:
+            r.name = str(r.path)
+    return runs
+
+
+def _with_ci(m: dict[str, Any], ci: dict[str, list[float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": m["n"]}
+    for k in METRICS:
+        out[k], out[f"{k}_ci"] = m[k], ci[k]
+    return out
+
+
+def compare_runs(
+    run_dirs: list[str | Path], resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
+) -> dict[str, Any]:
+    """Compare finished LOSO runs of one protocol on their identical samples.
+
+    Args:
+        run_dirs: run folders (``<out_dir>/<loso.name>``), one or more.
+        resamples: bootstrap resamples and permutations.
+        seed: the same seed gives the same intervals and p-values.
+
+    Returns:
+        ``{"runs": [{"name", "path", "method", "n", "uf1", "uf1_ci", "uar", "uar_ci", "acc",
+        "acc_ci", "per_dataset": {db: {"n", "uf1", "uf1_ci", ...}}}], "pairs": [{"a", "b",
+        "metric", "diff", "diff_ci", "p_value", "p_holm", "per_dataset": {db: {"diff",
+        "diff_ci", "p_value"}}}], ...}`` plus what was computed how (``unit``, ``ci_method``,
+        ``test``, ``level``, ``resamples``, ``seed``, ``classes``, ``n``, ``subjects``,
+        ``datasets``). ``diff`` is a minus b; ``p_holm`` is Holm-adjusted over all pairs and
+        metrics.
+
+    Raises:
+        ValueError: a folder is not a finished run, or the runs do not match (what differs).
+    """
+    if not run_dirs:
+        raise ValueError("no run folder to compare")
+    runs = _named([load_run(d) for d in run_dirs])
+    check_comparable(runs)
+    ref = runs[0].predictions
+    labels, folds, datasets = ref["label"], ref["fold"], ref["dataset"]
+    k = len(runs[0].classes)
+    preds = [r.predictions.set_index("sample").loc[ref["sample"], "pred"].to_numpy() for r in runs]
+    out: dict[str, Any] = {
+        "unit": "subject",
+        "ci_method": CI_METHOD,
+        "test": TEST_METHOD,
+        "level": LEVEL,
+        "resamples": resamples,
+        "seed": seed,
+        "classes": runs[0].classes,
+        "n": len(ref),
+        "subjects": int(folds.nunique()),
+        "datasets": sorted(datasets.unique().tolist()),
+        "permutations": None,  # set by the first pair
+        "exact": None,
+        "runs": [],
+        "pairs": [],
+    }
+    for run, pred in zip(runs, preds, strict=True):
+        point = point_estimates(labels, pred, k, datasets)
+        ci = bootstrap_ci(labels, pred, folds, k, datasets, resamples, seed)
+        out["runs"].append(
+            {
+                "name": run.name,
+                "path": str(run.path),
+                "method": run.method,
+                **_with_ci(point["overall"], ci["overall"]),
+                "per_dataset": {
+                    d: _with_ci(m, ci["per_dataset"][d]) for d, m in point["per_dataset"].items()
+                },
+            }
+        )
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            pc = paired_comparison(
+                labels, preds[i], preds[j], folds, k, datasets, resamples, seed, metrics=COMPARED
+            )
+            out["permutations"], out["exact"] = pc["permutations"], pc["exact"]
+            for metric in COMPARED:
+                out["pairs"].append(
+                    {
+                        "a": runs[i].name,
+                        "b": runs[j].name,
+                        "metric": metric,
+                        **pc["overall"][metric],
+                        "per_dataset": {d: r[metric] for d, r in pc["per_dataset"].items()},
+                    }
+                )
+    for pair, p in zip(out["pairs"], holm([p["p_value"] for p in out["pairs"]]), strict=True):
+        pair["p_holm"] = p
+    return out
+
+
+def _fmt(value: float, ci: list[float]) -> str:
+    return f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def _p(value: float) -> str:
+    """A p-value: 4 decimals, or 2 significant digits below 0.001 (a Monte Carlo p is never 0)."""
+    return f"{value:.4f}" if value >= 1e-3 else f"{value:.1e}"
+
+
+def comparison_markdown(result: dict[str, Any]) -> str:
+    """The comparison as Markdown: the runs table, the pairs table, and how they were made."""
+    composite = len(result["datasets"]) > 1
+    level = f"{result['level']:.0%}"
+    lines = [
+        f"Comparison of {len(result['runs'])} run(s) on the same {result['n']} samples of "
+        f"{result['subjects']} subjects (LOSO folds); classes: {', '.join(result['classes'])}",
+        "",
+        f"{level} CI: {result['ci_method']}: the unit resampled is the subject, not the sample "
+        f"({result['resamples']} resamples, seed {result['seed']}).",
+        "",
+        f"| run | method | scope | n | UF1 [{level} CI] | UAR [{level} CI] | ACC [{level} CI] |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for run in result["runs"]:
+        method = (run["method"] or "?").rsplit(".", 1)[-1]
+        scopes = [("**all (pooled)**", run)]
+        if composite:
+            scopes += list(run["per_dataset"].items())
+        for scope, m in scopes:
+            cells = " | ".join(_fmt(m[k], m[f"{k}_ci"]) for k in METRICS)
+            lines.append(f"| {run['name']} | {method} | {scope} | {m['n']} | {cells} |")
+    if result["pairs"]:
+        tested = "exhaustive, exact" if result.get("exact") else "random"
+        lines += [
+            "",
+            f"Pairs, a - b on the identical samples: {level} CI of the difference from the paired "
+            "bootstrap (the same resampled subjects for both runs); p from a "
+            f"{result['test']}, {result['permutations']} permutations ({tested}); p (Holm): "
+            f"adjusted over the {len(result['pairs'])} comparisons.",
+            "",
+            f"| a | b | metric | scope | a - b | {level} CI | p | p (Holm) |",
+            "|---|---|---|---|---:|---:|---:|---:|",
+        ]
+        for pair in result["pairs"]:
+            scopes = [("**all (pooled)**", pair)]
+            if composite:
+                scopes += list(pair["per_dataset"].items())
+            for scope, d in scopes:
+                lo, hi = d["diff_ci"]
+                p_holm = _p(pair["p_holm"]) if d is pair else ""
+                lines.append(
+                    f"| {pair['a']} | {pair['b']} | {pair['metric'].upper()} | {scope} | "
+                    f"{d['diff']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {_p(d['p_value'])} | {p_holm} |"
+                )
+        lines += [
+            "",
+            "A difference whose CI holds 0 (p >= 0.05) is within the noise of these subjects: "
+            "it does not show that one method is better. See docs/comparison.md.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_forest(result: dict[str, Any], path: str | Path) -> Path:
+    """A forest plot: one panel per metric, each run's pooled score with its CI (and per
+    database where the protocol is a composite), saved as PNG atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []  # (label, metrics dict, is the pooled row)
+    for run in result["runs"]:
+        rows.append((f"{run['name']} (all)", run, True))
+        if len(result["datasets"]) > 1:
+            rows += [(f"{run['name']} / {d}", m, False) for d, m in run["per_dataset"].items()]
+    height = 1.2 + 0.35 * len(rows)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS) + 2, height), sharey=True)
+    y = list(range(len(rows)))[::-1]
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for yi, (_, m, pooled) in zip(y, rows, strict=True):
+            lo, hi = m[f"{metric}_ci"]
+            ax.errorbar(
+                m[metric],
+                yi,
+                xerr=[[m[metric] - lo], [hi - m[metric]]],
+                fmt="o" if pooled else ".",
+                color="black" if pooled else "grey",
+                capsize=3,
+            )
+        lows = [m[f"{metric}_ci"][0] for _, m, _ in rows]
+        highs = [m[f"{metric}_ci"][1] for _, m, _ in rows]
+        ax.set_xlim(max(0.0, min(lows) - 0.05), min(1.0, max(highs) + 0.05) + 0.005)
+        for yi, (_, _, pooled) in zip(y[1:], rows[1:], strict=True):
+            if pooled:  # a line between runs
+                ax.axhline(yi + 0.5, color="lightgrey", linewidth=0.8)
+        ax.set_title(f"{metric.upper()} ({result['level']:.0%} CI)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, [r[0] for r in rows])
+    fig.suptitle(f"resampling unit: subject ({result['resamples']} resamples)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def write_comparison(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``comparison.md``, ``comparison.json`` and ``comparison.png`` in ``out_dir``,
+    each atomically; returns their paths."""
+    out = Path(out_dir)
+    return {
+        "md": atomic_write_text(out / "comparison.md", comparison_markdown(result)),
+        "json": atomic_write_text(out / "comparison.json", json.dumps(result, indent=2) + "\n"),
+        "png": plot_forest(result, out / "comparison.png"),
+    }
+
+
+def log_comparison(
+    result: dict[str, Any], save_dir: Path, project: str = LosoSettings.wandb_project
+) -> Path | None:
+    """Log the comparison as one W&B run (``job_type`` ``comparison``): the ``comparison``
+    table (run, method, scope, n, each score with its CI ends) and ``comparison_pairs`` (a, b,
+    metric, scope, a - b, its CI ends, p, p Holm). Offline unless W&B is configured
+    (:func:`moext.experiment.tracking.wandb_mode`).
+
+    Returns:
+        The run's local folder, or None when W&B is disabled or this comparison was logged
+        already (the run id is fixed by the result).
+    """
+    mode = wandb_mode("auto")
+    if mode is None:
+        return None
+    run_id = f"compare-{fingerprint(result, length=12)}"
+    (save_dir / "wandb").mkdir(parents=True, exist_ok=True)
+    if any((save_dir / "wandb").glob(f"*run-*-{run_id}")):
+        return None
+    import wandb
+
+    ends = [f"{k}{e}" for k in METRICS for e in ("", "_ci_low", "_ci_high")]
+    runs = []
+    for run in result["runs"]:
+        for scope, m in [("all (pooled)", run), *run["per_dataset"].items()]:
+            values = [v for k in METRICS for v in (m[k], *m[f"{k}_ci"])]
+            runs.append([run["name"], run["method"], scope, m["n"], *values])
+    pairs = []
+    for p in result["pairs"]:
+        for scope, d in [("all (pooled)", p), *p["per_dataset"].items()]:
+            p_holm = p["p_holm"] if d is p else None
+            pairs.append(
+                [p["a"], p["b"], p["metric"], scope, d["diff"], *d["diff_ci"], d["p_value"], p_holm]
+            )
+    with quiet_stages():
+        run = wandb.init(
+            project=project,
+            job_type="comparison",
+            name="compare-" + "-vs-".join(r["name"] for r in result["runs"])[:100],
+            id=run_id,
+            dir=str(save_dir),
+            mode=mode,
+            config={k: result[k] for k in ("unit", "ci_method", "test", "resamples", "seed")},
+        )
+        try:
+            run.log(
+                {
+                    "comparison": wandb.Table(
+                        columns=["run", "method", "scope", "n", *ends], data=runs
+                    ),
+                    "comparison_pairs": wandb.Table(
+                        columns=["a", "b", "metric", "scope", "diff", "diff_ci_low"]
+                        + ["diff_ci_high", "p_value", "p_holm"],
+                        data=pairs,
+                    ),
+                }
+            )
+            local = Path(run.dir).parent
+        finally:
+            run.finish()
+    return local
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``moext compare RUN_DIR [RUN_DIR ...] [--json] [--out DIR] [--wandb] [--resamples N]
+    [--seed S]``."""
+    p = argparse.ArgumentParser(
+        prog="moext compare",
+        description="Finished LOSO runs side by side: pooled scores with 95%% CIs (subjects "
+        "resampled: the LOSO unit) and paired tests of every pair of runs",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (<out_dir>/<name>)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--out", help="write comparison.md, comparison.json, comparison.png here")
+    p.add_argument("--wandb", action="store_true", help="log the comparison to W&B")
+    p.add_argument("--project", default=LosoSettings.wandb_project, help="W&B project")
+    p.add_argument(
+        "--resamples",
+        type=int,
+        default=DEFAULT_RESAMPLES,
+        help=f"bootstrap resamples and permutations (default {DEFAULT_RESAMPLES})",
+    )
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default 0)")
+    a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if a.resamples < 1:
+        p.error("--resamples must be at least 1")
+    try:
+        result = compare_runs(a.runs, a.resamples, a.seed)
+    except (ValueError, FileNotFoundError) as e:  # the user's to fix: no traceback
+        print(f"moext compare: error: {e}", file=sys.stderr)
+        return 2
+    notes = sys.stderr if a.json else sys.stdout
+    print(json.dumps(result, indent=2) if a.json else comparison_markdown(result))
+    if a.out:
+        paths = write_comparison(result, a.out)
+        print(f"[compare] wrote {', '.join(str(v) for v in paths.values())}", file=notes)
+    if a.wandb:
+        save_dir = Path(a.out) if a.out else Path(a.runs[0]).resolve().parent
+        local = log_comparison(result, save_dir, a.project)
+        where = local or "nothing logged (W&B disabled, or this comparison is logged already)"
+        print(f"[compare] W&B: {where}", file=notes)
+    return 0
