@@ -138,8 +138,10 @@ def test_cli_pretrain_then_classify_round_trip(configs, tmp_path):
     moved = [k for k in built if k.startswith(("net.encoder.", "net.decoder."))]
     assert moved and all(torch.equal(built[k], pre_state[k]) for k in moved)
     assert "net.memory.prototypes" in built and "net.head.1.weight" not in pre_state
-    # the LOSO runner: one fold, with the pretraining stage run and handed over by it
-    assert main(["loso", "--config", str(classify), "--folds", "synth/sub01"]) == 0
+    # the LOSO runner: one fold, with the pretraining stage run and handed over by it; in
+    # bf16-mixed (which reaches both stages), with float16 flow batches collated outside autocast
+    mixed = ["--", "--trainer.precision", "bf16-mixed"]
+    assert main(["loso", "--config", str(classify), "--folds", "synth/sub01", *mixed]) == 0
     run = tmp_path / "runs" / "srmcl_test"
     assert (run / "pretrain" / "pretrained.ckpt").is_file()
     results = json.loads((run / "results.json").read_text())

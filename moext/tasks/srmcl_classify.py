@@ -199,17 +199,15 @@ class SRMCLClassifyTask(ClassificationTask):
         was_training = self.training
         self.eval()
         try:
-            with trainer.precision_plugin.forward_context():
-                for batch in trainer.train_dataloader:
-                    batch = trainer.strategy.batch_to_device(batch)
+            for batch in trainer.train_dataloader:  # collated and moved outside autocast
+                batch = trainer.strategy.batch_to_device(batch)
+                with trainer.precision_plugin.forward_context():
                     feature, _, _ = self.net.forward_train(
                         batch["flow"], hp.mask_ratio, hp.mask_rounds, hp.mask_site, decode=False
                     )
-                    s, c = class_sums(
-                        F.normalize(feature.float(), dim=1), batch["label"], len(counts)
-                    )
-                    sums += s
-                    counts += c
+                s, c = class_sums(F.normalize(feature.float(), dim=1), batch["label"], len(counts))
+                sums += s
+                counts += c
         finally:
             self.train(was_training)
         sums = trainer.strategy.reduce(sums, reduce_op="sum")
