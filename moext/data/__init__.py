@@ -1,12 +1,12 @@
 """The data layer: database readers -> sample records -> aligned crop cache -> pair batches.
 
-``MERDataModule`` is imported lazily, so the readers and ``moext data summary`` do not pay for
-importing Lightning.
+``MERDataModule`` (pairs) and ``FlowDataModule`` (flow fields) are imported lazily, so the
+readers and ``moext data summary`` do not pay for importing Lightning.
 """
 
 from moext.data.records import DatasetError, Sample
 
-__all__ = ["DatasetError", "MERDataModule", "Sample"]
+__all__ = ["DatasetError", "FlowDataModule", "MERDataModule", "Sample"]
 
 
 def __getattr__(name: str):
@@ -14,4 +14,8 @@ def __getattr__(name: str):
         from moext.data.datamodule import MERDataModule
 
         return MERDataModule
+    if name == "FlowDataModule":
+        from moext.data.flow_datamodule import FlowDataModule
+
+        return FlowDataModule
     raise AttributeError(f"module 'moext.data' has no attribute {name!r}")

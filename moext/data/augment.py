@@ -11,6 +11,9 @@ Two equivalent paths:
 - :func:`pair_transform` / :func:`augment_pair`: one pair on the CPU with albumentations
   (e.g. in a ``Dataset.__getitem__`` or a notebook).
 
+Flow fields (SRMCL's inputs) have their own batch path, :func:`augment_flows`: the same draws,
+and the displacement vectors turn with the image (a mirror negates u, a rotation rotates (u, v)).
+
 Both fill the corners uncovered by the rotation by *reflection*, so no black wedges appear whose
 edges a network could latch on to, and image statistics stay close to the original.
 
@@ -83,6 +86,44 @@ def augment_pair(
     return out["image"], out["apex"]
 
 
+def _random_affine(
+    b: int,
+    h: int,
+    w: int,
+    max_rotation: float,
+    flip_p: float,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One random mirror + rotation per item: ``affine_grid`` matrices and what they are.
+
+    Draws the angles, then the flips (this order keeps seeded runs reproducible).
+
+    Returns:
+        ``(theta, angle, sign)``: (B, 2, 3) output -> input normalised coordinates, (B,) angles
+        in radians and (B,) -1.0 where mirrored, +1.0 elsewhere, all on ``device``.
+    """
+    draw_on = generator.device if generator is not None else device
+    angle = (torch.rand(b, generator=generator, device=draw_on) * 2 - 1) * math.radians(
+        max_rotation
+    )
+    flip = torch.rand(b, generator=generator, device=draw_on) < flip_p
+    angle, sign = angle.to(device), 1.0 - 2.0 * flip.to(device, torch.float32)
+
+    # Output pixel -> input pixel: rotate, then mirror x. In normalised coordinates (x in units
+    # of W/2, y of H/2), so the rotation stays a rotation in pixels for non-square images.
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zero = torch.zeros_like(angle)
+    theta = torch.stack(
+        [
+            torch.stack([sign * cos, -sign * sin * (h / w), zero], dim=1),
+            torch.stack([sin * (w / h), cos, zero], dim=1),
+        ],
+        dim=1,
+    )  # (B, 2, 3)
+    return theta, angle, sign
+
+
 def augment_pairs(
     pairs: torch.Tensor,
     max_rotation: float = 10.0,
@@ -110,24 +151,7 @@ def augment_pairs(
         raise ValueError(f"expected pairs of shape (B, 2, C, H, W), got {tuple(pairs.shape)}")
     b, _, c, h, w = pairs.shape
     device = pairs.device
-    draw_on = generator.device if generator is not None else device
-    angle = (torch.rand(b, generator=generator, device=draw_on) * 2 - 1) * math.radians(
-        max_rotation
-    )
-    flip = torch.rand(b, generator=generator, device=draw_on) < flip_p
-    angle, sign = angle.to(device), 1.0 - 2.0 * flip.to(device, torch.float32)
-
-    # Output pixel -> input pixel: rotate, then mirror x. In normalised coordinates (x in units
-    # of W/2, y of H/2), so the rotation stays a rotation in pixels for non-square images.
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    zero = torch.zeros_like(angle)
-    theta = torch.stack(
-        [
-            torch.stack([sign * cos, -sign * sin * (h / w), zero], dim=1),
-            torch.stack([sin * (w / h), cos, zero], dim=1),
-        ],
-        dim=1,
-    )  # (B, 2, 3)
+    theta, _, _ = _random_affine(b, h, w, max_rotation, flip_p, generator, device)
 
     with torch.autocast(device_type=device.type, enabled=False):
         x = pairs.reshape(b, 2 * c, h, w).float()  # onset and apex stacked: one grid for both
@@ -137,6 +161,47 @@ def augment_pairs(
     if not pairs.is_floating_point():
         out = out.round_().clamp_(torch.iinfo(pairs.dtype).min, torch.iinfo(pairs.dtype).max)
     return out.to(pairs.dtype)
+
+
+def augment_flows(
+    flows: torch.Tensor,
+    max_rotation: float = 10.0,
+    flip_p: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Randomly mirror and rotate a batch of flow fields, vectors included, one transform each.
+
+    The same draws as :func:`augment_pairs` (for the same generator state the images of a pair
+    and its flow field get the same transform), and the displacement vectors are transformed
+    with the image: a mirror negates u, a rotation rotates (u, v) by the image's rotation. The
+    corners the rotation uncovers get zero flow (no motion), not a reflection, so they carry no
+    invented motion and, as the background of a face barely moves, no visible edge either.
+
+    Args:
+        flows: ``(B, 2, H, W)`` float (u, v) in pixels, x right, y down.
+        max_rotation: largest rotation in degrees.
+        flip_p: probability of a horizontal flip.
+        generator: random generator (see :func:`augment_pairs`).
+
+    Returns:
+        ``(B, 2, H, W)`` tensor, dtype and device of ``flows``.
+    """
+    if flows.ndim != 4 or flows.shape[1] != 2 or not flows.is_floating_point():
+        raise ValueError(f"expected float flow fields (B, 2, H, W), got {tuple(flows.shape)}")
+    b, _, h, w = flows.shape
+    device = flows.device
+    theta, angle, sign = _random_affine(b, h, w, max_rotation, flip_p, generator, device)
+    with torch.autocast(device_type=device.type, enabled=False):
+        grid = F.affine_grid(theta, [b, 2, h, w], align_corners=False)
+        moved = F.grid_sample(
+            flows.float(), grid, "bilinear", padding_mode="zeros", align_corners=False
+        )
+        # Input pixel p_in = M R p_out with M = diag(sign, 1) (mirror) and R the rotation of
+        # theta, so a displacement d becomes R^T M d in the output.
+        u, v = moved[:, 0] * sign.view(-1, 1, 1), moved[:, 1]
+        cos, sin = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
+        out = torch.stack([cos * u + sin * v, -sin * u + cos * v], dim=1)
+    return out.to(flows.dtype)
 
 
 def expand_statically(

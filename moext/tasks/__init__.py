@@ -8,6 +8,8 @@ before other methods joined; configs and checkpoints that use them keep working.
 from moext.tasks.base import ClassificationTask
 from moext.tasks.moext_classify import MoExtClassifyTask
 from moext.tasks.moext_pretrain import MoExtPretrainTask
+from moext.tasks.srmcl_classify import SRMCLClassifyTask
+from moext.tasks.srmcl_pretrain import SRMCLPretrainTask
 
 PretrainTask = MoExtPretrainTask
 ClassifyTask = MoExtClassifyTask
@@ -18,4 +20,6 @@ __all__ = [
     "MoExtClassifyTask",
     "MoExtPretrainTask",
     "PretrainTask",
+    "SRMCLClassifyTask",
+    "SRMCLPretrainTask",
 ]

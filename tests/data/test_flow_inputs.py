@@ -1,0 +1,219 @@
+"""SRMCL's flow inputs: channels and scaling, vector-aware augmentation, the flow cache and the
+flow DataModule on the generated database."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from moext.data import flow_cache
+from moext.data.augment import augment_flows, augment_pairs
+from moext.data.cache import CacheError
+from moext.data.flow import TVL1Settings, flow_channels, optical_flow, scale_flow
+from moext.data.flow_datamodule import FlowDataModule
+from tests.test_flow import texture, window
+
+
+# ------------------------------------------------------------------ channels and scaling
+def test_channels_magnitude_and_strain_of_known_fields():
+    y, x = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    stretch = torch.stack([0.3 * x, -0.1 * y])[None]  # e_xx = 0.3, e_yy = -0.1, e_xy = 0
+    shear = torch.stack([0.4 * y, torch.zeros_like(y)])[None]  # e_xy = 0.2
+    out = flow_channels(torch.cat([stretch, shear]), ("u", "v", "magnitude", "strain"))
+    assert out.shape == (2, 4, 16, 16)
+    torch.testing.assert_close(out[0, 2], torch.hypot(0.3 * x, -0.1 * y))
+    torch.testing.assert_close(out[0, 3], torch.full((16, 16), (0.3**2 + 0.1**2) ** 0.5))
+    torch.testing.assert_close(out[1, 3], torch.full((16, 16), (2 * 0.2**2) ** 0.5))
+    with pytest.raises(ValueError, match="distinct names"):
+        flow_channels(stretch, ("u", "speed"))
+
+
+def test_max_scaling_keeps_zero_and_directions_and_survives_a_still_sample():
+    uv = torch.zeros(2, 2, 4, 4)
+    uv[0, 0, 1, 1], uv[0, 1, 2, 2] = 3.0, -1.5  # sample 0 moves, sample 1 does not
+    x = scale_flow(flow_channels(uv), ("u", "v", "magnitude"), "max")
+    assert x.min() >= 0 and x.max() <= 1 and torch.isfinite(x).all()
+    assert x[0, 0, 0, 0] == 0.5 and x[0, 2, 0, 0] == 0  # no motion: u, v = 0.5, magnitude 0
+    assert x[0, 0, 1, 1] == 1.0 and x[0, 1, 2, 2] == pytest.approx(0.25)  # -1.5 / 3
+    assert (x[1, :2] == 0.5).all() and (x[1, 2] == 0).all()
+    doubled = scale_flow(flow_channels(2 * uv), ("u", "v", "magnitude"), "max")
+    torch.testing.assert_close(doubled, x)  # per sample: amplitude-free
+
+
+def test_minmax_and_fixed_scaling():
+    uv = torch.randn(3, 2, 5, 5)
+    names = ("u", "v", "magnitude")
+    x = scale_flow(flow_channels(uv), names, "minmax")
+    assert torch.allclose(x.amin(dim=(2, 3)), torch.zeros(3, 3))
+    assert torch.allclose(x.amax(dim=(2, 3)), torch.ones(3, 3))
+    fixed = scale_flow(flow_channels(torch.full((1, 2, 2, 2), 2.0)), names, "fixed", flow_range=4)
+    assert fixed[0, :, 0, 0].tolist() == pytest.approx([0.75, 0.75, 2**1.5 / 4])
+    clipped = scale_flow(flow_channels(torch.full((1, 2, 2, 2), -9.0)), names, "fixed", 4)
+    assert clipped[0, :, 0, 0].tolist() == [0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="strain"):
+        scale_flow(torch.zeros(1, 1, 2, 2), ("strain",), "fixed")
+
+
+# ------------------------------------------------------------------ augmentation
+def test_mirroring_a_flow_field_negates_u():
+    uv = torch.stack([torch.full((8, 8), 1.0), torch.full((8, 8), 0.5)])[None]
+    out = augment_flows(uv, max_rotation=0, flip_p=1.0)
+    torch.testing.assert_close(out[0, :, 2:6, 2:6], torch.stack([-uv[0, 0], uv[0, 1]])[:, 2:6, 2:6])
+
+
+# seeds 3, 1, 5 draw angles of -40, 21 and 26 degrees
+@pytest.mark.parametrize(("flip_p", "seed"), [(0.0, 3), (1.0, 1), (1.0, 5)])
+def test_augmented_flow_is_the_flow_of_the_augmented_frames(flip_p, seed):
+    """Augmenting the frames then computing TV-L1 gives the flow that augment_flows makes from
+    the original flow: the vectors turn with the image."""
+    image = texture(size=96, seed=seed)
+    onset, apex = window(image, 0, 0), window(image, 1.5, -1.0)  # content moves right and up
+    frames = torch.from_numpy(np.stack([onset, apex]))[None, :, None].float()  # (1, 2, 1, H, W)
+    g = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
+    moved = augment_pairs(frames, max_rotation=40, flip_p=flip_p, generator=g())
+    a, b = (moved[0, i, 0].round().clamp(0, 255).byte().numpy() for i in range(2))
+    measured = torch.from_numpy(optical_flow(a, b)).permute(2, 0, 1)
+    flow = torch.from_numpy(optical_flow(onset, apex)).permute(2, 0, 1)[None]
+    turned = augment_flows(flow, max_rotation=40, flip_p=flip_p, generator=g())[0]
+    centre = (slice(20, 44), slice(20, 44))
+    got = turned[:, centre[0], centre[1]].mean(dim=(1, 2))
+    want = measured[:, centre[0], centre[1]].mean(dim=(1, 2))
+    assert torch.linalg.vector_norm(got - want) < 0.25, (got, want)
+    assert torch.linalg.vector_norm(want) > 1.5  # a real motion was measured
+
+
+# ------------------------------------------------------------------ cache and DataModule
+def flow_dm(root: Path, cache: Path, size: int = 32, **options) -> FlowDataModule:
+    return FlowDataModule(
+        task="classify",
+        protocol="synth-3",
+        datasets=["synth"],
+        root=str(root),
+        fold="synth/sub01",
+        image_size=size,
+        landmarks="none",
+        cache_dir=str(cache),
+        batch_size=4,
+        **options,
+    )
+
+
+def flow_entries(cache: Path) -> list[Path]:
+    return sorted(cache.rglob("*.flow-*.npy"))
+
+
+def test_flow_cache_is_reused_and_invalidated_by_a_flow_setting(synth_root, tmp_path):
+    cache = tmp_path / "cache"
+    first = flow_dm(synth_root, cache).prepare_data()
+    assert len(first.flow.computed) == 18 and first.flow.seconds > 0
+    entries = flow_entries(cache)
+    assert len(entries) == 18
+    pair_entries = [p for p in cache.rglob("*.npy") if ".flow-" not in p.name]
+    for entry in entries:  # beside its crop entry, keyed by it
+        assert entry.with_name(entry.name.split(".flow-")[0] + ".npy") in pair_entries
+    mtimes = {p: p.stat().st_mtime_ns for p in entries}
+    again = flow_dm(synth_root, cache).prepare_data()
+    assert len(again.flow.reused) == 18 and not again.flow.computed
+    assert {p: p.stat().st_mtime_ns for p in entries} == mtimes
+    changed = flow_dm(synth_root, cache, tvl1=TVL1Settings(num_iter=5)).prepare_data()
+    assert len(changed.flow.computed) == 18 and len(changed.crops.reused) == 18
+    assert len(flow_entries(cache)) == 36  # new keys; the crops were not recomputed
+    # channel and scaling settings are not part of the cache: derived on the fly
+    assert not flow_dm(synth_root, cache, channels=["u", "v"]).prepare_data().flow.computed
+
+
+def test_flow_entries_are_written_atomically_with_default_permissions(
+    synth_root, tmp_path, monkeypatch
+):
+    cache = tmp_path / "cache"
+    dm = flow_dm(synth_root, cache)
+    real_save = np.save
+
+    def interrupted(f, arr, allow_pickle=False):
+        real_save(f, arr[:, :3])  # part of the array reaches the disk, then the run dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flow_cache.np, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dm.prepare_data()
+    monkeypatch.undo()
+    assert flow_entries(cache) == [] and not list(cache.rglob("*.tmp"))  # no entry, no debris
+    with pytest.raises(
+        CacheError, match=r"(?s)18 of 18 flow fields were never prepared.*moext prepare"
+    ):
+        dm.setup("fit")  # the crops are there, the flow is not: loud, and says what to run
+    old = os.umask(0o022)
+    try:
+        report = dm.prepare_data()
+    finally:
+        os.umask(old)
+    assert len(report.flow.computed) == 18
+    mode = stat.S_IMODE(flow_entries(cache)[0].stat().st_mode)
+    assert mode == 0o644  # created with the default permissions, not mkstemp's 0o600
+    corrupt = flow_entries(cache)[0]
+    corrupt.write_bytes(corrupt.read_bytes()[:100])
+    assert len(dm.prepare_data().flow.corrupt) == 1  # found and recomputed
+
+
+@pytest.fixture(scope="module")
+def synth_flow(synth_root, tmp_path_factory):
+    """A prepared 64 x 64 flow DataModule on the generated database (fold sub01)."""
+    dm = flow_dm(synth_root, tmp_path_factory.mktemp("flowcache"), size=64)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_flow_of_the_synthetic_motion_is_visible(synth_flow):
+    """A happiness clip moves the lip corners: the TV-L1 flow there is well above the still
+    background and points the way the generator moved them."""
+    from moext.data import synth
+
+    dm = synth_flow
+    i = next(
+        k
+        for k, s in enumerate(dm.samples)
+        if s.subject == "sub01" and s.emotion == "happiness" and s.clip == "EP02_01f"
+    )
+    _, landmarks = synth.make_subject(1, 0, 160)  # the generator's subject 1 (seed 0, 160 px)
+    truth = synth.motion_field(landmarks, "happiness", (160, 160)) * 2.0  # 2 px at the apex
+    truth = cv2.resize(truth, (64, 64), interpolation=cv2.INTER_AREA) * 64 / 160
+    size = np.hypot(truth[..., 0], truth[..., 1])
+    moving, still = size > 0.5 * size.max(), size < 0.02 * size.max()
+    uv = dm._flow[i].float().numpy()
+    magnitude = np.hypot(uv[0], uv[1])
+    assert moving.sum() > 20 and still.sum() > 1000
+    assert magnitude[moving].mean() > 5 * magnitude[still].mean()
+    along = (uv[0] * truth[..., 0] + uv[1] * truth[..., 1])[moving].sum()
+    assert along / (magnitude * size)[moving].sum() > 0.8  # the right direction
+
+
+def test_batches_hold_scaled_flow_images(synth_flow):
+    dm = synth_flow
+    dm.trainer = SimpleNamespace(training=True)
+    raw = next(iter(dm.train_dataloader()))
+    assert raw["flow"].shape == (4, 2, 64, 64) and raw["flow"].dtype == torch.float16
+    batch = dm.on_after_batch_transfer(raw, 0)
+    assert batch["flow"].shape == (4, 3, 64, 64) and batch["flow"].dtype == torch.float32
+    assert 0 <= batch["flow"].min() and batch["flow"].max() <= 1
+    assert batch["label"].shape == (4,) and dm.num_channels == 3 and dm.inputs == "flow"
+    test = next(iter(dm.test_dataloader()))
+    assert {dm.samples[i].subject for i in test["index"].tolist()} == {"sub01"}
+
+
+def test_bad_flow_settings_raise(synth_root):
+    with pytest.raises(ValueError, match="augment"):
+        FlowDataModule(task="pretrain", datasets=["synth"], augment="static")
+    with pytest.raises(ValueError, match="strain"):
+        FlowDataModule(
+            task="pretrain", datasets=["synth"], channels=["u", "strain"], flow_scaling="fixed"
+        )
+    with pytest.raises(ValueError, match="device_cache"):
+        FlowDataModule(task="pretrain", datasets=["synth"], device_cache=True)
