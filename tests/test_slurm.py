@@ -47,8 +47,9 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def test_local_jobs_pretrain_first_resume_a_killed_job_and_pool(experiment, capsys):  # noqa: F811
+def test_local_jobs_pretrain_first_resume_a_killed_job_and_pool(experiment, capsys, monkeypatch):  # noqa: F811
     cfg, run_dir = experiment
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job processes: tiny folds need no threads
     cfg.write_text(cfg.read_text().replace("wandb: offline", "wandb: disabled"))  # saves ~1/3
     folds_dir, jobs_dir = run_dir / "folds", run_dir / "slurm"
     # 1) one pretraining job (waited for: the local executor has no dependencies), then one job
