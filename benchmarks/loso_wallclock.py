@@ -17,6 +17,17 @@ Two modes:
   the training epochs + the first epoch + 29 x the mean later epoch), and is labelled so.
   The pretraining stage is not part of this figure.
 
+  ``--experiment`` names the method's CDE experiment (model, trainer, ``loso.pretrain_config``;
+  default ``experiments/cde3.yaml``) and ``--data-class`` the DataModule (default
+  :class:`SyntheticCDE`; a method consuming flow or clips plugs in its own, taking the same
+  arguments). ``--pretrain-epochs N`` runs the experiment's pretraining stage first on the same
+  generated pairs and hands its checkpoint to the folds. ``--busy-steps N`` profiles N training
+  steps of each stage for the device's busy share; every stage also reports its peak device
+  memory. ``--repeat-first-fold`` trains the first fold a second time with the same seed and
+  compares the predictions (determinism). ``--signal S`` gives the apex a class-coded patch so
+  that pooled UF1 means something (bf16 vs fp32, ``--seed``). ``--config-only`` writes the
+  experiment YAML(s) for ``moext loso`` itself (``--workers``, ``--launcher slurm``).
+
 Each fold's time is split with a Lightning callback added to the Trainer: *training steps*
 (``on_train_batch_start`` -> ``on_train_batch_end``: forward, backward, optimizer), *between
 steps* (the rest of the training epochs: fetching, transfer, augmentation, logging), *predict*
@@ -28,6 +39,8 @@ Run from the repository root::
 
     python -m benchmarks.loso_wallclock --json demo.json                   # the demo, CPU
     python -m benchmarks.loso_wallclock --cde-sized --folds 3 --epochs 2   # on a GPU
+    python -m benchmarks.loso_wallclock --cde-sized --folds 3 --epochs 30 --pretrain-epochs 2 \
+        --device-cache --channels-last --compile --busy-steps 50 --busy-start 300
 """
 
 from __future__ import annotations
@@ -669,6 +682,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="train the first fold twice (same seed) and compare the predictions",
     )
     cde.add_argument(
+        "--config-only",
+        action="store_true",
+        help="write the CDE-sized experiment YAML(s) to --work and stop (for moext loso itself)",
+    )
+    cde.add_argument(
         "--deterministic",
         choices=["off", "warn", "on"],
         default="off",
@@ -683,6 +701,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; prints a table and returns (and optionally writes) the results."""
     a = parse_args(argv)
+    if a.config_only:
+        if not (a.cde_sized and a.work):
+            raise SystemExit("--config-only needs --cde-sized and --work (where the YAML goes)")
+        path = cde_config(a.work.resolve(), a)
+        print(f"wrote {path}: run it with moext loso --config {path}")
+        return {"config": str(path)}
     with tempfile.TemporaryDirectory(prefix="moext-loso-bench-") as tmp:
         work = (a.work or Path(tmp)).resolve()
         out = run_cde(a, work) if a.cde_sized else run_demo(a, work)

@@ -17,9 +17,11 @@ minute for the tiny network on a 2-core CPU.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from benchmarks import fold_stack, input_path, loso_wallclock, train_step
 from benchmarks.common import Column, DeviceTimer, covered_length, machine_info, markdown_table
@@ -272,3 +274,22 @@ def test_fold_stack_ways_and_the_stack_trains_each_fold_as_alone(tmp_path):
     tracked = [b for n, b in stack.buffers.items() if n.endswith("num_batches_tracked")]
     # one count per forward pass: 2 where the separator sees onset and apex, 1 after it
     assert {tuple(b.tolist()) for b in tracked} == {(2, 2), (1, 1)}
+
+
+def test_loso_config_only_writes_both_stages_for_moext_loso(tmp_path):
+    from moext.experiment.settings import read_settings
+
+    out = loso_wallclock.main(
+        ["--cde-sized", "--config-only", "--work", str(tmp_path), "--pretrain-epochs", "2",
+         "--epochs", "30", "--signal", "0.03", "--compile"]
+    )  # fmt: skip
+    settings = read_settings(out["config"])
+    assert settings.pretrain_config == str(tmp_path / "cde_sized_pretrain.yaml")
+    config = yaml.safe_load(Path(out["config"]).read_text())
+    pretrain = yaml.safe_load(Path(settings.pretrain_config).read_text())
+    assert (config["trainer"]["max_epochs"], pretrain["trainer"]["max_epochs"]) == (30, 2)
+    assert config["data"]["init_args"]["signal"] == 0.03
+    assert pretrain["data"]["init_args"]["task"] == "pretrain"
+    assert config["model"]["init_args"]["compile"] and pretrain["model"]["init_args"]["compile"]
+    assert pretrain["model"]["init_args"]["net"]["pretrained_backbone"] is False  # no download
+    assert not (tmp_path / "runs").exists()  # nothing trained
