@@ -499,7 +499,7 @@ def print_status(config: str | Path, overrides: list[str], steps: LosoSteps) -> 
     )
     if now.pretrain:
         print(f"pretraining: {now.pretrain}")
-    width = max(len(s.fold) for s in now.folds)
+    width = max((len(s.fold) for s in now.folds), default=4)
     for s in now.folds:
         job = f"  job {s.job_id} ({s.job_state})" if s.job_id else ""
         print(f"{s.fold:<{width}}  {s.state:<11}{job}")
