@@ -67,6 +67,17 @@ class DeviceTimer:
         return time.perf_counter() - self._t0
 
 
+def covered_length(intervals: Sequence[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, end)`` intervals (overlaps and nesting counted once)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
+
+
 def cpu_model() -> str:
     """The CPU's model name as the kernel reports it (``platform.processor()`` otherwise)."""
     try:

@@ -17,6 +17,17 @@ Two modes:
   the training epochs + the first epoch + 29 x the mean later epoch), and is labelled so.
   The pretraining stage is not part of this figure.
 
+  ``--experiment`` names the method's CDE experiment (model, trainer, ``loso.pretrain_config``;
+  default ``experiments/cde3.yaml``) and ``--data-class`` the DataModule (default
+  :class:`SyntheticCDE`; a method consuming flow or clips plugs in its own, taking the same
+  arguments). ``--pretrain-epochs N`` runs the experiment's pretraining stage first on the same
+  generated pairs and hands its checkpoint to the folds. ``--busy-steps N`` profiles N training
+  steps of each stage for the device's busy share; every stage also reports its peak device
+  memory. ``--repeat-first-fold`` trains the first fold a second time with the same seed and
+  compares the predictions (determinism). ``--signal S`` gives the apex a class-coded patch so
+  that pooled UF1 means something (bf16 vs fp32, ``--seed``). ``--config-only`` writes the
+  experiment YAML(s) for ``moext loso`` itself (``--workers``, ``--launcher slurm``).
+
 Each fold's time is split with a Lightning callback added to the Trainer: *training steps*
 (``on_train_batch_start`` -> ``on_train_batch_end``: forward, backward, optimizer), *between
 steps* (the rest of the training epochs: fetching, transfer, augmentation, logging), *predict*
@@ -28,11 +39,14 @@ Run from the repository root::
 
     python -m benchmarks.loso_wallclock --json demo.json                   # the demo, CPU
     python -m benchmarks.loso_wallclock --cde-sized --folds 3 --epochs 2   # on a GPU
+    python -m benchmarks.loso_wallclock --cde-sized --folds 3 --epochs 30 --pretrain-epochs 2 \
+        --device-cache --channels-last --compile --busy-steps 50 --busy-start 300
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -48,6 +62,7 @@ import yaml
 
 from benchmarks.common import (
     Column,
+    covered_length,
     describe_machine,
     machine_info,
     markdown_table,
@@ -56,7 +71,8 @@ from benchmarks.common import (
 from moext.data.datamodule import MERDataModule, split_by_fold
 from moext.data.protocols import fold_id
 from moext.data.records import Sample
-from moext.experiment.results import pool_run
+from moext.experiment.results import PREDICTIONS, pool_run, read_predictions
+from moext.nn.moext import MoExtConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,20 +91,45 @@ def records() -> list[dict[str, Any]]:
 
 
 class WallClock(L.Callback):
-    """Adds up where a Trainer's time goes: epochs, training steps, predict.
+    """Adds up where a Trainer's time goes: epochs, training steps, predict; the peak device
+    memory; and, with ``busy_steps``, the device's busy share over that many training steps.
+
+    Busy share: ``torch.profiler`` records ``busy_steps`` whole iterations (fetch, transfer,
+    augmentation, step) from global step ``busy_start`` on (moved earlier when the run is
+    shorter); the share is the union of the device's kernel / memcpy intervals (CUDA
+    activity; on a CPU, the CPU ops, as a stand-in that keeps this path tested) over the
+    window's wall time. 1.0 = the GPU never waits on the input or the Python side.
 
     Each instance appends its record to :data:`RECORDS` when constructed (one per fold).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, busy_steps: int = 0, busy_start: int = 10) -> None:
         super().__init__()
-        self.record: dict[str, Any] = {"epochs": [], "steps_s": 0.0, "steps": 0, "predict_s": 0.0}
+        self.record: dict[str, Any] = {
+            "epochs": [],
+            "steps_s": 0.0,
+            "steps": 0,
+            "predict_s": 0.0,
+            "peak_memory_gib": None,
+            "busy": None,
+        }
         records().append(self.record)
         self._t = 0.0
+        self.busy_steps, self.busy_start = busy_steps, busy_start
+        self._profiler: Any = None
+        self._window: tuple[int, float] | None = None
 
     def _sync(self, trainer: L.Trainer) -> None:
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize(trainer.strategy.root_device)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        device = trainer.strategy.root_device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        if self.busy_steps:
+            total = int(trainer.estimated_stepping_batches)
+            self.busy_start = max(0, min(self.busy_start, total - self.busy_steps))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._sync(trainer)
@@ -98,7 +139,48 @@ class WallClock(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        step = trainer.global_step
+        if self.busy_steps and self._profiler is None and step == self.busy_start:
+            self._start_profiler(trainer)
+        elif self._profiler is not None and step == self.busy_start + self.busy_steps:
+            self._stop_profiler(trainer)
         self._t = time.perf_counter()
+
+    def _start_profiler(self, trainer: L.Trainer) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        cuda = trainer.strategy.root_device.type == "cuda"
+        self._profiler = profile(
+            activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]
+        )
+        self._sync(trainer)
+        self._profiler.start()
+        self._window = (trainer.global_step, time.perf_counter())
+
+    def _stop_profiler(self, trainer: L.Trainer) -> None:
+        from torch.autograd import DeviceType
+
+        self._sync(trainer)
+        first_step, t0 = self._window or (0, 0.0)
+        seconds = time.perf_counter() - t0
+        self._profiler.stop()
+        cuda = trainer.strategy.root_device.type == "cuda"
+        kind = DeviceType.CUDA if cuda else DeviceType.CPU
+        spans = [
+            (e.time_range.start, e.time_range.end)
+            for e in self._profiler.events()
+            if e.device_type == kind
+        ]
+        busy_s = covered_length(spans) / 1e6  # profiler times are microseconds
+        self.record["busy"] = {
+            "device": "cuda" if cuda else "cpu (stand-in: CPU ops)",
+            "steps": trainer.global_step - first_step,
+            "first_step": first_step,
+            "window_s": seconds,
+            "busy_s": busy_s,
+            "share": min(1.0, busy_s / seconds) if seconds > 0 else None,
+        }
+        self._profiler = None
 
     def on_train_batch_end(
         self,
@@ -119,6 +201,13 @@ class WallClock(L.Callback):
             {"seconds": time.perf_counter() - self._epoch_start, "steps_s": self._epoch_steps}
         )
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._profiler is not None:  # the run ended inside the window
+            self._stop_profiler(trainer)
+        device = trainer.strategy.root_device
+        if device.type == "cuda":
+            self.record["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._predict_start = time.perf_counter()
 
@@ -127,20 +216,40 @@ class WallClock(L.Callback):
         self.record["predict_s"] += time.perf_counter() - self._predict_start
 
 
+def callback_override(busy_steps: int = 0, busy_start: int = 10) -> list[str]:
+    """The override that adds a :class:`WallClock` to every Trainer of the run."""
+    if not busy_steps:
+        return CALLBACK_OVERRIDE
+    spec = {
+        "class_path": "benchmarks.loso_wallclock.WallClock",
+        "init_args": {"busy_steps": busy_steps, "busy_start": busy_start},
+    }
+    return [f"--trainer.callbacks+={json.dumps(spec)}"]
+
+
 CALLBACK_OVERRIDE = ["--trainer.callbacks+=benchmarks.loso_wallclock.WallClock"]
 
 
 class SyntheticCDE(MERDataModule):
-    """A CDE-sized classification DataModule on random uint8 pairs (no files).
+    """A CDE-sized DataModule on generated uint8 pairs (no files), for classification or, with
+    ``task: pretrain``, for the pretraining stage (the same pairs, labels unused).
 
     With the defaults (442 samples, 68 subjects) the subjects and samples per database follow
     the MEGC2019 composite (:data:`CDE_COMPOSITION`) and the class counts its 250 / 109 / 83;
     other sizes put ``subjects`` subjects of one database ``synth`` round the classes.
 
+    The onset is uniform noise. With ``signal`` 0 the apex is the onset plus noise (nothing to
+    learn: speed figures). With ``signal`` > 0 the apex also brightens a square patch by
+    ``signal`` x 255 grey levels, at the top, middle or bottom of the centre column for class
+    0, 1 or 2 (a "motion" a mirror keeps and a 10 degree rotation barely moves), so a model can
+    learn the classes and pooled UF1 means something (bf16 vs fp32, seeds).
+
     Args:
         samples: number of micro-expression samples.
         subjects: number of subjects (LOSO folds).
         fold: held-out subject (``"dataset/subject"``), as in :class:`MERDataModule`.
+        task: ``"classify"`` or ``"pretrain"``.
+        signal: brightness of the class patch, as a fraction of 255 (0: none).
         image_size, batch_size, expansion, augment, max_rotation, flip_p, num_workers,
             device_cache: as in :class:`MERDataModule`.
         seed: seed of the pixels and labels.
@@ -151,6 +260,8 @@ class SyntheticCDE(MERDataModule):
         samples: int = 442,
         subjects: int = 68,
         fold: str | None = None,
+        task: str = "classify",
+        signal: float = 0.0,
         image_size: int = 224,
         batch_size: int = 20,
         expansion: int = 10,
@@ -162,7 +273,7 @@ class SyntheticCDE(MERDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(
-            task="classify",
+            task=task,  # type: ignore[arg-type]
             datasets=["synth"],
             protocol="cde3",
             root=".",
@@ -181,6 +292,7 @@ class SyntheticCDE(MERDataModule):
             raise ValueError("need at least 2 subjects and one sample per subject")
         self.n_samples = samples
         self.n_subjects = subjects
+        self.signal = signal
         self.seed = seed
 
     def read_samples(self) -> tuple[list[Sample], list[int], tuple[str, ...]]:
@@ -218,6 +330,17 @@ class SyntheticCDE(MERDataModule):
         self._pairs = torch.randint(
             0, 256, (len(self.samples), 2, 3, size, size), generator=g, dtype=torch.uint8
         )
+        if self.signal:
+            pairs = self._pairs.short()
+            pairs[:, 1] = pairs[:, 0] + torch.randint(-4, 5, pairs[:, 0].shape, generator=g)
+            side, third = max(1, size // 6), size // 3
+            col = slice((size - side) // 2, (size + side) // 2)
+            labels = torch.tensor(self.labels)
+            for c in range(len(CDE_CLASSES)):
+                top = c * third + (third - side) // 2
+                patch = pairs[labels == c, 1, :, top : top + side, col]
+                pairs[labels == c, 1, :, top : top + side, col] = patch + round(self.signal * 255)
+            self._pairs = pairs.clamp(0, 255).to(torch.uint8)
         self.train_index, self.test_index = split_by_fold(self.samples, self.fold)
 
 
@@ -227,10 +350,15 @@ def timed_loso(
     out_dir: Path,
     wandb: str,
     max_folds: int | None,
+    callbacks: list[str] | None = None,
+    repeat_first_fold: bool = False,
 ) -> dict[str, Any]:
     """The steps of :func:`moext.experiment.loso.run`, each timed; the WallClock callback in every Trainer.
 
-    ``overrides`` reach the pretraining run too (``moext.experiment.loso.run`` gives them to the folds only).
+    ``overrides`` reach the pretraining run too (``moext.experiment.loso.run`` gives them to the
+    folds only); ``callbacks``: the WallClock override (default :data:`CALLBACK_OVERRIDE`).
+    ``repeat_first_fold``: train the first fold once more, same seed, in a second run folder,
+    and compare the two predictions (:func:`compare_predictions`).
     """
     from moext.experiment import loso
 
@@ -239,7 +367,7 @@ def timed_loso(
     if wandb != "config":
         settings.wandb = wandb
     run_dir = Path(settings.out_dir) / settings.name
-    extra = [*overrides, *CALLBACK_OVERRIDE]
+    extra = [*overrides, *(callbacks or CALLBACK_OVERRIDE)]
     registry = records()
     registry.clear()
     timings: dict[str, Any] = {}
@@ -261,6 +389,18 @@ def timed_loso(
         loso.run_fold(config, settings, run_dir, fold, pretrained, extra)
         wall = time.perf_counter() - t
         timings["folds"].append({"fold": fold, "wall_s": wall, **breakdown(registry[-1], wall)})
+    if repeat_first_fold:
+        again = dataclasses.replace(settings, name=f"{settings.name}_repeat")
+        fold = chosen[0]
+        print(f"[bench] fold {fold} again, same seed", flush=True)
+        repeat_dir = Path(again.out_dir) / again.name
+        second = loso.run_fold(config, again, repeat_dir, fold, pretrained, extra)
+        timings["determinism"] = {
+            "fold": fold,
+            **compare_predictions(
+                run_dir / "folds" / loso.fold_dirname(fold) / PREDICTIONS, second
+            ),
+        }
     t = time.perf_counter()
     results = pool_run(run_dir, classes, folds)
     timings["report_s"] = time.perf_counter() - t
@@ -268,6 +408,23 @@ def timed_loso(
     timings["n_folds_measured"] = len(chosen)
     timings["overall"] = results["overall"]
     return timings
+
+
+def compare_predictions(first: Path, second: Path) -> dict[str, Any]:
+    """How far two predictions files of one fold differ: the share of samples with the same
+    predicted class and the largest absolute difference of any class probability."""
+    a, b = (
+        read_predictions(p).sort_values("sample").reset_index(drop=True) for p in (first, second)
+    )
+    if list(a["sample"]) != list(b["sample"]):
+        raise ValueError(f"{first} and {second} predict different samples")
+    probs = [c for c in a.columns if c.startswith("prob_")]
+    return {
+        "samples": len(a),
+        "same_prediction_share": float((a["pred"] == b["pred"]).mean()),
+        "max_abs_prob_diff": float((a[probs] - b[probs]).abs().to_numpy().max()),
+        "identical": bool((a["pred"] == b["pred"]).all() and (a[probs] == b[probs]).all().all()),
+    }
 
 
 def breakdown(record: dict[str, Any], wall: float) -> dict[str, Any]:
@@ -283,6 +440,9 @@ def breakdown(record: dict[str, Any], wall: float) -> dict[str, Any]:
         "predict_s": record["predict_s"],
         "outside_epochs_s": wall - in_epochs - record["predict_s"],
         "outside_steps_fraction": 1 - record["steps_s"] / wall,
+        "peak_memory_gib": record["peak_memory_gib"],
+        "busy_share": record["busy"]["share"] if record["busy"] else None,
+        "busy": record["busy"],
     }
 
 
@@ -309,22 +469,44 @@ def extrapolate(folds: list[dict[str, Any]], n_folds: int, epochs: int) -> dict[
     }
 
 
-def cde_config(out_dir: Path, a: argparse.Namespace) -> Path:
-    """An experiment YAML: cde3.yaml's model and trainer, the synthetic CDE-sized data."""
-    base = yaml.safe_load((REPO / "experiments" / "cde3.yaml").read_text())
-    trainer = {**base["trainer"], "max_epochs": a.epochs, "enable_progress_bar": False}
-    trainer.update(accelerator=a.accelerator, precision=a.precision or trainer["precision"])
+def stage_config(experiment: Path, a: argparse.Namespace, task: str, epochs: int) -> dict[str, Any]:
+    """One stage's fit config: the model and trainer of a method's config (``experiment``), the
+    command line's size / precision / speed switches, and ``--data-class`` (default
+    :class:`SyntheticCDE`) with the CDE-sized settings as its data.
+
+    The MoExt-style ``model.init_args.net`` section (when there is one) gets ``--backbone`` and
+    ``--size`` (ImageNet weights off: nothing is downloaded); ``channels_last`` / ``compile``
+    are set only when asked for, so a method whose task has no such switch still fits.
+    """
+    base = yaml.safe_load(experiment.read_text())
+    trainer = {**base["trainer"], "max_epochs": epochs, "enable_progress_bar": False}
+    trainer.update(
+        accelerator=a.accelerator,
+        precision=a.precision or trainer.get("precision", "32-true"),
+        enable_checkpointing=False,
+    )
+    if a.deterministic != "off":
+        trainer["deterministic"] = "warn" if a.deterministic == "warn" else True
     model = base["model"]
-    model["init_args"]["net"]["backbone"] = a.backbone
-    model["init_args"]["net"]["image_size"] = a.size
-    model["init_args"].update(channels_last=a.channels_last, compile=a.compile)
-    if a.backbone.startswith("tiny"):  # narrow heads too, for quick CPU checks
-        model["init_args"]["net"].update(feature_dim=32, branch_channels=16)
+    init = model.setdefault("init_args", {})
+    if isinstance(init.get("net"), dict):
+        net = init["net"]
+        net.update(backbone=a.backbone, image_size=a.size, pretrained_backbone=False)
+        if a.backbone.startswith("tiny"):  # every width tiny, for quick CPU checks
+            tiny = json.loads(json.dumps(dataclasses.asdict(MoExtConfig.tiny(a.size))))
+            net.update(
+                {k: v for k, v in tiny.items() if k != "motion_extractor"}, backbone=a.backbone
+            )
+    if "image_every_n_epochs" in init:
+        init["image_every_n_epochs"] = 0
+    init.update({k: True for k in ("channels_last", "compile") if getattr(a, k)})
     data = {
-        "class_path": "benchmarks.loso_wallclock.SyntheticCDE",
+        "class_path": a.data_class,
         "init_args": {
             "samples": a.samples,
             "subjects": a.cde_subjects,
+            "task": task,
+            "signal": a.signal,
             "image_size": a.size,
             "batch_size": a.batch_size,
             "expansion": a.expansion,
@@ -332,20 +514,34 @@ def cde_config(out_dir: Path, a: argparse.Namespace) -> Path:
             "device_cache": a.device_cache,
         },
     }
+    return {"seed_everything": a.seed, "trainer": trainer, "model": model, "data": data}
+
+
+def cde_config(out_dir: Path, a: argparse.Namespace) -> Path:
+    """An experiment YAML: ``--experiment``'s classification stage (default cde3.yaml) and,
+    with ``--pretrain-epochs``, its pretraining stage, on the synthetic CDE-sized data."""
+    from moext.experiment.settings import read_settings
+
+    experiment = (a.experiment or REPO / "experiments" / "cde3.yaml").resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pretrain_path = None
+    if a.pretrain_epochs:
+        source = read_settings(experiment).pretrain_config
+        if not source:
+            raise SystemExit(f"--pretrain-epochs: {experiment} names no loso.pretrain_config")
+        pretrain = stage_config(Path(source), a, "pretrain", a.pretrain_epochs)
+        pretrain_path = out_dir / "cde_sized_pretrain.yaml"
+        pretrain_path.write_text(yaml.safe_dump(pretrain, sort_keys=False))
     config = {
-        "seed_everything": 0,
         "loso": {
             "name": "cde_sized",
             "out_dir": str(out_dir),
-            "pretrain_config": None,
+            "pretrain_config": str(pretrain_path) if pretrain_path else None,
             "wandb": "disabled",
         },
-        "trainer": trainer,
-        "model": model,
-        "data": data,
+        **stage_config(experiment, a, "classify", a.epochs),
     }
     path = out_dir / "cde_sized.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -384,7 +580,10 @@ def run_cde(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     config = cde_config(work, a)
     start = time.perf_counter()
     wandb = a.wandb if a.wandb != "config" else "disabled"
-    timings = timed_loso(config, [], work / "runs", wandb, a.folds or 3)
+    callbacks = callback_override(a.busy_steps, a.busy_start)
+    timings = timed_loso(
+        config, [], work / "runs", wandb, a.folds or 3, callbacks, a.repeat_first_fold
+    )
     extrapolated = extrapolate(timings["folds"], timings["n_folds_total"], a.target_epochs)
     return {
         "mode": "cde-sized",
@@ -430,6 +629,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--landmarks", default=None, help="override the demo's face backend (dlib), e.g. none"
     )
     cde = p.add_argument_group("cde-sized")
+    cde.add_argument(
+        "--experiment",
+        type=Path,
+        default=None,
+        help="the method's CDE experiment YAML (model, trainer, loso.pretrain_config); default experiments/cde3.yaml",
+    )
+    cde.add_argument(
+        "--data-class",
+        default="benchmarks.loso_wallclock.SyntheticCDE",
+        help="DataModule class path taking SyntheticCDE's arguments (a method with other inputs plugs in its own)",
+    )
     cde.add_argument("--samples", type=int, default=442)
     cde.add_argument("--cde-subjects", dest="cde_subjects", type=int, default=68)
     cde.add_argument("--size", type=int, default=224)
@@ -446,6 +656,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cde.add_argument(
         "--target-epochs", type=int, default=30, help="epochs per fold to extrapolate to"
     )
+    cde.add_argument(
+        "--signal",
+        type=float,
+        default=0.0,
+        help="learnable class patch in the apex (SyntheticCDE; 0: pure noise, speed only)",
+    )
+    cde.add_argument("--seed", type=int, default=0, help="seed_everything of both stages")
+    cde.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=0,
+        help="run the experiment's pretraining stage first, this many epochs (0: none)",
+    )
+    cde.add_argument(
+        "--busy-steps",
+        type=int,
+        default=0,
+        help="profile this many training steps per stage for the device busy share (0: off)",
+    )
+    cde.add_argument("--busy-start", type=int, default=10, help="first profiled global step")
+    cde.add_argument(
+        "--repeat-first-fold",
+        action="store_true",
+        help="train the first fold twice (same seed) and compare the predictions",
+    )
+    cde.add_argument(
+        "--config-only",
+        action="store_true",
+        help="write the CDE-sized experiment YAML(s) to --work and stop (for moext loso itself)",
+    )
+    cde.add_argument(
+        "--deterministic",
+        choices=["off", "warn", "on"],
+        default="off",
+        help="trainer.deterministic (warn: deterministic kernels where they exist)",
+    )
     a = p.parse_args(argv)
     if a.cde_sized and a.epochs is None:
         a.epochs = 2
@@ -455,6 +701,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; prints a table and returns (and optionally writes) the results."""
     a = parse_args(argv)
+    if a.config_only:
+        if not (a.cde_sized and a.work):
+            raise SystemExit("--config-only needs --cde-sized and --work (where the YAML goes)")
+        path = cde_config(a.work.resolve(), a)
+        print(f"wrote {path}: run it with moext loso --config {path}")
+        return {"config": str(path)}
     with tempfile.TemporaryDirectory(prefix="moext-loso-bench-") as tmp:
         work = (a.work or Path(tmp)).resolve()
         out = run_cde(a, work) if a.cde_sized else run_demo(a, work)
@@ -479,6 +731,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 Column("predict_s", "predict s", "{:.1f}"),
                 Column("outside_epochs_s", "outside epochs s", "{:.1f}"),
                 Column("outside_steps_fraction", "outside steps", "{:.0%}"),
+                Column("busy_share", "device busy", "{:.1%}"),
+                Column("peak_memory_gib", "peak GiB", "{:.2f}"),
             ],
         )
     )
@@ -490,6 +744,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "folds_total": loso["n_folds_total"],
         "mean_fold_s": fold_wall / len(folds),
         "folds_outside_steps_fraction": 1 - fold_steps / fold_wall,
+        "pooled_measured_folds": loso["overall"],
+        "determinism": loso.get("determinism"),
     }
     s = out["summary"]
     print(
@@ -507,6 +763,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{x['label']}: {x['folds']} folds x {x['epochs']} epochs ~ {x['total_h']:.2f} h "
             f"({x['per_fold_s']:.0f} s per fold; pretraining not included)"
         )
+        pooled = loso["overall"]
+        print(
+            f"pooled over the {len(folds)} measured fold(s): UF1 {pooled['uf1']:.4f}, "
+            f"UAR {pooled['uar']:.4f}, n {pooled['n']}"
+        )
+    if loso.get("determinism"):
+        print(f"same fold, same seed, twice: {loso['determinism']}")
     write_json(a.json, out)
     print(json.dumps(out["summary"]))
     return out

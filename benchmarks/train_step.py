@@ -15,7 +15,8 @@ fp32 vs bf16 autocast, channels_last on/off. ``--compile-scope step`` compiles t
 training loss instead (expansion views, projection heads and losses too; AOTAutograd compiles
 the backward with it), to see whether compiling more than the package does would pay.
 Warm-up steps (compilation included) are not timed; on a GPU the timed steps are measured with
-CUDA events.
+CUDA events. Every timed step's loss must be finite (checked on the device, without a sync per
+step): ``--steps 300`` is the "few hundred pretraining steps without a NaN" check.
 
 FLOPs per step are counted once per task and batch size with ``torch.utils.flop_counter.
 FlopCounterMode`` over one forward + backward (eager, fp32; the count does not depend on the
@@ -273,12 +274,14 @@ def run_variant(
     synchronize(device)
     warmup_s = time.perf_counter() - t0
     timer = DeviceTimer(device)
+    finite = torch.ones((), dtype=torch.bool, device=device)
     timer.start()
     for _ in range(steps):
         loss = step()
+        finite &= torch.isfinite(loss.detach())  # every step checked, no sync per step
     seconds = timer.stop()
-    if not torch.isfinite(loss.detach()).item():
-        raise FloatingPointError(f"{v.label()}: non-finite loss {loss.item()}")
+    if not finite.item():
+        raise FloatingPointError(f"{v.label()}: a non-finite loss in the timed steps")
     images = 2 * views if v.task == "pretrain" else 2
     out = {
         **asdict(v),
@@ -418,7 +421,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             release(device)
             if not is_oom(e) and not v.compile:
                 raise
-            kind = "OOM" if is_oom(e) else f"compile failed: {type(e).__name__}"
+            kind = (
+                "OOM"
+                if is_oom(e)
+                else "non-finite loss"
+                if isinstance(e, FloatingPointError)
+                else f"compile failed: {type(e).__name__}"
+            )
             print(f"  {v.label()}: {kind}: {str(e).splitlines()[0][:200]}", file=sys.stderr)
             return {**asdict(v), "variant": v.label(), "error": kind}
         if not a.no_flops:

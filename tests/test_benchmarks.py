@@ -2,9 +2,12 @@
 
 What runs here: every script's ``main`` (input path with a worker process; training steps eager
 and compiled, fp32 and bf16 autocast, contiguous and channels_last, the FLOP counter, the MFU,
-the batch sweep; LOSO wall clock in demo mode and CDE-sized mode with its extrapolation). The
-GPU-only branches (CUDA events, peak lookup by device name, stopping a sweep at an OOM) are
-exercised through their CPU fallbacks, the peak table, and an injected out-of-memory error.
+the batch sweep; LOSO wall clock in demo mode and CDE-sized mode with its pretraining stage,
+busy-share profiling, the repeated fold and its extrapolation; the fold stack's three ways and
+its stack-vs-sequential check). The GPU-only branches (CUDA events, peak lookup by device name,
+stopping a sweep at an OOM, CUDA kernel intervals for the busy share) are exercised through
+their CPU fallbacks (CPU ops stand in for kernels), the peak table, and an injected
+out-of-memory error.
 
 ``torch.compile`` is tested with the ``aot_eager`` backend: Dynamo capture and AOTAutograd run
 as on a GPU, but inductor's C++ code generation is skipped, because it alone takes about a
@@ -14,12 +17,14 @@ minute for the tiny network on a 2-core CPU.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from benchmarks import input_path, loso_wallclock, train_step
-from benchmarks.common import Column, DeviceTimer, machine_info, markdown_table
+from benchmarks import fold_stack, input_path, loso_wallclock, train_step
+from benchmarks.common import Column, DeviceTimer, covered_length, machine_info, markdown_table
 from moext.nn.moext import MoExtConfig
 
 TINY_STEPS = ["--tiny", "--device", "cpu", "--batch-size", "4", "--warmup", "1", "--steps", "1"]
@@ -173,7 +178,8 @@ def test_loso_cde_sized_mode_is_labelled_as_an_extrapolation(tmp_path):
             "--cde-sized", "--samples", "12", "--cde-subjects", "3", "--folds", "1", "--epochs", "2",
             "--size", "64", "--backbone", "tiny-16", "--expansion", "1", "--batch-size", "4",
             "--accelerator", "cpu", "--precision", "bf16-mixed", "--device-cache", "--channels-last",
-            "--work", str(tmp_path),
+            "--work", str(tmp_path), "--pretrain-epochs", "1", "--busy-steps", "2",
+            "--busy-start", "1", "--repeat-first-fold", "--signal", "0.3",
         ]
     )  # fmt: skip
     assert out["config"]["data"]["init_args"]["device_cache"] is True
@@ -188,6 +194,19 @@ def test_loso_cde_sized_mode_is_labelled_as_an_extrapolation(tmp_path):
     )
     assert x["per_fold_s"] == pytest.approx(expected)
     assert x["total_s"] == pytest.approx(3 * expected)
+    # the experiment's pretraining stage ran first on the same synthetic pairs, and was timed
+    pre = out["loso"]["pretrain"]
+    assert pre["epochs"] == 1 and pre["steps"] == 3
+    assert (tmp_path / "cde_sized_pretrain.yaml").is_file()
+    # busy share over 2 profiled steps of each stage (CPU ops stand in for kernels here)
+    for stage in (pre, fold):
+        assert stage["busy"]["steps"] == 2 and 0 < stage["busy_share"] <= 1
+        assert stage["busy"]["window_s"] >= stage["busy"]["busy_s"] > 0
+    assert fold["busy"]["first_step"] == 1
+    # the first fold twice with one seed: identical on a CPU
+    d = out["loso"]["determinism"]
+    assert d["fold"] == "synth/s01" and d["samples"] == 4 and d["identical"]
+    assert out["summary"]["pooled_measured_folds"]["n"] == 4
 
 
 def test_cde_sized_data_follows_the_megc2019_composition():
@@ -202,6 +221,14 @@ def test_cde_sized_data_follows_the_megc2019_composition():
     small.setup("fit")
     assert small._pairs.shape == (12, 2, 3, 32, 32) and small._pairs.dtype == torch.uint8
     assert len(small.test_index) == 4 and len(small.train_index) == 8
+    # with a signal, the apex brightens one patch per class: top, middle, bottom third
+    marked = loso_wallclock.SyntheticCDE(samples=6, subjects=2, image_size=36, signal=0.5)
+    marked.setup("fit")
+    centre = marked._pairs[..., 18].float()  # (N, 2, 3, H): the centre column
+    diff = (centre[:, 1] - centre[:, 0]).mean(dim=1)  # (N, H)
+    for i, label in enumerate(marked.labels):
+        bright_rows = (diff[i] > 20).nonzero().flatten()
+        assert len(bright_rows) == 6 and set((bright_rows // 12).tolist()) == {label}
 
 
 def test_common_helpers():
@@ -212,3 +239,57 @@ def test_common_helpers():
     assert table.splitlines() == ["| A |", "|---|", "| 1.2 |", "| - |"]
     info = machine_info(torch.device("cpu"))
     assert info["usable_cpus"] >= 1 and info["gpu"] is None
+    assert covered_length([(0, 2), (1, 3), (5, 6), (5.5, 5.7)]) == 4  # overlaps, nesting
+    assert covered_length([]) == 0
+
+
+def test_fold_stack_ways_and_the_stack_trains_each_fold_as_alone(tmp_path):
+    threads = torch.get_num_threads()
+    try:  # one thread: a few ms per tiny step instead of OpenMP spinning on a busy machine
+        out = fold_stack.main(
+            [
+                "--tiny", "--size", "32", "--folds", "2", "--batch-size", "2", "--warmup", "1",
+                "--steps", "2", "--device", "cpu", "--check", "2", "--start-method", "fork",
+                "--threads", "1", "--json", str(tmp_path / "stack.json"),
+            ]
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["way"] for r in out["rows"]] == ["sequential", "vmap stack", "processes"]
+    assert all(r["folds"] == 2 and r["fold_steps_per_s"] > 0 for r in out["rows"])
+    assert out["rows"][0]["speedup"] == pytest.approx(1.0)
+    # vmap + functional_call with stacked buffers: fold i's gradients, losses and BatchNorm
+    # running statistics are those of fold i trained alone (to float rounding)
+    check = out["check"]
+    assert check["max_grad_diff_relative"] < 1e-4 and check["max_loss_diff"] < 1e-3
+    assert check["max_buffer_diff"] < 1e-4
+    assert json.loads((tmp_path / "stack.json").read_text())["check"] == check
+    # ... and the running statistics did move, separately per fold
+    cfg, cpu = MoExtConfig.tiny(32), torch.device("cpu")
+    stack = fold_stack.VmapStack(fold_stack.make_models(cfg, 2, cpu, dropout=0.0))
+    stack.step(fold_stack.make_batches(2, 2, 32, cpu))
+    means = {n: b for n, b in stack.buffers.items() if n.endswith("running_mean")}
+    assert means and all(b.abs().sum() > 0 for b in means.values())
+    assert not torch.equal(*next(iter(means.values())))  # two folds, two batches, two means
+    tracked = [b for n, b in stack.buffers.items() if n.endswith("num_batches_tracked")]
+    # one count per forward pass: 2 where the separator sees onset and apex, 1 after it
+    assert {tuple(b.tolist()) for b in tracked} == {(2, 2), (1, 1)}
+
+
+def test_loso_config_only_writes_both_stages_for_moext_loso(tmp_path):
+    from moext.experiment.settings import read_settings
+
+    out = loso_wallclock.main(
+        ["--cde-sized", "--config-only", "--work", str(tmp_path), "--pretrain-epochs", "2",
+         "--epochs", "30", "--signal", "0.03", "--compile"]
+    )  # fmt: skip
+    settings = read_settings(out["config"])
+    assert settings.pretrain_config == str(tmp_path / "cde_sized_pretrain.yaml")
+    config = yaml.safe_load(Path(out["config"]).read_text())
+    pretrain = yaml.safe_load(Path(settings.pretrain_config).read_text())
+    assert (config["trainer"]["max_epochs"], pretrain["trainer"]["max_epochs"]) == (30, 2)
+    assert config["data"]["init_args"]["signal"] == 0.03
+    assert pretrain["data"]["init_args"]["task"] == "pretrain"
+    assert config["model"]["init_args"]["compile"] and pretrain["model"]["init_args"]["compile"]
+    assert pretrain["model"]["init_args"]["net"]["pretrained_backbone"] is False  # no download
+    assert not (tmp_path / "runs").exists()  # nothing trained

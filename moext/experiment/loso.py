@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from moext.data.records import DatasetError
+from moext.experiment import slurm
 from moext.experiment.config import build_run, datamodule_from_config, split_overrides
 from moext.experiment.results import (
     PREDICTIONS,
@@ -371,8 +372,13 @@ def run_parallel(
     return max(codes) if codes else 0
 
 
+#: The runner's functions that ``--launcher slurm`` and its jobs call (:mod:`moext.experiment.slurm`).
+STEPS = slurm.LosoSteps(start=start, run=run, run_parallel=run_parallel, fold_dirname=fold_dirname)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``moext loso --config X.yaml [--folds F ...] [--report] [--workers N] [-- overrides]``."""
+    """``moext loso --config X.yaml [--folds F ...] [--report] [--workers N] [-- overrides]``;
+    ``--launcher slurm`` submits the folds as cluster jobs, ``--status`` says where they stand."""
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog="moext loso", description="Leave-one-subject-out experiment")
     p.add_argument(
@@ -397,8 +403,22 @@ def main(argv: list[str] | None = None) -> int:
         "--verbose", action="store_true", help="show every Lightning and W&B message of each fold"
     )
     p.add_argument("--skip-report", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--launcher",
+        choices=["local", "slurm"],
+        default="local",
+        help="local: this machine (--workers); slurm: cluster jobs through submitit",
+    )
+    p.add_argument(
+        "--status", action="store_true", help="list the folds done / running / failed / not started"
+    )
+    slurm.add_arguments(p)
     a = p.parse_args(argv)
     try:
+        if a.status:
+            return slurm.print_status(a.config, overrides, STEPS)
+        if a.launcher == "slurm":
+            return slurm.launch(a.config, overrides, a, STEPS, a.folds, a.wait, a.verbose)
         if a.workers > 1 and not (a.report or a.pretrain_only):
             gpus = a.gpus.split(",") if a.gpus else None
             return run_parallel(a.config, a.workers, overrides, gpus, a.verbose, a.folds)

@@ -1,12 +1,56 @@
-"""The ``loso:`` section of an experiment config (:class:`LosoSettings`) and where its paths point."""
+"""The ``loso:`` section of an experiment config (:class:`LosoSettings`, with its ``slurm:``
+part :class:`SlurmSettings`) and where its paths point."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
+
+
+@dataclass
+class SlurmSettings:
+    """The ``loso.slurm:`` section: how ``moext loso --launcher slurm`` submits the folds
+    (:mod:`moext.experiment.slurm`). Every key can also be given on the command line, which wins.
+
+    Attributes:
+        cluster: ``slurm`` (sbatch) or ``local`` (submitit's local executor: the jobs are
+            processes on this machine; for tests and workstations).
+        partition: SLURM partition (None: the cluster's default).
+        time: time limit of a fold job: minutes, or SLURM's ``[D-]HH:MM[:SS]``.
+        pretrain_time: time limit of the pretraining job (None: ``time``).
+        gpus_per_job: GPUs of a fold job (0: a CPU job).
+        pretrain_gpus: GPUs of the pretraining job; more than 1 runs it as that many SLURM tasks
+            (one DDP rank each), so its config's ``trainer.devices`` must say the same.
+        folds_per_job: folds one job trains (None: ``workers_per_job``, one fold per process).
+        workers_per_job: fold processes side by side in a job (None: ``gpus_per_job``, at least
+            1); more workers than GPUs put several folds on one GPU.
+        cpus_per_task: CPUs of a job (None: the cluster's default).
+        mem_gb: memory of a job in GB (None: the cluster's default).
+        array_parallelism: most fold jobs running at once (the array's ``%`` limit).
+        setup: shell lines run before each job (``module load ...``, ``source venv/bin/activate``).
+        additional_parameters: more sbatch options, e.g. ``{account: lab, qos: high,
+            constraint: h100}``; they win over the ones this section sets.
+        folder: where the job files, logs and ``jobs.json`` go (None: ``<run folder>/slurm``);
+            it must be on a file system the compute nodes share.
+    """
+
+    cluster: Literal["slurm", "local"] = "slurm"
+    partition: str | None = None
+    time: int | str = 240
+    pretrain_time: int | str | None = None
+    gpus_per_job: int = 1
+    pretrain_gpus: int = 1
+    folds_per_job: int | None = None
+    workers_per_job: int | None = None
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    array_parallelism: int = 64
+    setup: list[str] = field(default_factory=list)
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
+    folder: str | None = None
 
 
 @dataclass
@@ -22,6 +66,7 @@ class LosoSettings:
         wandb: ``auto`` (online if W&B is configured on this machine, else offline), ``online``,
             ``offline`` or ``disabled``.
         wandb_project: W&B project.
+        slurm: how ``--launcher slurm`` submits the folds (:class:`SlurmSettings`).
     """
 
     name: str = "experiment"
@@ -30,19 +75,26 @@ class LosoSettings:
     pretrain_per_fold: bool = False
     wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
     wandb_project: str = "moext"
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
 
 def read_settings(config: str | Path) -> LosoSettings:
     """The ``loso:`` section of an experiment config."""
     data = yaml.safe_load(Path(config).read_text()) or {}
     section = data.get("loso") or {}
-    unknown = set(section) - set(LosoSettings.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"{config}: unknown keys in loso: {sorted(unknown)}")
-    settings = LosoSettings(**section)
+    _check_keys(section, LosoSettings, f"{config}: unknown keys in loso:")
+    slurm = section.get("slurm") or {}
+    _check_keys(slurm, SlurmSettings, f"{config}: unknown keys in loso.slurm:")
+    settings = LosoSettings(**{**section, "slurm": SlurmSettings(**slurm)})
     if settings.pretrain_config:
         settings.pretrain_config = str(resolve_path(settings.pretrain_config, Path(config)))
     return settings
+
+
+def _check_keys(section: dict[str, Any], cls: type, message: str) -> None:
+    unknown = set(section) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"{message} {sorted(unknown)}")
 
 
 def resolve_path(path: str, config: Path) -> Path:
