@@ -6,7 +6,7 @@ importing Lightning.
 
 from moext.data.records import DatasetError, Sample
 
-__all__ = ["DatasetError", "MERDataModule", "Sample"]
+__all__ = ["ClipDataModule", "DatasetError", "MERDataModule", "Sample"]
 
 
 def __getattr__(name: str):
@@ -14,4 +14,8 @@ def __getattr__(name: str):
         from moext.data.datamodule import MERDataModule
 
         return MERDataModule
+    if name == "ClipDataModule":
+        from moext.data.clips import ClipDataModule
+
+        return ClipDataModule
     raise AttributeError(f"module 'moext.data' has no attribute {name!r}")
