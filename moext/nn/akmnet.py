@@ -141,7 +141,6 @@ class TimmResNet(nn.Module):
         if not hasattr(self.body, "conv1"):
             raise ValueError(f"backbone {name!r} has no conv1: use a ResNet")
         if conv1_kernel != self.body.conv1.kernel_size[0]:
-            # bias=False: a BatchNorm follows (the code's bias=True is redundant there).
             self.body.conv1 = nn.Conv2d(
                 in_channels, 64, conv1_kernel, 2, conv1_kernel // 2, bias=False
             )
@@ -458,7 +457,9 @@ class AKMNet(nn.Module):
 
     def _init_weights(self, skip_backbone: bool) -> None:
         """The code's initialisation (``resnet.py:186-203``): conv kaiming normal (fan_out),
-        BN 1 / 0, linear xavier normal / 0, GRU weights orthogonal, biases uniform [0, 1)."""
+        BN 1 / 0, linear xavier normal / 0; the GRU's forward-direction weights orthogonal and
+        biases uniform [0, 1) (the code names ``weight_ih_l0`` ... ``bias_hh_l1`` only, so the
+        reverse direction keeps PyTorch's default)."""
         for name, m in self.named_modules():
             if (
                 skip_backbone
@@ -476,6 +477,8 @@ class AKMNet(nn.Module):
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.GRU):
                 for pname, p in m.named_parameters():
+                    if pname.endswith("_reverse"):
+                        continue
                     if pname.startswith("weight"):
                         nn.init.orthogonal_(p)
                     else:

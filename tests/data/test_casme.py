@@ -133,3 +133,13 @@ def test_four_classes_and_data_summary(casme_root, result, capsys):
     assert len(out["corrected"]) == 8 and len(out["rejected"]) == 2
     assert summary_main(["--dataset", "casme", "--root", str(casme_root)]) == 0
     assert "known wrong row (data row 140)" in capsys.readouterr().out
+
+
+def test_akmnet_four_classes_on_casme2_and_samm(tmp_path):
+    """With the 2019 CASME II coding and SAMM's 159 rows (fixture counts as the real sheets)."""
+    root = fx.write_megc2019(tmp_path)
+    casme2 = select("casme2-4", read_dataset("casme2", root / "CASME2").samples)
+    assert casme2.class_counts() == {"positive": 32, "negative": 69, "surprise": 28, "others": 126}
+    samm = select("samm-4", read_dataset("samm", root / "SAMM").samples)
+    assert samm.class_counts() == {"positive": 26, "negative": 92, "surprise": 15, "others": 26}
+    assert not casme2.excluded and not samm.excluded
