@@ -1,12 +1,12 @@
 """The data layer: database readers -> sample records -> aligned crop cache -> pair batches.
 
-``MERDataModule`` (pairs) and ``FlowDataModule`` (flow fields) are imported lazily, so the
+``MERDataModule`` (pairs), ``FlowDataModule`` (flow fields) and ``ClipDataModule`` (clips) are imported lazily, so the
 readers and ``moext data summary`` do not pay for importing Lightning.
 """
 
 from moext.data.records import DatasetError, Sample
 
-__all__ = ["DatasetError", "FlowDataModule", "MERDataModule", "Sample"]
+__all__ = ["ClipDataModule", "DatasetError", "FlowDataModule", "MERDataModule", "Sample"]
 
 
 def __getattr__(name: str):
@@ -18,4 +18,8 @@ def __getattr__(name: str):
         from moext.data.flow_datamodule import FlowDataModule
 
         return FlowDataModule
+    if name == "ClipDataModule":
+        from moext.data.clips import ClipDataModule
+
+        return ClipDataModule
     raise AttributeError(f"module 'moext.data' has no attribute {name!r}")

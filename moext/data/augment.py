@@ -266,3 +266,109 @@ class ExpandedPairs(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         return self.base[index % len(self.base)]
+
+
+# --- whole clips: one transform per clip, shared by all of its frames ---------------------------
+
+
+def _sample_clips(clips: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Resample every frame of each clip with that clip's (2, 3) affine ``theta`` (B, 2, 3).
+
+    Bilinear, reflection padding, float32 with autocast disabled; returns ``clips.dtype``.
+    """
+    b, t, c, h, w = clips.shape
+    with torch.autocast(device_type=clips.device.type, enabled=False):
+        x = clips.reshape(b, t * c, h, w).float()  # the frames stacked: one grid for the clip
+        grid = F.affine_grid(theta.float(), [b, t * c, h, w], align_corners=False)
+        out = F.grid_sample(x, grid, "bilinear", padding_mode="reflection", align_corners=False)
+    out = out.reshape(b, t, c, h, w)
+    if not clips.is_floating_point():
+        out = out.round_().clamp_(torch.iinfo(clips.dtype).min, torch.iinfo(clips.dtype).max)
+    return out.to(clips.dtype)
+
+
+def augment_clips(
+    clips: torch.Tensor,
+    max_rotation: float = 10.0,
+    flip_p: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """:func:`augment_pairs` for clips of any length: one mirror + rotation per clip.
+
+    Every frame of a clip gets its clip's transform (a transform that differed between frames
+    would itself look like motion). Padding frames (zeros) stay zeros.
+
+    Args:
+        clips: ``(B, T, C, H, W)``, floating point (uint8 is rounded back).
+        max_rotation: largest rotation in degrees.
+        flip_p: probability of a horizontal flip.
+        generator: random generator (see :func:`augment_pairs`).
+
+    Returns:
+        ``(B, T, C, H, W)`` tensor, same dtype and device as ``clips``.
+    """
+    if clips.ndim != 5:
+        raise ValueError(f"expected clips of shape (B, T, C, H, W), got {tuple(clips.shape)}")
+    b, _, _, h, w = clips.shape
+    device = clips.device
+    draw_on = generator.device if generator is not None else device
+    angle = (torch.rand(b, generator=generator, device=draw_on) * 2 - 1) * math.radians(
+        max_rotation
+    )
+    flip = torch.rand(b, generator=generator, device=draw_on) < flip_p
+    angle, sign = angle.to(device), 1.0 - 2.0 * flip.to(device, torch.float32)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zero = torch.zeros_like(angle)
+    theta = torch.stack(
+        [
+            torch.stack([sign * cos, -sign * sin * (h / w), zero], dim=1),
+            torch.stack([sin * (w / h), cos, zero], dim=1),
+        ],
+        dim=1,
+    )  # (B, 2, 3), as in augment_pairs
+    return _sample_clips(clips, theta)
+
+
+def zoom_crop_clips(
+    clips: torch.Tensor,
+    zoom: float = 144 / 128,
+    p: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """AKMNet's training augmentation (authors' ``datasets/transforms.py``), one draw per clip.
+
+    With probability ``p`` a clip is enlarged by ``zoom`` (the code: resize to 144 x 144) and one
+    random window of the original size (128 x 128) is cut from it, the same window for every
+    frame; otherwise the clip is left as it is (the code: resize straight to 128 x 128). The
+    window offset is uniform over the enlarged image, in continuous coordinates (the code draws
+    whole pixels).
+
+    Args:
+        clips: ``(B, T, C, H, W)``, floating point (uint8 is rounded back).
+        zoom: enlargement factor (>= 1).
+        p: probability of zooming a clip.
+        generator: random generator, as for :func:`augment_pairs`.
+
+    Returns:
+        ``(B, T, C, H, W)`` tensor, same dtype and device as ``clips``.
+    """
+    if clips.ndim != 5:
+        raise ValueError(f"expected clips of shape (B, T, C, H, W), got {tuple(clips.shape)}")
+    if zoom < 1:
+        raise ValueError(f"zoom must be >= 1, got {zoom}")
+    b = clips.shape[0]
+    device = clips.device
+    draw_on = generator.device if generator is not None else device
+    apply = (torch.rand(b, generator=generator, device=draw_on) < p).to(device)
+    shift = (torch.rand(b, 2, generator=generator, device=draw_on) * 2 - 1).to(device)
+    scale = torch.where(apply, 1.0 / zoom, 1.0).to(torch.float32)
+    # Output pixel -> input pixel, normalised coordinates: x_in = scale * x_out + t, with the
+    # window inside the image: |t| <= 1 - scale.
+    t = shift * (1 - scale)[:, None]
+    zero = torch.zeros_like(scale)
+    theta = torch.stack(
+        [torch.stack([scale, zero, t[:, 0]], dim=1), torch.stack([zero, scale, t[:, 1]], dim=1)],
+        dim=1,
+    )
+    out = _sample_clips(clips, theta)
+    return torch.where(apply[:, None, None, None, None], out, clips)  # untouched: bit-identical

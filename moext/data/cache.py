@@ -19,6 +19,12 @@ Entries are written to a temporary file in the same folder and moved into place 
 :func:`os.replace`, so an interrupted run never leaves a half-written entry. An entry that cannot
 be read is reported with its path and recomputed by the next :func:`prepare`.
 
+Beside an entry cropped with a face backend, :func:`prepare` also stores the ``(2, 3)`` alignment
+matrix it was cropped with (``<entry>.affine.npy``, same key), so that the other frames of the
+clip can be cropped identically later (:mod:`moext.data.clip_cache`) without finding the face
+again. Entries written before the matrix was kept have none; :meth:`PairCache.get_matrix` then
+returns ``None`` and the entry itself stays valid.
+
 The key assumes the detector is the one ``make_detector(backend, weights)`` builds; a hand-made
 detector passed to :func:`prepare` is not part of it.
 """
@@ -41,7 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from moext.data.faces import align_clip, make_detector
+from moext.data.faces import align_clip, alignment_matrix, make_detector
 from moext.data.images import read_rgb, resize_square
 from moext.data.records import Sample
 
@@ -49,6 +55,9 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 """Version of the entry format and crop algorithm; bump it to invalidate every entry."""
+
+MATRIX_SUFFIX = ".affine.npy"
+"""Suffix of the alignment matrix stored beside a pair entry (replaces the entry's ``.npy``)."""
 
 BACKENDS = ("dlib", "fan", "none")
 
@@ -232,6 +241,65 @@ class PairCache:
             raise
         return path
 
+    def matrix_path(self, sample: Sample) -> Path:
+        """Where the alignment matrix of the sample's entry lives (whether or not it exists)."""
+        return self.path(sample).with_suffix(MATRIX_SUFFIX)
+
+    def get_matrix(self, sample: Sample) -> np.ndarray | None:
+        """The ``(2, 3)`` float64 matrix the sample's entry was cropped with, or ``None`` when
+        none is stored (backend ``"none"``, or an entry written before matrices were kept).
+
+        Raises:
+            CacheError: the matrix file exists but is unreadable.
+        """
+        path = self.matrix_path(sample)
+        try:
+            matrix = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError) as e:
+            raise CacheError(f"{sample.id}: unreadable alignment matrix {path}: {e}") from e
+        if matrix.shape != (2, 3) or not np.isfinite(matrix).all():
+            raise CacheError(
+                f"{sample.id}: {path} holds {matrix.shape}, not a finite (2, 3) matrix"
+            )
+        return matrix.astype(np.float64)
+
+    def put_matrix(self, sample: Sample, matrix: np.ndarray) -> Path:
+        """Store the ``(2, 3)`` alignment matrix of a sample's entry atomically."""
+        matrix = np.asarray(matrix, dtype=np.float64)
+        if matrix.shape != (2, 3):
+            raise ValueError(f"{sample.id}: expected a (2, 3) matrix, got {matrix.shape}")
+        return write_npy_atomically(self.matrix_path(sample), matrix)
+
+
+def write_npy_atomically(path: Path, array: np.ndarray) -> Path:
+    """``np.save`` to a temporary file in ``path``'s folder, then :func:`os.replace`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class _LandmarkRecorder:
+    """Wraps a detector and keeps the first landmarks it found: those ``align_clip`` aligns on."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.landmarks: np.ndarray | None = None
+
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
+        found = self.detector(image)
+        if found is not None and self.landmarks is None:
+            self.landmarks = found
+        return found
+
 
 def compute_pair(
     sample: Sample, settings: PrepareSettings, detector: Detector | None
@@ -297,9 +365,12 @@ def _failure_path(sample: Sample, error: Exception) -> Path | None:
 
 def _prepare_one(cache: PairCache, sample: Sample, detector: Detector | None) -> Failure | None:
     try:
-        pair = compute_pair(sample, cache.settings, detector)
+        recorder = _LandmarkRecorder(detector) if detector is not None else None
+        pair = compute_pair(sample, cache.settings, recorder or detector)
         if pair is None:
             raise ValueError(f"no face found (on_no_face={cache.settings.on_no_face!r})")
+        if recorder is not None and recorder.landmarks is not None:  # align_clip's own matrix
+            cache.put_matrix(sample, alignment_matrix(recorder.landmarks, cache.settings.size))
         cache.put(sample, pair)
     except Exception as e:  # reported per sample, the caller decides
         reason = f"{type(e).__name__}: {e}"

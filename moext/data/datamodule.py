@@ -52,6 +52,7 @@ DEFAULT_FOLDERS = {
     "smic": "SMIC",
     "casme3": "CASME3",
     "synth": "synth",
+    "casme": "CASME",
 }
 ROOT_ENV = "MOEXT_DATA_ROOT"
 CDE_DATASETS = ("casme2", "samm", "smic")

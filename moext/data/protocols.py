@@ -13,6 +13,10 @@ to samples read by :mod:`moext.data.readers`. Only micro-expression samples are 
 * ``smic-3``: SMIC-HS's folder labels negative, positive, surprise.
 * ``casme3-3``: disgust/fear/anger/sad -> negative, happy -> positive, surprise -> surprise.
 * ``synth-3``: the generated database: disgust -> negative, happiness -> positive, surprise.
+* ``casme-4``, ``casme2-4``, ``samm-4``: AKMNet's four classes (its paper, Sec. IV.A) on CAS(ME)
+  I, CASME II and SAMM: positive = happiness (CAS(ME) I also amusement); negative = disgust,
+  sadness, contempt, fear, anger (those the database has); surprise; others = tense,
+  repression and the database's own others / other. AKMNet uses ``smic-3`` on SMIC-HS.
 
 Samples a protocol leaves out are listed in :attr:`LabelledSet.excluded` with the reason.
 """
@@ -30,6 +34,8 @@ from moext.data.records import Rejection, Sample
 
 OFFICIAL_LIST = "megc2019_combined_3class_gt.csv"
 THREE_CLASSES = ("negative", "positive", "surprise")
+#: AKMNet's classes, in the order of its paper's Fig. 4 (Po, Ne, Su, Ot).
+FOUR_CLASSES = ("positive", "negative", "surprise", "others")
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,61 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
     )
 }
+
+
+def _four_classes(dataset: str, emotions: dict[str, str]) -> Protocol:
+    return Protocol(f"{dataset}-4", FOUR_CLASSES, (dataset,), emotions)
+
+
+PROTOCOLS.update(
+    (p.name, p)
+    for p in (
+        _four_classes(
+            "casme",
+            {
+                "happiness": "positive",
+                "amusement": "positive",
+                "disgust": "negative",
+                "sadness": "negative",
+                "contempt": "negative",
+                "fear": "negative",
+                "anger": "negative",
+                "surprise": "surprise",
+                "tense": "others",
+                "repression": "others",
+                "others": "others",
+            },
+        ),
+        _four_classes(
+            "casme2",
+            {
+                "happiness": "positive",
+                "disgust": "negative",
+                "sadness": "negative",
+                "fear": "negative",
+                "contempt": "negative",
+                "anger": "negative",
+                "surprise": "surprise",
+                "repression": "others",
+                "tense": "others",
+                "others": "others",
+            },
+        ),
+        _four_classes(
+            "samm",
+            {
+                "happiness": "positive",
+                "anger": "negative",
+                "contempt": "negative",
+                "disgust": "negative",
+                "fear": "negative",
+                "sadness": "negative",
+                "surprise": "surprise",
+                "other": "others",
+            },
+        ),
+    )
+)
 
 
 def get_protocol(name: str) -> Protocol:

@@ -29,6 +29,7 @@ DEFAULT_PROTOCOLS = {
     "casme3": "casme3-3",
     "megc2019": "cde3",
     "synth": "synth-3",
+    "casme": "casme-4",
 }
 #: Command line options each dataset's reader takes (the others are refused).
 READER_OPTIONS = {
@@ -38,6 +39,7 @@ READER_OPTIONS = {
     "casme3": ("spreadsheet", "sheet", "kind"),
     "synth": ("spreadsheet", "macro_spreadsheet", "frames"),
     "megc2019": ("casme2_root", "samm_root", "smic_root", "frames"),
+    "casme": ("spreadsheet", "frames"),
 }
 NO_EMOTION = "(none)"
 
@@ -48,7 +50,8 @@ def summarize(
     """Read a database and count what it holds.
 
     Args:
-        dataset: one of ``casme2``, ``samm``, ``smic``, ``casme3``, ``megc2019``, ``synth``.
+        dataset: one of ``casme2``, ``samm``, ``smic``, ``casme3``, ``megc2019``, ``synth``,
+            ``casme``.
         root: the database folder (for ``megc2019`` the folder holding ``CASME2/``, ``SAMM/``,
             ``SMIC/``).
         protocol: label protocol for ``classes``; default :data:`DEFAULT_PROTOCOLS`.
@@ -124,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--spreadsheet", help="annotation spreadsheet: file name or path")
     parser.add_argument("--sheet", help="sheet name (casme3)")
     parser.add_argument("--kind", choices=("micro", "macro", "both"), help="casme2, casme3")
-    parser.add_argument("--frames", choices=("raw", "cropped"), help="CASME II frame folder")
+    parser.add_argument("--frames", choices=("raw", "cropped"), help="CASME (II) frame folder")
     parser.add_argument("--macro-spreadsheet", help="macro spreadsheet (synth)")
     for name, folder in MEGC2019_FOLDERS.items():
         parser.add_argument(f"--{name}-root", type=Path, help=f"megc2019: instead of ROOT/{folder}")

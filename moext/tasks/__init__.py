@@ -5,6 +5,7 @@ method adds one line below. ``PretrainTask`` / ``ClassifyTask`` are the names Mo
 before other methods joined; configs and checkpoints that use them keep working.
 """
 
+from moext.tasks.akmnet import AKMNetClassifyTask
 from moext.tasks.base import ClassificationTask
 from moext.tasks.moext_classify import MoExtClassifyTask
 from moext.tasks.moext_pretrain import MoExtPretrainTask
@@ -15,6 +16,7 @@ PretrainTask = MoExtPretrainTask
 ClassifyTask = MoExtClassifyTask
 
 __all__ = [
+    "AKMNetClassifyTask",
     "ClassificationTask",
     "ClassifyTask",
     "MoExtClassifyTask",

@@ -385,3 +385,88 @@ def write_megc2019(root: Path) -> Path:
     ]
     write_smic(root / "SMIC", smic)
     return root
+
+
+# --- CAS(ME) I (CASME) -------------------------------------------------------------------------
+
+CASME_SPREADSHEET = "CASME_coding_20130726.xlsx"  # the name varies between copies
+CASME_HEADER = [
+    "Subject",
+    "Filename",
+    None,
+    "OnsetF",
+    "ApexF1",
+    "ApexF2",
+    "OffsetF",
+    None,
+    "Action Units",
+    "Emotion",
+]
+CASME_FIRST_ROW = 2
+#: The known wrong rows (0-based data row index) with the values the corrections replace.
+CASME_WRONG_ROWS: dict[int, Clip] = {
+    40: Clip(7, "EP02_3", 10, 12, 14, "disgust", "9", frames=range(90, 160)),
+    42: Clip(7, "EP03_2", 131, 0, 0, "repression", "14", frames=range(95, 125)),
+    43: Clip(7, "EP03_5", 157, 170, 0, "tense", "4", frames=range(50, 80)),
+    54: Clip(8, "EP04_1", 20, 30, 400, "happiness", "12", frames=range(20, 45)),
+    140: Clip(15, "EP10_3", 120, 130, 14, "surprise", "1+2", frames=range(120, 150)),
+}
+#: Quirks at other rows (index -> clip).
+CASME_QUIRKS: dict[int, Clip] = {
+    0: Clip(1, "EP01_5", 8, 12, 20, "amusement", "12", frames=range(5, 25)),  # 9 < 10: numeric
+    1: Clip(1, "EP01_6", 20, "/", 30, "happiness", "6+12"),  # ApexF1 '/': middle frame
+    2: Clip(2, "EP02_1", 40, 35, 50, "sadness", "15"),  # apex before onset: middle frame
+    3: Clip(2, "EP02_2", 10, 14, 0, "contempt", "L14"),  # offset 0: not annotated
+    4: Clip(3, "EP05_1", "1o", 14, 20, "fear", "4"),  # onset not a frame number: rejected
+    5: Clip(3, "EP05_2", 10, 14, 20, "tense", "4", folder=""),  # no clip folder: rejected
+}
+CASME_ROWS = 142
+#: Emotions of the filler rows, cycled.
+_CASME_FILLER = ("tense", "disgust", "repression", "surprise", "happiness", "sadness")
+
+
+def casme_clips() -> list[Clip | None]:
+    """142 data rows: the quirks, the known wrong rows, a blank row (index 100, which the row
+    index counts) and plain filler rows (3 frames each, 19 subjects)."""
+    rows: list[Clip | None] = []
+    for i in range(CASME_ROWS):
+        if i in CASME_QUIRKS:
+            rows.append(CASME_QUIRKS[i])
+        elif i in CASME_WRONG_ROWS:
+            rows.append(CASME_WRONG_ROWS[i])
+        elif i == 100:
+            rows.append(None)
+        else:
+            subject = 1 + i % 19
+            emotion = _CASME_FILLER[i % len(_CASME_FILLER)]
+            rows.append(Clip(subject, f"EP{90 + i // 19:02d}_{i % 19}", 1, 2, 3, emotion, "4"))
+    return rows
+
+
+def write_casme(
+    root: Path,
+    clips: Sequence[Clip | None] | None = None,
+    spreadsheet: str = CASME_SPREADSHEET,
+    frames: str = "raw",
+) -> Path:
+    """Write a CAS(ME) I folder: a coding .xlsx (any name; Subject as a number, ApexF2 mostly
+    '/') and ``CASME_raw_selected/sub01/EP01_5/EP01_5-20.jpg`` (or ``Cropped/.../reg_...``)."""
+    clips = casme_clips() if clips is None else clips
+    rows: list[list[object]] = [CASME_HEADER]
+    for c in clips:
+        if c is None:
+            rows.append([])
+            continue
+        rows.append(
+            [c.subject, c.filename, None, c.onset, c.apex, "/", c.offset, None, c.au, c.emotion]
+        )
+    write_workbook(root / spreadsheet, {"Sheet1": rows})
+    folder, prefix = ("CASME_raw_selected", "") if frames == "raw" else ("Cropped", "reg_")
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    for c in clips:
+        if c is not None and c.folder_name():
+            clip_dir = root / folder / f"sub{int(c.subject):02d}" / c.folder_name()
+            write_frames(
+                clip_dir, c.frame_numbers(), lambda n, f=c.filename: f"{prefix}{f}-{n}.jpg"
+            )
+    return root

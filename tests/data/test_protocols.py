@@ -187,7 +187,10 @@ def test_synth_3_and_macro_clips() -> None:
 
 
 def test_protocol_registry() -> None:
-    assert set(PROTOCOLS) == {"cde3", "casme2-5", "samm-5", "smic-3", "casme3-3", "synth-3"}
+    assert set(PROTOCOLS) == {
+        *("cde3", "casme2-5", "samm-5", "smic-3", "casme3-3", "synth-3"),
+        *("casme-4", "casme2-4", "samm-4"),  # AKMNet's
+    }
     assert get_protocol("cde3").datasets == ("casme2", "samm", "smic")
     with pytest.raises(ValueError, match="unknown protocol 'cde5'"):
         select("cde5", [])

@@ -1,11 +1,12 @@
 """Database readers: annotation spreadsheet + frame folders -> :class:`~moext.data.records.Sample`.
 
-One module per database (:mod:`.casme2`, :mod:`.samm`, :mod:`.smic`, :mod:`.casme3`); each reader
+One module per database (:mod:`.casme2`, :mod:`.samm`, :mod:`.smic`, :mod:`.casme3`,
+:mod:`.casme` for CAS(ME) I); each reader
 returns a :class:`~moext.data.records.ReadResult` with the usable samples, the rows it rejected
 and the rows it corrected (rules in :mod:`.spreadsheet`). Readers only list folders; they never
 decode an image. :func:`read_dataset` picks a reader by name:
 
-* ``casme2``, ``samm``, ``smic``, ``casme3``: one database; options go to its reader
+* ``casme2``, ``samm``, ``smic``, ``casme3``, ``casme``: one database; options go to its reader
   (``kind="both"`` reads micro and macro clips of ``casme2``/``casme3``).
 * ``synth``: the generated database (CASME II layout, ``dataset="synth"``): micro clips, plus
   macro clips when its macro spreadsheet is present.
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from moext.data.readers.casme import read_casme
 from moext.data.readers.casme2 import read_casme2, read_synth
 from moext.data.readers.casme3 import read_casme3
 from moext.data.readers.samm import read_samm
@@ -63,6 +65,7 @@ READERS: dict[str, Callable[..., ReadResult]] = {
     "casme3": read_casme3,
     "synth": read_synth,
     "megc2019": read_megc2019,
+    "casme": read_casme,
 }
 DATASETS = tuple(READERS)
 
@@ -115,6 +118,7 @@ __all__ = [
     "DATASETS",
     "MEGC2019_FOLDERS",
     "READERS",
+    "read_casme",
     "read_casme2",
     "read_casme3",
     "read_dataset",

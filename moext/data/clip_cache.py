@@ -1,0 +1,499 @@
+"""Aligned whole clips (every frame from onset to offset), stored as uint8 beside the pair cache.
+
+A clip entry is one ``(T, size, size, 3)`` uint8 RGB array per sample: the frames of
+:func:`clip_frames`, each cropped with the ONE crop of the clip, the crop the pair cache
+(:mod:`moext.data.cache`) computed on the onset. It is built from the pair entry:
+
+* the onset and apex crops are copied from the pair entry, never decoded again;
+* the other frames are decoded once and cropped with the pair entry's alignment matrix
+  (:meth:`~moext.data.cache.PairCache.get_matrix`), or resized like the pair for
+  ``backend: none``;
+* a pair entry written before matrices were stored has none: the face is then found again on
+  the onset (on the apex too for ``on_no_face: next``, as ``align_clip`` does), the matrix is
+  checked against the stored onset crop, kept beside the pair entry for next time, and the
+  clip is named in the report and the log.
+
+Which frames: every frame on disk numbered from the onset to the offset, both included. When the
+offset is not annotated (``None``) the clip runs to the last frame of its folder, and the report
+says so. A clip with more than ``max_frames`` frames is uniformly subsampled to ``max_frames``
+frames that always include the onset, the apex and the offset (:func:`subsample`); every such
+clip is listed in the report and the log: nothing is cut silently.
+
+Layout (next to the pair entries)::
+
+    <root>/<dataset>/<subject>/<clip>.<backend><size>.clip.<key>.npy
+
+``key`` hashes :data:`CLIP_FORMAT`, the pair entry's key (source onset/apex files and every
+crop setting) and the identity (path, size, mtime) of every frame of the clip, so a changed
+frame, crop setting or ``max_frames`` that changes the frames gives a new entry. Entries are
+written atomically (temporary file + :func:`os.replace`); an unreadable one is reported and
+rebuilt by the next :func:`prepare_clips`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from moext.data.cache import (
+    CacheError,
+    Failure,
+    PairCache,
+    PrepareReport,
+    PrepareSettings,
+    apex_frame,
+    write_npy_atomically,
+)
+from moext.data.faces import FaceNotFoundError, alignment_matrix, make_detector, warp
+from moext.data.images import read_rgb, resize_square
+from moext.data.records import Sample
+
+log = logging.getLogger(__name__)
+
+CLIP_FORMAT = 1
+"""Version of the clip entry format; bump it to invalidate every clip entry (not the pairs)."""
+
+Detector = Callable[[np.ndarray], "np.ndarray | None"]
+
+
+# --- which frames ------------------------------------------------------------------------------
+
+
+def subsample(length: int, keep: int, frames: int) -> list[int]:
+    """Positions of ``frames`` of ``length`` frames, uniformly spread, always with the first,
+    the last and ``keep`` (the apex).
+
+    ``round(linspace(0, length - 1, frames))`` (distinct, as the spacing exceeds 1), then the
+    position nearest to ``keep`` (not the first or the last) is moved onto ``keep``.
+
+    Args:
+        length: frames in the clip.
+        keep: a position to keep, ``0 <= keep < length``.
+        frames: how many to keep (>= 3).
+
+    Returns:
+        ``min(length, frames)`` increasing positions.
+    """
+    if frames < 3:
+        raise ValueError(f"max_frames must be >= 3 (onset, apex, offset), got {frames}")
+    if not 0 <= keep < length:
+        raise ValueError(f"position {keep} outside a clip of {length} frames")
+    if length <= frames:
+        return list(range(length))
+    chosen = [round(x) for x in np.linspace(0, length - 1, frames)]
+    if keep not in chosen:
+        nearest = min(range(1, frames - 1), key=lambda j: (abs(chosen[j] - keep), j))
+        chosen[nearest] = keep
+        chosen.sort()
+    return chosen
+
+
+@dataclass(frozen=True)
+class ClipFrames:
+    """The frames a clip entry holds.
+
+    Attributes:
+        numbers: frame numbers, onset first, increasing.
+        paths: their files.
+        total: frames from onset to offset on disk, before subsampling.
+        notes: what the selection had to decide (offset not annotated, ...).
+    """
+
+    numbers: tuple[int, ...]
+    paths: tuple[Path, ...]
+    total: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def subsampled(self) -> bool:
+        return len(self.numbers) < self.total
+
+
+def clip_frames(sample: Sample, max_frames: int, apex: int | None = None) -> ClipFrames:
+    """Every frame on disk from the onset to the offset, subsampled to ``max_frames`` if longer.
+
+    Args:
+        sample: the clip.
+        max_frames: the cap (see :func:`subsample`).
+        apex: the apex frame to keep (default ``sample.apex``).
+
+    Raises:
+        KeyError: the onset or apex frame is not among the clip's frames.
+    """
+    apex = sample.apex if apex is None else apex
+    notes = []
+    last = sample.offset
+    if last is None:
+        last = sample.frame_numbers[-1]
+        notes.append(f"offset not annotated: the clip runs to the folder's last frame {last}")
+    elif last not in sample.frame_numbers:
+        before = [n for n in sample.frame_numbers if n <= last]
+        notes.append(f"offset frame {last} not on disk: the clip ends at frame {before[-1]}")
+    window = [
+        (n, p)
+        for n, p in zip(sample.frame_numbers, sample.frames, strict=True)
+        if sample.onset <= n <= last
+    ]
+    numbers = [n for n, _ in window]
+    for what, number in (("onset", sample.onset), ("apex", apex)):
+        if number not in numbers:
+            raise KeyError(
+                f"{sample.id}: {what} frame {number} is not on disk between the onset "
+                f"{sample.onset} and the offset {last}"
+            )
+    kept = subsample(len(window), numbers.index(apex), max_frames)
+    if len(kept) < len(window):
+        notes.append(
+            f"{len(window)} frames > max_frames {max_frames}: uniformly subsampled to "
+            f"{len(kept)} (onset, apex and offset kept)"
+        )
+    return ClipFrames(
+        tuple(window[i][0] for i in kept),
+        tuple(window[i][1] for i in kept),
+        len(window),
+        tuple(notes),
+    )
+
+
+# --- entries -----------------------------------------------------------------------------------
+
+
+def _identity(path: Path) -> list[str | int]:
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+class ClipCache:
+    """One ``(T, size, size, 3)`` uint8 entry per sample, next to the pair cache's entries.
+
+    Args:
+        root: cache folder (the pair cache's).
+        settings: the crop settings (those of the pair cache).
+        max_frames: the frame cap of :func:`clip_frames`.
+    """
+
+    def __init__(self, root: Path | str, settings: PrepareSettings, max_frames: int) -> None:
+        subsample(3, 1, max_frames)  # validates max_frames
+        self.pairs = PairCache(root, settings)
+        self.settings = settings
+        self.max_frames = max_frames
+
+    def frames(self, sample: Sample) -> ClipFrames:
+        """The frames the sample's entry holds (the pair's apex is always one of them)."""
+        return clip_frames(sample, self.max_frames, apex_frame(sample, self.settings.pseudo_apex_n))
+
+    def key(self, sample: Sample, frames: ClipFrames) -> str:
+        """Hash of the pair entry's key and every frame's identity.
+
+        Raises:
+            OSError: a frame file is missing.
+        """
+        parts = {
+            "format": CLIP_FORMAT,
+            "pair": self.pairs.key(sample),
+            "frames": [_identity(p) for p in frames.paths],
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+    def path(self, sample: Sample, frames: ClipFrames | None = None) -> Path:
+        """Where the sample's clip entry lives (whether or not it exists)."""
+        frames = frames or self.frames(sample)
+        pair = self.pairs.path(sample)  # <clip>.<backend><size>.<pair key>.npy
+        stem = pair.name.rsplit(".", 2)[0]
+        return pair.parent / f"{stem}.clip.{self.key(sample, frames)}.npy"
+
+    def shape(self, frames: ClipFrames) -> tuple[int, int, int, int]:
+        return (len(frames.numbers), self.settings.size, self.settings.size, 3)
+
+    def problem(self, path: Path, frames: ClipFrames) -> str | None:
+        """Why an entry is unusable (``"missing"``, wrong header, truncated), or None; reads only
+        the ``.npy`` header."""
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran, dtype = read_header(f)
+                offset = f.tell()
+        except FileNotFoundError:
+            return "missing"
+        except (OSError, ValueError, EOFError) as e:
+            return f"unreadable header ({e})"
+        expected_shape = self.shape(frames)
+        if shape != expected_shape or dtype != np.uint8 or fortran:
+            return f"expected {expected_shape} uint8, found {shape} {dtype}"
+        expected = offset + int(np.prod(shape))
+        if (actual := path.stat().st_size) != expected:
+            return f"truncated or padded file: {actual} bytes, expected {expected}"
+        return None
+
+    def build(
+        self, sample: Sample, frames: ClipFrames, detector: Callable[[], Detector]
+    ) -> tuple[np.ndarray, list[str]]:
+        """The clip's ``(T, size, size, 3)`` uint8 crops, from its pair entry (which must exist).
+
+        Args:
+            sample: the clip.
+            frames: its frames (:meth:`frames`).
+            detector: builds the landmark detector, called only when the pair entry has no
+                stored alignment matrix.
+
+        Returns:
+            The crops and notes on what was done (re-detection).
+
+        Raises:
+            CacheError: no usable pair entry; FaceNotFoundError: re-detection found no face.
+        """
+        s = self.settings
+        pair = self.pairs.get(sample)  # (2, S, S, 3): onset, apex crops
+        onset, apex = sample.onset, apex_frame(sample, s.pseudo_apex_n)
+        notes: list[str] = []
+        if s.backend == "none":
+
+            def crop(image: np.ndarray) -> np.ndarray:
+                return resize_square(image, s.size)
+
+        else:
+            matrix = self.pairs.get_matrix(sample)
+            if matrix is None:
+                matrix = self._redetect(sample, pair, detector())
+                notes.append(
+                    "pair entry had no stored alignment matrix: the face was found again on "
+                    "the onset (matrix now stored)"
+                )
+
+            def crop(image: np.ndarray) -> np.ndarray:
+                return warp(image, matrix, s.size)
+
+        out = np.empty(self.shape(frames), np.uint8)
+        for i, (number, path) in enumerate(zip(frames.numbers, frames.paths, strict=True)):
+            if number == onset:
+                out[i] = pair[0]
+            elif number == apex:
+                out[i] = pair[1]
+            else:
+                out[i] = crop(read_rgb(path))
+        return out, notes
+
+    def _redetect(self, sample: Sample, pair: np.ndarray, detector: Detector) -> np.ndarray:
+        """The alignment matrix of a pair entry that has none, found as ``align_clip`` found it
+        (onset; for ``on_no_face: next`` the apex next), checked against the stored crops."""
+        s = self.settings
+        paths = [sample.onset_path, sample.frame_path(apex_frame(sample, s.pseudo_apex_n))]
+        images = {}
+        for path in paths if s.on_no_face == "next" else paths[:1]:  # as align_clip tries them
+            images[path] = read_rgb(path)
+            landmarks = detector(images[path])
+            if landmarks is not None:
+                break
+        else:
+            raise FaceNotFoundError(paths[0], "re-detection for the clip's alignment matrix")
+        matrix = alignment_matrix(landmarks, s.size)
+        onset_image = images.get(paths[0])
+        if onset_image is None:
+            onset_image = read_rgb(paths[0])
+        diff = np.abs(warp(onset_image, matrix, s.size).astype(int) - pair[0].astype(int)).max()
+        if diff > 1:
+            log.warning(
+                "%s: the re-detected crop differs from the pair entry's onset by up to %d grey "
+                "levels (another detector version?); the clip's frames may be offset from it",
+                sample.id,
+                diff,
+            )
+        log.info("%s: no alignment matrix stored with the pair entry; re-detected", sample.id)
+        self.pairs.put_matrix(sample, matrix)
+        return matrix
+
+    def load(self, sample_id: str, path: Path, mmap: bool = True) -> np.ndarray:
+        """An entry's ``(T, size, size, 3)`` uint8 array (memory-mapped by default).
+
+        Raises:
+            CacheError: missing or unreadable (the message names the file).
+        """
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except FileNotFoundError:
+            raise CacheError(f"{sample_id}: no clip entry {path}") from None
+        except (OSError, ValueError, EOFError) as e:
+            raise CacheError(f"{sample_id}: unreadable clip entry {path}: {e}") from e
+
+
+# --- prepare / load ----------------------------------------------------------------------------
+
+
+@dataclass
+class ClipReport:
+    """What :func:`prepare_clips` did (and, in ``pairs``, what the pair cache did before it).
+
+    Attributes:
+        computed, reused: ids of clip entries built now / found.
+        failed: clips without an entry (no pair entry, unreadable frame, ...).
+        corrupt: unreadable clip entries that were rebuilt.
+        subsampled: ``(id, frames onset..offset, frames kept)`` of clips over ``max_frames``.
+        notes: ``(id, note)``: offsets not annotated, re-detected alignments.
+        pairs: the pair cache's report, when the pairs were prepared in the same run.
+    """
+
+    computed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    corrupt: list[Failure] = field(default_factory=list)
+    subsampled: list[tuple[str, int, int]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    pairs: PrepareReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and (self.pairs is None or self.pairs.ok)
+
+    def summary(self) -> str:
+        lines = [self.pairs.summary()] if self.pairs is not None else []
+        lines.append(
+            f"clips: prepared {len(self.computed)}, reused {len(self.reused)}, failed "
+            f"{len(self.failed)}, corrupt entries rebuilt {len(self.corrupt)}, subsampled "
+            f"to max_frames {len(self.subsampled)}"
+        )
+        lines += [f"  failed: {f}" for f in self.failed]
+        lines += [f"  corrupt: {f}" for f in self.corrupt]
+        lines += [f"  subsampled: {i}: {n} frames -> {k}" for i, n, k in self.subsampled]
+        lines += [f"  note: {i}: {note}" for i, note in self.notes]
+        return "\n".join(lines)
+
+
+def prepare_clips(
+    samples: Sequence[Sample],
+    cache_root: Path | str,
+    settings: PrepareSettings,
+    max_frames: int,
+    detector: Detector | None = None,
+    progress: bool = True,
+    device: str = "cpu",
+) -> ClipReport:
+    """Build every missing clip entry from the pair entries (which must be prepared first).
+
+    Args:
+        samples: the clips.
+        cache_root: the cache folder (the pair cache's).
+        settings: the crop settings of the pair entries.
+        max_frames: the frame cap (see :func:`clip_frames`).
+        detector: landmark detector for pair entries without a stored matrix; ``None`` builds
+            ``make_detector(settings.backend, settings.weights, device)`` if one is needed.
+        progress: show a tqdm progress bar.
+        device: device of a detector built here.
+
+    Returns:
+        The report: computed, reused, failed, corrupt, subsampled clips and notes.
+    """
+    cache = ClipCache(cache_root, settings, max_frames)
+    report = ClipReport()
+    todo: list[tuple[Sample, ClipFrames, Path]] = []
+    for sample in samples:
+        try:
+            frames = cache.frames(sample)
+            path = cache.path(sample, frames)
+        except (OSError, KeyError) as e:
+            report.failed.append(Failure(sample.id, None, f"{type(e).__name__}: {e}"))
+            continue
+        if frames.subsampled:
+            report.subsampled.append((sample.id, frames.total, len(frames.numbers)))
+        report.notes += [(sample.id, n) for n in frames.notes if "max_frames" not in n]
+        problem = cache.problem(path, frames)
+        if problem is None:
+            report.reused.append(sample.id)
+            continue
+        if problem != "missing":
+            log.warning("corrupt clip entry %s (%s): rebuilding", path, problem)
+            report.corrupt.append(Failure(sample.id, path, problem))
+        todo.append((sample, frames, path))
+
+    built: list[Detector] = [detector] if detector is not None else []
+
+    def get_detector() -> Detector:
+        if not built:
+            built.append(make_detector(settings.backend, settings.weights, device))
+        return built[0]
+
+    bar = tqdm(total=len(todo), desc="prepare clips", unit="clip", disable=not progress or not todo)
+    with bar:
+        for sample, frames, path in todo:
+            try:
+                pair_problem = cache.pairs.problem(sample)
+                if pair_problem is not None:
+                    raise CacheError(
+                        f"no usable pair entry ({pair_problem}): prepare the pairs first"
+                    )
+                clip, notes = cache.build(sample, frames, get_detector)
+                if frames.subsampled:
+                    log.info("%s: %d frames subsampled to %d", sample.id, frames.total, max_frames)
+                write_npy_atomically(path, clip)
+                report.computed.append(sample.id)
+                report.notes += [(sample.id, n) for n in notes]
+            except Exception as e:  # reported per clip, the caller decides
+                where = getattr(e, "path", None) or getattr(e, "filename", None)
+                reason = f"{type(e).__name__}: {e}"
+                report.failed.append(Failure(sample.id, Path(where) if where else None, reason))
+            bar.update()
+    for failure in report.failed:
+        log.warning("clip not prepared: %s", failure)
+    return report
+
+
+@dataclass(frozen=True)
+class ClipIndex:
+    """Where the clip entries of a list of samples are, and what they hold.
+
+    Attributes:
+        paths: one entry file per sample.
+        frames: the frames of each entry (numbers and files).
+        lengths: (N,) long, frames per entry.
+    """
+
+    paths: tuple[Path, ...]
+    frames: tuple[ClipFrames, ...]
+    lengths: torch.Tensor
+
+
+def index_clips(
+    samples: Sequence[Sample], cache_root: Path | str, settings: PrepareSettings, max_frames: int
+) -> ClipIndex:
+    """Find and check (headers only) the prepared clip entries of ``samples``.
+
+    Raises:
+        CacheError: some entries are missing or unusable; the message lists them and says to
+            run ``moext prepare``.
+    """
+    cache = ClipCache(cache_root, settings, max_frames)
+    paths, frames, problems = [], [], []
+    for sample in samples:
+        try:
+            selected = cache.frames(sample)
+            path = cache.path(sample, selected)
+        except (OSError, KeyError) as e:
+            problems.append(f"{sample.id} (source frame: {e})")
+            continue
+        problem = cache.problem(path, selected)
+        if problem is not None:
+            problems.append(f"{sample.id}: {problem} ({path})")
+        paths.append(path)
+        frames.append(selected)
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise CacheError(
+            f"{len(problems)} of {len(samples)} clips are not prepared in cache {cache_root} "
+            f"with {settings} and max_frames={max_frames}:\n  {shown}{more}\n"
+            "Run `moext prepare` with the same data and preprocessing settings."
+        )
+    lengths = torch.tensor([len(f.numbers) for f in frames], dtype=torch.long)
+    return ClipIndex(tuple(paths), tuple(frames), lengths)

@@ -1,0 +1,195 @@
+"""CAS(ME) I (CASME) reader: 195 micro-expression clips of 19 subjects at 60 fps.
+
+Layout under ``root`` (the CASME folder)::
+
+    <coding sheet>.xlsx                                 the one .xlsx at the root, any name
+    CASME_raw_selected/sub01/EP01_5/EP01_5-20.jpg       frames="raw"
+    Cropped/sub01/EP01_5/reg_EP01_5-20.jpg              frames="cropped"
+
+The coding sheet's name varies between copies of the database, so the reader takes the single
+``.xlsx`` file at the root whatever its name (Excel's ``~$`` lock files aside); with several,
+``spreadsheet`` names the one to read. Its first sheet has the columns ``Subject`` (a number:
+1, not '01'), ``Filename`` ('EP01_5'), ``OnsetF``, ``ApexF1``, ``ApexF2`` (a second apex, often
+'/': not used), ``OffsetF``, ``Action Units`` and ``Emotion`` (blank unnamed columns are
+ignored). A sample's ``subject`` is the folder ``sub01``, its ``clip`` the clip folder's name;
+the frame number is the last number of a frame's file name (``EP01_5-20.jpg`` -> 20), sorted
+numerically.
+
+Known wrong rows (:data:`KNOWN_WRONG_ROWS`, by 0-based data row index: the first row below the
+header is row 0, blank rows count, as ``pandas.read_excel`` numbers them): rows 40, 42 and 43
+have wrong onsets (100, 101, 57) and no usable apex (the middle frame is used); rows 40, 42,
+43, 54 and 140 have wrong offsets (149, 119, 74, 40, 142). They are corrected and reported as
+corrections naming the clip they hit, so a copy of the sheet in another row order shows up;
+``fix_known_rows=False`` reads the cells as they are. Every other quirk (apex before onset,
+offset 0, apex '/') goes through the shared rules of :mod:`moext.data.readers.spreadsheet`
+and is reported as a correction or a rejection, like in every reader.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moext.data.readers.spreadsheet import (
+    Column,
+    Row,
+    RowError,
+    cell_text,
+    collect,
+    emotion_label,
+    find_folder,
+    find_spreadsheet,
+    list_frames,
+    parse_number,
+    read_table,
+    required_text,
+    resolve_timing,
+)
+from moext.data.records import DatasetError, ReadResult, Sample
+
+FRAME_FOLDERS = {"raw": "CASME_raw_selected", "cropped": "Cropped"}
+TIMING_COLUMNS = ("OnsetF", "ApexF1", "OffsetF")
+COLUMNS = (
+    Column("Subject"),
+    Column("Filename"),
+    *(Column(name) for name in TIMING_COLUMNS),
+    Column("ApexF2", required=False),
+    Column("Emotion"),
+    Column("Action Units", aliases=("AU",), required=False),
+)
+
+#: Data row index (0-based, below the header) -> the corrected cells. ``ApexF1: None``: the
+#: row has no usable apex, so the middle frame between the corrected onset and offset is used.
+KNOWN_WRONG_ROWS: dict[int, dict[str, int | None]] = {
+    40: {"OnsetF": 100, "ApexF1": None, "OffsetF": 149},
+    42: {"OnsetF": 101, "ApexF1": None, "OffsetF": 119},
+    43: {"OnsetF": 57, "ApexF1": None, "OffsetF": 74},
+    54: {"OffsetF": 40},
+    140: {"OffsetF": 142},
+}
+
+
+def subject_folder(value: object) -> str:
+    """The subject folder of a ``Subject`` cell: ``1``, ``'1'``, ``'01'`` or ``'sub01'`` ->
+    ``'sub01'``."""
+    text = cell_text(value)
+    if text.lower().startswith("sub"):
+        text = text[3:]
+    return f"sub{parse_number(text, 'Subject'):02d}"
+
+
+def coding_sheet(root: Path, spreadsheet: str | Path | None) -> Path:
+    """The coding spreadsheet: ``spreadsheet`` if given, else the single .xlsx at ``root``.
+
+    Raises:
+        DatasetError: none, or several without ``spreadsheet`` naming one.
+    """
+    if spreadsheet is not None:
+        return find_spreadsheet(spreadsheet, (), [root], "casme")
+    found = sorted(p for p in root.glob("*.xlsx") if p.is_file() and not p.name.startswith("~$"))
+    if not found:
+        raise DatasetError(f"casme: no .xlsx coding spreadsheet in {root}")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise DatasetError(
+            f"casme: {len(found)} .xlsx files in {root} ({names}); name the coding sheet "
+            "with the spreadsheet option"
+        )
+    return found[0]
+
+
+def _known_fix(row: Row, first_data_row: int) -> tuple[tuple[object, object, object], str | None]:
+    """The row's timing cells with a known wrong row's corrections applied, and a note."""
+    cells = tuple(row[name] for name in TIMING_COLUMNS)
+    index = row.number - first_data_row
+    fix = KNOWN_WRONG_ROWS.get(index)
+    if fix is None:
+        return cells, None
+    fixed, changes = list(cells), []
+    for name, value in fix.items():
+        position = TIMING_COLUMNS.index(name)
+        old = cell_text(cells[position]) or "empty"
+        if value is None:
+            changes.append(f"{name} {old} unusable")
+            fixed[position] = None
+        elif cell_text(cells[position]) != str(value):
+            changes.append(f"{name} {old} -> {value}")
+            fixed[position] = value
+    if not changes:
+        return cells, None
+    return tuple(fixed), f"known wrong row (data row {index}): " + ", ".join(changes)
+
+
+def read_casme(
+    root: str | Path,
+    spreadsheet: str | Path | None = None,
+    frames: str = "raw",
+    fix_known_rows: bool = True,
+) -> ReadResult:
+    """Read CAS(ME) I's micro-expression clips into samples.
+
+    Args:
+        root: the CASME folder (holding the coding sheet and the frame folders).
+        spreadsheet: file name (looked up in ``root``) or path; default: the single .xlsx at
+            ``root``.
+        frames: ``"raw"`` (``CASME_raw_selected``) or ``"cropped"`` (``Cropped``).
+        fix_known_rows: correct :data:`KNOWN_WRONG_ROWS`.
+
+    Raises:
+        DatasetError: root, frame folder, spreadsheet or a required column missing.
+    """
+    if frames not in FRAME_FOLDERS:
+        raise ValueError(f"frames must be one of {sorted(FRAME_FOLDERS)}, not {frames!r}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(
+            f"casme: root folder {root} not found (expected the folder holding the coding "
+            f".xlsx and {FRAME_FOLDERS['raw']}/)"
+        )
+    path = coding_sheet(root, spreadsheet)
+    frames_dir = root / FRAME_FOLDERS[frames]
+    if not frames_dir.is_dir():
+        raise DatasetError(
+            f"casme: frame folder {frames_dir} not found (frames={frames!r} reads "
+            f"{FRAME_FOLDERS[frames]}/sub01/EP01_5/...)"
+        )
+    table = read_table(path, COLUMNS)
+    first_data_row = table.header_row + 1
+
+    def make(row: Row, source: str) -> Sample:
+        subject = subject_folder(row["Subject"])
+        filename = required_text(row["Filename"], "Filename")
+        folder, notes = find_folder(frames_dir, subject, filename)
+        clip_frames = list_frames(folder)
+        cells, note = tuple(row[name] for name in TIMING_COLUMNS), None
+        if fix_known_rows:
+            cells, note = _known_fix(row, first_data_row)
+        try:
+            timing = resolve_timing(cells, TIMING_COLUMNS, clip_frames)
+        except RowError as err:
+            raise RowError(f"{err} (after the {note})" if note else str(err)) from None
+        if note:
+            notes.append(note)
+        return Sample(
+            dataset="casme",
+            subject=folder.parent.name,
+            clip=folder.name,
+            frames=clip_frames.paths,
+            frame_numbers=clip_frames.numbers,
+            onset=timing.onset,
+            apex=timing.apex,
+            offset=timing.offset,
+            emotion=emotion_label(row["Emotion"]),
+            kind="micro",
+            source=source,
+            action_units=cell_text(row["Action Units"]),
+            notes=(*notes, *timing.notes),
+        )
+
+    def clip_of(row: Row) -> str:
+        try:
+            subject = subject_folder(row["Subject"])
+        except RowError:
+            subject = cell_text(row["Subject"]) or "?"
+        return f"casme/{subject}/{cell_text(row['Filename']) or '?'}"
+
+    return collect(table, make, clip_of)
