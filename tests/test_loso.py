@@ -12,7 +12,7 @@ from moext.data.protocols import fold_id, select
 from moext.data.readers import read_dataset
 from moext.experiment import loso, tracking
 from moext.experiment.metrics import pooled_metrics
-from moext.experiment.results import pool_run
+from moext.experiment.results import pool_run, write_fold
 from tests.conftest import CONF
 from tests.data.fixtures import write_megc2019
 
@@ -114,21 +114,12 @@ def test_loso_subset_of_folds_reports_partial(experiment, capsys):
 
 
 def test_report_refuses_foreign_subject_in_a_fold(tmp_path):
-    fold = tmp_path / "folds" / "synth__sub01"
-    fold.mkdir(parents=True)
-    pd.DataFrame(
-        [
-            {
-                "sample": "synth/sub02/EP1",
-                "dataset": "synth",
-                "subject": "sub02",
-                "fold": "synth/sub01",
-                "label": 0,
-                "pred": 0,
-                "prob_a": 1.0,
-            }
-        ]
-    ).to_csv(fold / "predictions.csv", index=False)
+    """Even a fold whose own record lists it (the leakage guard behind the records)."""
+    row = {"sample": "synth/sub02/EP1", "dataset": "synth", "subject": "sub02"}
+    row |= {"fold": "synth/sub01", "label": 0, "pred": 0, "prob_a": 1.0}
+    (tmp_path / "experiment.json").write_text(json.dumps({"fingerprint": "f"}))
+    record = {"fold": "synth/sub01", "experiment": "f", "held_out": ["synth/sub02/EP1"]}
+    write_fold(tmp_path / "folds" / "synth__sub01", [row], ("a",), record)
     with pytest.raises(AssertionError, match="another subject"):
         pool_run(tmp_path, ("a",))
 

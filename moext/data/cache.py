@@ -16,7 +16,9 @@ and, for macro clips, ``pseudo_apex_n``, plus :data:`CACHE_FORMAT`. Changing any
 new key, so stale crops are never served; superseded entries stay on disk until deleted.
 
 Entries are written to a temporary file in the same folder and moved into place with
-:func:`os.replace`, so an interrupted run never leaves a half-written entry. An entry that cannot
+:func:`os.replace` (:func:`moext.io.atomic_write`), so an interrupted run never leaves a
+half-written entry, and with the umask's permissions, so users sharing a cache can read each
+other's entries. An entry that cannot
 be read is reported with its path and recomputed by the next :func:`prepare`.
 
 The key assumes the detector is the one ``make_detector(backend, weights)`` builds; a hand-made
@@ -31,7 +33,6 @@ import logging
 import multiprocessing
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from tqdm.auto import tqdm
 from moext.data.faces import align_clip, make_detector
 from moext.data.images import read_rgb, resize_square
 from moext.data.records import Sample
+from moext.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -220,17 +222,12 @@ class PairCache:
             raise ValueError(
                 f"{sample.id}: expected a {self.shape} uint8 array, got {pair.shape} {pair.dtype}"
             )
-        path = self.path(sample)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(pair), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+
+        return atomic_write(self.path(sample), write)
 
 
 def compute_pair(

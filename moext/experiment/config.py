@@ -15,8 +15,15 @@ from jsonargparse._typehints import import_object
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
+from moext.data.cache import CacheError
+from moext.data.records import DatasetError
 from moext.experiment.prediction_writer import PredictionsCSV
 from moext.experiment.settings import LosoSettings
+from moext.tasks.checkpoints import CheckpointMismatchError
+
+#: Errors that are the user's to fix (a setting, a file, the data): the commands print them as
+#: one line and exit with code 2, without a traceback (``MOEXT_TRACEBACK=1`` shows it).
+USER_ERRORS = (ValueError, FileNotFoundError, DatasetError, CacheError, CheckpointMismatchError)
 
 # The LOSO runner builds one LightningCLI per fold from Python on purpose.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -63,6 +70,16 @@ class _DataOnlyCLI(MoExtCLI):
         self.trainer = None
 
 
+class _ModelAndDataCLI(MoExtCLI):
+    """Parses a full config and builds its model and DataModule, but no Trainer."""
+
+    def instantiate_classes(self) -> None:  # noqa: D102
+        self.config_init = self.parser.instantiate_classes(self.config)
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = self._get(self.config_init, "model")
+        self.trainer = None
+
+
 class _ParseOnlyCLI(MoExtCLI):
     """Parses and validates a config (overrides included); instantiates nothing."""
 
@@ -80,6 +97,14 @@ def datamodule_from_config(config: str, overrides: list[str] | None = None):
     """The DataModule a ``moext fit`` config describes, without building its model or Trainer."""
     args = ["--config", str(config), *(overrides or [])]
     return lightning_cli(args, run=False, cli_class=_DataOnlyCLI).datamodule
+
+
+def model_and_data_from_config(config: str, overrides: list[str] | None = None):
+    """The model and the DataModule a ``moext fit`` config describes, without a Trainer
+    (build them under ``torch.device("meta")`` to allocate nothing)."""
+    args = ["--config", str(config), *(overrides or [])]
+    cli = lightning_cli(args, run=False, cli_class=_ModelAndDataCLI)
+    return cli.model, cli.datamodule
 
 
 def build_run(config: str, overrides: list[str]) -> MoExtCLI:
