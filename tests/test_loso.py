@@ -151,15 +151,8 @@ def test_wandb_auto_is_offline_without_credentials(monkeypatch, tmp_path):
     assert tracking.wandb_mode("disabled") is None
 
 
-@pytest.mark.slow
-def test_loso_workers_run_the_chosen_folds_side_by_side(experiment):
-    cfg, run_dir = experiment
-    folds = ["--folds", "synth/sub01", "synth/sub03"]
-    assert loso.main(["--config", str(cfg), "--workers", "2", "--gpus", "0", *folds]) == 0
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["folds_done"] == 2 and results["folds_missing"] == ["synth/sub02"]
-    assert results["overall"]["n"] == 12
-    assert len(list(run_dir.glob("pretrain/wandb/offline-run-*"))) == 1  # pretrained once
+# `--workers`: tests/test_hostile.py::test_sigterm_stops_the_workers_and_a_rerun_resumes runs
+# two folds side by side (after a SIGTERM stopped them once).
 
 
 def test_a_changed_configuration_is_refused_in_the_same_run_folder(experiment, capsys):

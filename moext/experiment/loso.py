@@ -57,6 +57,7 @@ from moext.experiment.config import (
     USER_ERRORS,
     build_run,
     datamodule_from_config,
+    error_line,
     split_overrides,
 )
 from moext.experiment.guards import TrainingDiverged, add_guard
@@ -385,17 +386,18 @@ def verify_finished_folds(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def start(
-    config: str | Path, overrides: list[str]
+    config: str | Path, overrides: list[str], preflight: bool = True
 ) -> tuple[LosoSettings, Path, list[str], tuple[str, ...]]:
     """Settings, run folder, folds and classes of an experiment about to train. Builds and
-    cross-checks both stages (:func:`check_stages`), records the experiment in (or checks it
-    against) the run folder's ``experiment.json`` and verifies the finished folds."""
+    cross-checks both stages (:func:`check_stages`; not in ``--workers`` children, whose parent
+    did), records the experiment in (or checks it against) the run folder's ``experiment.json``
+    and verifies the finished folds."""
     settings = read_settings(config)
     run_dir = Path(settings.out_dir) / settings.name
     all_folds, classes, held_out = experiment_data(config, overrides)
-    check_stages(
-        config, settings.pretrain_config, overrides, pretrain_overrides(overrides), classes
-    )
+    if preflight:
+        pre = pretrain_overrides(overrides)
+        check_stages(config, settings.pretrain_config, overrides, pre, classes)
     if is_main_process():
         record = check_experiment(
             run_dir, experiment_settings(config, settings, overrides), all_folds, classes, held_out
@@ -471,7 +473,7 @@ def run(
         settings, run_dir, all_folds, classes = open_for_report(config, overrides)
         choose_folds(all_folds, folds)  # the report pools every fold; unknown ones are refused
     else:
-        settings, run_dir, all_folds, classes = start(config, overrides)
+        settings, run_dir, all_folds, classes = start(config, overrides, not skip_report)
         todo = choose_folds(all_folds, folds)
         with quiet_stages(verbose):
             train_folds(config, settings, run_dir, todo, overrides, pretrain_only)
@@ -708,6 +710,6 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:  # the user's to fix: no traceback
         if os.environ.get("MOEXT_TRACEBACK"):
             raise
-        print(f"moext loso: error: {e}", file=sys.stderr)
+        print(f"moext loso: error: {error_line(e)}", file=sys.stderr)
         return 2
     return 0

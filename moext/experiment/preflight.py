@@ -28,13 +28,21 @@ from typing import Any
 import torch
 from jsonargparse._typehints import import_object
 
-from moext.experiment.config import model_and_data_from_config, parse_config
+from moext.experiment.config import model_and_data_from_config, parse_config, root_cause
 from moext.tasks.checkpoints import CheckpointMismatchError
 from moext.tasks.data_checks import check_image_size, check_inputs
 
 
 class StageConfigError(ValueError):
-    """A stage of an experiment cannot run as configured; the message names the stage and config."""
+    """A stage of an experiment cannot run as configured; the message names the stage and config.
+
+    Attributes:
+        root: the error the stage's own code raised, if any.
+    """
+
+    def __init__(self, message: str, root: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.root = root
 
 
 def _build(where: str, config: str | Path, overrides: list[str]) -> tuple[Any, Any]:
@@ -47,7 +55,9 @@ def _build(where: str, config: str | Path, overrides: list[str]) -> tuple[Any, A
             warnings.simplefilter("ignore")
             return model_and_data_from_config(str(config), overrides)
     except Exception as e:  # construction errors come as any type; name the stage
-        raise StageConfigError(f"{where}: cannot build it: {type(e).__name__}: {e}") from e
+        root = root_cause(e)
+        message = f"{where}: cannot build it: {type(root).__name__}: {root}"
+        raise StageConfigError(message, root) from None
     finally:
         seed_log.setLevel(level)
 
@@ -60,7 +70,7 @@ def _check_model_and_data(where: str, model: Any, dm: Any, classes: tuple[str, .
         if size is not None:
             check_image_size(size, stub)
     except ValueError as e:
-        raise StageConfigError(f"{where}: {e}") from e
+        raise StageConfigError(f"{where}: {e}", e) from None
     n = getattr(model, "num_classes", None)
     if classes and n is not None and n != len(classes):
         raise StageConfigError(
@@ -117,10 +127,9 @@ def check_stages(
                 clf_where, config, [*overrides, "--model.init_args.pretrained", str(ckpt)]
             )
         except StageConfigError as e:
-            if not isinstance(e.__cause__, CheckpointMismatchError):
+            if not isinstance(e.root, CheckpointMismatchError):
                 raise
-            detail = str(e.__cause__).replace(f"{ckpt}: ", "")
-            raise StageConfigError(
-                f"{clf_where} cannot take the weights of the {pre_where}: {detail}"
-            ) from e.__cause__
+            detail = str(e.root).replace(f"{ckpt}: ", "")
+            message = f"{clf_where} cannot take the weights of the {pre_where}: {detail}"
+            raise StageConfigError(message, e.root) from None
     _check_model_and_data(clf_where, model, dm, classes)

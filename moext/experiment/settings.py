@@ -33,12 +33,31 @@ class LosoSettings:
 
 
 def read_settings(config: str | Path) -> LosoSettings:
-    """The ``loso:`` section of an experiment config."""
-    data = yaml.safe_load(Path(config).read_text()) or {}
+    """The ``loso:`` section of an experiment config.
+
+    Raises:
+        FileNotFoundError: no such config file.
+        ValueError: the file is not YAML, or its ``loso:`` section is not a mapping of the
+            known keys (naming the file and the keys).
+    """
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {config} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{config}: not a readable YAML file ({e})".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{config}: a config is a YAML mapping (model:, data:, trainer:, loso:)")
     section = data.get("loso") or {}
+    if not isinstance(section, dict):
+        raise ValueError(
+            f"{config}: loso: must be a mapping of {sorted(LosoSettings.__dataclass_fields__)}"
+        )
     unknown = set(section) - set(LosoSettings.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"{config}: unknown keys in loso: {sorted(unknown)}")
+        known = ", ".join(LosoSettings.__dataclass_fields__)
+        raise ValueError(f"{config}: unknown keys in loso: {sorted(unknown)} (known: {known})")
     settings = LosoSettings(**section)
     if settings.pretrain_config:
         settings.pretrain_config = str(resolve_path(settings.pretrain_config, Path(config)))
