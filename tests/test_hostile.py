@@ -315,6 +315,45 @@ def test_sigterm_stops_the_workers_and_a_rerun_resumes(data_env, tmp_path, capfd
     assert results["overall"]["n"] == 12
 
 
+# --- fault 2: damaged or oddly named frames -----------------------------------------------
+
+
+def test_prepare_and_loso_list_dropped_clips_stray_files_and_damaged_frames(
+    synth_root, tmp_path, monkeypatch, capsys, caplog
+):
+    from moext.data.datamodule import MERDataModule
+    from moext.data.readers import read_dataset
+    from moext.experiment import prepare
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_root / "synth", root / "synth")
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(root))
+    monkeypatch.chdir(CONF.parent.parent)
+    first = {s.subject: s for s in reversed(read_dataset("synth", root / "synth").samples)}
+    stray = first["sub01"].apex_path.with_name(f"img{first['sub01'].apex} copy.jpg")
+    stray.write_bytes(first["sub01"].apex_path.read_bytes())  # a copy beside the apex
+    first["sub02"].apex_path.unlink()  # a clip loses its apex frame
+    lost = first["sub02"].id
+    cfg = str(CONF / "classify.yaml")
+    assert prepare.main(["--config", cfg]) == 0
+    out = capsys.readouterr().out
+    assert "1 annotated clip(s) rejected by the readers, not used:" in out
+    assert f"{lost} (CASME2-coding-20190701.xlsx row " in out
+    assert f"apex frame {first['sub02'].apex} not found" in out and f"'{stray.name}'" in out
+    loso.experiment_data(cfg, [])  # what `moext loso` prints before it starts
+    assert lost in capsys.readouterr().out
+    dm = MERDataModule(task="classify", protocol="synth-3", datasets=["synth"],
+                       image_size=64, landmarks="none", fold="synth/sub01")  # fmt: skip
+    dm.setup("fit")
+    assert f"fold synth/sub01: its training set lacks 1 clip(s) the readers rejected: {lost}" in caplog.text  # fmt: skip
+
+    onset = first["sub03"].onset_path
+    onset.write_bytes(onset.read_bytes()[: onset.stat().st_size * 6 // 10])
+    assert prepare.main(["--config", cfg]) == 2
+    err = capsys.readouterr().err
+    assert f"{first['sub03'].id}: ImageReadError: cannot decode image {onset}: damaged or truncated" in err  # fmt: skip
+
+
 # --- fault 6: both stages are checked before anything trains ------------------------------
 
 

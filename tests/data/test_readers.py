@@ -541,6 +541,9 @@ def test_stray_files_never_take_a_frames_place(tmp_path: Path) -> None:
     assert folder / "img59 copy.jpg" not in sample.frames
     [note] = corrected(result).values()
     assert note[0].startswith(STRAY_NOTE) and "'img47_old.jpg', 'img59 copy.jpg'" in note[0]
+    from moext.data.summary import format_summary, summarize
+
+    assert "'img59 copy.jpg'" in format_summary(summarize("casme2", root))  # moext data summary
 
 
 @pytest.mark.parametrize(
