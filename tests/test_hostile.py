@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -252,6 +253,22 @@ def test_a_failed_fold_is_listed_never_pooled_and_sigterm_stops_its_retraining(
     assert "cleared the leftovers" in capsys.readouterr().out
     assert not (run_dir / "folds" / "synth__sub02" / "FAILED.json").exists()
     assert json.loads((run_dir / "results.json").read_text())["overall"]["n"] == 12
+
+
+def test_a_diverging_pretraining_stage_stops_the_run_before_any_fold(
+    data_env, tmp_path, capsys, monkeypatch
+):
+    from moext.tasks import MoExtPretrainTask
+
+    cfg, run_dir = make_experiment(data_env, tmp_path)
+    real = MoExtPretrainTask.training_step
+    monkeypatch.setattr(MoExtPretrainTask, "training_step", lambda *a: real(*a) * float("inf"))
+    assert loso.main(["--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"moext loso: pretrain stage diverged at epoch 0, global step \d+: the training loss is inf", err)  # fmt: skip
+    assert (
+        not (run_dir / "pretrain" / "pretrained.ckpt").exists() and not (run_dir / "folds").exists()
+    )
 
 
 # --- fault 5: SIGTERM / SIGINT ------------------------------------------------------------

@@ -157,6 +157,8 @@ def verify_fold(fold_dir: Path, experiment: dict[str, Any]) -> pd.DataFrame:
         raise FoldCheckError(
             f"{fold_dir}: its {FOLD_RECORD} is the record of fold {fold!r}; {redo}"
         )
+    if "folds" in experiment and fold not in experiment["folds"]:
+        raise FoldCheckError(f"{fold_dir}: fold {fold} is not a fold of this experiment; {redo}")
     if record.get("experiment") != experiment.get("fingerprint"):
         raise FoldCheckError(
             f"fold {fold} ({fold_dir}) was made by configuration {record.get('experiment')}, not "
