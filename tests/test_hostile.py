@@ -283,16 +283,18 @@ def test_signals_raise_interrupted_with_the_shell_exit_codes():
     assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
 
 
-def _children(pid: int) -> list[int]:
-    """Process ids whose parent is ``pid`` (Linux /proc)."""
+def _loso_workers(pid: int) -> list[int]:
+    """Process ids of the ``moext loso --skip-report`` workers whose parent is ``pid`` (Linux
+    /proc; other children of the test process, left by earlier tests, are not counted)."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
             continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
+        if parent == pid and b"moext.cli" in command and b"--skip-report" in command:
+            found.append(int(proc.name))
     return found
 
 
@@ -310,7 +312,7 @@ def test_sigterm_stops_the_workers_and_a_rerun_resumes(data_env, tmp_path, capfd
         deadline = time.monotonic() + 600
         while len(list(run_dir.glob("folds/*/.lock"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
-        workers.extend(_children(os.getpid()))
+        workers.extend(_loso_workers(os.getpid()))
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=preempt, daemon=True).start()
