@@ -373,7 +373,9 @@ def timed_loso(
     timings: dict[str, Any] = {}
 
     t = time.perf_counter()
-    folds, classes = loso.list_folds(config, overrides)
+    folds, classes, held_out = loso.experiment_data(config, overrides)
+    stages = loso.experiment_settings(config, settings, overrides)
+    loso.check_experiment(run_dir, stages, folds, classes, held_out)  # what every fold carries
     timings["list_folds_s"] = time.perf_counter() - t
     pretrained = None
     if settings.pretrain_config:

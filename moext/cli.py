@@ -10,16 +10,21 @@ the reason (there is no validation set, on purpose). The other commands are the 
     moext flow-analysis --config X.yaml                                 Figure 6 (pseudo apex N)
     moext demo [--data DIR]                                             the README's CPU demo
     moext compare RUN_DIR [RUN_DIR ...] [--json] [--out DIR]            runs side by side, CIs, paired tests
+
+Errors that are the user's to fix (a setting, a missing file, the data, a checkpoint that does
+not fit the model) are printed as one line and end with exit code 2; ``MOEXT_TRACEBACK=1``
+shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
 from moext.data import summary, synth
 from moext.experiment import compare, demo, flow_analysis, loso, prepare
-from moext.experiment.config import lightning_cli
+from moext.experiment.config import USER_ERRORS, error_line, lightning_cli
 
 
 def _data(argv: list[str]) -> int:
@@ -57,16 +62,28 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+def _lightning(argv: list[str]) -> int:
+    """``moext fit|test|predict``: LightningCLI, with the user's errors (a setting, a file, a
+    checkpoint that does not fit the model) as one line and exit code 2."""
+    try:
+        lightning_cli(argv)
+    except USER_ERRORS as e:
+        if os.environ.get("MOEXT_TRACEBACK"):
+            raise
+        command = argv[0] if argv and not argv[0].startswith("-") else "moext"
+        print(f"moext {command}: error: {error_line(e)}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(args: list[str] | None = None) -> int | None:
     """Entry point of the ``moext`` console script (``args`` defaults to ``sys.argv[1:]``)."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in COMMANDS:
-        code = COMMANDS[argv[0]](argv[1:])
-        if args is None:
-            sys.exit(code)
-        return code
-    lightning_cli(argv)
-    return 0
+    command = COMMANDS.get(argv[0]) if argv else None
+    code = command(argv[1:]) if command else _lightning(argv)
+    if args is None:
+        sys.exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).parents[1] / "moext"
 #: Layer of each top-level part; a module may import its own part and lower layers only.
 LAYERS = {
     "moext": 0,
+    "moext.io": 0,
     "moext.nn": 1,
     "moext.losses": 1,
     "moext.data": 2,

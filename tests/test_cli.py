@@ -23,7 +23,7 @@ def _ckpt(root: Path) -> Path:
     return found[-1]
 
 
-def test_fit_pretrain_then_classify_from_checkpoint(data_env, tmp_path):
+def test_fit_pretrain_then_classify_from_checkpoint(data_env, tmp_path, capsys):
     pre_dir, clf_dir = tmp_path / "pre", tmp_path / "clf"
     main(
         ["fit", "--config", str(CONF / "pretrain.yaml"), "--trainer.default_root_dir", str(pre_dir)]
@@ -47,6 +47,17 @@ def test_fit_pretrain_then_classify_from_checkpoint(data_env, tmp_path):
             "true",
         ]
     )
+    # a checkpoint that does not fit the model: one line naming the field, exit code 2
+    mismatch = [
+        "--model.init_args.pretrained",
+        str(ckpt),
+        "--model.init_args.net.feature_dim",
+        "48",
+    ]
+    assert main(["fit", "--config", str(CONF / "classify.yaml"), *mismatch]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("moext fit: error: CheckpointMismatchError: ") and err.count("\n") == 1
+    assert "feature_dim: checkpoint 32 vs model 48" in err
     pre_state = torch.load(ckpt, weights_only=False)["state_dict"]
     # the CLI's --model.init_args.pretrained really puts the pretrained weights in the classifier
     from moext.experiment.config import lightning_cli
@@ -114,36 +125,24 @@ def test_fit_bf16_mixed_on_cpu(data_env, tmp_path):
     )
 
 
-def test_classify_without_fold_has_no_test_set(data_env, tmp_path):
-    with pytest.raises(ValueError, match="held-out subject"):
-        main(
-            [
-                "test",
-                "--config",
-                str(CONF / "classify.yaml"),
-                "--trainer.default_root_dir",
-                str(tmp_path),
-            ]
-        )
+def test_classify_without_fold_has_no_test_set(data_env, tmp_path, capsys):
+    args = ["test", "--config", str(CONF / "classify.yaml")]
+    assert main([*args, "--trainer.default_root_dir", str(tmp_path)]) == 2
+    assert "moext test: error: no held-out subject" in capsys.readouterr().err
 
 
-def test_wrong_num_classes_is_loud(data_env, tmp_path):
+def test_wrong_num_classes_is_loud(data_env, tmp_path, capsys, monkeypatch):
+    args = [
+        "fit", "--config", str(CONF / "classify.yaml"), "--model.init_args.num_classes", "5",
+        "--data.init_args.fold", "synth/sub01", "--trainer.fast_dev_run", "1",
+        "--trainer.default_root_dir", str(tmp_path),
+    ]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "model.num_classes=5 but the data's protocol has 3" in err and "Traceback" not in err
+    monkeypatch.setenv("MOEXT_TRACEBACK", "1")  # for a developer: the traceback
     with pytest.raises(ValueError, match="num_classes"):
-        main(
-            [
-                "fit",
-                "--config",
-                str(CONF / "classify.yaml"),
-                "--model.init_args.num_classes",
-                "5",
-                "--data.init_args.fold",
-                "synth/sub01",
-                "--trainer.fast_dev_run",
-                "1",
-                "--trainer.default_root_dir",
-                str(tmp_path),
-            ]
-        )
+        main(args)
 
 
 def test_data_summary_command(synth_root, capsys):

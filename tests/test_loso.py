@@ -12,7 +12,7 @@ from moext.data.protocols import fold_id, select
 from moext.data.readers import read_dataset
 from moext.experiment import loso, tracking
 from moext.experiment.metrics import pooled_metrics
-from moext.experiment.results import pool_run
+from moext.experiment.results import pool_run, write_fold
 from tests.conftest import CONF
 from tests.data.fixtures import write_megc2019
 
@@ -32,9 +32,11 @@ def experiment(synth_root, tmp_path, monkeypatch):
     return cfg, tmp_path / "runs" / "test_loso"
 
 
-def test_loso_runs_every_fold_pools_and_resumes(experiment, monkeypatch):
+def test_loso_runs_every_fold_pools_and_resumes(experiment, monkeypatch, capsys):
     cfg, run_dir = experiment
     first = loso.run(cfg)
+    m = first["overall"]
+    assert f"measured in this run: UF1 {m['uf1']:.4f}" in capsys.readouterr().out
     folds = sorted(p.name for p in (run_dir / "folds").iterdir())
     assert folds == ["synth__sub01", "synth__sub02", "synth__sub03"]
     preds = pd.concat(
@@ -96,11 +98,25 @@ def test_loso_runs_every_fold_pools_and_resumes(experiment, monkeypatch):
 
     # --report recomputes from the saved predictions without training, and without the data
     shutil.rmtree(run_dir / "folds" / "synth__sub01" / "csv", ignore_errors=True)
+    data_root = os.environ["MOEXT_DATA_ROOT"]
     monkeypatch.delenv("MOEXT_DATA_ROOT")
     assert loso.main(["--config", str(cfg), "--report"]) == 0
     assert json.loads((run_dir / "results.json").read_text())["overall"] == first["overall"]
     # unchanged results are not logged as a second summary run
     assert len(list(run_dir.glob("wandb/offline-run-*-pooled-*"))) == 1
+    capsys.readouterr()
+    assert loso.main(["--config", str(cfg), "--report", "--folds", "synth/sub99"]) == 2
+    assert "unknown folds ['synth/sub99']" in capsys.readouterr().err
+
+    # a row deleted from a fold's predictions: --report and the normal run refuse, naming it
+    pred = run_dir / "folds" / "synth__sub03" / "predictions.csv"
+    pred.write_text("".join(pred.read_text().splitlines(keepends=True)[:-1]))
+    assert loso.main(["--config", str(cfg), "--report"]) == 2
+    assert "fold synth/sub03: " in capsys.readouterr().err
+    monkeypatch.setenv("MOEXT_DATA_ROOT", data_root)
+    assert loso.main(["--config", str(cfg)]) == 2  # before anything trains
+    err = capsys.readouterr().err
+    assert "fold synth/sub03: " in err and "5 rows for the 6 held-out samples" in err
 
 
 def test_loso_subset_of_folds_reports_partial(experiment, capsys):
@@ -114,21 +130,12 @@ def test_loso_subset_of_folds_reports_partial(experiment, capsys):
 
 
 def test_report_refuses_foreign_subject_in_a_fold(tmp_path):
-    fold = tmp_path / "folds" / "synth__sub01"
-    fold.mkdir(parents=True)
-    pd.DataFrame(
-        [
-            {
-                "sample": "synth/sub02/EP1",
-                "dataset": "synth",
-                "subject": "sub02",
-                "fold": "synth/sub01",
-                "label": 0,
-                "pred": 0,
-                "prob_a": 1.0,
-            }
-        ]
-    ).to_csv(fold / "predictions.csv", index=False)
+    """Even a fold whose own record lists it (the leakage guard behind the records)."""
+    row = {"sample": "synth/sub02/EP1", "dataset": "synth", "subject": "sub02"}
+    row |= {"fold": "synth/sub01", "label": 0, "pred": 0, "prob_a": 1.0}
+    (tmp_path / "experiment.json").write_text(json.dumps({"fingerprint": "f"}))
+    record = {"fold": "synth/sub01", "experiment": "f", "held_out": ["synth/sub02/EP1"]}
+    write_fold(tmp_path / "folds" / "synth__sub01", [row], ("a",), record)
     with pytest.raises(AssertionError, match="another subject"):
         pool_run(tmp_path, ("a",))
 
@@ -160,15 +167,8 @@ def test_wandb_auto_is_offline_without_credentials(monkeypatch, tmp_path):
     assert tracking.wandb_mode("disabled") is None
 
 
-@pytest.mark.slow
-def test_loso_workers_run_the_chosen_folds_side_by_side(experiment):
-    cfg, run_dir = experiment
-    folds = ["--folds", "synth/sub01", "synth/sub03"]
-    assert loso.main(["--config", str(cfg), "--workers", "2", "--gpus", "0", *folds]) == 0
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["folds_done"] == 2 and results["folds_missing"] == ["synth/sub02"]
-    assert results["overall"]["n"] == 12
-    assert len(list(run_dir.glob("pretrain/wandb/offline-run-*"))) == 1  # pretrained once
+# `--workers`: tests/test_hostile.py::test_sigterm_stops_the_workers_and_a_rerun_resumes runs
+# two folds side by side (after a SIGTERM stopped them once).
 
 
 def test_a_changed_configuration_is_refused_in_the_same_run_folder(experiment, capsys):
@@ -184,6 +184,14 @@ def test_a_changed_configuration_is_refused_in_the_same_run_folder(experiment, c
     recorded = json.loads((run_dir / "experiment.json").read_text())
     assert recorded["folds"] == ["synth/sub01", "synth/sub02", "synth/sub03"]
     assert recorded["classes"] == ["negative", "positive", "surprise"]
+    # experiment.json deleted: other settings are refused, never adopted; the same ones re-record it
+    (run_dir / "experiment.json").unlink()
+    with pytest.raises(ValueError, match=r"(?s)no experiment.json but holds outputs.*synth__sub01"):
+        loso.run(cfg, folds=["synth/sub03"])
+    assert not (run_dir / "folds" / "synth__sub03").exists()  # nothing trained
+    assert loso.run(cfg, overrides=moved, report_only=True)["folds_done"] == 2
+    assert "recorded it again" in capsys.readouterr().out
+    assert json.loads((run_dir / "experiment.json").read_text()) == recorded
 
 
 def test_pretrain_only_trains_the_shared_stage_and_no_fold(experiment):

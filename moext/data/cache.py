@@ -16,7 +16,9 @@ and, for macro clips, ``pseudo_apex_n``, plus :data:`CACHE_FORMAT`. Changing any
 new key, so stale crops are never served; superseded entries stay on disk until deleted.
 
 Entries are written to a temporary file in the same folder and moved into place with
-:func:`os.replace`, so an interrupted run never leaves a half-written entry. An entry that cannot
+:func:`os.replace` (:func:`moext.io.atomic_write`), so an interrupted run never leaves a
+half-written entry, and with the umask's permissions, so users sharing a cache can read each
+other's entries. An entry that cannot
 be read is reported with its path and recomputed by the next :func:`prepare`.
 
 Beside an entry cropped with a face backend, :func:`prepare` also stores the ``(2, 3)`` alignment
@@ -37,7 +39,6 @@ import logging
 import multiprocessing
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from tqdm.auto import tqdm
 from moext.data.faces import align_clip, alignment_matrix, make_detector
 from moext.data.images import read_rgb, resize_square
 from moext.data.records import Sample
+from moext.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -229,17 +231,12 @@ class PairCache:
             raise ValueError(
                 f"{sample.id}: expected a {self.shape} uint8 array, got {pair.shape} {pair.dtype}"
             )
-        path = self.path(sample)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(pair), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+
+        return atomic_write(self.path(sample), write)
 
     def matrix_path(self, sample: Sample) -> Path:
         """Where the alignment matrix of the sample's entry lives (whether or not it exists)."""
@@ -274,17 +271,13 @@ class PairCache:
 
 
 def write_npy_atomically(path: Path, array: np.ndarray) -> Path:
-    """``np.save`` to a temporary file in ``path``'s folder, then :func:`os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """``np.save`` ``array`` to ``path`` atomically, with the umask's permissions."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 class _LandmarkRecorder:

@@ -42,7 +42,8 @@ from moext.data.augment import (
 from moext.data.cache import PrepareSettings, load_pairs, prepare
 from moext.data.protocols import fold_id, select
 from moext.data.readers import read_dataset
-from moext.data.records import DatasetError, Sample
+from moext.data.readers.spreadsheet import STRAY_NOTE
+from moext.data.records import Correction, DatasetError, Rejection, Sample
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +288,8 @@ class MERDataModule(L.LightningDataModule):
         self.classes: tuple[str, ...] = ()
         self.samples: list[Sample] = []
         self.labels: list[int] = []
+        self.rejected: list[Rejection] = []
+        self.corrected: list[Correction] = []
         self._pairs: Tensor | None = None
         self._static: tuple[Tensor, Tensor, Tensor] | None = None
 
@@ -306,19 +309,14 @@ class MERDataModule(L.LightningDataModule):
     def read_samples(self) -> tuple[list[Sample], list[int], tuple[str, ...]]:
         """All samples of this stage (before the fold split), their labels and the class names."""
         samples: list[Sample] = []
+        self.rejected, self.corrected = [], []
         for name in self.datasets:
             options = dict(self.reader_options.get(name, {}))
             if self.task == "pretrain" and self.macro and name == "casme3":
                 options.setdefault("kind", "both")  # part A's macro clips feed pretraining
             result = read_dataset(name, self.dataset_root(name), **options)
-            if result.rejected or result.corrected:
-                log.info(
-                    "%s: %d rows rejected, %d corrected (details: moext data summary --dataset %s)",
-                    name,
-                    len(result.rejected),
-                    len(result.corrected),
-                    name,
-                )
+            self.rejected += result.rejected
+            self.corrected += result.corrected
             samples.extend(result.samples)
         if self.task == "pretrain":
             kept = [
@@ -330,6 +328,52 @@ class MERDataModule(L.LightningDataModule):
         micro = [s for s in samples if s.kind == "micro"]
         labelled = select(self.protocol, micro)
         return list(labelled.samples), list(labelled.labels), tuple(labelled.classes)
+
+    def data_notes(self, limit: int = 20) -> list[str]:
+        """What the readers did not take as it was (from the last :meth:`read_samples`): every
+        rejected row (a clip lost: a frame missing, a bad cell) and every file in a clip folder
+        that is not named like a frame, one line each; other corrections as a count."""
+        lines = []
+        if self.rejected:
+            lines.append(
+                f"{len(self.rejected)} annotated clip(s) rejected by the readers, not used:"
+            )
+            lines += [f"  {r.clip} ({r.source}): {r.reason}" for r in self.rejected[:limit]]
+        strays = [c for c in self.corrected if STRAY_NOTE in c.reason]
+        if strays:
+            lines.append(
+                f"{len(strays)} clip folder(s) hold files not named like frames (not read):"
+            )
+            lines += [f"  {c.clip} ({c.source}): {c.reason}" for c in strays[:limit]]
+        if len(self.rejected) > limit or len(strays) > limit:
+            lines.append("  ... (all of them: moext data summary)")
+        others = len(self.corrected) - len(strays)
+        if others:
+            names = " / ".join(self.datasets)
+            lines.append(
+                f"{others} annotation row(s) corrected (known quirks; details: moext data summary "
+                f"--dataset {names})"
+            )
+        return lines
+
+    def _report_lost_samples(self) -> None:
+        """Say which rejected clips a fold's training set (and its test set) lacks."""
+        if self.fold is None or not self.rejected:
+            return
+        lost_test = [r for r in self.rejected if r.clip.startswith(self.fold + "/")]
+        lost_train = [r for r in self.rejected if r not in lost_test]
+        for what, lost in (("training set", lost_train), ("held-out set", lost_test)):
+            if lost:
+                shown = ", ".join(f"{r.clip} ({r.reason})" for r in lost[:5])
+                more = f" and {len(lost) - 5} more" if len(lost) > 5 else ""
+                log.warning(
+                    "fold %s: its %s lacks %d clip(s) the readers rejected: %s%s",
+                    self.fold,
+                    what,
+                    len(lost),
+                    shown,
+                    more,
+                )
 
     @property
     def num_classes(self) -> int | None:
@@ -394,6 +438,7 @@ class MERDataModule(L.LightningDataModule):
                 f"fold {self.fold!r} is not a subject of this data; subjects: {sorted(folds)}"
             )
         self.train_index, self.test_index = split_by_fold(self.samples, self.fold)
+        self._report_lost_samples()
         self.load_inputs()
 
     def inputs_loaded(self) -> bool:

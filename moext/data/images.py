@@ -6,10 +6,12 @@ Every reader of pixels (the crop cache, face alignment, the flow analysis) goes 
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 
 class ImageReadError(OSError):
@@ -20,16 +22,37 @@ class ImageReadError(OSError):
         self.path = Path(path)
 
 
+def check_complete(path: Path, data: bytes) -> None:
+    """Decode ``data`` fully with Pillow, which refuses a cut file (``image file is truncated``)
+    where a decoder may fill the missing part with grey (libjpeg only warns).
+
+    Formats Pillow does not know are left to OpenCV.
+
+    Raises:
+        ImageReadError: the image is truncated or damaged.
+    """
+    try:
+        with Image.open(BytesIO(data)) as image:
+            image.load()
+    except UnidentifiedImageError:
+        return
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageReadError(path, f"damaged or truncated file ({e})") from None
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to a ``(H, W, 3)`` uint8 RGB array.
+    """Decode an image file to a ``(H, W, 3)`` uint8 RGB array, refusing damaged files.
 
     Raises:
         FileNotFoundError: the file is missing.
-        ImageReadError: the file is not a decodable image.
+        ImageReadError: the file is empty, truncated, damaged or not a decodable image.
     """
     path = Path(path)
-    data = np.fromfile(path, dtype=np.uint8)  # also handles non-ASCII paths, unlike imread
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    data = path.read_bytes()  # a Path read also handles non-ASCII names, unlike cv2.imread
+    if not data:
+        raise ImageReadError(path, "empty file")
+    check_complete(path, data)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ImageReadError(path)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from moext.io import atomic_write
 
 #: The macro-expression pseudo apex: the N-th frame after the onset (paper: N = 5).
 PSEUDO_APEX_N = 5
@@ -287,14 +287,7 @@ def _write_sheet(path: Path, rows: list[tuple]) -> None:
     sheet.append(list(COLUMNS))
     for row in rows:
         sheet.append(list(row))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        book.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, book.save)  # with the umask's permissions, unlike tempfile.mkstemp
 
 
 def generate(

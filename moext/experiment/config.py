@@ -15,8 +15,37 @@ from jsonargparse._typehints import import_object
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
+from moext.data.cache import CacheError
+from moext.data.records import DatasetError
 from moext.experiment.prediction_writer import PredictionsCSV
 from moext.experiment.settings import LosoSettings
+from moext.tasks.checkpoints import CheckpointMismatchError
+
+#: Errors that are the user's to fix (a setting, a file, the data): the commands print them as
+#: one line and exit with code 2, without a traceback (``MOEXT_TRACEBACK=1`` shows it).
+USER_ERRORS = (ValueError, FileNotFoundError, DatasetError, CacheError, CheckpointMismatchError)
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The first exception of a chain: jsonargparse reports a class that fails to build as a
+    ValueError listing the whole config, with the class's own error as its cause."""
+    while True:
+        cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+        if cause is None:
+            return error
+        error = cause
+
+
+def error_line(error: BaseException) -> str:
+    """A user's error as one line: its root cause (see :func:`root_cause`), named by type when
+    it is not the error caught; where that cause looks like a bug rather than a setting, how
+    to see the traceback."""
+    root = root_cause(error)
+    text = str(root) if root is error else f"{type(root).__name__}: {root}"
+    if not isinstance(root, USER_ERRORS):
+        text += " (MOEXT_TRACEBACK=1 shows the traceback)"
+    return text
+
 
 # The LOSO runner builds one LightningCLI per fold from Python on purpose.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -63,6 +92,16 @@ class _DataOnlyCLI(MoExtCLI):
         self.trainer = None
 
 
+class _ModelAndDataCLI(MoExtCLI):
+    """Parses a full config and builds its model and DataModule, but no Trainer."""
+
+    def instantiate_classes(self) -> None:  # noqa: D102
+        self.config_init = self.parser.instantiate_classes(self.config)
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = self._get(self.config_init, "model")
+        self.trainer = None
+
+
 class _ParseOnlyCLI(MoExtCLI):
     """Parses and validates a config (overrides included); instantiates nothing."""
 
@@ -80,6 +119,14 @@ def datamodule_from_config(config: str, overrides: list[str] | None = None):
     """The DataModule a ``moext fit`` config describes, without building its model or Trainer."""
     args = ["--config", str(config), *(overrides or [])]
     return lightning_cli(args, run=False, cli_class=_DataOnlyCLI).datamodule
+
+
+def model_and_data_from_config(config: str, overrides: list[str] | None = None):
+    """The model and the DataModule a ``moext fit`` config describes, without a Trainer
+    (build them under ``torch.device("meta")`` to allocate nothing)."""
+    args = ["--config", str(config), *(overrides or [])]
+    cli = lightning_cli(args, run=False, cli_class=_ModelAndDataCLI)
+    return cli.model, cli.datamodule
 
 
 def build_run(config: str, overrides: list[str]) -> MoExtCLI:

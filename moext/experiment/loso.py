@@ -17,9 +17,25 @@ its labels) when the held-out subject belongs to a pretraining database; ``pretr
 true`` pretrains once per fold without the held-out subject, which removes that transductive
 exposure at n_folds times the cost.
 
+Before anything trains, both stages' models are built on the meta device and checked against
+each other and the data (:mod:`moext.experiment.preflight`), and every finished fold is verified
+against the run folder's record (:func:`moext.experiment.results.verify_fold`). Every Trainer
+carries a :class:`~moext.experiment.guards.FiniteGuard`: a stage whose loss, parameters or
+predictions stop being finite fails loudly. A failed fold writes ``folds/<fold>/FAILED.json``
+(cleared when it is retrained) and no predictions, and the run stops there: its folds are seeded,
+so that fold fails again under the same settings, and a change of settings starts a new run
+folder; training the remaining folds could not complete this one. Finished folds are kept, the
+report lists the failed fold and never pools it, and the command exits with code 1.
+
+Exit codes of ``moext loso``: 0 done (or partial, with the missing folds named); 1 a stage
+diverged; 2 a configuration, file or data error (one line, no traceback); 130 / 143 interrupted by
+SIGINT / SIGTERM (a cluster's preemption): the workers are stopped, the interrupted fold is named,
+and running the same command again resumes.
+
 The run folder's bookkeeping (the configuration it belongs to, leftovers of interrupted stages,
-the lock that lets parallel tasks share one pretraining run) is :mod:`moext.experiment.run_folder`; W&B
-runs and the console are :mod:`moext.experiment.tracking`; pooling is :func:`moext.experiment.results.pool_run`.
+the locks that let parallel tasks share one pretraining run and never train one fold twice at
+once) is :mod:`moext.experiment.run_folder`; W&B runs and the console are
+:mod:`moext.experiment.tracking`; pooling is :func:`moext.experiment.results.pool_run`.
 """
 
 from __future__ import annotations
@@ -27,29 +43,48 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from moext.data.records import DatasetError
 from moext.experiment import slurm
-from moext.experiment.config import build_run, datamodule_from_config, split_overrides
+from moext.experiment.config import (
+    USER_ERRORS,
+    build_run,
+    datamodule_from_config,
+    error_line,
+    split_overrides,
+)
+from moext.experiment.guards import TrainingDiverged, add_guard
+from moext.experiment.preflight import check_stages
 from moext.experiment.results import (
+    FAILED_RECORD,
     PREDICTIONS,
+    failed_folds,
+    fold_dirname,
     gather_rows,
     pool_run,
     prediction_rows,
+    read_json_record,
     results_markdown,
-    write_predictions,
+    verify_fold,
+    write_fold,
 )
 from moext.experiment.run_folder import (
+    STAGE_RECORD,
     check_experiment,
     clear_leftovers,
     is_main_process,
     read_experiment,
     stage_lock,
     stage_settings,
+    write_record,
 )
 from moext.experiment.settings import LosoSettings, read_settings
 from moext.experiment.tracking import (
@@ -61,9 +96,69 @@ from moext.experiment.tracking import (
 )
 
 
-def fold_dirname(fold: str) -> str:
-    """A folder name for a fold id: ``"casme2/sub01"`` -> ``"casme2__sub01"``."""
-    return fold.replace("/", "__")
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived. A BaseException, so that no ``except Exception`` (Lightning's
+    or a per-sample handler's) swallows it; ``during`` says what was running."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.during: str | None = None
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, as a shell reports a process ended by it (130, 143)."""
+        return 128 + self.signum
+
+
+class FoldsFailed(RuntimeError):
+    """Folds of the run failed (``FAILED.json``); the message lists them."""
+
+    def __init__(self, run_dir: Path, failed: dict[str, str]) -> None:
+        self.failed = failed
+        lines = "\n".join(f"  {fold}: {error}" for fold, error in failed.items())
+        super().__init__(
+            f"{len(failed)} fold(s) failed and are not pooled (records: "
+            f"{run_dir}/folds/<fold>/{FAILED_RECORD}):\n{lines}\nFinished folds are kept; change "
+            "the settings (a new loso.name) or rerun to retrain the failed fold."
+        )
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # a second signal must not break the unwinding
+    raise Interrupted(signum)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Make SIGTERM and SIGINT raise :class:`Interrupted` wherever the run is (inside
+    Lightning too, whose SIGTERM handler calls this one after its own), so the run unwinds:
+    W&B runs are finished, workers stopped, and only temporary files of the interrupted stage
+    remain (cleared when it runs again). Lightning alone would end a SIGTERM'd fit with exit
+    code 0 and go on to the next fold."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in old:
+        signal.signal(s, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def exit_with_parent(parent: int) -> None:
+    """In a ``--workers`` child: end this process (as SIGTERM would) once its parent is gone,
+    even if the parent was killed without a chance to stop it (SIGKILL)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="moext-parent-watch", daemon=True).start()
 
 
 #: ``moext loso ... -- OVERRIDES`` that also reach the pretraining stage: where and how it runs,
@@ -96,6 +191,32 @@ def pretrain_overrides(overrides: list[str]) -> list[str]:
     return out
 
 
+def _fingerprint(run_dir: Path) -> str | None:
+    """The experiment fingerprint recorded in the run folder (what every output carries)."""
+    return (read_experiment(run_dir) or {}).get("fingerprint")
+
+
+def ran_with(cli: Any) -> dict[str, Any]:
+    """What a stage's Trainer runs with, which the config may not say: the precision (Lightning
+    runs ``16-mixed`` as ``bf16-mixed`` on a CPU) and the accelerator; printed when the
+    precision differs from the config's."""
+    trainer = cli.trainer
+    asked = str(cli.config.get("trainer", {}).get("precision"))
+    ran = {"precision": str(trainer.precision), "accelerator": type(trainer.accelerator).__name__}
+    if asked not in ("None", ran["precision"]):
+        print(
+            f"[loso] trainer.precision {asked} runs as {ran['precision']} on "
+            f"{ran['accelerator']}: recorded as {ran['precision']}"
+        )
+    return ran
+
+
+def print_data_notes(dm: Any, prefix: str = "[loso]") -> None:
+    """Print what the readers rejected or did not read (:meth:`MERDataModule.data_notes`)."""
+    for line in getattr(dm, "data_notes", list)():
+        print(f"{prefix} {line}")
+
+
 def run_pretraining(
     settings: LosoSettings,
     run_dir: Path,
@@ -105,7 +226,12 @@ def run_pretraining(
     """Train the pretraining stage once (or reuse its checkpoint) and return the checkpoint path.
 
     Holds the stage's lock meanwhile, so that parallel tasks of one experiment (a SLURM array)
-    train it once: the others wait and reuse the checkpoint.
+    train it once: the others wait and reuse the checkpoint. The checkpoint's ``stage.json``
+    names the experiment it belongs to; a checkpoint of another experiment is refused.
+
+    Raises:
+        TrainingDiverged: the stage's loss or parameters stopped being finite (nothing saved).
+        ValueError: the folder's checkpoint belongs to another configuration.
     """
     out = run_dir / (
         "pretrain" if exclude is None else f"pretrain_per_fold/{fold_dirname(exclude)}"
@@ -113,6 +239,12 @@ def run_pretraining(
     ckpt = out / "pretrained.ckpt"
     with stage_lock(out):
         if ckpt.is_file():
+            made_by = (read_json_record(out / STAGE_RECORD) or {}).get("experiment")
+            if made_by is not None and made_by != _fingerprint(run_dir):
+                raise ValueError(
+                    f"{ckpt} was made by configuration {made_by}, not this run folder's "
+                    f"{_fingerprint(run_dir)}; delete {out} to pretrain again"
+                )
             print(f"[loso] pretraining: reusing {ckpt}")
             return ckpt
         if is_main_process() and clear_leftovers(out, keep=(".lock",)):
@@ -131,10 +263,15 @@ def run_pretraining(
         try:
             cli = build_run(settings.pretrain_config, [*args, *(overrides or [])])
             trainer = cli.trainer
+            add_guard(trainer, "pretrain", exclude)
+            ran = ran_with(cli)
             trainer.fit(cli.model, datamodule=cli.datamodule)
+            print_data_notes(cli.datamodule, "[loso] pretraining data:")
             tmp = out / f".pretrained.{os.getpid()}.tmp"
             trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
             if trainer.is_global_zero:
+                record = {"experiment": _fingerprint(run_dir), "stage": "pretrain", **ran}
+                write_record(out / STAGE_RECORD, {**record, "excluded": exclude})
                 os.replace(tmp, ckpt)
             trainer.strategy.barrier()  # no rank goes on before the checkpoint is there
         finally:
@@ -152,13 +289,17 @@ def run_fold(
 ) -> Path:
     """Train one fold from scratch and write its predictions; returns the predictions file.
 
+    The fold's ``fold.json`` (fingerprint, held-out samples, precision that ran, digest of the
+    predictions) is written just before ``predictions.csv`` (:func:`write_fold`).
+
     Raises:
+        TrainingDiverged: a non-finite loss, parameter or prediction (nothing is written).
         RuntimeError: the predictions do not cover exactly the held-out subject's samples
             (nothing is written, so the fold stays to be done).
     """
     fold_dir = run_dir / "folds" / fold_dirname(fold)
-    if is_main_process() and clear_leftovers(fold_dir):
-        print(f"[loso] fold {fold}: cleared the leftovers of an interrupted run")
+    if is_main_process() and clear_leftovers(fold_dir, keep=(".lock",)):
+        print(f"[loso] fold {fold}: cleared the leftovers of an earlier run")
     fold_dir.mkdir(parents=True, exist_ok=True)
     args = [
         "--data.init_args.fold",
@@ -173,6 +314,8 @@ def run_fold(
     try:
         cli = build_run(config, [*args, *overrides])
         trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+        add_guard(trainer, "classify", fold)
+        ran = ran_with(cli)
         trainer.fit(model, datamodule=dm)
         outputs = trainer.predict(model, datamodule=dm)
     finally:
@@ -189,14 +332,37 @@ def run_fold(
             f"samples (missing {sorted(expected - got)[:5]}, foreign {sorted(got - expected)[:5]}); "
             f"{path} not written"
         )
-    write_predictions(path, rows, dm.classes)
-    return path
+    record = {
+        "fold": fold,
+        "experiment": _fingerprint(run_dir),
+        "held_out": sorted(expected),
+        "stage": "classify",
+        **ran,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "pretrained": str(pretrained) if pretrained else None,
+    }
+    return write_fold(fold_dir, rows, dm.classes, record)
+
+
+def experiment_data(
+    config: str | Path, overrides: list[str]
+) -> tuple[list[str], tuple[str, ...], dict[str, list[str]]]:
+    """The folds (held-out subjects), class names and each fold's held-out sample ids of an
+    experiment, from its DataModule; prints what the readers rejected or did not read."""
+    dm = datamodule_from_config(str(config), overrides)
+    folds = dm.subjects()
+    held_out: dict[str, list[str]] = {f: [] for f in folds}
+    for row in dm.sample_table():
+        held_out[row["fold"]].append(row["sample"])
+    print_data_notes(dm)
+    return folds, tuple(dm.classes), held_out
 
 
 def list_folds(config: str | Path, overrides: list[str]) -> tuple[list[str], tuple[str, ...]]:
     """The held-out subjects (fold ids) and class names of an experiment, from its DataModule."""
-    dm = datamodule_from_config(str(config), overrides)
-    return dm.subjects(), tuple(dm.classes)
+    folds, classes, _ = experiment_data(config, overrides)
+    return folds, classes
 
 
 def experiment_settings(
@@ -210,19 +376,54 @@ def experiment_settings(
     return out
 
 
+def verify_finished_folds(run_dir: Path, record: dict[str, Any]) -> None:
+    """Check every finished fold of the run folder against its record before anything trains.
+
+    Raises:
+        FoldCheckError: naming the fold whose files disagree.
+    """
+    for path in sorted((run_dir / "folds").glob(f"*/{PREDICTIONS}")):
+        verify_fold(path.parent, record)
+
+
 def start(
-    config: str | Path, overrides: list[str]
+    config: str | Path, overrides: list[str], preflight: bool = True
 ) -> tuple[LosoSettings, Path, list[str], tuple[str, ...]]:
-    """Settings, run folder, folds and classes of an experiment about to train; records it in
-    (or checks it against) the run folder's ``experiment.json``."""
+    """Settings, run folder, folds and classes of an experiment about to train. Builds and
+    cross-checks both stages (:func:`check_stages`; not in ``--workers`` children, whose parent
+    did), records the experiment in (or checks it against) the run folder's ``experiment.json``
+    and verifies the finished folds."""
     settings = read_settings(config)
     run_dir = Path(settings.out_dir) / settings.name
-    all_folds, classes = list_folds(config, overrides)
+    all_folds, classes, held_out = experiment_data(config, overrides)
+    if preflight:
+        pre = pretrain_overrides(overrides)
+        check_stages(config, settings.pretrain_config, overrides, pre, classes)
     if is_main_process():
-        check_experiment(
-            run_dir, experiment_settings(config, settings, overrides), all_folds, classes
+        record = check_experiment(
+            run_dir, experiment_settings(config, settings, overrides), all_folds, classes, held_out
         )
+        verify_finished_folds(run_dir, record)
     return settings, run_dir, all_folds, classes
+
+
+def open_for_report(
+    config: str | Path, overrides: list[str]
+) -> tuple[LosoSettings, Path, list[str], tuple[str, ...]]:
+    """Settings, run folder, folds and classes of an experiment to pool (``--report``): from
+    ``experiment.json`` (no database needed), after checking that the config is the one it
+    records; without ``experiment.json``, from the data, re-recording the folder only if every
+    output there belongs to this configuration."""
+    settings = read_settings(config)
+    run_dir = Path(settings.out_dir) / settings.name
+    recorded = read_experiment(run_dir)
+    if recorded is not None:
+        folds, classes, held_out = recorded["folds"], tuple(recorded["classes"]), None
+    else:
+        folds, classes, held_out = experiment_data(config, overrides)
+    stages = experiment_settings(config, settings, overrides)
+    check_experiment(run_dir, stages, folds, classes, held_out)
+    return settings, run_dir, folds, classes
 
 
 def choose_folds(all_folds: list[str], folds: list[str] | None) -> list[str]:
@@ -232,6 +433,13 @@ def choose_folds(all_folds: list[str], folds: list[str] | None) -> list[str]:
     if unknown:
         raise ValueError(f"unknown folds {unknown}; this experiment's folds: {all_folds}")
     return todo
+
+
+def raise_if_failed(run_dir: Path, folds: list[str]) -> None:
+    """Raise :class:`FoldsFailed` when any of ``folds`` failed (its ``FAILED.json``)."""
+    failed = {f: e for f, e in failed_folds(run_dir).items() if f in folds}
+    if failed:
+        raise FoldsFailed(run_dir, failed)
 
 
 def run(
@@ -255,25 +463,28 @@ def run(
 
     Returns:
         The pooled results, or None where nothing was pooled (DDP peers, ``pretrain_only``,
-        ``skip_report``).
+        ``skip_report``, no fold finished yet).
+
+    Raises:
+        FoldsFailed: a fold of the run failed (after the report of the others).
+        TrainingDiverged: the shared pretraining stage diverged.
     """
     overrides = list(overrides or [])
     if report_only:
-        settings = read_settings(config)
-        run_dir = Path(settings.out_dir) / settings.name
-        recorded = read_experiment(run_dir)
-        if recorded is not None:
-            all_folds, classes = recorded["folds"], tuple(recorded["classes"])
-        else:
-            all_folds, classes = list_folds(config, overrides)
+        settings, run_dir, all_folds, classes = open_for_report(config, overrides)
+        choose_folds(all_folds, folds)  # the report pools every fold; unknown ones are refused
     else:
-        settings, run_dir, all_folds, classes = start(config, overrides)
+        settings, run_dir, all_folds, classes = start(config, overrides, not skip_report)
         todo = choose_folds(all_folds, folds)
         with quiet_stages(verbose):
             train_folds(config, settings, run_dir, todo, overrides, pretrain_only)
         if pretrain_only or skip_report or not is_main_process():
+            if is_main_process():
+                raise_if_failed(run_dir, todo)
             return None
-    return report_and_finish(settings, run_dir, classes, all_folds, verbose)
+    results = report_and_finish(settings, run_dir, classes, all_folds, verbose)
+    raise_if_failed(run_dir, all_folds)
+    return results
 
 
 def report_and_finish(
@@ -282,10 +493,19 @@ def report_and_finish(
     classes: tuple[str, ...],
     all_folds: list[str],
     verbose: bool,
-) -> dict[str, Any]:
-    """Pool, write and print the results; log the W&B summary run; say where everything is."""
+) -> dict[str, Any] | None:
+    """Pool, write and print the results; log the W&B summary run; say where everything is.
+    Returns None when no fold has predictions yet (every trained fold failed)."""
+    if not any((run_dir / "folds").glob(f"*/{PREDICTIONS}")):
+        print(f"[loso] no fold of {run_dir} has predictions yet: nothing to pool")
+        return None
     results = pool_run(run_dir, classes, all_folds)
     print(results_markdown(results, per_fold=False))
+    m = results["overall"]
+    print(
+        f"[loso] measured in this run: UF1 {m['uf1']:.4f}, UAR {m['uar']:.4f}, ACC {m['acc']:.4f} "
+        f"on {m['n']} held-out samples of {results['folds_done']} folds"
+    )
     if results["folds_missing"]:
         print(
             f"[loso] {len(results['folds_missing'])} fold(s) still missing: the pooled numbers above are PARTIAL"
@@ -307,26 +527,68 @@ def train_folds(
     overrides: list[str],
     pretrain_only: bool = False,
 ) -> None:
-    """Pretrain (once, or per fold) and train every fold in ``todo`` that has no predictions yet."""
+    """Pretrain (once, or per fold) and train every fold in ``todo`` that has no predictions yet.
+
+    Each fold is trained under its folder's lock, so two processes never train one fold at once
+    (the second waits, then finds it done). The first fold that diverges is recorded
+    (``FAILED.json``) and ends the loop (see the module docstring for why).
+    """
     if pretrain_only and not settings.pretrain_config:
         raise ValueError("this experiment has no pretraining stage (loso.pretrain_config)")
     pre = pretrain_overrides(overrides)
     shared = None
-    if settings.pretrain_config and not settings.pretrain_per_fold:
-        shared = run_pretraining(settings, run_dir, overrides=pre)
-        if pretrain_only:
-            return
+    try:
+        if settings.pretrain_config and not settings.pretrain_per_fold:
+            shared = run_pretraining(settings, run_dir, overrides=pre)
+            if pretrain_only:
+                return
+    except Interrupted as e:
+        e.during = e.during or "the pretraining stage"
+        raise
     for k, fold in enumerate(todo, 1):
-        if (run_dir / "folds" / fold_dirname(fold) / PREDICTIONS).is_file():
-            print(f"[loso] fold {k}/{len(todo)} {fold}: done, skipped")
-            continue
-        pretrained = shared
-        if settings.pretrain_config and settings.pretrain_per_fold:
-            pretrained = run_pretraining(settings, run_dir, exclude=fold, overrides=pre)
-        if pretrain_only:
-            continue
-        print(f"[loso] fold {k}/{len(todo)} {fold}: training", flush=True)
-        run_fold(config, settings, run_dir, fold, pretrained, overrides)
+        fold_dir = run_dir / "folds" / fold_dirname(fold)
+        label = f"fold {k}/{len(todo)} {fold}"
+        try:
+            with stage_lock(fold_dir):
+                if (fold_dir / PREDICTIONS).is_file():
+                    print(f"[loso] {label}: done, skipped")
+                    continue
+                pretrained = shared
+                if settings.pretrain_config and settings.pretrain_per_fold:
+                    pretrained = run_pretraining(settings, run_dir, exclude=fold, overrides=pre)
+                if pretrain_only:
+                    continue
+                print(f"[loso] {label}: training", flush=True)
+                run_fold(config, settings, run_dir, fold, pretrained, overrides)
+        except TrainingDiverged as e:
+            if is_main_process():
+                write_record(
+                    fold_dir / FAILED_RECORD, {**e.record(), "experiment": _fingerprint(run_dir)}
+                )
+            print(f"[loso] {label}: FAILED: {e}", flush=True)
+            if todo[k:]:
+                print(
+                    f"[loso] stopping: the {len(todo) - k} fold(s) after it are not trained (a "
+                    "seeded fold that diverged fails again under the same settings)"
+                )
+            return
+        except Interrupted as e:
+            e.during = e.during or label
+            raise
+
+
+def stop_workers(procs: list[subprocess.Popen], signum: int, grace_s: float = 30.0) -> None:
+    """Pass ``signum`` on to every live worker, wait ``grace_s`` for them, then kill the rest."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signum)
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def run_parallel(
@@ -340,35 +602,54 @@ def run_parallel(
     """Spread the folds (all, or ``folds``) over ``workers`` processes; worker k sees GPU
     ``gpus[k % len(gpus)]`` (CUDA_VISIBLE_DEVICES), so there can be one fold per GPU or
     several folds sharing one GPU when one fold cannot fill it. ``gpus`` defaults to
-    ``0 .. workers - 1``. The shared pretraining runs first, once."""
+    ``0 .. workers - 1``. The shared pretraining runs first, once.
+
+    A signal that stops this process (:class:`Interrupted`) stops the workers too, and a worker
+    ends by itself when this process is killed outright. Returns the exit code: 0, 1 when a
+    fold failed, or the largest worker's code.
+    """
     gpus = gpus or [str(k) for k in range(workers)]
     settings, run_dir, all_folds, classes = start(config, overrides)
     todo = choose_folds(all_folds, folds)
     if settings.pretrain_config and not settings.pretrain_per_fold:
         with quiet_stages(verbose):
-            run_pretraining(settings, run_dir, overrides=pretrain_overrides(overrides))
-    procs = []
-    for k in range(workers):
-        share = todo[k::workers]
-        if not share:
-            continue
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpus[k % len(gpus)])
-        cmd = [
-            sys.executable,
-            "-m",
-            "moext.cli",
-            "loso",
-            "--config",
-            str(config),
-            "--skip-report",
-            "--folds",
-            *share,
-            *(["--verbose"] if verbose else []),
-            *(["--"] + overrides if overrides else []),
-        ]
-        procs.append(subprocess.Popen(cmd, env=env))
-    codes = [p.wait() for p in procs]
+            try:
+                run_pretraining(settings, run_dir, overrides=pretrain_overrides(overrides))
+            except Interrupted as e:
+                e.during = "the pretraining stage"
+                raise
+    procs: list[subprocess.Popen] = []
+    try:
+        for k in range(workers):
+            share = todo[k::workers]
+            if not share:
+                continue
+            env = dict(
+                os.environ,
+                CUDA_VISIBLE_DEVICES=gpus[k % len(gpus)],
+                MOEXT_LOSO_PARENT=str(os.getpid()),
+            )
+            cmd = [
+                sys.executable,
+                "-m",
+                "moext.cli",
+                "loso",
+                "--config",
+                str(config),
+                "--skip-report",
+                "--folds",
+                *share,
+                *(["--verbose"] if verbose else []),
+                *(["--"] + overrides if overrides else []),
+            ]
+            procs.append(subprocess.Popen(cmd, env=env))
+        codes = [p.wait() for p in procs]
+    except Interrupted as e:
+        stop_workers(procs, e.signum)
+        e.during = f"{len(procs)} worker(s) training folds (each named its fold above)"
+        raise
     report_and_finish(settings, run_dir, classes, all_folds, verbose)
+    raise_if_failed(run_dir, all_folds)
     return max(codes) if codes else 0
 
 
@@ -414,24 +695,41 @@ def main(argv: list[str] | None = None) -> int:
     )
     slurm.add_arguments(p)
     a = p.parse_args(argv)
+    parent = os.environ.pop("MOEXT_LOSO_PARENT", None)
+    if parent is not None and int(parent) == os.getppid():
+        exit_with_parent(int(parent))
     try:
-        if a.status:
-            return slurm.print_status(a.config, overrides, STEPS)
-        if a.launcher == "slurm":
-            return slurm.launch(a.config, overrides, a, STEPS, a.folds, a.wait, a.verbose)
-        if a.workers > 1 and not (a.report or a.pretrain_only):
-            gpus = a.gpus.split(",") if a.gpus else None
-            return run_parallel(a.config, a.workers, overrides, gpus, a.verbose, a.folds)
-        run(
-            a.config,
-            folds=a.folds,
-            overrides=overrides,
-            report_only=a.report,
-            verbose=a.verbose,
-            pretrain_only=a.pretrain_only,
-            skip_report=a.skip_report,
+        with stop_on_signals():
+            if a.status:
+                return slurm.print_status(a.config, overrides, STEPS)
+            if a.launcher == "slurm":
+                return slurm.launch(a.config, overrides, a, STEPS, a.folds, a.wait, a.verbose)
+            if a.workers > 1 and not (a.report or a.pretrain_only):
+                gpus = a.gpus.split(",") if a.gpus else None
+                return run_parallel(a.config, a.workers, overrides, gpus, a.verbose, a.folds)
+            run(
+                a.config,
+                folds=a.folds,
+                overrides=overrides,
+                report_only=a.report,
+                verbose=a.verbose,
+                pretrain_only=a.pretrain_only,
+                skip_report=a.skip_report,
+            )
+    except Interrupted as e:
+        during = f" during {e.during}" if e.during else ""
+        print(
+            f"moext loso: interrupted by {e}{during}. Finished folds are kept; an interrupted "
+            "stage starts over: run the same command again to resume.",
+            file=sys.stderr,
         )
-    except (ValueError, FileNotFoundError, DatasetError) as e:  # the user's to fix: no traceback
-        print(f"moext loso: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except (FoldsFailed, TrainingDiverged) as e:
+        print(f"moext loso: {e}", file=sys.stderr)
+        return 1
+    except USER_ERRORS as e:  # the user's to fix: no traceback
+        if os.environ.get("MOEXT_TRACEBACK"):
+            raise
+        print(f"moext loso: error: {error_line(e)}", file=sys.stderr)
         return 2
     return 0

@@ -8,11 +8,32 @@ For an experiment config with a ``loso.pretrain_config``, the pretraining data i
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from moext.data.records import DatasetError
-from moext.experiment.config import datamodule_from_config, split_overrides
+from moext.experiment.config import (
+    USER_ERRORS,
+    datamodule_from_config,
+    error_line,
+    split_overrides,
+)
 from moext.experiment.settings import read_settings
+
+
+def prepare_config(config: str, overrides: list[str]) -> None:
+    """Prepare one stage's crops; print what the readers rejected and what was prepared.
+
+    Raises:
+        DatasetError: clips could not be prepared (each named with its file and why).
+    """
+    print(f"[prepare] {config}")
+    dm = datamodule_from_config(config, overrides)
+    try:
+        report = dm.prepare_data()
+    finally:  # what the readers dropped matters most when preparing fails
+        for line in getattr(dm, "data_notes", list)():
+            print(f"[prepare] {line}")
+    print(f"[prepare] {report.summary()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,16 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="moext prepare", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="a moext fit or loso experiment config")
     a = p.parse_args(argv)
-    configs = [a.config]
-    pretrain = read_settings(a.config).pretrain_config
-    if pretrain:
-        configs.insert(0, pretrain)
     try:
+        configs = [a.config]
+        pretrain = read_settings(a.config).pretrain_config
+        if pretrain:
+            configs.insert(0, pretrain)
         for config in configs:
-            print(f"[prepare] {config}")
-            report = datamodule_from_config(config, overrides).prepare_data()
-            print(f"[prepare] {report.summary()}")
-    except DatasetError as e:
-        print(f"moext prepare: {e}", file=sys.stderr)
+            prepare_config(config, overrides)
+    except USER_ERRORS as e:  # the user's to fix: no traceback
+        if os.environ.get("MOEXT_TRACEBACK"):
+            raise
+        print(f"moext prepare: error: {error_line(e)}", file=sys.stderr)
         return 2
     return 0

@@ -8,6 +8,12 @@
   before that stage runs again, so a fold never ends up with two W&B runs or two CSV logs.
 - :func:`stage_lock` lets only one process (e.g. one task of a SLURM array) train a shared
   stage such as the pretraining run; the others wait for its checkpoint.
+- Every output a run folder keeps carries the experiment's fingerprint beside it: a fold's
+  ``fold.json`` (beside its ``predictions.csv``, see :mod:`moext.experiment.results`), a failed
+  fold's ``FAILED.json`` and the pretraining checkpoint's ``stage.json``. A folder whose
+  ``experiment.json`` was deleted is recorded again only when every output there belongs to the
+  configuration being run; otherwise it is refused (outputs of two configurations are never
+  pooled).
 - :func:`is_main_process` tells the process that writes and reports from its DDP peers.
 """
 
@@ -25,9 +31,18 @@ from typing import Any
 from jsonargparse._typehints import import_object
 
 from moext.experiment.config import parse_config
-from moext.experiment.results import atomic_write_text
+from moext.experiment.results import (
+    FAILED_RECORD,
+    FOLD_RECORD,
+    PREDICTIONS,
+    read_json_record,
+    samples_digest,
+)
+from moext.io import atomic_write_text
 
 EXPERIMENT_FILE = "experiment.json"
+#: Beside a stage's checkpoint (``pretrain/pretrained.ckpt``): the experiment it belongs to.
+STAGE_RECORD = "stage.json"
 
 #: Settings that say where or how verbosely a stage runs, not what it trains: changing them
 #: keeps a run folder valid.
@@ -110,23 +125,91 @@ def fingerprint(value: Any, length: int = 16) -> str:
     return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]
 
 
-def check_experiment(
-    run_dir: Path, settings: dict[str, Any], folds: list[str], classes: tuple[str, ...]
-) -> None:
-    """Record the experiment in ``run_dir/experiment.json``, or refuse a different one there.
+def outputs(run_dir: Path) -> dict[Path, str | None]:
+    """Every output kept in a run folder (fold predictions, failure records, pretraining
+    checkpoints) and the experiment fingerprint its record names (None: no record)."""
+    found: dict[Path, str | None] = {}
+    for pred in sorted(run_dir.glob(f"folds/*/{PREDICTIONS}")):
+        found[pred] = (read_json_record(pred.parent / FOLD_RECORD) or {}).get("experiment")
+    for failed in sorted(run_dir.glob(f"folds/*/{FAILED_RECORD}")):
+        found[failed] = (read_json_record(failed) or {}).get("experiment")
+    for ckpt in sorted(run_dir.glob("pretrain*/**/pretrained.ckpt")):
+        found[ckpt] = (read_json_record(ckpt.parent / STAGE_RECORD) or {}).get("experiment")
+    return found
+
+
+def _adopt_outputs(run_dir: Path, record: dict[str, Any]) -> None:
+    """No experiment.json: accept the folder only when every output there was made by this
+    configuration (each one's record names its fingerprint).
 
     Raises:
-        ValueError: the folder holds results of other settings; names the settings that differ.
+        ValueError: some outputs carry another fingerprint or none; names them.
+    """
+    found = outputs(run_dir)
+    if not found:
+        return
+    foreign = {p: fp for p, fp in found.items() if fp != record["fingerprint"]}
+    if foreign:
+        shown = "\n".join(
+            f"  {p.relative_to(run_dir)}: "
+            + (f"made by configuration {fp}" if fp else "no record of its configuration")
+            for p, fp in list(foreign.items())[:20]
+        )
+        raise ValueError(
+            f"{run_dir} has no {EXPERIMENT_FILE} but holds outputs that this configuration "
+            f"({record['fingerprint']}) did not make:\n{shown}\n"
+            "They would be pooled with new folds of other settings. Restore the folder's "
+            f"{EXPERIMENT_FILE}, give this configuration its own loso.name (or loso.out_dir), or "
+            "delete the folder to start over."
+        )
+    print(
+        f"[loso] {run_dir / EXPERIMENT_FILE} was missing; the {len(found)} output(s) there all "
+        "belong to this configuration: recorded it again"
+    )
+
+
+def _changed_held_out(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Folds whose held-out samples differ between two records (both must hold them)."""
+    before, after = old.get("fold_samples"), new.get("fold_samples")
+    if not before or not after:
+        return []
+    return sorted(f for f in before.keys() | after.keys() if before.get(f) != after.get(f))
+
+
+def check_experiment(
+    run_dir: Path,
+    settings: dict[str, Any],
+    folds: list[str],
+    classes: tuple[str, ...],
+    held_out: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """Record the experiment in ``run_dir/experiment.json``, or refuse a different one there.
+
+    Args:
+        held_out: each fold's held-out sample ids (recorded as count + digest, so that every
+            fold's predictions can be checked against them, also by ``--report``).
+
+    Returns:
+        The record (``fingerprint``, ``folds``, ``classes``, ``fold_samples``, ``settings``).
+
+    Raises:
+        ValueError: the folder holds results of other settings (names the settings that
+            differ), of other data (names the folds whose held-out samples changed), or, with
+            no experiment.json, outputs that this configuration did not make.
     """
     path = run_dir / EXPERIMENT_FILE
-    record = {
+    record: dict[str, Any] = {
         "fingerprint": fingerprint(settings),
         "folds": folds,
         "classes": list(classes),
-        "settings": settings,
     }
-    if path.is_file():
-        old = json.loads(path.read_text())
+    if held_out is not None:
+        record["fold_samples"] = {f: samples_digest(held_out.get(f, [])) for f in folds}
+    record["settings"] = settings
+    old = read_json_record(path)
+    if old is None:
+        _adopt_outputs(run_dir, record)
+    else:
         old_settings = _canonical_record(old["settings"])
         if fingerprint(old_settings) != record["fingerprint"]:
             before, after = flatten(old_settings), flatten(settings)
@@ -142,15 +225,39 @@ def check_experiment(
                 "Its finished folds would be mixed with new ones. Give this configuration its own "
                 "loso.name (or loso.out_dir), or delete the folder to start over."
             )
+        changed = _changed_held_out(old, record)
+        if changed and outputs(run_dir):
+            shown = ", ".join(
+                f"{f} ({old['fold_samples'].get(f, {}).get('n', 0)} -> "
+                f"{record['fold_samples'].get(f, {}).get('n', 0)} held-out samples)"
+                for f in changed[:10]
+            )
+            raise ValueError(
+                f"{run_dir} holds folds trained on other data: the held-out samples of "
+                f"{len(changed)} fold(s) changed since it was recorded: {shown}. The database "
+                "changed (clips added, removed or renamed); give this run its own loso.name, or "
+                "delete the folder to start over."
+            )
+        # Keep what the record says where this call does not know better: the held-out samples
+        # (``--report`` reads no data) and the fingerprint the outputs carry (same settings,
+        # recorded with older class paths).
+        if held_out is None and "fold_samples" in old:
+            record["fold_samples"] = old["fold_samples"]
+        record["fingerprint"] = old.get("fingerprint", record["fingerprint"])
         if old == record:
-            return
+            return record
     atomic_write_text(path, json.dumps(record, indent=2))
+    return record
 
 
 def read_experiment(run_dir: Path) -> dict[str, Any] | None:
     """The recorded experiment of a run folder (folds, classes, settings), or None."""
-    path = run_dir / EXPERIMENT_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json_record(run_dir / EXPERIMENT_FILE)
+
+
+def write_record(path: Path, record: dict[str, Any]) -> Path:
+    """Write a JSON record file (``fold.json``, ``FAILED.json``, ``stage.json``) atomically."""
+    return atomic_write_text(path, json.dumps(record, indent=2))
 
 
 def clear_leftovers(stage_dir: Path, keep: tuple[str, ...] = ()) -> bool:

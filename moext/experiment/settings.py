@@ -79,22 +79,40 @@ class LosoSettings:
 
 
 def read_settings(config: str | Path) -> LosoSettings:
-    """The ``loso:`` section of an experiment config."""
-    data = yaml.safe_load(Path(config).read_text()) or {}
+    """The ``loso:`` section of an experiment config.
+
+    Raises:
+        FileNotFoundError: no such config file.
+        ValueError: the file is not YAML, or its ``loso:`` section is not a mapping of the
+            known keys (naming the file and the keys).
+    """
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {config} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{config}: not a readable YAML file ({e})".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{config}: a config is a YAML mapping (model:, data:, trainer:, loso:)")
     section = data.get("loso") or {}
-    _check_keys(section, LosoSettings, f"{config}: unknown keys in loso:")
+    _check_keys(section, LosoSettings, f"{config}: loso:")
     slurm = section.get("slurm") or {}
-    _check_keys(slurm, SlurmSettings, f"{config}: unknown keys in loso.slurm:")
+    _check_keys(slurm, SlurmSettings, f"{config}: loso.slurm:")
     settings = LosoSettings(**{**section, "slurm": SlurmSettings(**slurm)})
     if settings.pretrain_config:
         settings.pretrain_config = str(resolve_path(settings.pretrain_config, Path(config)))
     return settings
 
 
-def _check_keys(section: dict[str, Any], cls: type, message: str) -> None:
-    unknown = set(section) - {f.name for f in fields(cls)}
+def _check_keys(section: Any, cls: type, where: str) -> None:
+    """Raise unless ``section`` is a mapping of ``cls``'s fields (naming the unknown keys)."""
+    known = [f.name for f in fields(cls)]
+    if not isinstance(section, dict):
+        raise ValueError(f"{where} must be a mapping of {sorted(known)}")
+    unknown = set(section) - set(known)
     if unknown:
-        raise ValueError(f"{message} {sorted(unknown)}")
+        raise ValueError(f"{where} unknown keys {sorted(unknown)} (known: {', '.join(known)})")
 
 
 def resolve_path(path: str, config: Path) -> Path:

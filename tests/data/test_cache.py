@@ -242,3 +242,34 @@ def test_worker_process_gives_the_same_entries(tmp_path, samples):
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="backend"):
         PrepareSettings(backend="mtcnn")
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".bmp"])
+def test_a_truncated_frame_is_an_error_naming_the_file(tmp_path, monkeypatch, suffix):
+    """A cut file is refused by a full decode, also where OpenCV fills the missing part with
+    grey (OpenCV 4's libjpeg only warns, without a file name)."""
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur((rng.random((40, 48, 3)) * 255).astype(np.uint8), (5, 5), 2)
+    path = tmp_path / f"img51{suffix}"
+    assert cv2.imwrite(str(path), image)
+    assert images_mod.read_rgb(path).shape == (40, 48, 3)
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
+    monkeypatch.setattr(  # a decoder that accepts the cut file
+        images_mod.cv2, "imdecode", lambda data, flags: np.full((40, 48, 3), 128, np.uint8)
+    )
+    with pytest.raises(images_mod.ImageReadError, match=r"img51.*damaged or truncated") as err:
+        images_mod.read_rgb(path)
+    assert err.value.path == path
+    path.write_bytes(b"")
+    with pytest.raises(images_mod.ImageReadError, match="empty file"):
+        images_mod.read_rgb(path)
+
+
+def test_a_truncated_apex_is_never_cached(tmp_path, samples):
+    settings = PrepareSettings(16, "none")
+    apex = samples[0].apex_path
+    apex.write_bytes(apex.read_bytes()[:-40])
+    report = prepare(samples, tmp_path / "cache", settings, progress=False)
+    [failure] = report.failed
+    assert failure.path == apex and "damaged or truncated" in failure.reason
+    assert not PairCache(tmp_path / "cache", settings).has(samples[0])

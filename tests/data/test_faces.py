@@ -120,6 +120,15 @@ def test_no_face_on_the_onset(dlib_detector, astronaut, tmp_path, caplog):
         faces.align_clip([tmp_path / "missing.jpg"], dlib_detector, 64)
 
 
+def test_a_truncated_onset_is_damaged_not_faceless(astronaut, tmp_path):
+    onset = tmp_path / "img10.jpg"
+    save_rgb(onset, astronaut)
+    onset.write_bytes(onset.read_bytes()[: onset.stat().st_size * 6 // 10])
+    with pytest.raises(OSError, match=r"img10.jpg: damaged or truncated") as err:
+        faces.align_clip([onset, onset], lambda image: None, 64)
+    assert not isinstance(err.value, faces.FaceNotFoundError)
+
+
 def test_make_detector_and_errors(dlib_detector, tmp_path):
     assert isinstance(faces.make_detector("dlib"), faces.DlibDetector)
     with pytest.raises(ValueError, match="backend"):

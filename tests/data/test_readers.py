@@ -7,10 +7,16 @@ from pathlib import Path
 import pytest
 
 from moext.data.readers import read_casme2, read_casme3, read_dataset, read_samm, read_smic
+from moext.data.readers.casme2 import FRAME_PATTERNS as CASME2_PATTERNS
+from moext.data.readers.casme3 import FRAME_PATTERN as CASME3_PATTERN
+from moext.data.readers.samm import FRAME_PATTERN as SAMM_PATTERN
+from moext.data.readers.smic import FRAME_PATTERN as SMIC_PATTERN
 from moext.data.readers.spreadsheet import (
+    STRAY_NOTE,
     Frames,
     RowError,
     frame_number,
+    list_frames,
     parse_frame,
     resolve_timing,
 )
@@ -512,3 +518,60 @@ def test_casme3_both_kinds_with_renamed_annotation_files(casme3_root: Path, tmp_
     assert len(macro.samples) == 2
     with pytest.raises(ValueError, match="not both"):
         read_dataset("casme3", root, kind="macro", spreadsheet="a.xlsx", macro_spreadsheet="b.xlsx")
+
+
+# --- frame names: only the layout's pattern is a frame --------------------------------------
+
+
+def test_stray_files_never_take_a_frames_place(tmp_path: Path) -> None:
+    """A copy of the apex (`img59 copy.jpg`) and an extra `img92_old.jpg` used to become the
+    apex and shift the pseudo apex; now they are reported and not read."""
+    clip = fx.Clip("01", "EP02_01f", 46, 59, 100, "happiness", "12")
+    clean = read_casme2(fx.write_casme2(tmp_path / "clean", [clip]), kind="micro").samples[0]
+    root = fx.write_casme2(tmp_path / "stray", [clip])
+    folder = root / "CASME2_RAW_selected" / "sub01" / "EP02_01f"
+    for name in ("img59 copy.jpg", "img47_old.jpg", "IMG48.JPG"):  # the last is a frame
+        (folder / name).touch()
+    (folder / "img48.jpg").unlink()
+    result = read_casme2(root)
+    sample = result.samples[0]
+    assert sample.apex_path == folder / "img59.jpg"
+    assert sample.frame_numbers == clean.frame_numbers  # nothing shifted: same pseudo apex
+    assert sample.pseudo_apex(5) == clean.pseudo_apex(5)
+    assert folder / "img59 copy.jpg" not in sample.frames
+    [note] = corrected(result).values()
+    assert note[0].startswith(STRAY_NOTE) and "'img47_old.jpg', 'img59 copy.jpg'" in note[0]
+    from moext.data.summary import format_summary, summarize
+
+    assert "'img59 copy.jpg'" in format_summary(summarize("casme2", root))  # moext data summary
+
+
+@pytest.mark.parametrize(
+    ("pattern", "frames", "strays", "same_number"),
+    [
+        (CASME2_PATTERNS["raw"], ["img1.jpg", "img2.jpg"], ["img2 copy.jpg", "reg_img3.jpg"], "img01.jpg"),
+        (CASME2_PATTERNS["cropped"], ["reg_img1.jpg", "reg_img2.jpg"], ["img3.jpg"], "reg_img01.jpg"),
+        (SAMM_PATTERN, ["006_05562.jpg", "006_05563.jpg"], ["006_05562 (1).jpg", "05564.jpg"], "006_5562.jpg"),
+        (SMIC_PATTERN, ["image134016.bmp", "image134017.bmp"], ["image134016_old.bmp"], "image0134016.bmp"),
+        (CASME3_PATTERN, ["1.jpg", "2.jpg"], ["2a.jpg", "thumb3.jpg"], "01.jpg"),
+    ],
+)  # fmt: skip
+def test_each_layout_reads_only_its_frame_names(tmp_path, pattern, frames, strays, same_number):
+    for name in (*frames, *strays, "notes.txt"):
+        (tmp_path / name).touch()
+    listed = list_frames(tmp_path, pattern)
+    assert [p.name for p in listed.paths] == frames
+    assert sorted(p.name for p in listed.strays) == sorted(strays)
+    (tmp_path / same_number).touch()
+    with pytest.raises(RowError, match="appears twice"):
+        list_frames(tmp_path, pattern)
+
+
+def test_smic_reports_stray_files(smic_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = shutil.copytree(smic_root, tmp_path / "smic")
+    clip = next((root / "HS").glob("s*/micro/*/*"))
+    (clip / "image1 copy.bmp").touch()
+    notes = [c for c in read_smic(root).corrected if STRAY_NOTE in c.reason]
+    assert len(notes) == 1 and "'image1 copy.bmp'" in notes[0].reason

@@ -6,6 +6,9 @@ Layout under ``root`` (the CASME II folder)::
     CASME2_RAW_selected/sub01/EP02_01f/img46.jpg       frames="raw"
     Cropped/sub01/EP02_01f/reg_img46.jpg               frames="cropped"
 
+Frames are exactly ``img<n>.jpg`` (raw) or ``reg_img<n>.jpg`` (cropped); any other image file in a
+clip folder is reported, never read as a frame.
+
 The spreadsheet's first sheet has the columns ``Subject`` ('01', or the number 1),
 ``Filename``, ``OnsetFrame``, ``ApexFrame``, ``OffsetFrame``, ``Action Units`` and
 ``Estimated Emotion`` (blank unnamed columns and ``Objective Classes`` are ignored). A sample's
@@ -47,6 +50,8 @@ SPREADSHEETS = (
 )
 MACRO_SPREADSHEETS = ("macro-coding.xlsx",)
 FRAME_FOLDERS = {"raw": "CASME2_RAW_selected", "cropped": "Cropped"}
+#: Frame file names of each frame folder (group 1: the frame number).
+FRAME_PATTERNS = {"raw": r"img(\d+)\.jpg", "cropped": r"reg_img(\d+)\.jpg"}
 TIMING_COLUMNS = ("OnsetFrame", "ApexFrame", "OffsetFrame")
 
 
@@ -110,9 +115,10 @@ def read_casme2(
         subject = subject_folder(row["Subject"])
         filename = required_text(row["Filename"], "Filename")
         folder, notes = find_folder(frames_dir, subject, filename)
-        clip_frames = list_frames(folder)
+        clip_frames = list_frames(folder, FRAME_PATTERNS[frames])
         cells = (row["OnsetFrame"], row["ApexFrame"], row["OffsetFrame"])
         timing = resolve_timing(cells, TIMING_COLUMNS, clip_frames)
+        stray = clip_frames.stray_note()
         return Sample(
             dataset=dataset,
             subject=folder.parent.name,
@@ -126,7 +132,7 @@ def read_casme2(
             kind=kind,
             source=source,
             action_units=cell_text(row["Action Units"]),
-            notes=(*notes, *timing.notes),
+            notes=(*notes, *timing.notes, *([stray] if stray else [])),
         )
 
     def clip_of(row: Row) -> str:

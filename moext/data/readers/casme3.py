@@ -4,7 +4,7 @@ Layout: ``root`` is the folder holding ``part_A/`` (or ``part_A/`` itself)::
 
     part_A/annotation/cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx            micro, sheet 'label'
     part_A/annotation/cas(me)3_part_A_MaE_label_JpgIndex_v2_emotion.xlsx   macro, first sheet
-    part_A/data/part_A_split/part_A/spNO.1/a/color/123.jpg
+    part_A/data/part_A_split/part_A/spNO.1/a/color/123.jpg     (other image files: reported)
 
 Columns: ``Subject`` ('spNO.1'), ``Filename`` (a video: 'a'...'m'), ``Onset``, ``Apex``,
 ``Offset``, ``AU`` and ``emotion``; every cell is stored as text. The macro file may name the
@@ -54,6 +54,8 @@ MACRO_SPREADSHEETS = (
     "cas(me)3_part_A_MaE_label_JpgIndex_v2.xlsx",
 )
 TIMING_COLUMNS = ("Onset", "Apex", "Offset")
+#: Frame file names: ``123.jpg`` (group 1: the frame number).
+FRAME_PATTERN = r"(\d+)\.jpg"
 
 
 def _columns(kind: Kind) -> list[Column]:
@@ -113,8 +115,10 @@ def read_casme3(
         filename = required_text(row["Filename"], "Filename")
         video, notes = find_folder(frames_dir, subject, filename)
         color, _ = find_folder(video, COLOR_FOLDER)
+        stray = None
         if color not in listed:
-            listed[color] = list_frames(color)
+            listed[color] = list_frames(color, FRAME_PATTERN)
+            stray = listed[color].stray_note()  # reported with the video's first clip only
         timing = resolve_timing(
             (row["Onset"], row["Apex"], row["Offset"]), TIMING_COLUMNS, listed[color]
         )
@@ -132,7 +136,7 @@ def read_casme3(
             kind=kind,
             source=source,
             action_units=cell_text(row["AU"]),
-            notes=(*notes, *timing.notes),
+            notes=(*notes, *timing.notes, *([stray] if stray else [])),
         )
 
     def clip_of(row: Row) -> str:

@@ -5,7 +5,8 @@ Layout: ``root`` is the SAMM database folder, holding the spreadsheet and the fr
 folders ``006``, ``007``, ...)::
 
     SAMM_Micro_FACS_Codes_v2.xlsx                  in root, in SAMM/, or next to SAMM/
-    SAMM/006/006_1_2/006_05562.jpg                 ({subject}_{frame:05d}.jpg)
+    SAMM/006/006_1_2/006_05562.jpg                 ({subject}_{frame:05d}.jpg; other image
+                                                   files are reported, never read as frames)
 
 The spreadsheet's sheet ``MICRO_ONLY`` has 13 preamble rows and its header on row 14, with the
 columns ``Subject`` ('006'), ``Filename`` ('006_1_2'), ``Onset Frame``, ``Apex Frame``,
@@ -45,6 +46,8 @@ SHEET = "MICRO_ONLY"
 HEADER_ROW = 14
 FRAME_FOLDER = "SAMM"
 TIMING_COLUMNS = ("Onset Frame", "Apex Frame", "Offset Frame")
+#: Frame file names: ``006_05562.jpg`` (subject, then the frame number; group 1).
+FRAME_PATTERN = r"\d+_(\d+)\.jpg"
 COLUMNS = (
     Column("Subject"),
     Column("Filename"),
@@ -96,9 +99,10 @@ def read_samm(root: str | Path, spreadsheet: str | Path | None = None) -> ReadRe
         subject = subject_folder(row["Subject"])
         filename = required_text(row["Filename"], "Filename")
         folder, notes = find_folder(frames_dir, subject, filename)
-        clip_frames = list_frames(folder)
+        clip_frames = list_frames(folder, FRAME_PATTERN)
         cells = (row["Onset Frame"], row["Apex Frame"], row["Offset Frame"])
         timing = resolve_timing(cells, TIMING_COLUMNS, clip_frames)
+        stray = clip_frames.stray_note()
         return Sample(
             dataset="samm",
             subject=folder.parent.name,
@@ -112,7 +116,7 @@ def read_samm(root: str | Path, spreadsheet: str | Path | None = None) -> ReadRe
             kind="micro",
             source=source,
             action_units=cell_text(row["Action Units"]),
-            notes=(*notes, *timing.notes),
+            notes=(*notes, *timing.notes, *([stray] if stray else [])),
         )
 
     def clip_of(row: Row) -> str:

@@ -11,7 +11,8 @@ A sample's ``subject`` is the subject folder (``s1``), its ``clip`` the clip fol
 frame (index ``len(frames) // 2``, as in the paper), offset = the last frame.
 
 Reported instead of read: a clip folder with fewer than two frames, and every clip folder under
-an emotion folder other than the three above. Subject folders without ``micro/`` are skipped
+an emotion folder other than the three above. Frames are exactly ``image<n>.bmp``; other image
+files in a clip folder are reported (a Correction), never read as frames. Subject folders without ``micro/`` are skipped
 (SMIC-HS has micro-expressions for 16 of its 20 subjects).
 """
 
@@ -20,12 +21,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from moext.data.readers.spreadsheet import list_frames
-from moext.data.records import DatasetError, ReadResult, Rejection, Sample
+from moext.data.readers.spreadsheet import RowError, list_frames
+from moext.data.records import Correction, DatasetError, ReadResult, Rejection, Sample
 
 EMOTIONS = ("negative", "positive", "surprise")
 HS_FOLDER = "HS"
 MICRO_FOLDER = "micro"
+#: Frame file names: ``image134016.bmp`` (group 1: the frame number).
+FRAME_PATTERN = r"image(\d+)\.bmp"
 _SUBJECT = re.compile(r"s(\d+)", re.IGNORECASE)
 
 
@@ -75,7 +78,13 @@ def read_smic(root: str | Path) -> ReadResult:
                     reason = f"emotion folder '{emotion_dir.name}' is not one of {EMOTIONS}"
                     result.rejected.append(Rejection(clip_id, reason, source))
                     continue
-                frames = list_frames(clip_dir)
+                try:
+                    frames = list_frames(clip_dir, FRAME_PATTERN)
+                except RowError as err:
+                    result.rejected.append(Rejection(clip_id, str(err), source))
+                    continue
+                if frames.strays:
+                    result.corrected.append(Correction(clip_id, frames.stray_note(), source))
                 if len(frames.numbers) < 2:
                     reason = f"{len(frames.numbers)} frame(s) in {clip_dir}; need at least 2"
                     result.rejected.append(Rejection(clip_id, reason, source))

@@ -1,7 +1,11 @@
 """Helpers shared by the database readers: xlsx tables, cell values, frame folders, timing fixes.
 
 Nothing here decodes an image: frame folders are only listed, and a frame's number is read from
-its file name (the last run of digits: ``img46.jpg`` -> 46, ``006_05562.jpg`` -> 5562).
+its file name. Each reader names its layout's frame-name pattern (:func:`list_frames`: CASME II
+``img46.jpg`` / ``reg_img46.jpg``, SAMM ``006_05562.jpg``, SMIC ``image134016.bmp``, CAS(ME)^3
+``123.jpg``); any other image file in a clip folder (``img51 copy.jpg``, ``img92_old.jpg``) is a
+stray: it never takes a frame's place, and the reader reports it as a Correction
+(:data:`STRAY_NOTE`), shown by ``moext data summary``, ``moext prepare`` and ``moext loso``.
 
 Every annotated row (CASME II, SAMM, CAS(ME)^3) goes through :func:`resolve_timing`, whose rules
 are the same for all databases. A row it cannot use raises :class:`RowError`, which the reader
@@ -32,6 +36,7 @@ from __future__ import annotations
 import os
 import re
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +50,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 HEADER_SEARCH_ROWS = 30
 _DIGITS = re.compile(r"\d+")
 _WHOLE_NUMBER = re.compile(r"\d+(\.0*)?")
+#: How a reader's note on a clip folder's stray image files begins.
+STRAY_NOTE = "files not named like frames, not read"
 
 
 class RowError(Exception):
@@ -295,11 +302,19 @@ def frame_number(name: str) -> int | None:
 
 @dataclass(frozen=True)
 class Frames:
-    """The image files of one folder, sorted by frame number (never as strings)."""
+    """The frame files of one folder, sorted by frame number (never as strings).
+
+    Attributes:
+        folder: the clip folder.
+        numbers: the frame numbers.
+        paths: the frame files, in the order of ``numbers``.
+        strays: image files of the folder that are not named like its frames (not frames).
+    """
 
     folder: Path
     numbers: tuple[int, ...]
     paths: tuple[Path, ...]
+    strays: tuple[Path, ...] = ()
 
     def window(self, first: int, last: int | None) -> Frames:
         """The frames numbered ``first`` to ``last`` (to the end when ``last`` is None)."""
@@ -310,18 +325,66 @@ class Frames:
         ]
         return Frames(self.folder, tuple(n for n, _ in keep), tuple(p for _, p in keep))
 
+    def stray_note(self) -> str | None:
+        """The Correction note naming the stray files, or None when there are none."""
+        if not self.strays:
+            return None
+        names = ", ".join(repr(p.name) for p in self.strays[:10])
+        more = f" and {len(self.strays) - 10} more" if len(self.strays) > 10 else ""
+        return f"{STRAY_NOTE}: {names}{more} in {self.folder}"
 
-def list_frames(folder: Path) -> Frames:
-    """List the image files of a folder (.jpg, .png, .bmp, ...) that carry a frame number."""
-    found = []
+
+def frame_pattern(pattern: str) -> re.Pattern[str]:
+    """A frame-name pattern: a regular expression with one group, the frame number, matched
+    against the whole file name, ignoring case (``r"img(\d+)\.jpg"``)."""
+    compiled = re.compile(pattern, re.IGNORECASE)
+    if compiled.groups != 1:
+        raise ValueError(f"frame pattern {pattern!r} must have exactly one group (the number)")
+    return compiled
+
+
+def list_frames(folder: Path, pattern: str | None = None) -> Frames:
+    """List the frame files of a folder.
+
+    Args:
+        folder: the clip folder.
+        pattern: the layout's frame-name pattern (:func:`frame_pattern`: one group, the frame
+            number; ``r"img(\d+)\.jpg"``). Image files that do not match are returned as
+            ``strays``, never as frames. ``None`` (the lenient rule, for callers that know no
+            layout): any image file (.jpg, .png, .bmp, ...) whose stem holds a number is a frame,
+            numbered by its last run of digits.
+
+    Raises:
+        RowError: two files carry the same frame number (``img46.jpg`` and ``img046.jpg``).
+    """
+    regex = frame_pattern(pattern) if pattern is not None else None
+    found, strays = [], []
     with os.scandir(folder) as entries:
         for entry in entries:
-            number = frame_number(entry.name)
             suffix = os.path.splitext(entry.name)[1].lower()
-            if number is not None and suffix in IMAGE_SUFFIXES and entry.is_file():
+            if suffix not in IMAGE_SUFFIXES or not entry.is_file():
+                continue
+            if regex is None:
+                number = frame_number(entry.name)
+            else:
+                match = regex.fullmatch(entry.name)
+                number = int(match.group(1)) if match else None
+            if number is None:
+                strays.append(folder / entry.name)
+            else:
                 found.append((number, entry.name))
     found.sort()
-    return Frames(folder, tuple(n for n, _ in found), tuple(folder / name for _, name in found))
+    numbers = [n for n, _ in found]
+    repeated = sorted(n for n, count in Counter(numbers).items() if count > 1)
+    if repeated:
+        names = [name for n, name in found if n == repeated[0]]
+        raise RowError(f"frame number {repeated[0]} appears twice in {folder}: {names}")
+    return Frames(
+        folder,
+        tuple(numbers),
+        tuple(folder / name for _, name in found),
+        tuple(sorted(strays)),
+    )
 
 
 def find_folder(parent: Path, *parts: str) -> tuple[Path, list[str]]:
