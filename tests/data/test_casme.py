@@ -143,3 +143,15 @@ def test_akmnet_four_classes_on_casme2_and_samm(tmp_path):
     samm = select("samm-4", read_dataset("samm", root / "SAMM").samples)
     assert samm.class_counts() == {"positive": 26, "negative": 92, "surprise": 15, "others": 26}
     assert not casme2.excluded and not samm.excluded
+
+
+def test_stray_files_never_take_a_frame_s_place(tmp_path):
+    """A copy or an old file in a clip folder is reported, never read as a frame."""
+    root = fx.write_casme(tmp_path / "CASME", clips=[fx.CASME_QUIRKS[0]])
+    [folder] = (root / "CASME_raw_selected").glob("sub*/*")
+    first = sorted(folder.glob("*.jpg"))[0]
+    (folder / f"{first.stem} copy.jpg").write_bytes(first.read_bytes())
+    (folder / f"{first.stem}_old.jpg").write_bytes(first.read_bytes())
+    [sample] = read_casme(root).samples
+    assert all("copy" not in p.name and "old" not in p.name for p in sample.frames)
+    assert any("copy.jpg" in note and "_old.jpg" in note for note in sample.notes), sample.notes

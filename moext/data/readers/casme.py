@@ -56,6 +56,9 @@ COLUMNS = (
     Column("Emotion"),
     Column("Action Units", aliases=("AU",), required=False),
 )
+#: Frame names: the frame number is the last number before ``.jpg`` (``EP01_5-20.jpg``,
+#: ``reg_EP01_5-20.jpg``); other files in a clip folder (``EP01_5-20 copy.jpg``) are strays.
+FRAME_PATTERNS = {"raw": r"(?:.*\D)?(\d+)\.jpg", "cropped": r"reg_(?:.*\D)?(\d+)\.jpg"}
 
 #: Data row index (0-based, below the header) -> the corrected cells. ``ApexF1: None``: the
 #: row has no usable apex, so the middle frame between the corrected onset and offset is used.
@@ -159,7 +162,8 @@ def read_casme(
         subject = subject_folder(row["Subject"])
         filename = required_text(row["Filename"], "Filename")
         folder, notes = find_folder(frames_dir, subject, filename)
-        clip_frames = list_frames(folder)
+        clip_frames = list_frames(folder, FRAME_PATTERNS[frames])
+        stray = clip_frames.stray_note()
         cells, note = tuple(row[name] for name in TIMING_COLUMNS), None
         if fix_known_rows:
             cells, note = _known_fix(row, first_data_row)
@@ -182,7 +186,7 @@ def read_casme(
             kind="micro",
             source=source,
             action_units=cell_text(row["Action Units"]),
-            notes=(*notes, *timing.notes),
+            notes=(*notes, *timing.notes, *([stray] if stray else [])),
         )
 
     def clip_of(row: Row) -> str:
