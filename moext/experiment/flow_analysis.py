@@ -228,9 +228,7 @@ def analyse(
             bar.update()
         for s in macro:
             start = s.frame_numbers.index(s.onset)
-            macro_flows.append(
-                clip_profile(crop(s.frames[start : start + max_frames]), max_frames)
-            )
+            macro_flows.append(clip_profile(crop(s.frames[start : start + max_frames]), max_frames))
             bar.update()
     profile = summarise(macro_flows)
     magnitudes = np.array([m for m, _ in micro_flows])
