@@ -52,15 +52,26 @@ def test_mean_flow_of_rgb_equals_grey_and_identical_images_do_not_move():
 
 
 def test_linear_macro_clip_and_two_pixel_micro_pair_give_n_5():
+    """Frame t (the onset is frame 1) has moved 0.5 (t - 1) px, so the 2 px micro motion is the
+    5th frame counting the onset as the 1st; the N found, set as pseudo_apex_n, takes it."""
+    from moext.data.records import Sample
+
     image = texture()
-    clip = np.stack([window(image, 0.4 * t, 0) for t in range(11)])  # 0.4 px per frame
+    numbers = tuple(range(46, 56))  # img46.jpg (the onset) .. img55.jpg
+    clip = np.stack([window(image, 0.5 * (k - 46), 0) for k in numbers])
     profile = flow.macro_profile([clip], max_frames=10)
-    assert profile["t"].tolist() == list(range(1, 11))
-    assert profile["clips"].tolist() == [1] * 10
+    assert profile["t"].tolist() == list(range(2, 11))  # flow from frame 1 to frames 2..10
+    assert profile["clips"].tolist() == [1] * 9
     assert (np.diff(profile["magnitude"]) > 0).all()
-    assert profile["magnitude"].iloc[-1] == pytest.approx(4.0, abs=0.2)
+    assert profile["magnitude"].iloc[0] == pytest.approx(0.5, abs=0.1)  # frame 2: one step
+    assert profile["magnitude"].iloc[-1] == pytest.approx(4.5, abs=0.2)
     micro, _ = mean_flow(window(image, 0, 0), window(image, 2, 0))
-    assert flow.best_frame(profile, micro) == 5
+    n = flow.best_frame(profile, micro)
+    assert n == 5
+    frames = tuple(Path(f"img{k}.jpg") for k in numbers)
+    sample = Sample("synth", "sub01", "EP12_01f", frames, numbers, onset=46, apex=55, kind="macro")
+    assert sample.pseudo_apex(n) == 50  # the frame whose flow matched: 2 px from the onset
+    assert np.array_equal(clip[numbers.index(50)], window(image, 2, 0))
 
 
 def test_summarise_clips_of_different_lengths_and_circular_angles():
@@ -69,8 +80,9 @@ def test_summarise_clips_of_different_lengths_and_circular_angles():
     assert table["magnitude"].tolist() == [2.0, 2.0]
     assert table["magnitude_std"].tolist() == [1.0, 0.0]
     assert abs(table["angle"].iloc[0]) == pytest.approx(180.0)  # not the arithmetic mean 0
+    assert table["t"].tolist() == [2, 3]  # frames counted from the onset as the 1st
     short = np.zeros((4, 8, 8), np.uint8)
-    assert len(flow.macro_profile([short], max_frames=15)) == 3
+    assert flow.macro_profile([short], max_frames=15)["t"].tolist() == [2, 3, 4]
 
 
 def test_best_frame_is_the_closest_magnitude():
@@ -141,7 +153,7 @@ def test_end_to_end_on_the_generated_database_finds_its_pseudo_apex(tmp_path, ca
 
     table = pd.read_csv(out / flow.CSV_NAME)
     macro, micro = table[table.kind == "macro"], table[table.kind == "micro"]
-    assert macro["t"].tolist() == list(range(1, 9))
+    assert macro["t"].tolist() == list(range(2, 9))  # frames 2..8, the onset is frame 1
     assert (macro["clips"] == 6).all() and micro["clips"].tolist() == [6]
     assert macro.loc[macro.best, "t"].tolist() == [synth.PSEUDO_APEX_N]
     assert (np.diff(macro["magnitude"]) > 0).all()  # the rise of the macro clips

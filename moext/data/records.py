@@ -27,7 +27,8 @@ class Sample:
         frame_numbers: the frame number of each entry of ``frames`` (same length).
         onset: frame number of the onset frame (an element of ``frame_numbers``).
         apex: frame number of the apex frame. For macro clips this is the annotated apex; the
-            pseudo apex (the N-th frame after the onset) is chosen later, see :meth:`pseudo_apex`.
+            pseudo apex (the clip's N-th frame, counting the onset as the 1st) is chosen later,
+            see :meth:`pseudo_apex`.
         offset: frame number of the offset frame, or ``None`` when not annotated / unusable.
         emotion: the emotion label as the database spells it, lower-cased and stripped
             (``"happiness"``, ``"others"``, ``"negative"`` for SMIC folders), or ``None``.
@@ -71,13 +72,25 @@ class Sample:
         return self.frame_path(self.apex)
 
     def pseudo_apex(self, n: int) -> int:
-        """Frame number of the frame ``n`` frames after the onset (the paper's pseudo apex, N = 5).
+        """Frame number of the clip's ``n``-th frame, counting the onset as the 1st: the paper's
+        pseudo apex (N = 5: the onset and 4 frames later; as its Fig. 6 counts flow "between
+        the 1st and each frame").
 
-        Counted in frames present on disk, so gaps in numbering do not shift it. Clamped to the
-        clip's last frame when the clip is shorter than ``n`` frames after its onset.
+        For a clip whose onset is ``img46.jpg`` and whose frames are consecutive, ``n = 5``
+        gives frame 50. Counted in frames present on disk, so gaps in numbering do not shift
+        it. Clamped to the clip's last frame when the clip has fewer than ``n`` frames from its
+        onset.
+
+        Raises:
+            ValueError: ``n < 2`` (the 1st frame is the onset itself: no motion).
         """
+        if n < 2:
+            raise ValueError(
+                f"{self.id}: pseudo_apex_n must be >= 2 (the clip's n-th frame counting the "
+                f"onset as the 1st; 1 would be the onset itself), got {n}"
+            )
         i = self.frame_numbers.index(self.onset)
-        return self.frame_numbers[min(i + n, len(self.frame_numbers) - 1)]
+        return self.frame_numbers[min(i + n - 1, len(self.frame_numbers) - 1)]
 
 
 @dataclass(frozen=True)

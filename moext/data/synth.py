@@ -13,10 +13,12 @@ made from one real face photo (``skimage.data.astronaut()``):
   the moving landmarks at the apex, with a smooth onset -> apex -> offset profile
   (:func:`micro_profile`).
 - **Macro clips** (``macro-coding.xlsx``, same columns, same frame tree): the same motions, larger
-  (``macro_amplitude`` at the apex). Their rise is built so that the displacement ``PSEUDO_APEX_N``
-  = 5 frames after the onset equals the micro apex displacement (:func:`macro_profile`): the
-  macro clip's frame N is, up to sensor noise, the same image as the micro apex frame of the same
-  subject and class, so an optical-flow analysis (or the paper's rule) finds N = 5.
+  (``macro_amplitude`` at the apex). Their rise is built so that the displacement of the clip's
+  ``PSEUDO_APEX_N``-th frame (N = 5, counting the onset as the 1st, as
+  :meth:`moext.data.records.Sample.pseudo_apex` and the flow analysis count) equals the micro
+  apex displacement (:func:`macro_profile`): the macro clip's frame N is, up to sensor noise, the
+  same image as the micro apex frame of the same subject and class, so an optical-flow analysis
+  (or the paper's rule) finds N = 5.
 - Mild Gaussian sensor noise on every frame; JPEG quality 95.
 
 Frame numbers start at 46 in half of the clips and just below 100 in the others, so that numbering
@@ -38,7 +40,8 @@ import numpy as np
 
 from moext.io import atomic_write
 
-#: The macro-expression pseudo apex: the N-th frame after the onset (paper: N = 5).
+#: The macro-expression pseudo apex: the clip's N-th frame counting the onset as the 1st, i.e.
+#: index N - 1 from the onset (paper: N = 5).
 PSEUDO_APEX_N = 5
 
 EMOTIONS = ("happiness", "disgust", "surprise")
@@ -237,17 +240,20 @@ def micro_profile(frames: int) -> np.ndarray:
 def macro_profile(micro_amplitude: float, macro_amplitude: float, decay: int = 6) -> np.ndarray:
     """Motion amplitude (pixels) of a macro clip, frame by frame from its onset.
 
-    Rise ``a(t) = A sin^2(pi t / (2 t_a))`` up to ``A = macro_amplitude`` at
-    ``t_a = N pi / (2 asin(sqrt(micro_amplitude / A)))``, which makes ``a(N) = micro_amplitude``
-    exactly for N = :data:`PSEUDO_APEX_N`; then a cos^2 fall to 0 over ``decay`` frames.
-    The clip's annotated apex is the frame with the largest amplitude.
+    With t the index from the onset (t = 0 is the onset, the clip's 1st frame): rise
+    ``a(t) = A sin^2(pi t / (2 t_a))`` up to ``A = macro_amplitude`` at
+    ``t_a = (N - 1) pi / (2 asin(sqrt(micro_amplitude / A)))``, which makes
+    ``a(N - 1) = micro_amplitude`` exactly: the clip's N-th frame (N = :data:`PSEUDO_APEX_N`,
+    counting the onset as the 1st) is the micro apex. Then a cos^2 fall to 0 over ``decay``
+    frames. The clip's annotated apex is the frame with the largest amplitude.
 
     Returns:
         (L,) float64 amplitudes, L = ceil(t_a + decay) + 1; the last one is 0.
     """
     if not 0 < micro_amplitude < macro_amplitude:
         raise ValueError("need 0 < micro_amplitude < macro_amplitude")
-    peak = PSEUDO_APEX_N * np.pi / (2 * math.asin(math.sqrt(micro_amplitude / macro_amplitude)))
+    rise_frames = PSEUDO_APEX_N - 1  # from the 1st frame (the onset) to the N-th
+    peak = rise_frames * np.pi / (2 * math.asin(math.sqrt(micro_amplitude / macro_amplitude)))
     t = np.arange(math.ceil(peak + decay) + 1, dtype=np.float64)
     rise = np.sin(np.pi / 2 * t / peak) ** 2
     fall = np.cos(np.pi / 2 * np.clip((t - peak) / decay, 0, 1)) ** 2

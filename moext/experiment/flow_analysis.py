@@ -1,9 +1,11 @@
 """Optical-flow analysis of the pseudo apex (the paper's Figure 6).
 
 For every macro-expression clip, the TV-L1 optical flow (scikit-image's
-:func:`~skimage.registration.optical_flow_tvl1`) from its first frame (the onset) to each of the
-following frames t = 1..max_frames; for every micro-expression clip, the flow from its onset to
-its apex. Each flow is summarised by two numbers (:func:`flow_stats`):
+:func:`~skimage.registration.optical_flow_tvl1`) "between the 1st and each frame" (the paper's
+words): from its 1st frame (the onset) to its frame t, t = 2..max_frames, frames counted from
+the onset as the 1st, the numbering of ``pseudo_apex_n`` (:meth:`moext.data.records.Sample.
+pseudo_apex`), so the N found here is the value to put there. For every micro-expression clip,
+the flow from its onset to its apex. Each flow is summarised by two numbers (:func:`flow_stats`):
 
 - **magnitude**: the mean over all pixels of the aligned face crop of ``|flow|`` (pixels of the
   crop). No face mask: the crops are already tight face crops, and static background adds the
@@ -16,7 +18,7 @@ Per t, the macro profile averages the clips' magnitudes (with their standard dev
 the circular mean of their angles. The pseudo apex N is the t whose mean macro magnitude is
 closest to the mean micro onset -> apex magnitude (:func:`best_frame`; the paper found N = 5).
 
-``moext flow-analysis --config X.yaml [--out DIR] [--size 128] [--max-frames 15]
+``moext flow-analysis --config X.yaml [--out DIR] [--size 128] [--max-frames 16]
 [--max-clips K] [-- overrides]`` runs it on the clips of a pretraining config's data section and
 writes ``flow_by_frame.csv`` and ``flow_by_frame.png``.
 """
@@ -58,32 +60,40 @@ def circular_mean(degrees: Iterable[float]) -> float:
     return float(np.degrees(np.arctan2(np.sin(radians).mean(), np.cos(radians).mean())))
 
 
+#: The first frame t a profile reports: frames are counted from the onset as the 1st, and the
+#: flow from the 1st frame to itself is zero.
+FIRST_T = 2
+
+
 def clip_profile(clip: np.ndarray, max_frames: int) -> list[tuple[float, float]]:
-    """Flow from the first frame of a clip to each of its next ``max_frames`` frames.
+    """Flow from the 1st frame of a clip (the onset) to each of its frames t = 2..max_frames.
 
     Args:
-        clip: (T, H, W) or (T, H, W, 3) uint8, onset first.
-        max_frames: the largest t.
+        clip: (T, H, W) or (T, H, W, 3) uint8, onset first (``clip[t - 1]`` is frame t).
+        max_frames: the last frame t (counting the onset as the 1st).
 
     Returns:
-        (magnitude, angle) for t = 1..min(max_frames, T - 1), in order.
+        (magnitude, angle) for t = 2..min(max_frames, T), in order.
     """
-    return [mean_flow(clip[0], clip[t]) for t in range(1, min(max_frames, len(clip) - 1) + 1)]
+    last = min(max_frames, len(clip))
+    return [mean_flow(clip[0], clip[t - 1]) for t in range(FIRST_T, last + 1)]
 
 
 def summarise(per_clip: Sequence[Sequence[tuple[float, float]]]) -> pd.DataFrame:
     """Per-t summary of per-clip profiles (clips may be of different lengths).
 
     Args:
-        per_clip: for each clip, (magnitude, angle) for t = 1, 2, ...
+        per_clip: for each clip, (magnitude, angle) for frames t = 2, 3, ... (:func:`clip_profile`).
 
     Returns:
-        Columns ``t`` (from 1), ``magnitude`` (mean over clips), ``magnitude_std`` (population
-        std), ``angle`` (circular mean, degrees) and ``clips`` (how many clips reach that t).
+        Columns ``t`` (the frame, from 2; the onset is frame 1), ``magnitude`` (mean over
+        clips), ``magnitude_std`` (population std), ``angle`` (circular mean, degrees) and
+        ``clips`` (how many clips reach that t).
     """
     rows = []
-    for t in range(1, max((len(p) for p in per_clip), default=0) + 1):
-        values = [p[t - 1] for p in per_clip if len(p) >= t]
+    for i in range(max((len(p) for p in per_clip), default=0)):
+        t = FIRST_T + i
+        values = [p[i] for p in per_clip if len(p) > i]
         magnitudes = np.array([m for m, _ in values])
         rows.append(
             {
@@ -97,15 +107,15 @@ def summarise(per_clip: Sequence[Sequence[tuple[float, float]]]) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["t", "magnitude", "magnitude_std", "angle", "clips"])
 
 
-def macro_profile(clips: Iterable[np.ndarray], max_frames: int = 15) -> pd.DataFrame:
-    """Mean flow from the onset to frame t of macro clips (Figure 6's macro curves).
+def macro_profile(clips: Iterable[np.ndarray], max_frames: int = 16) -> pd.DataFrame:
+    """Mean flow from the onset (frame 1) to frame t of macro clips (Figure 6's macro curves).
 
     Args:
         clips: (T, H, W[, 3]) uint8 aligned clips, onset first.
-        max_frames: the largest t.
+        max_frames: the last frame t (counting the onset as the 1st).
 
     Returns:
-        One row per t = 1..max_frames (fewer if every clip is shorter); see :func:`summarise`.
+        One row per t = 2..max_frames (fewer if every clip is shorter); see :func:`summarise`.
     """
     return summarise([clip_profile(clip, max_frames) for clip in clips])
 
@@ -118,7 +128,8 @@ def best_frame(profile: pd.DataFrame, micro_magnitude: float) -> int:
         micro_magnitude: mean micro onset -> apex flow magnitude.
 
     Returns:
-        N, the pseudo apex (the smaller t on a tie).
+        N, the pseudo apex: a frame t counting the onset as the 1st, the numbering of
+        ``pseudo_apex_n`` (the smaller t on a tie).
     """
     if profile.empty:
         raise ValueError("empty macro profile: no macro clip has a frame after its onset")
@@ -136,7 +147,8 @@ class FlowAnalysis:
         micro_std: its standard deviation over the micro clips.
         micro_angle: circular mean over micro clips of the onset -> apex flow angle (degrees).
         micro_clips: number of micro clips.
-        best_n: the t of ``macro`` closest to ``micro_magnitude`` (:func:`best_frame`).
+        best_n: the t of ``macro`` closest to ``micro_magnitude`` (:func:`best_frame`), in
+            the numbering of ``pseudo_apex_n`` (the onset is frame 1).
     """
 
     macro: pd.DataFrame
@@ -181,7 +193,7 @@ def spread(samples: Sequence[Sample], k: int | None) -> list[Sample]:
 def analyse(
     samples: Sequence[Sample],
     crop: Cropper,
-    max_frames: int = 15,
+    max_frames: int = 16,
     max_clips: int | None = None,
     progress: bool = True,
 ) -> FlowAnalysis:
@@ -191,7 +203,7 @@ def analyse(
         samples: micro and macro clips (e.g. a pretraining DataModule's ``read_samples()``).
         crop: frame files of a clip (onset first) -> (T, size, size, 3) uint8 aligned crops,
             one crop for the whole clip (see :func:`make_cropper`).
-        max_frames: the largest t after a macro clip's onset.
+        max_frames: the last frame t of a macro clip (counting its onset as the 1st).
         max_clips: at most this many clips of each kind, evenly spread (None: all).
         progress: show a tqdm progress bar over clips.
 
@@ -216,9 +228,7 @@ def analyse(
             bar.update()
         for s in macro:
             start = s.frame_numbers.index(s.onset)
-            macro_flows.append(
-                clip_profile(crop(s.frames[start : start + max_frames + 1]), max_frames)
-            )
+            macro_flows.append(clip_profile(crop(s.frames[start : start + max_frames]), max_frames))
             bar.update()
     profile = summarise(macro_flows)
     magnitudes = np.array([m for m, _ in micro_flows])
@@ -288,19 +298,25 @@ def plot(result: FlowAnalysis, path: Path) -> None:
         yerr=macro["magnitude_std"],
         marker="o",
         capsize=3,
-        label="macro: onset -> frame t",
+        label="macro: frame 1 (onset) -> frame t",
     )
     ax_m.axhline(
         result.micro_magnitude, color="tab:red", linestyle="--", label="micro: onset -> apex"
     )
     ax_m.axvline(result.best_n, color="tab:green", linestyle=":", label=f"N = {result.best_n}")
-    ax_m.set(xlabel="frame t after the onset", ylabel="mean flow magnitude (px)", title="magnitude")
+    ax_m.set(
+        xlabel="frame t (the onset is frame 1)",
+        ylabel="mean flow magnitude (px)",
+        title="magnitude",
+    )
     ax_m.legend(fontsize="small")
-    ax_a.plot(macro["t"], macro["angle"], marker="o", label="macro: onset -> frame t")
+    ax_a.plot(macro["t"], macro["angle"], marker="o", label="macro: frame 1 (onset) -> frame t")
     ax_a.axhline(result.micro_angle, color="tab:red", linestyle="--", label="micro: onset -> apex")
     ax_a.axvline(result.best_n, color="tab:green", linestyle=":", label=f"N = {result.best_n}")
     ax_a.set(
-        xlabel="frame t after the onset", ylabel="mean flow angle (deg, 90 = up)", title="angle"
+        xlabel="frame t (the onset is frame 1)",
+        ylabel="mean flow angle (deg, 90 = up)",
+        title="angle",
     )
     ax_a.legend(fontsize="small")
     _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
@@ -323,12 +339,14 @@ def report(result: FlowAnalysis) -> str:
         f"{macro}\n"
         f"micro onset -> apex: magnitude {result.micro_magnitude:.4f} +- {result.micro_std:.4f} px, "
         f"angle {result.micro_angle:.1f} deg ({result.micro_clips} clips)\n"
-        f"pseudo apex N = {result.best_n} (macro magnitude {chosen['magnitude']:.4f} px; paper: N = 5)"
+        f"pseudo apex N = {result.best_n} (frame {result.best_n} counting the onset as the 1st; "
+        f"macro magnitude {chosen['magnitude']:.4f} px; paper: N = 5; set it as "
+        "data.init_args.pseudo_apex_n)"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``moext flow-analysis --config X.yaml [--out DIR] [--size 128] [--max-frames 15]
+    """``moext flow-analysis --config X.yaml [--out DIR] [--size 128] [--max-frames 16]
     [--max-clips K] [-- overrides]``."""
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(
@@ -339,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="a pretraining `moext fit` config")
     parser.add_argument("--out", type=Path, default=Path("flow-analysis"), help="output folder")
     parser.add_argument("--size", type=int, default=128, help="side of the aligned crops")
-    parser.add_argument("--max-frames", type=int, default=15, help="largest t after the onset")
+    parser.add_argument(
+        "--max-frames", type=int, default=16, help="last frame t (the onset is frame 1)"
+    )
     parser.add_argument("--max-clips", type=int, default=None, help="at most K clips of each kind")
     parser.add_argument("--device", default="cpu", help="torch device of the fan backend")
     args = parser.parse_args(argv)

@@ -13,11 +13,23 @@ in :mod:`moext.nn.blocks`):
     ProjectionHead     f: features -> the space of the contrastive losses [Eq. 6, 8].
     ClassifierHead     motion features -> class logits (objective learning).
     MoExt              all of the above under fixed attribute names.
+
+Precision: the motion is a small difference of two large feature vectors (a 2-pixel local
+motion changes the pooled shape feature by 0.01-5 %), at or below bf16's resolution (8
+significant bits, about 0.4 %). So, whatever the Trainer's precision, everything from the
+branches' global pool on (the branches' fully connected layers, |S_a - S_o|, the motion
+extractor, the projection and classifier heads) runs in fp32 with autocast switched off and its
+inputs upcast (:func:`full_precision`); by default (``MoExtConfig.fp32_separator``) the whole
+feature separator does too, because bf16 convolutions alone still put 3-20 % of error on
+|S_a - S_o| (docs/methods/moext.md). Only the decoder (and, with ``fp32_separator: false``, the
+backbone and branch convolutions) keeps the Trainer's precision (e.g. ``bf16-mixed``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +37,30 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from moext.nn.blocks import IMAGENET_MEAN, IMAGENET_STD, ConvBlock, build_backbone
+
+
+@contextlib.contextmanager
+def full_precision(module: nn.Module, *xs: Tensor) -> Iterator[tuple[Tensor, ...]]:
+    """Autocast off on the inputs' device; yields the inputs upcast for ``module``.
+
+    Under mixed precision the parameters are fp32, so the inputs become fp32 and the block
+    computes in fp32. Without autocast (fp32 runs) nothing changes; under a "true" half
+    precision (parameters themselves half) the inputs take the parameters' dtype.
+
+    Args:
+        module: the block that will compute (its first floating parameter sets the dtype;
+            fp32 when it has none).
+        xs: its input tensors.
+    """
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    device = xs[0].device.type
+    guard = (
+        torch.autocast(device_type=device, enabled=False)
+        if torch.amp.is_autocast_available(device)
+        else contextlib.nullcontext()
+    )
+    with guard:
+        yield tuple(x.to(dtype) if x.is_floating_point() else x for x in xs)
 
 
 def _up_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -40,7 +76,10 @@ def _up_conv(in_channels: int, out_channels: int) -> nn.Sequential:
 class Branch(nn.Module):
     """Shape or texture branch: Conv blocks, global average pool, two fully connected layers.
 
-    Shapes: (B, in_channels, h, w) -> (B, feature_dim).
+    The pool and the fully connected layers run in fp32 (:func:`full_precision`): the pooled
+    feature is where a local motion becomes a small relative change.
+
+    Shapes: (B, in_channels, h, w) -> (B, feature_dim), fp32 under mixed precision.
     """
 
     def __init__(
@@ -57,13 +96,16 @@ class Branch(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.convs(x)
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        with full_precision(self.fc, x) as (x,):
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
 class MotionExtractor(nn.Module):
     """M = C2(Concat(C1(|S_a - S_o|), S_a)) (Eq. 2-3), with C1, C2 Conv blocks on 1x1 maps.
 
-    Shapes: s_onset, s_apex (B, D) -> motion (B, D).
+    Computed in fp32 (:func:`full_precision`): |S_a - S_o| is a small difference of large values.
+
+    Shapes: s_onset, s_apex (B, D) -> motion (B, D), fp32 under mixed precision.
     """
 
     def __init__(self, feature_dim: int = 512) -> None:
@@ -72,16 +114,21 @@ class MotionExtractor(nn.Module):
         self.c2 = ConvBlock(2 * feature_dim, feature_dim)
 
     def forward(self, s_onset: Tensor, s_apex: Tensor) -> Tensor:
-        delta = (s_apex - s_onset).abs()[:, :, None, None]
-        m = self.c2(torch.cat([self.c1(delta), s_apex[:, :, None, None]], dim=1))
-        return m.flatten(1)
+        with full_precision(self, s_onset, s_apex) as (s_onset, s_apex):
+            delta = (s_apex - s_onset).abs()[:, :, None, None]
+            m = self.c2(torch.cat([self.c1(delta), s_apex[:, :, None, None]], dim=1))
+            return m.flatten(1)
 
 
 class ShapeDifference(nn.Module):
-    """The ablation "w/o motion extractor": M = |S_a - S_o|. Shapes: (B, D), (B, D) -> (B, D)."""
+    """The ablation "w/o motion extractor": M = |S_a - S_o|, in fp32 (:func:`full_precision`).
+
+    Shapes: (B, D), (B, D) -> (B, D).
+    """
 
     def forward(self, s_onset: Tensor, s_apex: Tensor) -> Tensor:
-        return (s_apex - s_onset).abs()
+        with full_precision(self, s_onset, s_apex) as (s_onset, s_apex):
+            return (s_apex - s_onset).abs()
 
 
 class ApexDecoder(nn.Module):
@@ -158,17 +205,24 @@ class ApexDecoder(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """f: features -> the space of the contrastive losses (Eq. 6, 8).
+    """f: features -> the "high-dimensional space" of the contrastive losses (Eq. 6, 8).
 
-    Linear-ReLU-Linear, then (by default) L2 normalisation so that the paper's margins
-    (eps in [0.2, 0.5]) are on a fixed scale; the paper does not say, so it is a switch. No
-    batch norm: f is also applied to the single mean shape feature S_bar.
+    Linear-ReLU-Linear, in fp32 (:func:`full_precision`: L_ss's onset/apex distances are
+    motion-sized). The paper gives neither a size nor a normalisation; by default the output is
+    not normalised (the paper's reading). ``normalize=True`` L2-normalises it, which puts the
+    margins (eps in [0.2, 0.5]) on a fixed scale but, with eps = 0.3, was measured to leave the
+    L_st hinge inactive (docs/methods/moext.md). No batch norm: f is also applied to the single
+    mean shape feature S_bar.
 
     Shapes: (N, in_dim) -> (N, out_dim).
     """
 
     def __init__(
-        self, in_dim: int = 512, hidden_dim: int = 1024, out_dim: int = 256, normalize: bool = True
+        self,
+        in_dim: int = 512,
+        hidden_dim: int = 1024,
+        out_dim: int = 256,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
@@ -179,15 +233,25 @@ class ProjectionHead(nn.Module):
         self.normalize = normalize
 
     def forward(self, x: Tensor) -> Tensor:
-        z = self.mlp(x)
-        return F.normalize(z, dim=-1) if self.normalize else z
+        with full_precision(self, x) as (x,):
+            z = self.mlp(x)
+            return F.normalize(z, dim=-1) if self.normalize else z
 
 
 class ClassifierHead(nn.Sequential):
-    """Motion features -> class logits. Shapes: (B, in_dim) -> (B, num_classes)."""
+    """Motion features -> class logits: Dropout (not in the paper; default 0 = off), Linear.
 
-    def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.5) -> None:
+    In fp32 (:func:`full_precision`). Shapes: (B, in_dim) -> (B, num_classes).
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.0) -> None:
+        if not 0 <= dropout < 1:
+            raise ValueError(f"ClassifierHead: dropout must be in [0, 1), got {dropout}")
         super().__init__(nn.Dropout(dropout), nn.Linear(in_dim, num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        with full_precision(self, x) as (x,):
+            return super().forward(x)
 
 
 @dataclass
@@ -203,9 +267,17 @@ class MoExtConfig:
         branch_channels: width of the branches' Conv blocks.
         branch_blocks: Conv blocks per branch.
         motion_extractor: False gives the ablation M = |S_a - S_o|.
+        fp32_separator: compute the whole feature separator in fp32 under mixed precision
+            (default; the motion |S_a - S_o| then matches fp32). False keeps its convolutions
+            in the Trainer's precision (faster; under bf16 |S_a - S_o| was measured 3-20 % off);
+            from the branches' pool on it is fp32 either way. Not an architecture field.
         decoder_stem_channels, decoder_up_channels, decoder_refine_channels,
         decoder_refine_blocks: see :class:`ApexDecoder` (defaults = Table 2).
-        projection_hidden_dim, projection_dim, projection_normalize: see :class:`ProjectionHead`.
+        projection_hidden_dim, projection_dim: see :class:`ProjectionHead` (the paper gives
+            no size).
+        projection_normalize: L2-normalise f's output (default False: the paper maps into a
+            "high-dimensional space", no normalisation; True was measured to leave L_st dead
+            at eps = 0.3, see docs/methods/moext.md).
     """
 
     backbone: str = "resnet18"
@@ -216,13 +288,14 @@ class MoExtConfig:
     branch_channels: int = 512
     branch_blocks: int = 1
     motion_extractor: bool = True
+    fp32_separator: bool = True
     decoder_stem_channels: int = 512
     decoder_up_channels: list[int] = field(default_factory=lambda: [512, 256, 128, 64])
     decoder_refine_channels: int = 32
     decoder_refine_blocks: int = 5
     projection_hidden_dim: int = 1024
     projection_dim: int = 256
-    projection_normalize: bool = True
+    projection_normalize: bool = False
 
     @classmethod
     def tiny(cls, image_size: int = 64) -> MoExtConfig:
@@ -260,6 +333,9 @@ LEFT_BEHIND = ("separator.texture.", "decoder.", "projection.", "classifier.")
 class FeatureSeparator(nn.Module):
     """F: splits an image into shape and (optionally) texture features.
 
+    With ``cfg.fp32_separator`` it computes in fp32 under mixed precision (:func:`full_precision`);
+    otherwise only its branches' pool and fully connected layers do.
+
     Shapes: (B, 3, H, W) in [0, 1] -> shape (B, D), texture (B, D) or None.
     """
 
@@ -275,8 +351,15 @@ class FeatureSeparator(nn.Module):
         )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.fp32 = cfg.fp32_separator
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        if not self.fp32:
+            return self._features(images)
+        with full_precision(self, images) as (images,):
+            return self._features(images)
+
+    def _features(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         h = self.backbone((images - self.mean) / self.std)
         return self.shape(h), (self.texture(h) if self.texture is not None else None)
 
@@ -289,9 +372,16 @@ class MoExt(nn.Module):
         cfg: the architecture.
         pretraining: build the texture branch, decoder and projection head (pretraining stage).
         num_classes: build a classifier head with this many classes (objective learning).
+        dropout: the classifier head's dropout (not in the paper; 0 = off).
     """
 
-    def __init__(self, cfg: MoExtConfig, pretraining: bool, num_classes: int | None = None) -> None:
+    def __init__(
+        self,
+        cfg: MoExtConfig,
+        pretraining: bool,
+        num_classes: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         d = cfg.feature_dim
@@ -316,7 +406,7 @@ class MoExt(nn.Module):
             if pretraining
             else None
         )
-        self.classifier = ClassifierHead(d, num_classes) if num_classes else None
+        self.classifier = ClassifierHead(d, num_classes, dropout) if num_classes else None
 
     def reconstruct(self, motion: Tensor, texture_onset: Tensor) -> Tensor:
         """R(Concat(M, T_o)): (B, D), (B, D) -> (B, 3, H, W)."""

@@ -6,14 +6,22 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from moext.losses.moext import reconstruction_loss, shape_shape_loss, shape_texture_loss
+from moext.losses.moext import (
+    REDUCTIONS,
+    Reduction,
+    active_share,
+    reconstruction_loss,
+    shape_shape_terms,
+    shape_texture_terms,
+)
 from moext.nn.moext import MoExt, MoExtConfig
 from moext.tasks.checkpoints import allow_in_checkpoints
 from moext.tasks.data_checks import check_image_size
 from moext.tasks.images import save_reconstruction_grid
-from moext.tasks.moext_views import apex_mask, expansion_views
+from moext.tasks.moext_views import AUGMENTATIONS, apex_mask, expansion_views
 from moext.tasks.speed import apply_speedups, memory_format
 
 # Checkpoints keep the architecture in their hyper-parameters; before the package was layered
@@ -27,9 +35,19 @@ class MoExtPretrainTask(L.LightningModule):
     Batches are dicts with ``onset`` and ``apex`` (B, 3, H, W) float in [0, 1] (the
     DataModule has already applied the geometric augmentation shared by the pair).
 
+    Logged per epoch: ``train/loss`` and each term ``train/loss_re`` / ``_st`` / ``_ss``, and the
+    share of active hinge terms of L_st and L_ss (``train/active_st``, ``train/active_ss``;
+    ``val/...`` likewise): a share of 0 means that term gives no gradient, and a training epoch
+    with a share of 0 is also warned about (once per term).
+
     Args:
         net: the MoExt architecture (shared with :class:`moext.tasks.MoExtClassifyTask`).
-        views: m, views per frame in an expansion set (paper 3).
+        views: m, views per frame in an expansion set (paper 3): the original and m - 1 views
+            made with m - 1 different operations (so m - 1 <= 3).
+        reconstruction_reduction: how L_re (Eq. 5) reduces |X_a - X~_a| (the paper does not
+            say): ``"per_pixel_mean"`` (mean over all elements; the experiments' choice) or
+            ``"per_image_sum"`` (each image's L1 sum, averaged over images; 3*H*W times
+            larger). See :func:`moext.losses.moext.reconstruction_loss`.
         weight_re: weight of L_re (paper 1); 0 switches the term off.
         weight_st: a1, weight of L_st (paper 0.5); 0 switches it off (ablation "w/o L_st").
         weight_ss: a2, weight of L_ss (paper 1); 0 switches it off (ablation "w/o L_ss").
@@ -50,6 +68,7 @@ class MoExtPretrainTask(L.LightningModule):
         self,
         net: MoExtConfig | None = None,
         views: int = 3,
+        reconstruction_reduction: Reduction = "per_pixel_mean",
         weight_re: float = 1.0,
         weight_st: float = 0.5,
         weight_ss: float = 1.0,
@@ -66,8 +85,16 @@ class MoExtPretrainTask(L.LightningModule):
     ) -> None:
         super().__init__()
         net = net or MoExtConfig()
-        if views < 1:
-            raise ValueError(f"views (m) must be >= 1, got {views}")
+        if not 1 <= views <= len(AUGMENTATIONS) + 1:
+            raise ValueError(
+                f"views (m) must be in [1, {len(AUGMENTATIONS) + 1}]: the m - 1 extra views use "
+                f"different operations of {AUGMENTATIONS}, got {views}"
+            )
+        if reconstruction_reduction not in REDUCTIONS:
+            raise ValueError(
+                f"reconstruction_reduction must be one of {REDUCTIONS}, "
+                f"got {reconstruction_reduction!r}"
+            )
         if min(weight_re, weight_st, weight_ss) < 0 or weight_re + weight_st + weight_ss == 0:
             raise ValueError("loss weights must be >= 0 and not all 0")
         for name, margin in (("margin_st", margin_st), ("margin_ss", margin_ss)):
@@ -77,6 +104,7 @@ class MoExtPretrainTask(L.LightningModule):
         self.net = MoExt(net, pretraining=True)
         self._grid: tuple[Tensor, Tensor, Tensor] | None = None
         self._sped_up = False
+        self._inactive_warned: set[str] = set()
 
     def setup(self, stage: str) -> None:
         check_image_size(self.net.cfg.image_size, self.trainer)
@@ -101,6 +129,18 @@ class MoExtPretrainTask(L.LightningModule):
         Returns:
             The terms switched on (``re``, ``st``, ``ss``) and the reconstruction (n, 3, H, W).
         """
+        terms, _, recon = self.losses_and_activity(onset, apex)
+        return terms, recon
+
+    def losses_and_activity(
+        self, onset: Tensor, apex: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+        """As :meth:`losses`, plus the share of active hinge terms of L_st and L_ss.
+
+        Returns:
+            The terms switched on, the active shares (``st``, ``ss``: scalars in [0, 1], for
+            the terms switched on) and the reconstruction (n, 3, H, W).
+        """
         hp = self.hparams
         m = hp.views
         n = onset.shape[0]
@@ -113,18 +153,24 @@ class MoExtPretrainTask(L.LightningModule):
         motion = self.net.motion(shape[:, 0], shape[:, m])  # original onset and apex views
         recon = self.net.reconstruct(motion, texture[:, 0])
         terms: dict[str, Tensor] = {}
+        active: dict[str, Tensor] = {}
         if hp.weight_re > 0:
-            terms["re"] = reconstruction_loss(recon, apex)
+            terms["re"] = reconstruction_loss(recon, apex, hp.reconstruction_reduction)
         if hp.weight_st > 0 or hp.weight_ss > 0:
             proj = self.net.projection
             z_shape = proj(shape.flatten(0, 1)).view(n, 2 * m, -1)
             if hp.weight_st > 0:
                 z_texture = proj(texture.flatten(0, 1)).view(n, 2 * m, -1)
                 z_anchor = proj(shape.mean(dim=(0, 1))[None])[0]  # f(S_bar): project the mean
-                terms["st"] = shape_texture_loss(z_shape, z_texture, z_anchor, hp.margin_st)
+                hinges = shape_texture_terms(z_shape, z_texture, z_anchor, hp.margin_st)
+                terms["st"] = hinges.mean()
+                active["st"] = active_share(hinges)
             if hp.weight_ss > 0:
-                terms["ss"] = shape_shape_loss(z_shape, apex_mask(m, onset.device), hp.margin_ss)
-        return terms, recon
+                is_apex = apex_mask(m, onset.device)
+                pull, push = shape_shape_terms(z_shape, is_apex, hp.margin_ss)
+                terms["ss"] = (pull + push).mean()
+                active["ss"] = active_share(push, is_apex[:, None] != is_apex[None, :])
+        return terms, active, recon
 
     def _total(self, terms: dict[str, Tensor]) -> Tensor:
         w = {
@@ -136,15 +182,16 @@ class MoExtPretrainTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         cl = self.hparams.channels_last
-        terms, recon = self.losses(
+        terms, active, recon = self.losses_and_activity(
             memory_format(batch["onset"], cl), memory_format(batch["apex"], cl)
         )
         loss = self._total(terms)
         bs = batch["onset"].shape[0]
-        for k, v in terms.items():
-            self.log(
-                f"train/loss_{k}", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True
-            )
+        logged = {f"loss_{k}": v for k, v in terms.items()} | {
+            f"active_{k}": v for k, v in active.items()
+        }
+        for k, v in logged.items():
+            self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         self.log(
             "train/loss",
             loss,
@@ -164,10 +211,12 @@ class MoExtPretrainTask(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        terms, _ = self.losses(batch["onset"], batch["apex"])
+        terms, active, _ = self.losses_and_activity(batch["onset"], batch["apex"])
         bs = batch["onset"].shape[0]
         for k, v in terms.items():
             self.log(f"val/loss_{k}", v, batch_size=bs, sync_dist=True)
+        for k, v in active.items():
+            self.log(f"val/active_{k}", v, batch_size=bs, sync_dist=True)
         self.log("val/loss", self._total(terms), batch_size=bs, sync_dist=True)
 
     def _should_log_images(self) -> bool:
@@ -181,6 +230,7 @@ class MoExtPretrainTask(L.LightningModule):
         return self.current_epoch % n == 0 or last
 
     def on_train_epoch_end(self) -> None:
+        self._warn_inactive_terms()
         if self._grid is None:
             return
         onset, apex, recon = self._grid
@@ -197,6 +247,20 @@ class MoExtPretrainTask(L.LightningModule):
                 logger.log_image(
                     key="train/reconstructions", images=[str(path)], step=self.global_step
                 )
+
+    def _warn_inactive_terms(self) -> None:
+        """Warn (once per term) when no hinge term of L_st or L_ss fired in a whole epoch."""
+        for k, name in (("st", "L_st"), ("ss", "L_ss")):
+            share = self.trainer.callback_metrics.get(f"train/active_{k}")
+            if share is None or float(share) > 0 or k in self._inactive_warned:
+                continue
+            self._inactive_warned.add(k)
+            rank_zero_warn(
+                f"{type(self).__name__}: train/active_{k} = 0 in epoch {self.current_epoch}: no "
+                f"hinge term of {name} fired, so it gives no gradient (margin_{k} "
+                f"{self.hparams[f'margin_{k}']}, projection_normalize "
+                f"{self.net.cfg.projection_normalize}; see docs/methods/moext.md)"
+            )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(

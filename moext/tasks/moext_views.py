@@ -1,8 +1,10 @@
 """The expansion sets of the pretraining stage: m views of each frame, made on the device.
 
 View 0 is the original; views 1..m-1 each apply one of the paper's photometric augmentations
-(random noise, contrast increase, grayscale), chosen at random per input set. The onset and
-the apex of a set share each view's augmentation, so only their motion differs.
+(random noise, contrast increase, grayscale). Per input set, the m - 1 operations are drawn
+without replacement ("two operations are randomly selected" for m = 3: two different ones), so
+m - 1 can be at most 3. The onset and the apex of a set share each view's augmentation, so only
+their motion differs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,21 @@ def grayscale(x: Tensor) -> Tensor:
     return (x * w).sum(dim=1, keepdim=True).expand_as(x).contiguous()
 
 
+def choose_operations(n: int, k: int, device: torch.device | None = None) -> Tensor:
+    """For each of n sets, k different operations, in random order.
+
+    Returns:
+        (n, k) long indices into :data:`AUGMENTATIONS`, distinct within each row.
+    """
+    if not 0 <= k <= len(AUGMENTATIONS):
+        raise ValueError(
+            f"expansion_views: m - 1 = {k} extra views need {k} different operations, but there "
+            f"are only {len(AUGMENTATIONS)} ({', '.join(AUGMENTATIONS)}): use m <= "
+            f"{len(AUGMENTATIONS) + 1}"
+        )
+    return torch.rand(n, len(AUGMENTATIONS), device=device).argsort(dim=1)[:, :k]
+
+
 def expansion_views(
     onset: Tensor,
     apex: Tensor,
@@ -42,7 +59,8 @@ def expansion_views(
     Args:
         onset: (n, 3, H, W) in [0, 1].
         apex: (n, 3, H, W) in [0, 1].
-        m: views per frame (paper 3); view 0 is the original.
+        m: views per frame (paper 3); view 0 is the original, views 1..m-1 use m - 1 different
+            operations (m <= 4).
         noise_std: standard deviation of the noise augmentation.
         contrast_range: range of the contrast factor.
 
@@ -52,10 +70,11 @@ def expansion_views(
     if m < 1:
         raise ValueError(f"expansion_views: m must be >= 1, got {m}")
     n = onset.shape[0]
+    operations = choose_operations(n, m - 1, onset.device)  # (n, m - 1), distinct per set
     pair = torch.stack([onset, apex], dim=1)  # (n, 2, 3, H, W)
     views = [pair]
-    for _ in range(m - 1):
-        choice = torch.randint(len(AUGMENTATIONS), (n,), device=onset.device)
+    for v in range(m - 1):
+        choice = operations[:, v]
         flat = pair.flatten(0, 1)  # (2n, 3, H, W); a set's onset and apex share the choice
         factor = torch.empty(n, device=onset.device).uniform_(*contrast_range).repeat_interleave(2)
         candidates = torch.stack(

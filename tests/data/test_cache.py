@@ -79,7 +79,7 @@ def fake_faces(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
 
 
 def test_prepare_then_load_gives_rgb_channels_first_onset_and_apex(tmp_path, samples):
-    settings = PrepareSettings(size=16, backend="none", pseudo_apex_n=3)
+    settings = PrepareSettings(size=16, backend="none", pseudo_apex_n=4)
     report = prepare(samples, tmp_path / "cache", settings, progress=False)
     assert report.ok and sorted(report.computed) == sorted(s.id for s in samples)
 
@@ -88,12 +88,48 @@ def test_prepare_then_load_gives_rgb_channels_first_onset_and_apex(tmp_path, sam
     assert (pairs[:, :, 0] == RED).all() and (pairs[:, :, 2] == 0).all()  # RGB, not BGR
     green = pairs[:, :, 1, 0, 0].tolist()
     assert green[0] == [110, 140]  # micro: onset 11, annotated apex 14
-    assert green[1] == [110, 140]  # macro: pseudo apex = 3 frames after onset 11 = 14
+    assert green[1] == [110, 140]  # macro: pseudo apex = 4th frame from onset 11 (1st) = 14
     # a different pseudo_apex_n picks another frame for the macro clip only
     settings5 = PrepareSettings(size=16, backend="none", pseudo_apex_n=5)
     assert prepare(samples, tmp_path / "cache", settings5, progress=False).ok
     green = load_pairs(samples, tmp_path / "cache", settings5)[:, :, 1, 0, 0].tolist()
-    assert green == [[110, 140], [110, 160], [110, 140]]
+    assert green == [[110, 140], [110, 150], [110, 140]]  # the 5th frame, counting 11 as 1st
+
+
+def test_pseudo_apex_is_the_5th_frame_counting_the_onset_as_the_1st(tmp_path, samples, monkeypatch):
+    """The paper's N = 5: onset img11 is the 1st frame, so the pseudo apex is img15 (onset + 4),
+    counted in frames on disk; the cache key names that file, so entries cached under another
+    counting (onset + 5 = img16) are never reused for it."""
+    from moext.data.cache import apex_frame, pair_paths
+
+    macro = samples[1]
+    assert macro.pseudo_apex(5) == 15 and apex_frame(macro, 5) == 15
+    assert pair_paths(macro, PrepareSettings(pseudo_apex_n=5))[1].name == "img15.png"
+    assert apex_frame(samples[0], 5) == 14  # a micro clip keeps its annotated apex
+    gappy = Sample(
+        "synth",
+        "sub01",
+        "gaps",
+        macro.frames[:2] + macro.frames[3:],
+        (11, 12, 14, 15, 16, 17, 18),
+        onset=11,
+        apex=14,
+        kind="macro",
+    )
+    assert gappy.pseudo_apex(5) == 16  # img11, 12, 14, 15, 16: the 5th frame on disk
+    assert macro.pseudo_apex(2) == 12 and macro.pseudo_apex(99) == 18  # clamped to the last
+    with pytest.raises(ValueError, match="pseudo_apex_n"):
+        macro.pseudo_apex(1)  # the 1st frame is the onset itself
+
+    # the key holds the chosen frame's identity, so an entry made under the old counting
+    # (onset + 5 = img16, same pseudo_apex_n) has another key and is never reused
+    cache = PairCache(tmp_path, PrepareSettings(size=16, backend="none", pseudo_apex_n=5))
+    key = cache.key(macro)
+    old = Sample.pseudo_apex
+    monkeypatch.setattr(Sample, "pseudo_apex", lambda self, n: old(self, n + 1))  # onset + n
+    assert apex_frame(macro, 5) == 16 and cache.key(macro) != key
+    monkeypatch.undo()
+    assert cache.key(macro) == key
 
 
 def test_second_run_computes_nothing(tmp_path, samples, monkeypatch):

@@ -100,7 +100,9 @@ def test_profiles():
     assert micro[0] == 0 and micro[-1] == pytest.approx(0) and micro[apex] == 1
     assert np.all(np.diff(micro[: apex + 1]) > 0) and np.all(np.diff(micro[apex:]) < 0)
     macro = synth.macro_profile(2.0, 6.0)
-    assert macro[synth.PSEUDO_APEX_N] == pytest.approx(2.0)
+    # the clip's 5th frame counting the onset as the 1st (index 4) has the micro apex's motion
+    assert synth.PSEUDO_APEX_N == 5 and macro[4] == pytest.approx(2.0)
+    assert macro[3] < 2.0 < macro[5]
     assert macro.max() == pytest.approx(6.0, abs=0.1) and macro[0] == 0
     assert macro[-1] == pytest.approx(0, abs=1e-9)
     with pytest.raises(ValueError):
@@ -133,11 +135,12 @@ def test_classes_move_different_places(db):
 
 
 def test_macro_pseudo_apex_equals_micro_apex(db):
-    """Frame N = 5 after a macro onset is the micro apex image of the same subject and class."""
+    """A macro clip's frame N = 5 (counting the onset as the 1st: onset + 4) is the micro apex
+    image of the same subject and class."""
     micro, macro = read_sheet(db / synth.MICRO_SHEET), read_sheet(db / synth.MACRO_SHEET)
     for m in macro.itertuples():
         r = micro[(micro.Subject == m.Subject) & (micro["Estimated Emotion"] == m[9])].iloc[0]
-        pseudo = grey(db, m, m.OnsetFrame + synth.PSEUDO_APEX_N)
+        pseudo = grey(db, m, m.OnsetFrame + synth.PSEUDO_APEX_N - 1)
         apex, onset = grey(db, r, r.ApexFrame), grey(db, r, r.OnsetFrame)
         moving = np.abs(apex - onset) > 8
         assert moving.sum() > 50
