@@ -14,6 +14,8 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Write ``path`` atomically: ``write(tmp)`` fills a temporary file that then replaces it.
@@ -54,3 +56,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
+    """``np.save`` ``array`` (no pickles) to ``path`` atomically (see :func:`atomic_write`)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+    return atomic_write(path, write)

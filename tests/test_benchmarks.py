@@ -168,7 +168,7 @@ def test_loso_demo_mode_times_every_stage(tmp_path, monkeypatch):
         assert stage["epochs"] == 1 and stage["steps"] > 0
         assert 0 < stage["steps_s"] < stage["wall_s"]
         assert 0 < stage["outside_steps_fraction"] < 1
-    assert (tmp_path / "work" / "runs" / "demo" / "results.json").is_file()
+    assert (tmp_path / "work" / "runs" / "moext_demo" / "results.json").is_file()
     assert json.loads((tmp_path / "loso.json").read_text())["summary"] == out["summary"]
 
 

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from moext.data.faces import align_clip, alignment_matrix, make_detector
 from moext.data.images import read_rgb, resize_square
 from moext.data.records import Sample
-from moext.io import atomic_write
+from moext.io import atomic_save_npy, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -267,17 +267,7 @@ class PairCache:
         matrix = np.asarray(matrix, dtype=np.float64)
         if matrix.shape != (2, 3):
             raise ValueError(f"{sample.id}: expected a (2, 3) matrix, got {matrix.shape}")
-        return write_npy_atomically(self.matrix_path(sample), matrix)
-
-
-def write_npy_atomically(path: Path, array: np.ndarray) -> Path:
-    """``np.save`` ``array`` to ``path`` atomically, with the umask's permissions."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-
-    return atomic_write(path, write)
+        return atomic_save_npy(self.matrix_path(sample), matrix)
 
 
 class _LandmarkRecorder:

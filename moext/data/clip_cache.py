@@ -50,11 +50,11 @@ from moext.data.cache import (
     PrepareReport,
     PrepareSettings,
     apex_frame,
-    write_npy_atomically,
 )
 from moext.data.faces import FaceNotFoundError, alignment_matrix, make_detector, warp
 from moext.data.images import read_rgb, resize_square
 from moext.data.records import Sample
+from moext.io import atomic_save_npy
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +436,7 @@ def prepare_clips(
                 clip, notes = cache.build(sample, frames, get_detector)
                 if frames.subsampled:
                     log.info("%s: %d frames subsampled to %d", sample.id, frames.total, max_frames)
-                write_npy_atomically(path, clip)
+                atomic_save_npy(path, clip)
                 report.computed.append(sample.id)
                 report.notes += [(sample.id, n) for n in notes]
             except Exception as e:  # reported per clip, the caller decides

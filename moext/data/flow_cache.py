@@ -26,9 +26,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
-import os
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from tqdm.auto import tqdm
 from moext.data.cache import CacheError, Failure, PairCache, PrepareSettings
 from moext.data.flow import TVL1Settings, optical_flow
 from moext.data.records import Sample
+from moext.io import atomic_save_npy
 
 log = logging.getLogger(__name__)
 
@@ -86,26 +85,6 @@ def _npy_problem(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> str | N
     if (actual := path.stat().st_size) != expected:
         return f"truncated or padded file: {actual} bytes, expected {expected}"
     return None
-
-
-def write_atomically(path: Path, array: np.ndarray) -> Path:
-    """Save ``array`` as ``path`` (``.npy``) via a temporary file and :func:`os.replace`.
-
-    The temporary file is created with mode 0o666 filtered by the umask (the permissions any
-    new file gets, unlike ``mkstemp``'s 0o600), so entries stay readable by whoever may read
-    the cache folder. On any error the temporary file is removed and ``path`` is untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 class FlowCache:
@@ -183,7 +162,7 @@ class FlowCache:
             )
         if not np.isfinite(flow).all():
             raise ValueError(f"{sample.id}: the flow field is not finite (overflow?)")
-        return write_atomically(self.path(sample), flow)
+        return atomic_save_npy(self.path(sample), flow)
 
 
 @dataclass

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from moext.experiment.results import PREDICTIONS, atomic_write_text, read_predic
 from moext.experiment.run_folder import EXPERIMENT_FILE, fingerprint, read_experiment
 from moext.experiment.settings import LosoSettings
 from moext.experiment.tracking import quiet_stages, wandb_mode
+from moext.io import atomic_write
 
 COMPARED = ("uf1", "uar")  # the scores of the paired tests
 SHOWN = 10  # differing samples or missing folds named in an error
@@ -337,13 +337,10 @@ def plot_forest(result: dict[str, Any], path: str | Path) -> Path:
     axes[0].set_yticks(y, [r[0] for r in rows])
     fig.suptitle(f"resampling unit: subject ({result['resamples']} resamples)", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def write_comparison(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:

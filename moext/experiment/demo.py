@@ -1,9 +1,14 @@
-"""``moext demo``: the whole pipeline on the generated database, on a CPU, in a few minutes.
+"""``moext demo``: every method on the generated database, on a CPU, in a few minutes.
 
 1. writes the synthetic database (``moext synth``) unless it exists;
-2. aligns and caches the face crops (``moext prepare``), with dlib's 68-point landmarks;
-3. runs ``moext loso --config experiments/demo.yaml``: a short pretraining run, then one
-   classification fold per synthetic subject, pooled UF1 / UAR / ACC at the end.
+2. for each method's demo experiment (``experiments/demo.yaml`` for MoExt, then every
+   ``experiments/<method>/demo.yaml``): aligns and caches what it needs (``moext prepare``:
+   dlib face crops, and flow fields or clips where the method asks for them) and runs
+   ``moext loso`` on it: its pretraining stage if it has one, then one classification fold per
+   synthetic subject, pooled UF1 / UAR / ACC;
+3. compares the methods on their identical samples (``moext compare``: subject-bootstrap
+   confidence intervals, paired permutation tests) and writes ``runs/demo/comparison.json``
+   (+ ``.md``, ``.png``).
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ import time
 from pathlib import Path
 
 from moext.data import synth
-from moext.experiment import loso
-from moext.experiment.prepare import main as prepare
+from moext.experiment import compare, loso, prepare
+from moext.experiment.settings import read_settings
+
+#: Where the comparison of the demo's runs is written (each run's folder is its loso.out_dir).
+COMPARISON_DIR = Path("runs") / "demo"
 
 
 def find_experiments() -> Path:
@@ -29,12 +37,28 @@ def find_experiments() -> Path:
     )
 
 
+def demo_configs(experiments: Path) -> dict[str, Path]:
+    """Method name -> its demo experiment: MoExt's ``demo.yaml`` first, then every
+    ``<method>/demo.yaml`` in name order (a new method's demo is found, not registered)."""
+    found = {"moext": experiments / "demo.yaml"}
+    for path in sorted(experiments.glob("*/demo.yaml")):
+        found[path.parent.name] = path
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``moext demo [--data DIR] [--subjects N]``."""
+    """Entry point: ``moext demo [--data DIR] [--subjects N] [--methods M ...]``."""
     p = argparse.ArgumentParser(prog="moext demo", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="demo_data", help="where the generated database goes")
     p.add_argument("--subjects", type=int, default=6, help="synthetic subjects (= LOSO folds)")
+    p.add_argument("--methods", nargs="+", help="run only these methods (default: every one)")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    configs = demo_configs(find_experiments())
+    unknown = sorted(set(a.methods or []) - set(configs))
+    if unknown:
+        print(f"moext demo: unknown methods {unknown}; known: {list(configs)}", file=sys.stderr)
+        return 2
+    chosen = {m: c for m, c in configs.items() if not a.methods or m in a.methods}
     start = time.time()
     root = Path(a.data).resolve()
     db = root / "synth"
@@ -42,9 +66,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] generating the synthetic database in {db}")
         synth.generate(db, subjects=a.subjects)
     os.environ["MOEXT_DATA_ROOT"] = str(root)
-    config = find_experiments() / "demo.yaml"
-    if prepare(["--config", str(config)]) != 0:
-        return 2
-    loso.run(config)
-    print(f"[demo] done in {time.time() - start:.0f} s")
+    run_dirs, timings = [], {}
+    for method, config in chosen.items():
+        began = time.time()
+        print(f"[demo] {method}: {config}", flush=True)
+        code = prepare.main(["--config", str(config)]) or loso.main(["--config", str(config)])
+        if code != 0:
+            print(f"moext demo: {method} failed (exit code {code})", file=sys.stderr)
+            return code
+        settings = read_settings(config)
+        run_dirs.append(Path(settings.out_dir) / settings.name)
+        timings[method] = time.time() - began
+    if len(run_dirs) > 1:
+        result = compare.compare_runs(run_dirs)
+        written = compare.write_comparison(result, COMPARISON_DIR)
+        print(compare.comparison_markdown(result))
+        print(f"[demo] comparison -> {written['json']} (also .md, .png)")
+    spent = ", ".join(f"{m} {s:.0f} s" for m, s in timings.items())
+    print(f"[demo] done in {time.time() - start:.0f} s ({spent})")
     return 0

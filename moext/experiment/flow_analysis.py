@@ -26,9 +26,7 @@ writes ``flow_by_frame.csv`` and ``flow_by_frame.png``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ from moext.data.flow import mean_flow
 from moext.data.images import read_rgb
 from moext.data.records import Sample
 from moext.experiment.config import datamodule_from_config, split_overrides
+from moext.io import atomic_write
 
 #: Crops the frames of a clip: frame files (onset first) -> (T, size, size, 3) uint8 RGB.
 Cropper = Callable[[Sequence[Path]], np.ndarray]
@@ -272,19 +271,6 @@ def make_cropper(
     return lambda paths: align_clip(paths, detector, size, on_no_face=on_no_face)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Calls ``write(temp_path)`` on a temp file beside ``path``, then renames it to ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def plot(result: FlowAnalysis, path: Path) -> None:
     """Figure 6: macro magnitude vs t (micro level and N marked), and macro angle vs t."""
     from matplotlib.figure import Figure
@@ -319,14 +305,14 @@ def plot(result: FlowAnalysis, path: Path) -> None:
         title="angle",
     )
     ax_a.legend(fontsize="small")
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 
 def write_results(result: FlowAnalysis, out: Path) -> tuple[Path, Path]:
     """Writes ``flow_by_frame.csv`` and ``flow_by_frame.png`` into ``out`` (atomically)."""
     out.mkdir(parents=True, exist_ok=True)
     csv, png = out / CSV_NAME, out / PNG_NAME
-    _atomic_write(csv, lambda tmp: result.table().to_csv(tmp, index=False, float_format="%.5f"))
+    atomic_write(csv, lambda tmp: result.table().to_csv(tmp, index=False, float_format="%.5f"))
     plot(result, png)
     return csv, png
 

@@ -185,9 +185,10 @@ def quiet_stages(verbose: bool = False) -> Iterator[None]:
     """Keep the console to moext's own lines while folds train (``--verbose``: show everything).
 
     Hides what every fresh Trainer and W&B run repeat (accelerator and seed notices, tips, W&B
-    banners and run summaries) and two warnings that are expected here: LOSO has no validation
-    set on purpose (validating on the held-out subject would invite epoch picking), and a
-    deprecation inside Lightning. Warnings and errors from anything else still show, and the
+    banners and run summaries) and three warnings that are expected here: LOSO has no validation
+    set on purpose (validating on the held-out subject would invite epoch picking), a small
+    fold has fewer batches than the logging interval (the epoch metrics are still logged), and
+    a deprecation inside Lightning. Warnings and errors from anything else still show, and the
     CSV and W&B logs are unaffected.
     """
     if verbose:
@@ -205,6 +206,7 @@ def quiet_stages(verbose: bool = False) -> Iterator[None]:
                 "ignore", message=".*`validation_step` but have no `val_dataloader`"
             )
             warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval")
             yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):

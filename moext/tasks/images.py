@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
+
+from moext.io import atomic_write
 
 
 def reconstruction_rows(
@@ -30,10 +31,5 @@ def reconstruction_rows(
 
 def save_reconstruction_grid(onset: Tensor, apex: Tensor, recon: Tensor, path: str | Path) -> Path:
     """Write :func:`reconstruction_rows` as one PNG (atomically). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     grid = make_grid(reconstruction_rows(onset, apex, recon), nrow=onset.shape[0], padding=2)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_image(grid, tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: save_image(grid, tmp, format="png"))
