@@ -7,7 +7,12 @@ import pytest
 
 from moext.cli import main as cli
 from moext.experiment import compare, tracking
-from moext.experiment.results import pool_run, results_markdown, write_predictions
+from moext.experiment.results import (
+    pool_run,
+    results_markdown,
+    samples_digest,
+    write_fold,
+)
 from moext.experiment.run_folder import EXPERIMENT_FILE
 
 CLASSES = ("negative", "positive", "surprise")
@@ -20,18 +25,21 @@ def folds():
     return [f"{db}/s{s:02d}" for db, n in SUBJECTS.items() for s in range(1, n + 1)]
 
 
-def make_run(root, name, accuracy, seed, drop_fold=None, relabel=None, classes=CLASSES):
+def make_run(root, name, accuracy, seed, drop_fold=None, relabel=None, classes=CLASSES, extra=None):
     """A finished LOSO run folder; ``accuracy`` of its predictions; every subject holds every
-    class. ``drop_fold``: leave that fold's predictions out; ``relabel``: {sample: label}."""
+    class. ``drop_fold``: leave that fold's predictions out; ``relabel``: {sample: label};
+    ``extra``: a sample id added to its fold."""
     run_dir = root / name
     rng = np.random.default_rng(seed)
+    fold_samples = {}
     for fold in folds():
         if fold == drop_fold:
             continue
         db, subject = fold.split("/")
         rows = []
-        for i in range(PER_SUBJECT):
-            sample = f"{fold}/EP{i:02d}"
+        names = [f"{fold}/EP{i:02d}" for i in range(PER_SUBJECT)]
+        names += [extra] if extra and extra.startswith(fold + "/") else []
+        for i, sample in enumerate(names):
             label = (relabel or {}).get(sample, i % 3)
             pred = label if rng.random() < accuracy else (label + rng.integers(1, 3)) % 3
             probs = np.eye(3)[pred]
@@ -40,13 +48,15 @@ def make_run(root, name, accuracy, seed, drop_fold=None, relabel=None, classes=C
                 | {"label": label, "pred": int(pred)}
                 | {f"prob_{c}": float(p) for c, p in zip(classes, probs, strict=True)}
             )
-        write_predictions(
-            run_dir / "folds" / fold.replace("/", "__") / "predictions.csv", rows, classes
-        )
+        held_out = [r["sample"] for r in rows]
+        record = {"fold": fold, "experiment": name, "held_out": held_out}
+        write_fold(run_dir / "folds" / fold.replace("/", "__"), rows, classes, record)
+        fold_samples[fold] = samples_digest(held_out)
     record = {
         "fingerprint": name,
         "folds": folds(),
         "classes": list(classes),
+        "fold_samples": fold_samples,
         "settings": {"classify": {"model.class_path": TASK, "trainer.max_epochs": 1}},
     }
     (run_dir / EXPERIMENT_FILE).write_text(json.dumps(record))
@@ -117,7 +127,7 @@ def test_point_estimates_and_intervals_are_those_of_each_runs_results(runs):
     # results.json keeps its keys and carries the intervals; the report prints them
     saved = json.loads((runs[0] / "results.json").read_text())
     assert set(saved) == {
-        "classes", "folds_done", "folds_missing", "complete", "overall", "per_dataset",
+        "classes", "folds_done", "folds_missing", "folds_failed", "complete", "overall", "per_dataset",
         "per_fold_for_inspection_only", "confusion", "ci",
     }  # fmt: skip
     assert saved["ci"]["unit"] == "subject" and saved["ci"]["level"] == 0.95
@@ -138,18 +148,7 @@ def test_mismatched_runs_are_refused_naming_what_differs(tmp_path, runs, capsys)
     err = capsys.readouterr().err
     assert err.startswith("moext compare: error:") and "samm/s02/EP01 (1 vs 2)" in err
     # a sample only one run has
-    extra = make_run(tmp_path, "extra", 0.9, seed=3)
-    row = {
-        "sample": "casme2/s01/EXTRA",
-        "dataset": "casme2",
-        "subject": "s01",
-        "fold": "casme2/s01",
-    }
-    write_predictions(
-        extra / "folds" / "casme2__s99" / "predictions.csv",
-        [row | {"label": 0, "pred": 0} | {f"prob_{c}": 0.3 for c in CLASSES}],
-        CLASSES,
-    )
+    extra = make_run(tmp_path, "extra", 0.9, seed=3, extra="casme2/s01/EXTRA")
     with pytest.raises(ValueError, match=r"1 sample\(s\) only in extra: casme2/s01/EXTRA"):
         compare.compare_runs([runs[0], extra])
     # other classes
@@ -206,3 +205,16 @@ def test_wandb_logs_one_comparison_and_the_summary_run_the_intervals(runs, tmp_p
 
 def summary_values_of(results, metric):
     return [results["overall"][metric], *results["ci"]["overall"][metric]]
+
+
+def test_a_tampered_or_failed_fold_is_refused_as_by_the_report(tmp_path, runs):
+    """compare trusts a fold only as far as `moext loso --report` does: its fold.json must
+    match the file, and a failed fold is never compared."""
+    path = runs[1] / "folds" / "casme2__s01" / "predictions.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))  # a deleted row
+    with pytest.raises(ValueError, match="casme2/s01"):
+        compare.compare_runs(runs[:2])
+    (runs[2] / "folds" / "samm__s01" / "FAILED.json").write_text("{}")
+    with pytest.raises(ValueError, match="folds failed"):
+        compare.compare_runs([runs[0], runs[2]])

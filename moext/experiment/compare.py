@@ -35,7 +35,7 @@ from moext.experiment.bootstrap import (
     paired_comparison,
     point_estimates,
 )
-from moext.experiment.results import PREDICTIONS, atomic_write_text, read_predictions
+from moext.experiment.results import PREDICTIONS, atomic_write_text, failed_folds, verify_fold
 from moext.experiment.run_folder import EXPERIMENT_FILE, fingerprint, read_experiment
 from moext.experiment.settings import LosoSettings
 from moext.experiment.tracking import quiet_stages, wandb_mode
@@ -63,18 +63,23 @@ def _some(items: list[Any]) -> str:
 
 def load_run(run_dir: str | Path) -> Run:
     """Read a finished run folder: ``experiment.json`` (folds, classes, method) and every
-    ``folds/*/predictions.csv``.
+    ``folds/*/predictions.csv``, each verified against its ``fold.json`` as ``moext loso
+    --report`` verifies it (:func:`moext.experiment.results.verify_fold`).
 
     Raises:
-        ValueError: not a run folder, folds missing (named), a sample predicted twice or a
-            fold holding another subject's predictions.
+        ValueError: not a run folder, folds missing or failed (named), a fold whose files do
+            not match its record, a sample predicted twice or a fold holding another subject's
+            predictions.
     """
     path = Path(run_dir)
     recorded = read_experiment(path) if path.is_dir() else None
     if recorded is None:
         raise ValueError(f"{path}: not a moext LOSO run folder (no {EXPERIMENT_FILE})")
+    failed = sorted(failed_folds(path))
+    if failed:
+        raise ValueError(f"{path}: folds failed (not pooled, not compared): {_some(failed)}")
     files = sorted((path / "folds").glob(f"*/{PREDICTIONS}"))
-    frames = [read_predictions(f) for f in files]
+    frames = [verify_fold(f.parent, recorded) for f in files]
     preds = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["fold"])
     missing = sorted(set(recorded["folds"]) - set(preds["fold"]))
     if missing:

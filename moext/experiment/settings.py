@@ -96,23 +96,26 @@ def read_settings(config: str | Path) -> LosoSettings:
     if not isinstance(data, dict):
         raise ValueError(f"{config}: a config is a YAML mapping (model:, data:, trainer:, loso:)")
     section = data.get("loso") or {}
-    _check_keys(section, LosoSettings, f"{config}: loso:")
+    _check_keys(section, LosoSettings, f"{config}", "loso")
     slurm = section.get("slurm") or {}
-    _check_keys(slurm, SlurmSettings, f"{config}: loso.slurm:")
+    _check_keys(slurm, SlurmSettings, f"{config}", "loso.slurm")
     settings = LosoSettings(**{**section, "slurm": SlurmSettings(**slurm)})
     if settings.pretrain_config:
         settings.pretrain_config = str(resolve_path(settings.pretrain_config, Path(config)))
     return settings
 
 
-def _check_keys(section: Any, cls: type, where: str) -> None:
-    """Raise unless ``section`` is a mapping of ``cls``'s fields (naming the unknown keys)."""
+def _check_keys(section: Any, cls: type, config: str, name: str) -> None:
+    """Raise unless the config's section ``name`` is a mapping of ``cls``'s fields (naming the
+    unknown keys)."""
     known = [f.name for f in fields(cls)]
     if not isinstance(section, dict):
-        raise ValueError(f"{where} must be a mapping of {sorted(known)}")
+        raise ValueError(f"{config}: {name}: must be a mapping of {sorted(known)}")
     unknown = set(section) - set(known)
     if unknown:
-        raise ValueError(f"{where} unknown keys {sorted(unknown)} (known: {', '.join(known)})")
+        raise ValueError(
+            f"{config}: unknown keys in {name}: {sorted(unknown)} (known: {', '.join(known)})"
+        )
 
 
 def resolve_path(path: str, config: Path) -> Path:
