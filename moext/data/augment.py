@@ -1,8 +1,8 @@
 """Geometric augmentation of onset/apex pairs: one random flip + rotation per pair.
 
-The paper mirrors the training data and rotates it by an angle in [-10, 10] degrees "to ten times
-its size". The onset and the apex of a pair always get the *same* transform, otherwise the
-augmentation itself would look like motion.
+The paper mirrors the training data and rotates it by an angle in [-10, 10] degrees,
+"resulting in ten times the original data size". The onset and the apex of a pair always get
+the *same* transform, otherwise the augmentation itself would look like motion.
 
 Two equivalent paths:
 
@@ -21,8 +21,8 @@ The tenfold expansion comes in two forms:
 
 - an epoch length (``augment: device`` / ``cpu``): :class:`ExpandedPairs` repeats every pair
   ``expansion`` times per epoch, and each repetition draws a fresh random transform;
-- stored copies (``augment: static``, the paper's wording: the training set is "expanded to ten
-  times its size"): :func:`expand_statically` makes ``expansion - 1`` augmented copies of every
+- stored copies (``augment: static``, the closest reading of "resulting in ten times the
+  original data size"): :func:`expand_statically` makes ``expansion - 1`` augmented copies of every
   pair once, before training; the epochs then only index them. Same epoch length, no per-epoch
   augmentation cost, ``expansion`` times the memory.
 """
