@@ -125,6 +125,56 @@ def _safe(name: str) -> str:
     return "_" if name in ("", ".", "..") else name
 
 
+def npy_problem(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+    """Why a ``.npy`` cache entry cannot hold a ``shape`` ``dtype`` array (``"missing"``, an
+    unreadable header, another shape or dtype, a truncated or padded file), or None.
+
+    Cheap: reads only the header and compares the file size.
+    """
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            found, fortran, found_dtype = read_header(f)
+            offset = f.tell()
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError, EOFError) as e:
+        return f"unreadable header ({e})"
+    if found != tuple(shape) or found_dtype != dtype or fortran:
+        return f"expected {tuple(shape)} {np.dtype(dtype)}, found {found} {found_dtype}"
+    expected = offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if (actual := path.stat().st_size) != expected:
+        return f"truncated or padded file: {actual} bytes, expected {expected}"
+    return None
+
+
+def load_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:
+    """A ``.npy`` cache entry that must hold a ``shape`` ``dtype`` array.
+
+    Args:
+        what: names the entry in errors (``"casme2/sub01/EP02_01f: cache entry"``).
+
+    Raises:
+        CacheError: missing, unreadable, or another shape or dtype (the message names the file).
+    """
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CacheError(f"{what} {path} is missing") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise CacheError(f"{what} {path} is unreadable: {e}") from e
+    if arr.shape != tuple(shape) or arr.dtype != dtype:
+        raise CacheError(
+            f"{what} {path} holds {arr.shape} {arr.dtype}, expected {tuple(shape)} {np.dtype(dtype)}"
+        )
+    return arr
+
+
 class PairCache:
     """One ``(2, size, size, 3)`` uint8 ``[onset, apex]`` entry per sample under ``root``.
 
@@ -178,26 +228,7 @@ class PairCache:
         return self._problem_at(self.path(sample))
 
     def _problem_at(self, path: Path) -> str | None:
-        try:
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (
-                    np.lib.format.read_array_header_1_0
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, fortran, dtype = read_header(f)
-                offset = f.tell()
-        except FileNotFoundError:
-            return "missing"
-        except (OSError, ValueError, EOFError) as e:
-            return f"unreadable header ({e})"
-        if shape != self.shape or dtype != np.uint8 or fortran:
-            return f"expected {self.shape} uint8, found {shape} {dtype}"
-        expected = offset + int(np.prod(shape))
-        if (actual := path.stat().st_size) != expected:
-            return f"truncated or padded file: {actual} bytes, expected {expected}"
-        return None
+        return npy_problem(path, self.shape, np.dtype(np.uint8))
 
     def has(self, sample: Sample) -> bool:
         """Whether a valid-looking entry exists (header and size checked, see :meth:`problem`)."""
@@ -212,18 +243,7 @@ class PairCache:
         return self._load(sample.id, self.path(sample))
 
     def _load(self, sample_id: str, path: Path) -> np.ndarray:
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise CacheError(f"{sample_id}: no cache entry {path}") from None
-        except (OSError, ValueError, EOFError) as e:
-            raise CacheError(f"{sample_id}: unreadable cache entry {path}: {e}") from e
-        if arr.shape != self.shape or arr.dtype != np.uint8:
-            raise CacheError(
-                f"{sample_id}: cache entry {path} holds {arr.shape} {arr.dtype}, "
-                f"expected {self.shape} uint8"
-            )
-        return arr
+        return load_npy(path, self.shape, np.dtype(np.uint8), f"{sample_id}: cache entry")
 
     def put(self, sample: Sample, pair: np.ndarray) -> Path:
         """Store a sample's ``(2, size, size, 3)`` uint8 array atomically; returns the path."""

@@ -50,6 +50,7 @@ from moext.data.cache import (
     PrepareReport,
     PrepareSettings,
     apex_frame,
+    npy_problem,
 )
 from moext.data.faces import FaceNotFoundError, alignment_matrix, make_detector, warp
 from moext.data.images import read_rgb, resize_square
@@ -216,27 +217,7 @@ class ClipCache:
     def problem(self, path: Path, frames: ClipFrames) -> str | None:
         """Why an entry is unusable (``"missing"``, wrong header, truncated), or None; reads only
         the ``.npy`` header."""
-        try:
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (
-                    np.lib.format.read_array_header_1_0
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, fortran, dtype = read_header(f)
-                offset = f.tell()
-        except FileNotFoundError:
-            return "missing"
-        except (OSError, ValueError, EOFError) as e:
-            return f"unreadable header ({e})"
-        expected_shape = self.shape(frames)
-        if shape != expected_shape or dtype != np.uint8 or fortran:
-            return f"expected {expected_shape} uint8, found {shape} {dtype}"
-        expected = offset + int(np.prod(shape))
-        if (actual := path.stat().st_size) != expected:
-            return f"truncated or padded file: {actual} bytes, expected {expected}"
-        return None
+        return npy_problem(path, self.shape(frames), np.dtype(np.uint8))
 
     def build(
         self, sample: Sample, frames: ClipFrames, detector: Callable[[], Detector]

@@ -36,7 +36,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from moext.data.cache import CacheError, Failure, PairCache, PrepareSettings
+from moext.data.cache import (
+    CacheError,
+    Failure,
+    PairCache,
+    PrepareSettings,
+    load_npy,
+    npy_problem,
+)
 from moext.data.flow import TVL1Settings, optical_flow
 from moext.data.records import Sample
 from moext.io import atomic_save_npy
@@ -61,30 +68,6 @@ def compute_flow(pair: np.ndarray, settings: TVL1Settings) -> np.ndarray:
         raise ValueError(f"expected a (2, H, W, 3) uint8 pair, got {pair.shape} {pair.dtype}")
     flow = optical_flow(pair[0], pair[1], settings)  # (H, W, 2) float32
     return np.ascontiguousarray(flow.transpose(2, 0, 1)).astype(np.float16)
-
-
-def _npy_problem(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
-    """Why a ``.npy`` file cannot hold a ``shape`` ``dtype`` array (header and size), or None."""
-    try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            found, fortran, found_dtype = read_header(f)
-            offset = f.tell()
-    except FileNotFoundError:
-        return "missing"
-    except (OSError, ValueError, EOFError) as e:
-        return f"unreadable header ({e})"
-    if found != shape or found_dtype != dtype or fortran:
-        return f"expected {shape} {np.dtype(dtype)}, found {found} {found_dtype}"
-    expected = offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if (actual := path.stat().st_size) != expected:
-        return f"truncated or padded file: {actual} bytes, expected {expected}"
-    return None
 
 
 class FlowCache:
@@ -130,7 +113,7 @@ class FlowCache:
 
     def problem(self, sample: Sample) -> str | None:
         """Why the sample's flow entry is unusable (``"missing"``, corrupt, truncated), or None."""
-        return _npy_problem(self.path(sample), self.shape, np.dtype(np.float16))
+        return npy_problem(self.path(sample), self.shape, np.dtype(np.float16))
 
     def get(self, sample: Sample) -> np.ndarray:
         """The ``(2, size, size)`` float16 ``[u, v]`` of a sample.
@@ -141,18 +124,7 @@ class FlowCache:
         return self._load(sample.id, self.path(sample))
 
     def _load(self, sample_id: str, path: Path) -> np.ndarray:
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise CacheError(f"{sample_id}: no flow entry {path}") from None
-        except (OSError, ValueError, EOFError) as e:
-            raise CacheError(f"{sample_id}: unreadable flow entry {path}: {e}") from e
-        if arr.shape != self.shape or arr.dtype != np.float16:
-            raise CacheError(
-                f"{sample_id}: flow entry {path} holds {arr.shape} {arr.dtype}, "
-                f"expected {self.shape} float16"
-            )
-        return arr
+        return load_npy(path, self.shape, np.dtype(np.float16), f"{sample_id}: flow entry")
 
     def put(self, sample: Sample, flow: np.ndarray) -> Path:
         """Store a sample's ``(2, size, size)`` float16 flow atomically; returns the path."""
