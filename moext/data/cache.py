@@ -346,14 +346,26 @@ class PrepareReport:
     def ok(self) -> bool:
         return not self.failed
 
+    def record(self, sample_id: str, failure: Failure | None) -> None:
+        """Count one entry that was computed now, or that failed."""
+        if failure is None:
+            self.computed.append(sample_id)
+        else:
+            self.failed.append(failure)
+
     def summary(self) -> str:
-        lines = [
-            f"prepared {len(self.computed)}, reused {len(self.reused)}, "
-            f"failed {len(self.failed)}, corrupt entries recomputed {len(self.corrupt)}"
+        return "\n".join(self.summary_lines("prepared", "recomputed"))
+
+    def summary_lines(self, made: str, remade: str, made_suffix: str = "") -> list[str]:
+        """The counts (``made`` and ``remade`` name what happened to new and corrupt entries,
+        ``made_suffix`` follows the count of new ones), then one line per failed and corrupt
+        entry."""
+        return [
+            f"{made} {len(self.computed)}{made_suffix}, reused {len(self.reused)}, "
+            f"failed {len(self.failed)}, corrupt entries {remade} {len(self.corrupt)}",
+            *(f"  failed: {f}" for f in self.failed),
+            *(f"  corrupt: {f}" for f in self.corrupt),
         ]
-        lines += [f"  failed: {f}" for f in self.failed]
-        lines += [f"  corrupt: {f}" for f in self.corrupt]
-        return "\n".join(lines)
 
 
 def _failure_path(sample: Sample, error: Exception) -> Path | None:
@@ -449,24 +461,17 @@ def prepare(
             init = (cache.root, settings, detector, device)
             with ProcessPoolExecutor(workers, context, _init_worker, init) as pool:
                 for sample_id, failure in pool.map(_worker_prepare, todo.values()):
-                    _record(report, sample_id, failure)
+                    report.record(sample_id, failure)
                     bar.update()
         elif todo:
             if detector is None and settings.backend != "none":
                 detector = make_detector(settings.backend, settings.weights, device)
             for sample in todo.values():
-                _record(report, sample.id, _prepare_one(cache, sample, detector))
+                report.record(sample.id, _prepare_one(cache, sample, detector))
                 bar.update()
     for failure in report.failed:
         log.warning("not prepared: %s", failure)
     return report
-
-
-def _record(report: PrepareReport, sample_id: str, failure: Failure | None) -> None:
-    if failure is None:
-        report.computed.append(sample_id)
-    else:
-        report.failed.append(failure)
 
 
 def load_pairs(

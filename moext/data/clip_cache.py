@@ -314,22 +314,17 @@ class ClipCache:
 
 
 @dataclass
-class ClipReport:
-    """What :func:`prepare_clips` did (and, in ``pairs``, what the pair cache did before it).
+class ClipReport(PrepareReport):
+    """What :func:`prepare_clips` did (and, in ``pairs``, what the pair cache did before it):
+    the counts of :class:`~moext.data.cache.PrepareReport` for clip entries (failed: no pair
+    entry, an unreadable frame, ...), plus
 
     Attributes:
-        computed, reused: ids of clip entries built now / found.
-        failed: clips without an entry (no pair entry, unreadable frame, ...).
-        corrupt: unreadable clip entries that were rebuilt.
         subsampled: ``(id, frames onset..offset, frames kept)`` of clips over ``max_frames``.
         notes: ``(id, note)``: offsets not annotated, re-detected alignments.
         pairs: the pair cache's report, when the pairs were prepared in the same run.
     """
 
-    computed: list[str] = field(default_factory=list)
-    reused: list[str] = field(default_factory=list)
-    failed: list[Failure] = field(default_factory=list)
-    corrupt: list[Failure] = field(default_factory=list)
     subsampled: list[tuple[str, int, int]] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)
     pairs: PrepareReport | None = None
@@ -340,13 +335,9 @@ class ClipReport:
 
     def summary(self) -> str:
         lines = [self.pairs.summary()] if self.pairs is not None else []
-        lines.append(
-            f"clips: prepared {len(self.computed)}, reused {len(self.reused)}, failed "
-            f"{len(self.failed)}, corrupt entries rebuilt {len(self.corrupt)}, subsampled "
-            f"to max_frames {len(self.subsampled)}"
-        )
-        lines += [f"  failed: {f}" for f in self.failed]
-        lines += [f"  corrupt: {f}" for f in self.corrupt]
+        counts, *details = self.summary_lines("clips: prepared", "rebuilt")
+        lines.append(f"{counts}, subsampled to max_frames {len(self.subsampled)}")
+        lines += details
         lines += [f"  subsampled: {i}: {n} frames -> {k}" for i, n, k in self.subsampled]
         lines += [f"  note: {i}: {note}" for i, note in self.notes]
         return "\n".join(lines)

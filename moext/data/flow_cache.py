@@ -29,7 +29,7 @@ import multiprocessing
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ from moext.data.cache import (
     CacheError,
     Failure,
     PairCache,
+    PrepareReport,
     PrepareSettings,
     load_npy,
     npy_problem,
@@ -138,31 +139,17 @@ class FlowCache:
 
 
 @dataclass
-class FlowReport:
-    """What :func:`prepare_flow` did (failures are reported, never raised).
+class FlowReport(PrepareReport):
+    """What :func:`prepare_flow` did (failures are reported, never raised): the counts of
+    :class:`~moext.data.cache.PrepareReport` for flow entries (failed: no crop entry, an
+    unreadable crop, ...), and ``seconds`` spent computing flow."""
 
-    Attributes:
-        computed, reused: ids of samples whose flow was computed now / already there.
-        failed: samples without a flow entry (no crop entry, unreadable crop, ...).
-        corrupt: existing flow entries that were unreadable and recomputed.
-        seconds: time spent computing flow.
-    """
-
-    computed: list[str] = field(default_factory=list)
-    reused: list[str] = field(default_factory=list)
-    failed: list[Failure] = field(default_factory=list)
-    corrupt: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
 
     def summary(self) -> str:
-        lines = [
-            f"flow: computed {len(self.computed)} in {self.seconds:.1f} s, reused "
-            f"{len(self.reused)}, failed {len(self.failed)}, corrupt entries recomputed "
-            f"{len(self.corrupt)}"
-        ]
-        lines += [f"  failed: {f}" for f in self.failed]
-        lines += [f"  corrupt: {f}" for f in self.corrupt]
-        return "\n".join(lines)
+        return "\n".join(
+            self.summary_lines("flow: computed", "recomputed", f" in {self.seconds:.1f} s")
+        )
 
 
 def _flow_one(cache: FlowCache, sample: Sample) -> Failure | None:
@@ -238,23 +225,16 @@ def prepare_flow(
             init = (cache.root, crops, tvl1)
             with ProcessPoolExecutor(workers, context, _init_worker, init) as pool:
                 for sample_id, failure in pool.map(_worker_flow, todo.values()):
-                    _record(report, sample_id, failure)
+                    report.record(sample_id, failure)
                     bar.update()
         else:
             for sample in todo.values():
-                _record(report, sample.id, _flow_one(cache, sample))
+                report.record(sample.id, _flow_one(cache, sample))
                 bar.update()
     report.seconds = time.perf_counter() - started
     for failure in report.failed:
         log.warning("no flow: %s", failure)
     return report
-
-
-def _record(report: FlowReport, sample_id: str, failure: Failure | None) -> None:
-    if failure is None:
-        report.computed.append(sample_id)
-    else:
-        report.failed.append(failure)
 
 
 def load_flow(
