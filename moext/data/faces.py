@@ -117,6 +117,7 @@ class DlibDetector:
     """
 
     def __init__(self, predictor_path: str | Path | None = None, upsample: int = 1) -> None:
+        # lazy: dlib's native library loads only when this backend is used
         import dlib
 
         path = Path(predictor_path) if predictor_path is not None else default_predictor_path()
@@ -137,6 +138,7 @@ class DlibDetector:
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         """(68, 2) float32 landmarks of the largest face in an (H, W, 3) uint8 image, or None."""
+        # lazy: dlib's native library loads only when this backend is used
         import dlib
 
         image = _as_rgb(image)
@@ -175,6 +177,7 @@ def load_fan(weights: str | Path, network_size: int = 4, device: str = "cpu"):
         The network in eval mode; it maps (B, 3, 256, 256) images in [0, 1] to 68 heatmaps of
         64x64 (a list of them, one per hourglass, for a state-dict FAN).
     """
+    # lazy: only the FAN backend needs torch
     import torch
     from face_alignment.models import FAN
 
@@ -206,6 +209,7 @@ def _local_face_alignment_class():
     Overriding that one method in a subclass (no monkey-patching) keeps the package's own
     pre-processing, flip test-time augmentation and heatmap decoding untouched.
     """
+    # lazy: optional backend, loaded only when used
     import face_alignment
 
     if not hasattr(face_alignment.FaceAlignment, "_load_native"):
@@ -256,6 +260,7 @@ class FanDetector:
         upsample: int = 1,
         compile: bool = False,
     ) -> None:
+        # lazy: optional backend, loaded only when used
         import face_alignment
 
         self._init_args = (
@@ -273,6 +278,7 @@ class FanDetector:
             self._box_fn = face_detector
             package_detector, detector_kwargs = "folder", {}
         elif face_detector == "dlib":
+            # lazy: dlib's native library loads only when this backend is used
             import dlib
 
             hog = dlib.get_frontal_face_detector()

@@ -82,6 +82,7 @@ def optical_flow(a: np.ndarray, b: np.ndarray, settings: TVL1Settings | None = N
     Returns:
         (H, W, 2) float32 (dx, dy): content at (x, y) in ``a`` is at (x + dx, y + dy) in ``b``.
     """
+    # lazy: scikit-image loads only when flow is computed
     from skimage.registration import optical_flow_tvl1
 
     if a.shape != b.shape:

@@ -123,6 +123,7 @@ def make_subject(index: int, seed: int, size: int) -> tuple[np.ndarray, np.ndarr
     Returns:
         (size, size, 3) float32 RGB image in [0, 255] and its (68, 2) float32 landmarks.
     """
+    # lazy: scikit-image loads only when the database is generated
     from skimage import data
 
     rng = _rng(seed, 0, index)
@@ -285,6 +286,7 @@ def _write_frames(
 
 def _write_sheet(path: Path, rows: list[tuple]) -> None:
     """Writes a one-sheet CASME II coding spreadsheet atomically (temp file + os.replace)."""
+    # lazy: only writing the spreadsheets needs openpyxl
     from openpyxl import Workbook
 
     book = Workbook()

@@ -307,6 +307,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
 def plot_forest(result: dict[str, Any], path: str | Path) -> Path:
     """A forest plot: one panel per metric, each run's pooled score with its CI (and per
     database where the protocol is a composite), saved as PNG atomically."""
+    # lazy: plotting only (matplotlib is slow to import)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -378,6 +379,7 @@ def log_comparison(
     (save_dir / "wandb").mkdir(parents=True, exist_ok=True)
     if any((save_dir / "wandb").glob(f"*run-*-{run_id}")):
         return None
+    # lazy: W&B only when it logs (slow to import)
     import wandb
 
     ends = [f"{k}{e}" for k in METRICS for e in ("", "_ci_low", "_ci_high")]

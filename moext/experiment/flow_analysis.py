@@ -273,6 +273,7 @@ def make_cropper(
 
 def plot(result: FlowAnalysis, path: Path) -> None:
     """Figure 6: macro magnitude vs t (micro level and N marked), and macro angle vs t."""
+    # lazy: plotting only (matplotlib is slow to import)
     from matplotlib.figure import Figure
 
     macro = result.macro

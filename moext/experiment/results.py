@@ -224,6 +224,7 @@ def gather_rows(trainer: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]
     """Every rank's prediction rows on every rank (DDP predicts a share of the subject on each
     rank, padded with repeats): merged, one row per sample, sorted by sample id."""
     if trainer.world_size > 1:
+        # lazy: only under DDP
         import torch.distributed as dist
 
         parts: list[Any] = [None] * trainer.world_size
@@ -281,6 +282,7 @@ def results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
 
 def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path) -> Path:
     """Save a confusion matrix (rows true, columns predicted) as PNG, atomically."""
+    # lazy: plotting only (matplotlib is slow to import)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -297,6 +297,7 @@ def env_rank() -> int:
 
 def is_main_process() -> bool:
     """True in the process that writes shared files and reports (global rank 0)."""
+    # lazy: only under DDP
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -316,6 +317,7 @@ def stage_lock(stage_dir: Path) -> Iterator[None]:
         yield
         return
     try:
+        # lazy: POSIX only
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         yield

@@ -75,6 +75,7 @@ def logger_config(
 def finish_wandb() -> None:
     """End the live W&B run, so that the next fold starts its own (folds never merge)."""
     if "wandb" in sys.modules:
+        # lazy: W&B only when it logs (slow to import)
         import wandb
 
         if wandb.run is not None:
@@ -108,6 +109,7 @@ def log_summary(settings: LosoSettings, run_dir: Path, results: dict[str, Any]) 
     (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
     if any((run_dir / "wandb").glob(f"*run-*-{run_id}")):
         return None
+    # lazy: W&B only when it logs (slow to import)
     import wandb
 
     metrics = ("n", "uf1", "uar", "acc")

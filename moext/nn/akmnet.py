@@ -133,6 +133,7 @@ class TimmResNet(nn.Module):
 
     def __init__(self, name: str, in_channels: int, conv1_kernel: int, pretrained: bool) -> None:
         super().__init__()
+        # lazy: timm loads only for a real backbone (tests and demos use tiny ones)
         import timm
 
         self.body = timm.create_model(

@@ -73,6 +73,7 @@ class TimmBackbone(nn.Module):
 
     def __init__(self, name: str, pretrained: bool = False, checkpoint: str | None = None) -> None:
         super().__init__()
+        # lazy: timm loads only for a real backbone (tests and demos use tiny ones)
         import timm
 
         kwargs = {}
