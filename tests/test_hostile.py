@@ -185,6 +185,30 @@ def test_the_guard_names_stage_fold_epoch_and_step():
         FiniteGuard("pretrain").on_train_epoch_end(trainer, module)
 
 
+def test_the_guard_stops_every_ddp_rank_when_one_rank_diverges():
+    """Under DDP the decision is reduced over the ranks (any): a rank whose own values are finite
+    stops too, instead of waiting in the next collective for the rank that raised."""
+
+    class OtherRankFoundNaN:  # the reduction as DDPStrategy does it, another rank voting True
+        def __init__(self) -> None:
+            self.calls: list[tuple[bool, bool]] = []
+
+        def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+            self.calls.append((decision, all))
+            return True if not all else decision
+
+    strategy = OtherRankFoundNaN()
+    trainer = SimpleNamespace(current_epoch=0, global_step=5, strategy=strategy)
+    guard = FiniteGuard("classify", "synth/sub02")
+    with pytest.raises(TrainingDiverged, match="a non-finite value on another DDP rank"):
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.5)}, None, 0)
+    with pytest.raises(TrainingDiverged, match="another DDP rank"):
+        guard.on_predict_batch_end(trainer, None, {"probs": torch.ones(2, 2) / 2}, None, 0)
+    with pytest.raises(TrainingDiverged, match="another DDP rank"):
+        guard.on_train_epoch_end(trainer, torch.nn.Linear(2, 2))
+    assert strategy.calls == [(False, False)] * 3
+
+
 def test_a_diverging_fold_is_recorded_never_pooled_and_the_run_fails(data_env, tmp_path, capsys):
     """The issue's probe: `-- --model.init_args.lr 1e10` used to pool blank probabilities."""
     cfg, run_dir = make_experiment(data_env, tmp_path, pretrain=False)

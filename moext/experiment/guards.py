@@ -6,6 +6,10 @@ predicted output (the class probabilities) that is not finite all raise
 :class:`TrainingDiverged`, naming the stage, the fold, the epoch and the global step. The runner
 then writes no predictions for the fold, records the failure (``folds/<fold>/FAILED.json``) and
 exits non-zero; a failed fold is never pooled.
+
+Under DDP the ranks decide together (any rank's finding stops every rank): a rank that alone saw
+a NaN would otherwise raise while the others wait for it in their next collective until the
+timeout.
 """
 
 from __future__ import annotations
@@ -81,18 +85,33 @@ class FiniteGuard(Callback):
             self.stage, self.fold, trainer.current_epoch, trainer.global_step, what
         )
 
+    def _check(self, trainer: Any, found: str | None) -> None:
+        """Raise on every rank when any rank found something (one boolean all-reduce under DDP;
+        nothing to reduce on one device)."""
+        strategy = getattr(trainer, "strategy", None)
+        anywhere = (
+            strategy.reduce_boolean_decision(bool(found), all=False) if strategy else bool(found)
+        )
+        if anywhere:
+            self._fail(trainer, found or "a non-finite value on another DDP rank")
+
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         found = _non_finite(loss, "the training loss")
-        if found:
-            self._fail(trainer, f"{found} (batch {batch_idx})")
+        self._check(trainer, found and f"{found} (batch {batch_idx})")
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        for name, param in pl_module.named_parameters():
-            if not bool(torch.isfinite(param.detach()).all()):
-                self._fail(trainer, f"parameter {name} is not finite after the epoch")
+        found = next(
+            (
+                f"parameter {name} is not finite after the epoch"
+                for name, param in pl_module.named_parameters()
+                if not bool(torch.isfinite(param.detach()).all())
+            ),
+            None,
+        )
+        self._check(trainer, found)
 
     def on_predict_batch_end(
         self,
@@ -104,8 +123,7 @@ class FiniteGuard(Callback):
         dataloader_idx: int = 0,
     ) -> None:
         found = _non_finite(outputs, "the prediction")
-        if found:
-            self._fail(trainer, f"{found} (predict batch {batch_idx})")
+        self._check(trainer, found and f"{found} (predict batch {batch_idx})")
 
 
 def add_guard(trainer: Any, stage: str, fold: str | None = None) -> FiniteGuard:
