@@ -166,7 +166,8 @@ def test_without_experiment_json_a_folder_is_adopted_only_from_matching_outputs(
 
 
 def test_the_guard_names_stage_fold_epoch_and_step():
-    trainer = SimpleNamespace(current_epoch=3, global_step=17)
+    one_process = SimpleNamespace(reduce_boolean_decision=lambda decision, all=True: decision)
+    trainer = SimpleNamespace(current_epoch=3, global_step=17, strategy=one_process)
     guard = FiniteGuard("classify", "synth/sub02")
     guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.5)}, None, 0)  # finite: fine
     with pytest.raises(

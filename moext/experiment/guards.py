@@ -88,11 +88,7 @@ class FiniteGuard(Callback):
     def _check(self, trainer: Any, found: str | None) -> None:
         """Raise on every rank when any rank found something (one boolean all-reduce under DDP;
         nothing to reduce on one device)."""
-        strategy = getattr(trainer, "strategy", None)
-        anywhere = (
-            strategy.reduce_boolean_decision(bool(found), all=False) if strategy else bool(found)
-        )
-        if anywhere:
+        if trainer.strategy.reduce_boolean_decision(bool(found), all=False):
             self._fail(trainer, found or "a non-finite value on another DDP rank")
 
     def on_train_batch_end(
