@@ -5,17 +5,17 @@ size and the same geometric augmentation (one mirror + rotation per pair, shared
 apex), each delivering float32 ``onset`` / ``apex`` batches in [0, 1] on ``--device``:
 
 * **naive**: a ``Dataset`` that decodes the onset and apex JPEGs, resizes them to ``--size``,
-  applies the albumentations pair transform (:func:`moext.data.augment.pair_transform`) and
+  applies the albumentations pair transform (:func:`moext.data.pairs.augment.pair_transform`) and
   converts them to float tensors, in ``--workers`` DataLoader worker processes.
 * **package**: :class:`moext.data.MERDataModule` itself. ``prepare_data`` fills the uint8 crop
-  cache once and ``setup`` reads it with :func:`moext.data.cache.load_pairs` into one
+  cache once and ``setup`` reads it with :func:`moext.data.pairs.cache.load_pairs` into one
   ``(N, 2, 3, size, size)`` uint8 tensor (both timed and reported separately, not in the rate);
   then batches come from its ``train_dataloader`` and go through its
   ``on_after_batch_transfer`` (``.float().div(255)`` and, with ``augment: device``,
-  :func:`moext.data.augment.augment_pairs` on the device), as in training. Rows:
+  :func:`moext.data.pairs.augment.augment_pairs` on the device), as in training. Rows:
 
   - ``package: device_cache + augment device``: the pairs live on the device and each batch is
-    a gather there (:class:`moext.data.datamodule.DeviceBatches`); the headline row.
+    a gather there (:class:`moext.data.pairs.datamodule.DeviceBatches`); the headline row.
   - ``package: DataLoader + augment device``: the DataModule's default loader (``PairDataset``
     + ``ExpandedPairs`` + ``DataLoader`` with ``--package-workers`` workers).
   - ``package: DataLoader + augment cpu``: albumentations on the cached uint8 crops in
@@ -65,10 +65,10 @@ from benchmarks.common import (
     synchronize,
     write_json,
 )
-from moext.data.augment import ExpandedPairs, augment_pair, augment_pairs, pair_transform
-from moext.data.cache import PrepareSettings, pair_paths
-from moext.data.datamodule import MERDataModule
 from moext.data.images import read_rgb, resize_square
+from moext.data.pairs.augment import ExpandedPairs, augment_pair, augment_pairs, pair_transform
+from moext.data.pairs.cache import PrepareSettings, pair_paths
+from moext.data.pairs.datamodule import MERDataModule
 
 Batch = dict[str, Tensor]
 HEADLINE = "package: device_cache + augment device"

@@ -68,7 +68,7 @@ from benchmarks.common import (
     markdown_table,
     write_json,
 )
-from moext.data.datamodule import MERDataModule, split_by_fold
+from moext.data.pairs.datamodule import MERDataModule, split_by_fold
 from moext.data.protocols import fold_id
 from moext.data.records import Sample
 from moext.experiment.results import PREDICTIONS, pool_run, read_predictions

@@ -37,7 +37,7 @@ ALIASES = {"moext.models": "moext.nn"}
 
 
 def part(module: str) -> str:
-    """The top-level part of a module: ``moext.data.cache`` -> ``moext.data``."""
+    """The top-level part of a module: ``moext.data.pairs.cache`` -> ``moext.data``."""
     top = ".".join(module.split(".")[:2])
     return ALIASES.get(top, top)
 
@@ -122,3 +122,30 @@ def test_the_checker_sees_function_local_imports(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("def f():\n    from moext.experiment import loso\n")
     assert imports(src) == {"moext.experiment", "moext.experiment.loso"}
+
+
+#: Inside ``moext/data/``: the inputs a method consumes stand on each other, never the other
+#: way round. ``flow/`` and ``clips/`` stand on ``pairs/`` (their entries derive from the pair
+#: entries), which stands on the shared modules (readers, records, protocols, faces, images,
+#: synth, summary); ``flow/`` and ``clips/`` never import each other. The package's
+#: ``__init__`` (lazy exports of the DataModules) is the front of the layer and is left out.
+DATA_LEVELS = {"moext.data.pairs": 1, "moext.data.flow": 2, "moext.data.clips": 2}
+
+
+def data_part(module: str) -> str:
+    """``moext.data.flow.cache`` -> ``moext.data.flow``; shared modules are their own part."""
+    return ".".join(module.split(".")[:3])
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("moext.data.")))
+def test_data_inputs_stand_on_pairs(module):
+    own = data_part(module)
+    level = DATA_LEVELS.get(own, 0)
+    wrong = sorted(
+        t
+        for t in GRAPH[module]
+        if t.startswith("moext.data.")
+        and data_part(t) != own
+        and DATA_LEVELS.get(data_part(t), 0) >= max(level, 1)
+    )
+    assert not wrong, f"{module} imports an input package above or beside it: {wrong}"

@@ -57,7 +57,7 @@ def test_input_path_tiny(tmp_path):
 def test_every_path_delivers_float_pairs_of_the_model_size(tmp_path):
     from types import SimpleNamespace
 
-    from moext.data.cache import PrepareSettings, pair_paths
+    from moext.data.pairs.cache import PrepareSettings, pair_paths
 
     input_path.build_database(tmp_path / "synth", 3, frame_size=48)
     a = SimpleNamespace(size=32, batch_size=2, expansion=1, seed=0)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moext.data.flow import mean_flow
+from moext.data.flow.tvl1 import mean_flow
 from moext.experiment import flow_analysis as flow
 
 

@@ -360,7 +360,7 @@ def test_sigterm_stops_the_workers_and_a_rerun_resumes(data_env, tmp_path, capfd
 def test_prepare_and_loso_list_dropped_clips_stray_files_and_damaged_frames(
     synth_root, tmp_path, monkeypatch, capsys, caplog
 ):
-    from moext.data.datamodule import MERDataModule
+    from moext.data.pairs.datamodule import MERDataModule
     from moext.data.readers import read_dataset
     from moext.experiment import prepare
 
@@ -448,7 +448,7 @@ def test_files_are_written_with_the_umask_not_0600(tmp_path):
     try:
         atomic_write_text(tmp_path / "a.json", "{}")
         atomic_write(tmp_path / "b.npy", lambda tmp: np.save(tmp, np.zeros(2)))
-        from moext.data.cache import PairCache, PrepareSettings
+        from moext.data.pairs.cache import PairCache, PrepareSettings
         from moext.data.records import Sample
 
         frame = tmp_path / "img1.png"

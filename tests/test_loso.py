@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from moext.data.datamodule import split_by_fold
+from moext.data.pairs.datamodule import split_by_fold
 from moext.data.protocols import fold_id, select
 from moext.data.readers import read_dataset
 from moext.experiment import loso, tracking

@@ -193,7 +193,7 @@ def test_channels_last_and_compile_keep_checkpoint_keys(tmp_path):
 
 
 def test_device_batches_cover_each_pair_expansion_times_and_shard_ranks():
-    from moext.data.datamodule import DeviceBatches
+    from moext.data.pairs.datamodule import DeviceBatches
 
     pairs = (
         torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1, 1).expand(10, 2, 3, 2, 2).contiguous()

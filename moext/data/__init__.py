@@ -12,17 +12,17 @@ __all__ = ["ClipDataModule", "DatasetError", "FlowDataModule", "MERDataModule", 
 def __getattr__(name: str):
     if name == "MERDataModule":
         # lazy: Lightning is imported only when a DataModule is asked for
-        from moext.data.datamodule import MERDataModule
+        from moext.data.pairs.datamodule import MERDataModule
 
         return MERDataModule
     if name == "FlowDataModule":
         # lazy: Lightning is imported only when a DataModule is asked for
-        from moext.data.flow_datamodule import FlowDataModule
+        from moext.data.flow.datamodule import FlowDataModule
 
         return FlowDataModule
     if name == "ClipDataModule":
         # lazy: Lightning is imported only when a DataModule is asked for
-        from moext.data.clips import ClipDataModule
+        from moext.data.clips.datamodule import ClipDataModule
 
         return ClipDataModule
     raise AttributeError(f"module 'moext.data' has no attribute {name!r}")

@@ -15,7 +15,7 @@ from jsonargparse._typehints import import_object
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
-from moext.data.cache import CacheError
+from moext.data.pairs.cache import CacheError
 from moext.data.records import DatasetError
 from moext.experiment.prediction_writer import PredictionsCSV
 from moext.experiment.settings import LosoSettings

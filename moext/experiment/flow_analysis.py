@@ -38,7 +38,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from moext.data.faces import align_clip, make_detector
-from moext.data.flow import mean_flow
+from moext.data.flow.tvl1 import mean_flow
 from moext.data.images import read_rgb
 from moext.data.records import Sample
 from moext.experiment.config import datamodule_from_config, split_overrides

@@ -37,7 +37,7 @@ def code_schedule(epoch: int, lr: float, period: int, eta_min: float) -> float:
 class AKMNetClassifyTask(ClassificationTask):
     """AKMNet trained end to end on clips.
 
-    Batches (:class:`moext.data.clips.ClipDataModule`): ``frames`` (B, T, 3, H, W) float in
+    Batches (:class:`moext.data.clips.datamodule.ClipDataModule`): ``frames`` (B, T, 3, H, W) float in
     [0, 1], ``mask`` (B, T) bool, ``length``, ``label``, ``index`` (B,).
 
     Args:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from moext.data.augment import (
+from moext.data.pairs.augment import (
     ExpandedPairs,
     augment_pair,
     augment_pairs,

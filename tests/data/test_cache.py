@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from moext.data import cache as cache_mod
 from moext.data import images as images_mod
-from moext.data.cache import (
+from moext.data.pairs import cache as cache_mod
+from moext.data.pairs.cache import (
     CacheError,
     PairCache,
     PrepareSettings,
@@ -100,7 +100,7 @@ def test_pseudo_apex_is_the_5th_frame_counting_the_onset_as_the_1st(tmp_path, sa
     """The paper's N = 5: onset img11 is the 1st frame, so the pseudo apex is img15 (onset + 4),
     counted in frames on disk; the cache key names that file, so entries cached under another
     counting (onset + 5 = img16) are never reused for it."""
-    from moext.data.cache import apex_frame, pair_paths
+    from moext.data.pairs.cache import apex_frame, pair_paths
 
     macro = samples[1]
     assert macro.pseudo_apex(5) == 15 and apex_frame(macro, 5) == 15

@@ -12,13 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from moext.data import cache as cache_mod
-from moext.data import clip_cache as clip_mod
 from moext.data import faces as faces_mod
-from moext.data.augment import augment_clips, zoom_crop_clips
-from moext.data.cache import PairCache, PrepareSettings, prepare
-from moext.data.clip_cache import ClipCache, clip_frames, index_clips, prepare_clips, subsample
-from moext.data.clips import (
+from moext.data.clips import cache as clip_mod
+from moext.data.clips.cache import ClipCache, clip_frames, index_clips, prepare_clips, subsample
+from moext.data.clips.datamodule import (
     ClipDataModule,
     balanced_positions,
     collate_clips,
@@ -26,6 +23,9 @@ from moext.data.clips import (
 )
 from moext.data.faces import alignment_matrix, warp
 from moext.data.images import read_rgb, resize_square
+from moext.data.pairs import cache as cache_mod
+from moext.data.pairs.augment import augment_clips, zoom_crop_clips
+from moext.data.pairs.cache import PairCache, PrepareSettings, prepare
 from moext.data.records import Sample
 from moext.data.synth import ASTRONAUT_LANDMARKS
 from tests.data.test_cache import write_rgb

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from moext.data import flow_cache
-from moext.data.augment import augment_flows, augment_pairs
-from moext.data.cache import CacheError
-from moext.data.flow import TVL1Settings, flow_channels, optical_flow, scale_flow
-from moext.data.flow_datamodule import FlowDataModule
+from moext.data.flow import cache as flow_cache
+from moext.data.flow.datamodule import FlowDataModule
+from moext.data.flow.tvl1 import TVL1Settings, flow_channels, optical_flow, scale_flow
+from moext.data.pairs.augment import augment_flows, augment_pairs
+from moext.data.pairs.cache import CacheError
 from tests.test_flow import texture, window
 
 

@@ -32,14 +32,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from moext.data.augment import (
+from moext.data.pairs.augment import (
     ExpandedPairs,
     augment_pair,
     augment_pairs,
     expand_statically,
     pair_transform,
 )
-from moext.data.cache import PrepareSettings, load_pairs, prepare
+from moext.data.pairs.cache import PrepareSettings, load_pairs, prepare
 from moext.data.protocols import fold_id, select
 from moext.data.readers import read_dataset
 from moext.data.readers.spreadsheet import STRAY_NOTE
@@ -406,7 +406,7 @@ class MERDataModule(L.LightningDataModule):
         """Align and cache every crop this stage needs (once; later runs reuse the cache).
 
         Returns:
-            The :class:`moext.data.cache.PrepareReport`.
+            The :class:`moext.data.pairs.cache.PrepareReport`.
 
         Raises:
             DatasetError: some clips could not be prepared (each named with its file and why).

@@ -1,16 +1,16 @@
 """The flow-field DataModule: sample records -> aligned crops -> cached TV-L1 flow -> flow images.
 
-:class:`FlowDataModule` is :class:`moext.data.datamodule.MERDataModule` (the same readers,
+:class:`FlowDataModule` is :class:`moext.data.pairs.datamodule.MERDataModule` (the same readers,
 protocols, LOSO split, crop cache and ``moext prepare``) serving, instead of onset/apex pairs,
 the onset -> apex optical flow of each clip (``inputs = "flow"``; SRMCL's input).
 
 ``prepare_data`` makes the aligned crops (the base class), then the TV-L1 flow of each crop pair
-(:func:`moext.data.flow_cache.prepare_flow`, with a progress bar; once per clip, reused after).
+(:func:`moext.data.flow.cache.prepare_flow`, with a progress bar; once per clip, reused after).
 Loaders serve the raw fields, ``flow`` (B, 2, H, W) float16 ``[u, v]`` in pixels; on the device
 :meth:`FlowDataModule.on_after_batch_transfer` augments them when training (``augment:
-device``: mirror + rotation with the vectors turned, :func:`moext.data.augment.augment_flows`),
-derives the channels (:func:`moext.data.flow.flow_channels`) and scales them to [0, 1]
-(:func:`moext.data.flow.scale_flow`). Batches then hold ``flow`` (B, C, H, W) float in [0, 1],
+device``: mirror + rotation with the vectors turned, :func:`moext.data.pairs.augment.augment_flows`),
+derives the channels (:func:`moext.data.flow.tvl1.flow_channels`) and scales them to [0, 1]
+(:func:`moext.data.flow.tvl1.scale_flow`). Batches then hold ``flow`` (B, C, H, W) float in [0, 1],
 ``label`` (B,) long (-1 when unlabelled) and ``index`` (B,) long.
 """
 
@@ -23,11 +23,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from moext.data.augment import ExpandedPairs, augment_flows
-from moext.data.cache import PrepareReport
-from moext.data.datamodule import MERDataModule
-from moext.data.flow import FlowScaling, TVL1Settings, check_channels, flow_channels, scale_flow
-from moext.data.flow_cache import FlowReport, load_flow, prepare_flow
+from moext.data.flow.cache import FlowReport, load_flow, prepare_flow
+from moext.data.flow.tvl1 import (
+    FlowScaling,
+    TVL1Settings,
+    check_channels,
+    flow_channels,
+    scale_flow,
+)
+from moext.data.pairs.augment import ExpandedPairs, augment_flows
+from moext.data.pairs.cache import PrepareReport
+from moext.data.pairs.datamodule import MERDataModule
 from moext.data.records import DatasetError
 
 
@@ -78,7 +84,7 @@ class FlowDataModule(MERDataModule):
         channels: the channels the network sees, from ``u``, ``v``, ``magnitude``, ``strain``
             (SRMCL: u, v, magnitude).
         flow_scaling: ``max`` (per sample, zero motion stays 0.5), ``minmax`` (per sample and
-            channel) or ``fixed`` (``flow_range`` pixels); see :func:`moext.data.flow.scale_flow`.
+            channel) or ``fixed`` (``flow_range`` pixels); see :func:`moext.data.flow.tvl1.scale_flow`.
         flow_range: pixels that map to the ends of [0, 1] with ``fixed``.
         tvl1: TV-L1 parameters (default: scikit-image's); part of every flow entry's key.
         augment: ``device`` (mirror with probability ``flip_p`` and rotation in

@@ -1,8 +1,8 @@
 """Whole clips for methods that read every frame from onset to offset (AKMNet).
 
-:class:`ClipDataModule` is :class:`~moext.data.datamodule.MERDataModule` with ``inputs =
+:class:`ClipDataModule` is :class:`~moext.data.pairs.datamodule.MERDataModule` with ``inputs =
 "clips"``: the same readers, protocols, LOSO split and pair cache, but its batches hold every
-frame of each clip (:mod:`moext.data.clip_cache`: one crop per clip, the pair cache's, onset and
+frame of each clip (:mod:`moext.data.clips.cache`: one crop per clip, the pair cache's, onset and
 apex not decoded again).
 
 Clips have any length: a batch pads them to its longest clip and says which frames are real:
@@ -42,9 +42,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from moext.data.augment import ExpandedPairs, augment_clips, zoom_crop_clips
-from moext.data.clip_cache import ClipCache, ClipIndex, ClipReport, index_clips, prepare_clips
-from moext.data.datamodule import MERDataModule
+from moext.data.clips.cache import ClipCache, ClipIndex, ClipReport, index_clips, prepare_clips
+from moext.data.pairs.augment import ExpandedPairs, augment_clips, zoom_crop_clips
+from moext.data.pairs.datamodule import MERDataModule
 from moext.data.records import DatasetError
 
 log = logging.getLogger(__name__)
@@ -147,13 +147,13 @@ class ClipDataModule(MERDataModule):
     """Micro-expression clips (every frame, onset to offset) for LOSO classification.
 
     ``inputs = "clips"``. Everything about reading, labelling, the LOSO split and the crops is
-    :class:`~moext.data.datamodule.MERDataModule`'s (see it for the shared arguments); the
+    :class:`~moext.data.pairs.datamodule.MERDataModule`'s (see it for the shared arguments); the
     clip entries are built from its pair entries by ``prepare_data`` (``moext prepare``).
 
     Args:
         datasets, protocol, root, paths, reader_options, fold, image_size, landmarks,
             landmark_weights, on_no_face, cache_dir, num_workers, seed, prepare_workers:
-            as for :class:`~moext.data.datamodule.MERDataModule` (``task`` is ``classify``).
+            as for :class:`~moext.data.pairs.datamodule.MERDataModule` (``task`` is ``classify``).
         batch_size: clips per batch (AKMNet's code: 1, with gradients accumulated over 8).
         eval_batch_size: clips per test / predict batch (default ``batch_size``).
         expansion: times each training clip appears per epoch.
@@ -244,7 +244,7 @@ class ClipDataModule(MERDataModule):
         """Prepare the pair entries (:class:`MERDataModule`), then build the clip entries.
 
         Returns:
-            The :class:`~moext.data.clip_cache.ClipReport` (the pairs' report in ``pairs``).
+            The :class:`~moext.data.clips.cache.ClipReport` (the pairs' report in ``pairs``).
 
         Raises:
             DatasetError: some clips could not be prepared (each named with its file and why).

@@ -1,11 +1,11 @@
 """TV-L1 flow fields of the aligned onset/apex crops, computed once and stored as float16.
 
 :func:`prepare_flow` reads each sample's aligned pair from the crop cache
-(:mod:`moext.data.cache`, whose format it leaves alone), computes the onset -> apex TV-L1 flow
-on it (:func:`moext.data.flow.optical_flow`) and stores the field beside the pair entry as one
+(:mod:`moext.data.pairs.cache`, whose format it leaves alone), computes the onset -> apex TV-L1 flow
+on it (:func:`moext.data.flow.tvl1.optical_flow`) and stores the field beside the pair entry as one
 ``(2, size, size)`` float16 ``.npy`` array ``[u, v]`` in pixels of the crop. Training reads
 them with :func:`load_flow`; the channels a network sees (magnitude, strain) and their scaling
-are derived from ``(u, v)`` on the fly (:mod:`moext.data.flow_datamodule`), so they are
+are derived from ``(u, v)`` on the fly (:mod:`moext.data.flow.datamodule`), so they are
 settings of the DataModule, not of the cache.
 
 Layout: beside ``<clip>.<backend><size>.<pair key>.npy`` lies
@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from moext.data.cache import (
+from moext.data.flow.tvl1 import TVL1Settings, optical_flow
+from moext.data.pairs.cache import (
     CacheError,
     Failure,
     PairCache,
@@ -45,7 +46,6 @@ from moext.data.cache import (
     load_npy,
     npy_problem,
 )
-from moext.data.flow import TVL1Settings, optical_flow
 from moext.data.records import Sample
 from moext.io import atomic_save_npy
 
@@ -141,7 +141,7 @@ class FlowCache:
 @dataclass
 class FlowReport(PrepareReport):
     """What :func:`prepare_flow` did (failures are reported, never raised): the counts of
-    :class:`~moext.data.cache.PrepareReport` for flow entries (failed: no crop entry, an
+    :class:`~moext.data.pairs.cache.PrepareReport` for flow entries (failed: no crop entry, an
     unreadable crop, ...), and ``seconds`` spent computing flow."""
 
     seconds: float = 0.0
@@ -187,7 +187,7 @@ def prepare_flow(
     """Compute every missing flow entry from the crop cache; reuse the existing ones.
 
     Args:
-        samples: the samples (their crops must be prepared: :func:`moext.data.cache.prepare`).
+        samples: the samples (their crops must be prepared: :func:`moext.data.pairs.cache.prepare`).
         cache_root: the crop cache folder.
         crops: the crop settings the crops were made with.
         tvl1: TV-L1 parameters (part of every flow entry's key).

@@ -3,7 +3,7 @@
 network sees.
 
 Used by the flow analysis of the pseudo apex (:mod:`moext.experiment.flow_analysis`) and by the
-flow inputs of SRMCL (:mod:`moext.data.flow_cache`, :mod:`moext.data.flow_datamodule`).
+flow inputs of SRMCL (:mod:`moext.data.flow.cache`, :mod:`moext.data.flow.datamodule`).
 
 Flow images. A flow field is ``(u, v)``: the displacement in pixels, x right and y down, of the
 content of the onset at each pixel (:func:`optical_flow`). A network sees channels derived from

@@ -2,11 +2,11 @@
 
 A clip entry is one ``(T, size, size, 3)`` uint8 RGB array per sample: the frames of
 :func:`clip_frames`, each cropped with the ONE crop of the clip, the crop the pair cache
-(:mod:`moext.data.cache`) computed on the onset. It is built from the pair entry:
+(:mod:`moext.data.pairs.cache`) computed on the onset. It is built from the pair entry:
 
 * the onset and apex crops are copied from the pair entry, never decoded again;
 * the other frames are decoded once and cropped with the pair entry's alignment matrix
-  (:meth:`~moext.data.cache.PairCache.get_matrix`), or resized like the pair for
+  (:meth:`~moext.data.pairs.cache.PairCache.get_matrix`), or resized like the pair for
   ``backend: none``;
 * a pair entry written before matrices were stored has none: the face is then found again on
   the onset (on the apex too for ``on_no_face: next``, as ``align_clip`` does), the matrix is
@@ -43,7 +43,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from moext.data.cache import (
+from moext.data.faces import FaceNotFoundError, alignment_matrix, make_detector, warp
+from moext.data.images import read_rgb, resize_square
+from moext.data.pairs.cache import (
     CacheError,
     Failure,
     PairCache,
@@ -52,8 +54,6 @@ from moext.data.cache import (
     apex_frame,
     npy_problem,
 )
-from moext.data.faces import FaceNotFoundError, alignment_matrix, make_detector, warp
-from moext.data.images import read_rgb, resize_square
 from moext.data.records import Sample
 from moext.io import atomic_save_npy
 
@@ -316,7 +316,7 @@ class ClipCache:
 @dataclass
 class ClipReport(PrepareReport):
     """What :func:`prepare_clips` did (and, in ``pairs``, what the pair cache did before it):
-    the counts of :class:`~moext.data.cache.PrepareReport` for clip entries (failed: no pair
+    the counts of :class:`~moext.data.pairs.cache.PrepareReport` for clip entries (failed: no pair
     entry, an unreadable frame, ...), plus
 
     Attributes:

@@ -23,7 +23,7 @@ be read is reported with its path and recomputed by the next :func:`prepare`.
 
 Beside an entry cropped with a face backend, :func:`prepare` also stores the ``(2, 3)`` alignment
 matrix it was cropped with (``<entry>.affine.npy``, same key), so that the other frames of the
-clip can be cropped identically later (:mod:`moext.data.clip_cache`) without finding the face
+clip can be cropped identically later (:mod:`moext.data.clips.cache`) without finding the face
 again. Entries written before the matrix was kept have none; :meth:`PairCache.get_matrix` then
 returns ``None`` and the entry itself stays valid.
 
