@@ -8,7 +8,9 @@ import pytest
 from moext.cli import main as cli
 from moext.experiment import compare, tracking
 from moext.experiment.results import (
+    RECORD_DIGEST,
     pool_run,
+    record_digest,
     results_markdown,
     samples_digest,
     write_fold,
@@ -25,13 +27,24 @@ def folds():
     return [f"{db}/s{s:02d}" for db, n in SUBJECTS.items() for s in range(1, n + 1)]
 
 
-def make_run(root, name, accuracy, seed, drop_fold=None, relabel=None, classes=CLASSES, extra=None):
-    """A finished LOSO run folder; ``accuracy`` of its predictions; every subject holds every
-    class. ``drop_fold``: leave that fold's predictions out; ``relabel``: {sample: label};
-    ``extra``: a sample id added to its fold."""
+def make_run(
+    root,
+    name,
+    accuracy,
+    seed,
+    drop_fold=None,
+    relabel=None,
+    classes=CLASSES,
+    extra=None,
+    sealed=True,
+):
+    """A finished LOSO run folder, as `moext loso` writes it; ``accuracy`` of its predictions;
+    every subject holds every class. ``drop_fold``: leave that fold's predictions out;
+    ``relabel``: {sample: label}; ``extra``: a sample id added to its fold; ``sealed=False``: an
+    older moext's folder, whose records carry no record digest."""
     run_dir = root / name
     rng = np.random.default_rng(seed)
-    fold_samples = {}
+    fold_rows = {}
     for fold in folds():
         if fold == drop_fold:
             continue
@@ -48,18 +61,22 @@ def make_run(root, name, accuracy, seed, drop_fold=None, relabel=None, classes=C
                 | {"label": label, "pred": int(pred)}
                 | {f"prob_{c}": float(p) for c, p in zip(classes, probs, strict=True)}
             )
-        held_out = [r["sample"] for r in rows]
-        record = {"fold": fold, "experiment": name, "held_out": held_out}
-        write_fold(run_dir / "folds" / fold.replace("/", "__"), rows, classes, record)
-        fold_samples[fold] = samples_digest(held_out)
+        fold_rows[fold] = rows
     record = {
         "fingerprint": name,
         "folds": folds(),
         "classes": list(classes),
-        "fold_samples": fold_samples,
+        "fold_samples": {
+            f: samples_digest(r["sample"] for r in rows) for f, rows in fold_rows.items()
+        },
         "settings": {"classify": {"model.class_path": TASK, "trainer.max_epochs": 1}},
     }
-    (run_dir / EXPERIMENT_FILE).write_text(json.dumps(record))
+    digest = {RECORD_DIGEST: record_digest(record)} if sealed else {}
+    for fold, rows in fold_rows.items():
+        held_out = [r["sample"] for r in rows]
+        fold_record = {"fold": fold, "experiment": name, "held_out": held_out, **digest}
+        write_fold(run_dir / "folds" / fold.replace("/", "__"), rows, classes, fold_record)
+    (run_dir / EXPERIMENT_FILE).write_text(json.dumps({**record, **digest}))
     return run_dir
 
 
@@ -127,9 +144,10 @@ def test_point_estimates_and_intervals_are_those_of_each_runs_results(runs):
     # results.json keeps its keys and carries the intervals; the report prints them
     saved = json.loads((runs[0] / "results.json").read_text())
     assert set(saved) == {
-        "classes", "folds_done", "folds_missing", "folds_failed", "complete", "overall", "per_dataset",
-        "per_fold_for_inspection_only", "confusion", "ci",
+        "classes", "folds_done", "folds_missing", "folds_failed", "complete", "record_verified",
+        "overall", "per_dataset", "per_fold_for_inspection_only", "confusion", "ci",
     }  # fmt: skip
+    assert saved["record_verified"] is True
     assert saved["ci"]["unit"] == "subject" and saved["ci"]["level"] == 0.95
     lo, hi = saved["ci"]["overall"]["uf1"]
     text = results_markdown(saved, per_fold=False)

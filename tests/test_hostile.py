@@ -19,9 +19,18 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from moext.experiment import loso
+from moext.experiment.config import parse_stage
+from moext.experiment.definition import open_experiment
 from moext.experiment.guards import FiniteGuard, TrainingDiverged
 from moext.experiment.preflight import StageConfigError, check_stages
-from moext.experiment.results import FoldCheckError, pool_run, verify_fold, write_fold
+from moext.experiment.processes import Interrupted, stop_on_signals
+from moext.experiment.results import (
+    FoldCheckError,
+    pool_run,
+    record_digest,
+    verify_fold,
+    write_fold,
+)
 from moext.experiment.run_folder import check_experiment
 from moext.io import atomic_write, atomic_write_text
 from tests.conftest import CONF
@@ -67,10 +76,12 @@ def _run_folder(tmp_path: Path, fingerprint: str = "cfgA") -> Path:
         tmp_path, {"classify": {"x": 1}}, list(held_out), ("a", "b"), held_out
     )
     record["fingerprint"] = fingerprint
+    record["record_digest"] = record_digest(record)  # sealed, as the run seals it
     (tmp_path / "experiment.json").write_text(json.dumps(record))
     for fold, ids in held_out.items():
         rows = [_row(s, fold, i) for i, s in enumerate(ids)]
         fold_record = {"fold": fold, "experiment": fingerprint, "held_out": ids}
+        fold_record["record_digest"] = record["record_digest"]
         write_fold(tmp_path / "folds" / fold.replace("/", "__"), rows, ("a", "b"), fold_record)
     return tmp_path
 
@@ -301,7 +312,7 @@ def test_a_diverging_pretraining_stage_stops_the_run_before_any_fold(
 def test_signals_raise_interrupted_with_the_shell_exit_codes():
     before = signal.getsignal(signal.SIGTERM)
     for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
-        with pytest.raises(loso.Interrupted) as caught, loso.stop_on_signals():
+        with pytest.raises(Interrupted) as caught, stop_on_signals():
             os.kill(os.getpid(), signum)
             time.sleep(5)  # the handler raises before this ends
         assert caught.value.exit_code == code
@@ -379,7 +390,7 @@ def test_prepare_and_loso_list_dropped_clips_stray_files_and_damaged_frames(
     assert "1 annotated clip(s) rejected by the readers, not used:" in out
     assert f"{lost} (CASME2-coding-20190701.xlsx row " in out
     assert f"apex frame {first['sub02'].apex} not found" in out and f"'{stray.name}'" in out
-    loso.experiment_data(cfg, [])  # what `moext loso` prints before it starts
+    loso.experiment_data(open_experiment(cfg))  # what `moext loso` prints before it starts
     assert lost in capsys.readouterr().out
     dm = MERDataModule(task="classify", protocol="synth-3", datasets=["synth"],
                        image_size=64, landmarks="none", fold="synth/sub01")  # fmt: skip
@@ -409,9 +420,9 @@ def test_prepare_and_loso_list_dropped_clips_stray_files_and_damaged_frames(
     ],
 )  # fmt: skip
 def test_preflight_finds_stage_errors_before_training(data_env, override, message):
-    cfg = CONF / "classify.yaml"
+    classify = parse_stage(CONF / "classify.yaml", override)
     with pytest.raises(StageConfigError, match=message):
-        check_stages(cfg, CONF / "pretrain.yaml", override, [], ("neg", "pos", "sur"))
+        check_stages(classify, parse_stage(CONF / "pretrain.yaml"), ("neg", "pos", "sur"))
 
 
 def test_loso_reports_a_late_error_at_once_as_one_line(data_env, tmp_path, capsys):

@@ -131,12 +131,14 @@ def test_loso_subset_of_folds_reports_partial(experiment, capsys):
 
 def test_report_refuses_foreign_subject_in_a_fold(tmp_path):
     """Even a fold whose own record lists it (the leakage guard behind the records)."""
+    from moext.experiment.results import FoldCheckError
+
     row = {"sample": "synth/sub02/EP1", "dataset": "synth", "subject": "sub02"}
     row |= {"fold": "synth/sub01", "label": 0, "pred": 0, "prob_a": 1.0}
     (tmp_path / "experiment.json").write_text(json.dumps({"fingerprint": "f"}))
     record = {"fold": "synth/sub01", "experiment": "f", "held_out": ["synth/sub02/EP1"]}
     write_fold(tmp_path / "folds" / "synth__sub01", [row], ("a",), record)
-    with pytest.raises(AssertionError, match="another subject"):
+    with pytest.raises(FoldCheckError, match="another subject"):
         pool_run(tmp_path, ("a",))
 
 
@@ -202,11 +204,13 @@ def test_pretrain_only_trains_the_shared_stage_and_no_fold(experiment):
 
 
 def test_only_where_and_how_overrides_reach_pretraining():
+    from moext.experiment.definition import pretrain_overrides
+
     overrides = [
         "--trainer.precision", "bf16-mixed", "--model.init_args.lr", "0.1",
         "--data.init_args.root=/data", "--trainer.max_epochs", "3", "--trainer.devices", "2",
     ]  # fmt: skip
-    assert loso.pretrain_overrides(overrides) == [
+    assert pretrain_overrides(overrides) == [
         "--trainer.precision", "bf16-mixed", "--data.init_args.root=/data", "--trainer.devices", "2",
     ]  # fmt: skip
 
