@@ -236,3 +236,84 @@ def test_a_tampered_or_failed_fold_is_refused_as_by_the_report(tmp_path, runs):
     (runs[2] / "folds" / "samm__s01" / "FAILED.json").write_text("{}")
     with pytest.raises(ValueError, match="folds failed"):
         compare.compare_runs([runs[0], runs[2]])
+
+
+# --- an edited experiment.json, an older folder, a closed pipe (issue 24) ------------------------
+
+
+def _edit_record(run_dir, change):
+    path = run_dir / EXPERIMENT_FILE
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+def _drop_fold(run_dir, fold):
+    """Fault 4: a fold taken out of experiment.json (its list and its samples), its folder gone."""
+    import shutil
+
+    def change(record):
+        record["folds"].remove(fold)
+        del record["fold_samples"][fold]
+
+    _edit_record(run_dir, change)
+    shutil.rmtree(run_dir / "folds" / fold.replace("/", "__"))
+
+
+def test_an_edited_record_never_makes_a_partial_run_complete_or_relabels_it(tmp_path, capsys):
+    """Faults 4 and 5: experiment.json is sealed by its digest, which every fold.json carries."""
+    from moext.experiment.results import RecordCheckError, verify_run
+
+    intact = make_run(tmp_path, "intact", 0.9, seed=3)
+    assert verify_run(intact).unverified is None and not verify_run(intact).missing
+    dropped = make_run(tmp_path, "dropped", 0.9, seed=3)
+    _drop_fold(dropped, "samm/s06")
+    assert cli(["compare", str(dropped)]) == 2  # was: a complete run of 66 samples
+    err = capsys.readouterr().err
+    assert err.startswith(f"moext compare: error: {dropped / EXPERIMENT_FILE} was edited after")
+    with pytest.raises(RecordCheckError, match="was edited after the run recorded it"):
+        pool_run(dropped)  # moext loso --report
+    # ... and with the record's own digest deleted too, the folds' digests still tell
+    _edit_record(dropped, lambda record: record.pop(RECORD_DIGEST))
+    with pytest.raises(RecordCheckError, match=r"not the record that fold folder\(s\) casme2__s01"):
+        compare.compare_runs([dropped])
+    relabelled = make_run(tmp_path, "relabelled", 0.9, seed=3)
+    srmcl = "moext.tasks.srmcl_classify.SRMCLClassifyTask"
+    _edit_record(
+        relabelled, lambda r: r["settings"]["classify"].update({"model.class_path": srmcl})
+    )
+    with pytest.raises(RecordCheckError, match="was edited"):  # was: shown as SRMCL
+        compare.compare_runs([intact, relabelled])
+    renamed = make_run(tmp_path, "renamed", 0.9, seed=3)
+    _edit_record(renamed, lambda r: r.update(classes=["neg", "pos", "sur"]))
+    with pytest.raises(RecordCheckError, match="was edited"):
+        verify_run(renamed)
+
+
+def test_a_folder_of_an_older_moext_is_compared_as_an_unverified_record(tmp_path, runs, capsys):
+    old = make_run(tmp_path, "old", 0.9, seed=3, sealed=False)
+    assert cli(["compare", str(runs[0]), str(old), "--resamples", "200"]) == 0
+    out, err = capsys.readouterr()
+    assert f"[compare] old: unverified record: {old / EXPERIMENT_FILE} predates" in err
+    assert "| old | MoExtClassifyTask (UNVERIFIED RECORD) | **all (pooled)** |" in out
+    assert "| good | MoExtClassifyTask | **all (pooled)** |" in out
+    result = compare.compare_runs([runs[0], old], resamples=200)
+    assert [r["record_verified"] for r in result["runs"]] == [True, False]
+    pooled = pool_run(old)  # moext loso --report reads it, and says so
+    assert pooled["record_verified"] is False
+    assert "UNVERIFIED RECORD" in (old / "results.md").read_text().splitlines()[0]
+
+
+def test_output_into_a_closed_pipe_ends_quietly(runs, monkeypatch):
+    """Fault 8: `moext compare A B | head` ended in a BrokenPipeError traceback."""
+    import os
+    import sys
+
+    from moext.experiment.errors import CLOSED_PIPE
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone (as `head` after its lines)
+    with open(write_end, "w") as closed_pipe, monkeypatch.context() as patch:
+        patch.setattr(sys, "stdout", closed_pipe)
+        code = cli(["compare", str(runs[0]), str(runs[1]), "--resamples", "50"])
+    assert code == CLOSED_PIPE

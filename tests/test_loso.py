@@ -283,3 +283,32 @@ def test_a_run_folder_recorded_with_an_old_class_path_still_matches(tmp_path):
     other = {"classify": {**new["classify"], "model.class_path": "moext.tasks.MoExtPretrainTask"}}
     with pytest.raises(ValueError, match="model.class_path"):
         check_experiment(tmp_path, other, folds, classes)
+
+
+def test_starting_a_run_parses_each_stage_config_once(experiment, monkeypatch):
+    """The experiment is read once and handed down: listing the folds, both stages' preflight
+    and the run folder's record parse the classification and the pretraining config once each
+    (they were parsed 6 times, the YAML read 3 times)."""
+    from moext.experiment import config, definition, settings
+
+    cfg, run_dir = experiment
+    parsed, read = [], []
+    real_parse, real_read = config.lightning_cli, settings.read_config_file
+
+    def parse(args, **kwargs):
+        parsed.append(args[args.index("--config") + 1])
+        return real_parse(args, **kwargs)
+
+    def read_file(path):
+        read.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(config, "lightning_cli", parse)
+    monkeypatch.setattr(definition, "read_config_file", read_file)
+    exp = definition.open_experiment(cfg)
+    folds, classes = loso.start(exp)
+    assert folds == ["synth/sub01", "synth/sub02", "synth/sub03"] and len(classes) == 3
+    assert read == [cfg] and sorted(parsed) == sorted([str(cfg), exp.settings.pretrain_config])
+    assert (
+        json.loads((run_dir / "experiment.json").read_text())["settings"] == exp.recorded_settings()
+    )
