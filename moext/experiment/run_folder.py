@@ -223,22 +223,56 @@ def check_experiment(
     record["settings"] = settings
     old = read_json_record(path)
     if old is None:
-        _adopt_outputs(run_dir, record)
-        record[RECORD_DIGEST] = record_digest(record)
-        try:
-            verify_record(run_dir, record)
-        except RecordCheckError:
-            raise ValueError(
-                f"{run_dir} has no {EXPERIMENT_FILE}, and its folds were recorded with other "
-                "folds, held-out samples or classes than this configuration and data give; "
-                f"restore the folder's {EXPERIMENT_FILE}, or delete the folder to start over"
-            ) from None
-        return _write(path, record)
+        return _write(path, _first_record(run_dir, record))
     verify_record(run_dir, old)
     _refuse_other_settings(run_dir, old, settings)
     kept = bool(outputs(run_dir))
+    # Keep what the record says where this call does not know better: the held-out samples
+    # (``--report`` reads no data), the fingerprint the outputs carry and the settings as
+    # written (the same settings, maybe recorded with older class paths).
+    if held_out is None and "fold_samples" in old:
+        record["fold_samples"] = old["fold_samples"]
+    record["fingerprint"] = old.get("fingerprint", record["fingerprint"])
+    record["settings"] = old["settings"]
+    if kept:
+        _refuse_other_data(run_dir, old, record)
+        if RECORD_DIGEST not in old:  # an older moext's folder: it stays unsealed
+            record = {**old, **record}
+            return record if old == record else _write(path, record)
+    record[RECORD_DIGEST] = record_digest(record)  # (re)sealed: nothing was made under the old
+    return record if old == record else _write(path, record)
+
+
+def _first_record(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """A new record, sealed: accepted where the folder holds no outputs, or only outputs of
+    this configuration (:func:`_adopt_outputs`) made under this very record.
+
+    Raises:
+        ValueError: outputs of another configuration, or folds recorded with other folds,
+            held-out samples or classes.
+    """
+    _adopt_outputs(run_dir, record)
+    record[RECORD_DIGEST] = record_digest(record)
+    try:
+        verify_record(run_dir, record)
+    except RecordCheckError:
+        raise ValueError(
+            f"{run_dir} has no {EXPERIMENT_FILE}, and its folds were recorded with other "
+            "folds, held-out samples or classes than this configuration and data give; "
+            f"restore the folder's {EXPERIMENT_FILE}, or delete the folder to start over"
+        ) from None
+    return record
+
+
+def _refuse_other_data(run_dir: Path, old: dict[str, Any], record: dict[str, Any]) -> None:
+    """Raise where the data changed since the folder's outputs were made under ``old``.
+
+    Raises:
+        ValueError: naming the folds whose held-out samples changed, or the folds or classes
+            that differ.
+    """
     changed = _changed_held_out(old, record)
-    if changed and kept:
+    if changed:
         shown = ", ".join(
             f"{f} ({old['fold_samples'].get(f, {}).get('n', 0)} -> "
             f"{record['fold_samples'].get(f, {}).get('n', 0)} held-out samples)"
@@ -250,25 +284,14 @@ def check_experiment(
             "changed (clips added, removed or renamed); give this run its own loso.name, or "
             "delete the folder to start over."
         )
-    # Keep what the record says where this call does not know better: the held-out samples
-    # (``--report`` reads no data), the fingerprint the outputs carry and the settings as
-    # written (the same settings, recorded with older class paths).
-    if held_out is None and "fold_samples" in old:
-        record["fold_samples"] = old["fold_samples"]
-    record["fingerprint"] = old.get("fingerprint", record["fingerprint"])
-    record["settings"] = old["settings"]
     differ = [k for k in ("folds", "classes") if k in old and old[k] != record[k]]
-    if differ and kept:
+    if differ:
+        shown = ", ".join(f"{k}: {old[k]} -> {record[k]}" for k in differ)
         raise ValueError(
-            f"{run_dir} holds folds of other data: its recorded {' and '.join(differ)} "
-            f"differ from this data's ({', '.join(f'{k}: {old[k]} -> {record[k]}' for k in differ)}); "
-            "give this run its own loso.name, or delete the folder to start over."
+            f"{run_dir} holds folds of other data: its recorded {' and '.join(differ)} differ "
+            f"from this data's ({shown}); give this run its own loso.name, or delete the folder "
+            "to start over."
         )
-    if RECORD_DIGEST not in old and kept:  # an older moext's folder: it stays unsealed
-        record = {**old, **record}
-        return record if old == record else _write(path, record)
-    record[RECORD_DIGEST] = record_digest(record)
-    return record if old == record else _write(path, record)
 
 
 def _write(path: Path, record: dict[str, Any]) -> dict[str, Any]:
