@@ -235,3 +235,13 @@ def test_a_bad_override_of_an_experiment_is_one_line(capsys):
         f"moext loso: error: {config}: model.init_args.lr: expected float, got 'fast' "
         "(`moext fit --help` lists the options)\n"
     )
+
+
+def test_a_trainer_setting_lightning_refuses_is_one_line(tmp_path, capsys):
+    args = ["--trainer.max_epochs", "-3", "--trainer.default_root_dir", str(tmp_path)]
+    assert main(["fit", "--config", str(CONF / "classify.yaml"), *args]) == 2
+    assert capsys.readouterr().err == (
+        "moext fit: error: trainer: `max_epochs` must be a non-negative integer or -1. You passed "
+        "in -3.\n"
+    )
+    assert not list(tmp_path.iterdir())

@@ -23,6 +23,7 @@ from jsonargparse import Namespace
 from jsonargparse._typehints import import_object
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from moext.experiment.prediction_writer import PredictionsCSV
 from moext.experiment.settings import LosoSettings
@@ -59,8 +60,9 @@ def argument_error_line(message: str, subcommand: str = "fit") -> str:
         line = raw.strip().removeprefix("- ").strip()
         if not line or line.startswith(_NOISE):
             continue
-        if m := re.fullmatch(r'Parser key "([^"]+)":', line):
+        if m := re.fullmatch(r'Parser key "([^"]+)":(?: (.+))?', line):
             keys.append(m[1])
+            texts += [m[2]] if m[2] else []
         elif m := re.fullmatch(r"Problem with given class_path '([^']+)':", line):
             class_path = m[1]
             keys.append("init_args")
@@ -103,6 +105,13 @@ class MoExtCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
         parser.add_class_arguments(LosoSettings, "loso", fail_untyped=False)
+
+    def instantiate_trainer(self, **kwargs):
+        """The Trainer; a setting Lightning refuses (``max_epochs: -3``) is a :class:`ConfigError`."""
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as e:
+            raise ConfigError(f"trainer: {e}") from None
 
     def before_predict(self) -> None:
         """``moext predict`` writes its predictions as CSV (see :class:`PredictionsCSV`)."""
