@@ -17,9 +17,11 @@ its labels) when the held-out subject belongs to a pretraining database; ``pretr
 true`` pretrains once per fold without the held-out subject, which removes that transductive
 exposure at n_folds times the cost.
 
-Before anything trains, both stages' models are built on the meta device and checked against
-each other and the data (:mod:`moext.experiment.preflight`), and every finished fold is verified
-against the run folder's record (:func:`moext.experiment.results.verify_fold`). Every Trainer
+Before anything trains or is written, both stages' models are built on the meta device and
+checked against each other and the data, and their Trainers on one CPU
+(:mod:`moext.experiment.preflight`); then the run folder's record is checked against its digest
+(:func:`moext.experiment.results.verify_record`) and every finished fold against the record
+(:func:`moext.experiment.results.verify_fold`). Every Trainer
 carries a :class:`~moext.experiment.guards.FiniteGuard`: a stage whose loss, parameters or
 predictions stop being finite fails loudly. A failed fold writes ``folds/<fold>/FAILED.json``
 (cleared when it is retrained) and no predictions, and the run stops there: its folds are seeded,
@@ -29,8 +31,9 @@ report lists the failed fold and never pools it, and the command exits with code
 
 Exit codes of ``moext loso``: 0 done (or partial, with the missing folds named); 1 a stage
 diverged; 2 a configuration, file or data error (one line, no traceback); 130 / 143 interrupted by
-SIGINT / SIGTERM (a cluster's preemption): the workers are stopped, the interrupted fold is named,
-and running the same command again resumes.
+SIGINT / SIGTERM (a cluster's preemption): the workers are stopped, what was interrupted is named
+(a fold, the workers and how many folds they had finished, the pooling), and running the same
+command again resumes; 141 its output pipe was closed (``| head``).
 
 The experiment file is read once (:func:`moext.experiment.definition.open_experiment`) and the
 :class:`~moext.experiment.definition.Experiment` is handed down. The run folder's bookkeeping
