@@ -2,6 +2,7 @@
 hooks its docstring names, and one kind of message for a classifier without ``pretrained``."""
 
 import warnings
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import lightning as L
@@ -22,17 +23,29 @@ from moext.tasks import (
     SRMCLPretrainTask,
 )
 from moext.tasks.base import PretrainingTask
-from moext.tasks.checkpoints import Transfer
+from moext.tasks.checkpoints import Transfer, allow_in_checkpoints
+
+
+@dataclass
+class TinyConfig:
+    """The architecture, as every method's network has one (checked against the data)."""
+
+    image_size: int = 4
+    in_channels: int = 2
+    width: int = 8
+
+
+allow_in_checkpoints(TinyConfig)  # load_from_checkpoint unpickles it (weights_only)
 
 
 class TinyNet(nn.Module):
-    """A linear map of a flat (B, 2, 4, 4) input; ``cfg`` states its input like the real nets."""
+    """An encoder and a head on a flat (B, 2, 4, 4) input; without classes the head decodes."""
 
-    def __init__(self, num_classes: int | None) -> None:
+    def __init__(self, cfg: TinyConfig, num_classes: int | None) -> None:
         super().__init__()
-        self.cfg = SimpleNamespace(image_size=4, in_channels=2)
-        self.encoder = nn.Linear(32, 8)
-        self.head = nn.Linear(8, num_classes) if num_classes else nn.Linear(8, 32)
+        self.cfg, inputs = cfg, cfg.in_channels * cfg.image_size**2
+        self.encoder = nn.Linear(inputs, cfg.width)
+        self.head = nn.Linear(cfg.width, num_classes or inputs)
 
     def forward(self, flow: Tensor) -> Tensor:
         return self.head(self.encoder(flow.flatten(1)))
@@ -43,11 +56,14 @@ class TinyPretrainTask(PretrainingTask):
 
     inputs = "flow"
 
-    def __init__(self, lr: float = 1e-2, weight_decay: float = 0.0) -> None:
-        super().__init__()
+    def __init__(
+        self, net: TinyConfig | None = None, lr: float = 1e-2, weight_decay: float = 0.0
+    ) -> None:
+        net = net or TinyConfig()
+        super().__init__(net)
 
-    def build_net(self) -> nn.Module:
-        return TinyNet(None)
+    def build_net(self, net: TinyConfig) -> nn.Module:
+        return TinyNet(net, None)
 
     def batch_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         error = (self.net(batch["flow"]) - batch["flow"].flatten(1)).abs().mean()
@@ -63,16 +79,18 @@ class TinyClassifyTask(ClassificationTask):
 
     def __init__(
         self,
+        net: TinyConfig | None = None,
         num_classes: int = 3,
         pretrained: str | None = None,
         lr: float = 1e-2,
         weight_decay: float = 0.0,
         label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(num_classes, lr, weight_decay, label_smoothing)
+        net = net or TinyConfig()
+        super().__init__(net, num_classes, lr, weight_decay, label_smoothing)
 
-    def build_net(self) -> nn.Module:
-        return TinyNet(self.hparams.num_classes)
+    def build_net(self, net: TinyConfig) -> nn.Module:
+        return TinyNet(net, self.hparams.num_classes)
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
         return self.net(batch["flow"])
@@ -110,6 +128,7 @@ def test_a_stage_made_of_the_hooks_trains_transfers_predicts_and_reloads(tmp_pat
     assert clf.loaded_keys == ["encoder.bias", "encoder.weight"]
     assert torch.equal(clf.net.encoder.weight, pre.net.encoder.weight)
     assert dict(clf.hparams) == {
+        "net": TinyConfig(),
         "num_classes": 3,
         "pretrained": str(ckpt),
         "lr": 5e-3,

@@ -75,11 +75,11 @@ class AKMNetClassifyTask(ClassificationTask):
         net = net or AKMNetConfig()  # saved as given here by the base's save_hyperparameters
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        super().__init__(num_classes, lr, weight_decay, label_smoothing)
+        super().__init__(net, num_classes, lr, weight_decay, label_smoothing)
         self._last: AKMNetOutput | None = None
 
-    def build_net(self) -> AKMNet:
-        return AKMNet(self.hparams.net, self.hparams.num_classes)
+    def build_net(self, net: AKMNetConfig) -> AKMNet:
+        return AKMNet(net, self.hparams.num_classes)
 
     def forward(self, frames: Tensor, mask: Tensor) -> AKMNetOutput:
         """(B, T, 3, H, W), (B, T) -> :class:`~moext.nn.akmnet.AKMNetOutput`."""

@@ -47,8 +47,8 @@ class BaseTask(L.LightningModule):
 
     ``__init__`` saves the init arguments of the whole subclass chain as hyper-parameters
     (checkpoints and ``load_from_checkpoint`` rebuild the task from them), then builds
-    ``self.net = self.build_net()``. A subclass therefore gives its init arguments their final
-    values (``net = net or Config()``, validation: ``ValueError``) *before* calling
+    ``self.net = self.build_net(net)``. A subclass therefore gives its init arguments their
+    final values (``net = net or Config()``, validation: ``ValueError``) *before* calling
     ``super().__init__``, and sets its own state after.
 
     Before the first step :func:`~moext.tasks.data_checks.check_data` refuses a DataModule that
@@ -56,19 +56,29 @@ class BaseTask(L.LightningModule):
     another number of classes. The hyper-parameters ``channels_last`` and ``compile``, where a
     task has them, switch on NHWC and ``torch.compile`` (:func:`~moext.tasks.speed.apply_speedups`).
     The default optimiser is Adam on ``lr`` and ``weight_decay``.
+
+    A method's config dataclass is registered with
+    :func:`~moext.tasks.checkpoints.allow_in_checkpoints`, so that ``load_from_checkpoint``
+    may rebuild it.
+
+    Args:
+        net: the architecture (the method's config dataclass), handed to :meth:`build_net`.
+            Build from it, not from ``hparams.net``: a task that LightningCLI built keeps the
+            config's plain values there (a dict).
     """
 
     #: What the DataModule must serve (its ``inputs``): ``"pairs"``, ``"flow"`` or ``"clips"``.
     inputs: ClassVar[str] = "pairs"
 
-    def __init__(self) -> None:
+    def __init__(self, net: Any) -> None:
         super().__init__()
         self.save_hyperparameters()  # the arguments of every __init__ of the subclass chain
-        self.net: nn.Module = self.build_net()
+        self.net: nn.Module = self.build_net(net)
         self._sped_up = False
 
-    def build_net(self) -> nn.Module:
-        """The stage's network, built from ``self.hparams``; each method implements it."""
+    def build_net(self, net: Any) -> nn.Module:
+        """The stage's network for the architecture ``net`` (other settings: ``self.hparams``);
+        each method implements it."""
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
@@ -142,8 +152,8 @@ class ClassificationTask(BaseTask):
     - sets ``inputs``;
     - takes typed init arguments (its ``net`` config, ``num_classes``, ``lr``, ``weight_decay``,
       ``label_smoothing`` and its own), validates them, then calls
-      ``super().__init__(num_classes, lr, weight_decay, label_smoothing)``;
-    - implements :meth:`build_net` (from ``self.hparams``) and :meth:`logits`;
+      ``super().__init__(net, num_classes, lr, weight_decay, label_smoothing)``;
+    - implements :meth:`build_net` and :meth:`logits`;
     - may override :meth:`training_loss` (extra terms, logged with :meth:`log_epoch`) and
       :meth:`configure_optimizers` (default Adam);
     - if the method has a pretraining stage: sets ``transfer`` (what moves from its checkpoint)
@@ -151,6 +161,7 @@ class ClassificationTask(BaseTask):
       the transferred parts start :meth:`from_scratch`).
 
     Args:
+        net: the architecture, handed to :meth:`build_net`.
         num_classes: number of classes of the protocol (checked against the DataModule).
         lr: learning rate.
         weight_decay: weight decay.
@@ -165,11 +176,16 @@ class ClassificationTask(BaseTask):
     transfer: ClassVar[Transfer | None] = None
 
     def __init__(
-        self, num_classes: int, lr: float, weight_decay: float, label_smoothing: float = 0.0
+        self,
+        net: Any,
+        num_classes: int,
+        lr: float,
+        weight_decay: float,
+        label_smoothing: float = 0.0,
     ) -> None:
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        super().__init__()
+        super().__init__(net)
         self.num_classes = num_classes
         self.train_metrics = classification_metrics(num_classes).clone(prefix="train/")
         self.val_metrics = classification_metrics(num_classes).clone(prefix="val/")

@@ -52,16 +52,16 @@ class MoExtClassifyTask(ClassificationTask):
         label_smoothing: float = 0.0,
     ) -> None:
         net = net or MoExtConfig()  # saved as given here by the base's save_hyperparameters
-        super().__init__(num_classes, lr, weight_decay, label_smoothing)
+        super().__init__(net, num_classes, lr, weight_decay, label_smoothing)
 
-    def build_net(self) -> MoExt:
+    def build_net(self, net: MoExtConfig) -> MoExt:
         hp = self.hparams
-        return MoExt(hp.net, pretraining=False, num_classes=hp.num_classes, dropout=hp.dropout)
+        return MoExt(net, pretraining=False, num_classes=hp.num_classes, dropout=hp.dropout)
 
     def from_scratch(self) -> str:
         start = (
             "from the backbone's ImageNet weights"
-            if self.hparams.net.pretrained_backbone
+            if self.net.cfg.pretrained_backbone
             else "at random"
         )
         return f"{start} (the 'w/o pretraining' ablation)"

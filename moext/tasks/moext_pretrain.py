@@ -97,12 +97,12 @@ class MoExtPretrainTask(PretrainingTask):
         for name, margin in (("margin_st", margin_st), ("margin_ss", margin_ss)):
             if margin <= 0:
                 raise ValueError(f"{name} must be > 0, got {margin}")
-        super().__init__()
+        super().__init__(net)
         self._grid: tuple[Tensor, Tensor, Tensor] | None = None
         self._inactive_warned: set[str] = set()
 
-    def build_net(self) -> MoExt:
-        return MoExt(self.hparams.net, pretraining=True)
+    def build_net(self, net: MoExtConfig) -> MoExt:
+        return MoExt(net, pretraining=True)
 
     def forward(self, onset: Tensor, apex: Tensor) -> Tensor:
         """Reconstruct the apex. (B, 3, H, W) x2 -> (B, 3, H, W)."""

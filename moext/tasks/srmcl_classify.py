@@ -102,12 +102,12 @@ class SRMCLClassifyTask(ClassificationTask):
             raise ValueError("temperature must be > 0 and momentum in [0, 1)")
         if memory_init not in ("epoch", "none"):
             raise ValueError(f"memory_init must be 'epoch' or 'none', got {memory_init!r}")
-        super().__init__(num_classes, lr, weight_decay, label_smoothing)
+        super().__init__(net, num_classes, lr, weight_decay, label_smoothing)
         self._train_out: tuple[Tensor, list[Tensor], list[Tensor], Tensor] | None = None
         self._update: tuple[Tensor, Tensor] | None = None
 
-    def build_net(self) -> SRMCL:
-        return SRMCL(self.hparams.net, num_classes=self.hparams.num_classes)
+    def build_net(self, net: SRMCLConfig) -> SRMCL:
+        return SRMCL(net, num_classes=self.hparams.num_classes)
 
     def from_scratch(self) -> str:
         return "at random (as the authors' code trains)"

@@ -62,10 +62,10 @@ class SRMCLPretrainTask(PretrainingTask):
         net = net or SRMCLConfig()  # saved as given here by the base's save_hyperparameters
         check_masking(mask_ratio, mask_rounds, mask_site)
         check_schedule(lr, weight_decay, lr_schedule, warmup_epochs)
-        super().__init__()
+        super().__init__(net)
 
-    def build_net(self) -> SRMCL:
-        return SRMCL(self.hparams.net, num_classes=None)
+    def build_net(self, net: SRMCLConfig) -> SRMCL:
+        return SRMCL(net, num_classes=None)
 
     def losses(self, flow: Tensor) -> dict[str, Tensor]:
         """Each round's masked reconstruction loss (``rec1``, ``rec2``, ...) and their sum ``sr``.
