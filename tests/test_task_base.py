@@ -5,7 +5,6 @@ import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-import lightning as L
 import pytest
 import torch
 from torch import Tensor, nn
@@ -24,6 +23,7 @@ from moext.tasks import (
 )
 from moext.tasks.base import PretrainingTask
 from moext.tasks.checkpoints import Transfer, allow_in_checkpoints
+from tests.test_moext_tasks import trainer
 
 
 @dataclass
@@ -102,18 +102,6 @@ def flows(n: int = 12) -> list[dict[str, Tensor]]:
         {"flow": torch.rand(2, 4, 4, generator=g), "label": torch.tensor(i % 3), "index": i}
         for i in range(n)
     ]
-
-
-def trainer(tmp_path) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
 
 
 def test_a_stage_made_of_the_hooks_trains_transfers_predicts_and_reloads(tmp_path):
