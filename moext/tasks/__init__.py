@@ -9,8 +9,11 @@ from moext.tasks.akmnet import AKMNetClassifyTask
 from moext.tasks.base import BaseTask, ClassificationTask, PretrainingTask
 from moext.tasks.moext_classify import MoExtClassifyTask
 from moext.tasks.moext_pretrain import MoExtPretrainTask
+from moext.tasks.offapexnet import OffApexNetClassifyTask
+from moext.tasks.rcn import RCNClassifyTask
 from moext.tasks.srmcl_classify import SRMCLClassifyTask
 from moext.tasks.srmcl_pretrain import SRMCLPretrainTask
+from moext.tasks.ststnet import STSTNetClassifyTask
 
 PretrainTask = MoExtPretrainTask
 ClassifyTask = MoExtClassifyTask
@@ -22,8 +25,11 @@ __all__ = [
     "ClassifyTask",
     "MoExtClassifyTask",
     "MoExtPretrainTask",
+    "OffApexNetClassifyTask",
     "PretrainTask",
     "PretrainingTask",
+    "RCNClassifyTask",
     "SRMCLClassifyTask",
     "SRMCLPretrainTask",
+    "STSTNetClassifyTask",
 ]
