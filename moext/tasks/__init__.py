@@ -7,6 +7,7 @@ before other methods joined; configs and checkpoints that use them keep working.
 
 from moext.tasks.akmnet import AKMNetClassifyTask
 from moext.tasks.base import ClassificationTask
+from moext.tasks.htnet import HTNetClassifyTask
 from moext.tasks.moext_classify import MoExtClassifyTask
 from moext.tasks.moext_pretrain import MoExtPretrainTask
 from moext.tasks.srmcl_classify import SRMCLClassifyTask
@@ -19,6 +20,7 @@ __all__ = [
     "AKMNetClassifyTask",
     "ClassificationTask",
     "ClassifyTask",
+    "HTNetClassifyTask",
     "MoExtClassifyTask",
     "MoExtPretrainTask",
     "PretrainTask",
