@@ -162,7 +162,7 @@ def test_training_and_prediction_steps(tmp_path):
     assert torch.equal(out["pred"], out["probs"].argmax(1))
     ckpt = tmp_path / "htnet.ckpt"
     trainer.save_checkpoint(ckpt)
-    restored = HTNetClassifyTask.load_from_checkpoint(ckpt)  # weights_only: the config is allowed
+    restored = HTNetClassifyTask.load_from_checkpoint(ckpt, weights_only=True)  # config allowed
     assert restored.net.cfg == task.net.cfg
     torch.testing.assert_close(restored(batch["flow"]), task.eval()(batch["flow"]))
 
