@@ -7,7 +7,7 @@ import pytest
 
 from moext.cli import main
 
-METHODS = ("moext", "akmnet", "offapexnet", "rcn", "srmcl", "ststnet")
+METHODS = ("moext", "akmnet", "htnet", "offapexnet", "rcn", "srmcl", "ststnet")
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ before other methods joined; configs and checkpoints that use them keep working.
 
 from moext.tasks.akmnet import AKMNetClassifyTask
 from moext.tasks.base import BaseTask, ClassificationTask, PretrainingTask
+from moext.tasks.htnet import HTNetClassifyTask
 from moext.tasks.moext_classify import MoExtClassifyTask
 from moext.tasks.moext_pretrain import MoExtPretrainTask
 from moext.tasks.offapexnet import OffApexNetClassifyTask
@@ -23,6 +24,7 @@ __all__ = [
     "BaseTask",
     "ClassificationTask",
     "ClassifyTask",
+    "HTNetClassifyTask",
     "MoExtClassifyTask",
     "MoExtPretrainTask",
     "OffApexNetClassifyTask",
