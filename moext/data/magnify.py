@@ -335,10 +335,31 @@ def _expand(x: Tensor, size: tuple[int, int]) -> Tensor:
     return torch.stack([even, odd], dim=-2).flatten(-3, -2)[..., : size[0], :]
 
 
-def _mirror(x: Tensor, pad: int) -> Tensor:
-    """Mirror (N, C, H, W) by ``pad`` pixels on every side (fewer where a side is too short)."""
-    pad = min(pad, x.shape[-2] - 1, x.shape[-1] - 1)
-    return F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad > 0 else x
+def _fast_length(n: int) -> int:
+    """The smallest m >= n whose only prime factors are 2, 3 and 5 (a fast FFT size)."""
+    m = n
+    while True:
+        k = m
+        for prime in (2, 3, 5):
+            while k % prime == 0:
+                k //= prime
+        if k == 1:
+            return m
+        m += 1
+
+
+def _mirror(x: Tensor, pad: int) -> tuple[Tensor, int]:
+    """Mirror (N, C, H, W) by ``pad`` pixels before its top and left edges and by a few more
+    after its bottom and right ones, to a fast FFT size (less where a side is too short).
+
+    Returns:
+        The padded tensor and the pad before the edges (the image starts there).
+    """
+    h, w = x.shape[-2:]
+    pad = min(pad, h - 1, w - 1)
+    after_h = min(_fast_length(h + 2 * pad) - h - pad, h - 1)
+    after_w = min(_fast_length(w + 2 * pad) - w - pad, w - 1)
+    return F.pad(x, (pad, after_w, pad, after_h), mode="reflect"), pad
 
 
 def _frequencies(h: int, w: int, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -355,14 +376,12 @@ def _riesz(band: Tensor, pad: int = RIESZ_PAD) -> Tensor:
     Shapes: (T, h, w) -> (T, 2, h, w): R1 (across), R2 (down).
     """
     h, w = band.shape[-2:]
-    x = _mirror(band[:, None], pad)[:, 0]
-    p = (x.shape[-1] - w) // 2
+    x, p = _mirror(band[:, None], pad)
     fy, fx = _frequencies(*x.shape[-2:], x)
     radius = torch.sqrt(fx * fx + fy * fy)
     radius[0, 0] = 1
-    spectrum = torch.fft.rfft2(x)[:, None]
     transfer = torch.stack([fx / radius, fy / radius])  # (2, H, W // 2 + 1)
-    out = torch.fft.irfft2(spectrum * (-1j * transfer), s=x.shape[-2:])
+    out = torch.fft.irfft2(torch.fft.rfft2(x) * (-1j * transfer), s=x.shape[-2:])
     return out[..., p : p + h, p : p + w]
 
 
@@ -370,8 +389,7 @@ def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     """Gaussian blur of (N, C, h, w), ``sigma`` pixels, in the frequency domain (mirrored
     edges)."""
     h, w = x.shape[-2:]
-    padded = _mirror(x, math.ceil(3 * sigma))
-    p = (padded.shape[-1] - w) // 2
+    padded, p = _mirror(x, math.ceil(3 * sigma))
     fy, fx = _frequencies(*padded.shape[-2:], x)
     transfer = torch.exp(-2 * (math.pi * sigma) ** 2 * (fx * fx + fy * fy))
     out = torch.fft.irfft2(torch.fft.rfft2(padded) * transfer, s=padded.shape[-2:])
@@ -403,7 +421,8 @@ def _magnify_band(
     shift = filtered.mul_(1 + alpha).sub_(phase) if attenuate else filtered.mul_(alpha)
     s1, s2 = shift[:, 0], shift[:, 1]
     size = torch.hypot(s1, s2)
-    sinc = torch.sinc(size / math.pi)  # sin|s| / |s|, 1 at 0
+    # sin|s| / |s| (s = 0 where |s| = 0, so the clamp changes nothing there)
+    sinc = torch.sin(size).div_(size.clamp_min(torch.finfo(band.dtype).tiny))
     return torch.cos(size).mul_(band).sub_(sinc.mul_(s1 * r1 + s2 * r2))
 
 
@@ -441,14 +460,15 @@ def _temporal_filter(
     b0, a1, a2 = butter_bandpass(low, high, fps)
 
     def butter(x: Tensor) -> Tensor:
-        # direct form, at rest before the onset (x_{-1} = x_{-2} = y_{-1} = y_{-2} = 0)
-        y = torch.empty_like(x)
-        zero = torch.zeros_like(x[0])
-        for t in range(length):
-            x2 = x[t - 2] if t >= 2 else zero
-            y1 = y[t - 1] if t >= 1 else zero
-            y2 = y[t - 2] if t >= 2 else zero
-            y[t] = b0 * (x[t] - x2) - a1 * y1 - a2 * y2
+        # direct form, at rest before the onset (x_{-1} = x_{-2} = y_{-1} = y_{-2} = 0):
+        # y_t = b0 (x_t - x_{t-2}) - a1 y_{t-1} - a2 y_{t-2}, the recursion in place
+        y = x.clone()
+        y[2:] -= x[:-2]
+        y *= b0
+        for t in range(1, length):
+            y[t].add_(y[t - 1], alpha=-a1)
+            if t >= 2:
+                y[t].add_(y[t - 2], alpha=-a2)
         return y
 
     return butter
