@@ -112,18 +112,9 @@ def measure_speed(a: argparse.Namespace, device: torch.device) -> list[dict[str,
 # --- fidelity ------------------------------------------------------------------------------------
 
 
-def displace(image: np.ndarray, field: np.ndarray) -> np.ndarray:
-    """``image`` moved by ``field`` (H, W, 2) pixels (backward warp, as the generator moves)."""
-    h, w = field.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    field = field.astype(np.float32)
-    return cv2.remap(
-        image,
-        xx - field[..., 0],
-        yy - field[..., 1],
-        cv2.INTER_CUBIC,
-        borderMode=cv2.BORDER_REFLECT,
-    )
+#: The generator's own warp (``image`` moved by ``field`` (H, W, 2) pixels): the clips are made
+#: and the displacements fitted with exactly the motion model of the generated database.
+displace = synth._displace
 
 
 def fitted_displacement(
