@@ -410,7 +410,8 @@ def _magnify_band(
     real = band[1:] * band[:-1] + r1[1:] * r1[:-1] + r2[1:] * r2[:-1]
     im = band[:-1, None] * riesz[1:] - band[1:, None] * riesz[:-1]
     norm = torch.hypot(im[:, 0], im[:, 1])
-    turn = torch.atan2(norm, real).div_(norm.clamp_min_(torch.finfo(band.dtype).tiny))
+    turn = torch.atan2(norm, real)  # phi of each step, in [0, pi]
+    turn /= norm.clamp_min(torch.finfo(band.dtype).tiny)  # im / |im| = (cos theta, sin theta)
     steps = im.mul_(turn[:, None])  # phi (cos theta, sin theta) of each step
     phase = torch.cat([torch.zeros_like(steps[:1]), steps.cumsum_(0)])  # from the onset
     filtered = bandpass(phase)
