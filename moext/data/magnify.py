@@ -18,7 +18,7 @@ moves the structure further without amplifying its noise the way a linear method
    orientation theta. The paper approximates R with three-tap differences ``[0.5, 0, -0.5]``,
    accurate in the narrow bands of its own pyramid; on a Burt-Adelson pyramid they
    under-magnify (measured: 0.84-0.91 of ``1 + alpha`` on gratings of 8-32 px period, against
-   0.98-1.00 with the exact transform), so we pay two small FFTs per level instead.
+   0.97-1.01 with the exact transform), so we pay two small FFTs per level instead.
 3. The phase change between consecutive frames is the quaternion ``q_t conj(q_{t-1})``; its
    ``phi (cos theta, sin theta)`` summed over time from the onset gives the phase signal
    (2 components per pixel), unwrapped, 0 at the onset.
@@ -39,12 +39,15 @@ dominant orientation at a scale (an edge, a grating) and ``(1 + alpha) delta`` s
 half the wavelength of the structures that carry it; larger motions smear rather than move, as
 in every phase-based method. Where several orientations overlap within a level's support
 (corners, blobs, textures) and in the low-pass residual, less is magnified, and the smoothing of
-step 5 lowers it further: measured on the generated faces, 0.76-1.04 of ``1 + alpha`` with
-``sigma=0`` and 0.59-0.86 with 2, against 3.3x and 1.4x the sensor noise (docs/magnification.md).
+step 5 lowers it further: measured on the generated faces, 0.75-1.05 of ``1 + alpha`` with
+``sigma=0`` and 0.55-0.86 with 2, letting through 2.3-4.5 and 1.3-1.6 grey levels per grey
+level of sensor noise at alpha 10, where the linear method lets through 14
+(docs/magnification.md).
 
 **Linear** (:func:`magnify_linear`, the clip DataModule's stand-in): ``I_t + alpha (I_t -
 I_onset)``, clipped: Eulerian magnification with every frequency in the band and the onset as
-the reference. It amplifies sensor noise by ``1 + alpha`` too.
+the reference. It amplifies sensor noise too, by about ``sqrt((1 + alpha)^2 + alpha^2)`` (the
+frame's noise and, alpha times, the onset's).
 
 :class:`MagnifySettings` holds a method's settings (``magnify: {method, alpha, ...}`` in a
 config), checks them against a database's frame rate and crop size, and names what a cache
