@@ -38,7 +38,8 @@ class SRMCLPretrainTask(PretrainingTask):
     Args:
         net: the architecture (shared with the classifier).
         mask_ratio: share of the patch positions masked in every round (code default 0.75).
-        mask_rounds: cascaded masking rounds (code 2); L_SR sums their losses.
+        mask_rounds: cascaded masking rounds; L_SR sums their losses (the code's
+            reconstruction-only path: 1; its joint path and moext before: 2).
         mask_site: ``tokens`` (the code: encoder output tokens) or ``patches`` (the README:
             input patches, never seen by the encoder).
         lr, weight_decay: AdamW (ours: the code has no training script).
@@ -52,7 +53,7 @@ class SRMCLPretrainTask(PretrainingTask):
         self,
         net: SRMCLConfig | None = None,
         mask_ratio: float = 0.75,
-        mask_rounds: int = 2,
+        mask_rounds: int = 1,
         mask_site: MaskSite = "tokens",
         lr: float = 1.5e-4,
         weight_decay: float = 0.05,
