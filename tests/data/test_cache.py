@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from moext.data import images as images_mod
+from moext.data.entries import checksum_path
 from moext.data.pairs import cache as cache_mod
 from moext.data.pairs.cache import (
     CacheError,
@@ -259,7 +260,8 @@ def test_interrupted_write_leaves_old_entry_and_no_partial_file(tmp_path, sample
         cache.put(samples[1], good)
     assert (cache.get(samples[0]) == 7).all()
     assert not cache.path(samples[1]).exists()
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
+    left = sorted(p.name for p in path.parent.iterdir())  # the entry and its checksum, no temp
+    assert left == sorted([path.name, checksum_path(path).name])
     with pytest.raises(ValueError, match="uint8"):
         cache.put(samples[0], good.astype(np.float32))
 

@@ -106,7 +106,7 @@ def test_clip_entry_copies_onset_and_apex_from_the_pair_entry(tmp_path, decodes)
     assert all(decodes[p] == 1 for p in others) and sum(decodes.values()) == len(others)
 
     cache = ClipCache(tmp_path / "cache", settings, 100)
-    clip = cache.load(sample.id, cache.path(sample))
+    clip = cache.get(sample)
     pair = PairCache(tmp_path / "cache", settings).get(sample)
     assert clip.shape == (8, 16, 16, 3) and clip.dtype == np.uint8
     assert np.array_equal(clip[0], pair[0]) and np.array_equal(clip[3], pair[1])
@@ -147,7 +147,7 @@ def test_face_backend_clip_uses_the_pair_entry_s_stored_matrix(tmp_path, decodes
     assert report.ok and face.calls == 0  # no face search: the stored matrix
     assert decodes[sample.onset_path] == 0 and decodes[sample.apex_path] == 0
     cache = ClipCache(tmp_path / "cache", settings, 100)
-    clip = cache.load(sample.id, cache.path(sample))
+    clip = cache.get(sample)
     assert np.array_equal(clip[1], warp(read_rgb(sample.frame_path(12)), matrix, 16))
 
 
