@@ -19,7 +19,8 @@ frame is its file name, byte size and, by ``cache_key``,
   entry. A copy that does not keep them (``cp -r`` without ``-p``) gives new times, hence new
   keys: everything is recomputed once (correct, but slow);
 * ``content``: a SHA-256 of its bytes. Entries survive any copy; each frame is read once per
-  process to hash it (memoised by path, size and mtime), which costs reading the frames.
+  process to hash it (memoised while its size, mtime, ctime and inode stay), which costs
+  reading the frames.
 
 Entries written before keys were location-free (absolute paths) are never found under the
 new keys, so they are recomputed, never trusted; they stay on disk until deleted.
@@ -85,16 +86,13 @@ def source_identity(path: Path, mode: str = "stat") -> list[str | int]:
         return [path.name, st.st_size, st.st_mtime_ns // 1_000_000_000]
     if mode != "content":
         raise ValueError(f"cache_key must be one of {KEY_MODES}, got {mode!r}")
-    return [
-        path.name,
-        st.st_size,
-        _content_digest(os.path.abspath(path), st.st_size, st.st_mtime_ns),
-    ]
+    version = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)  # ctime: any write
+    return [path.name, st.st_size, _content_digest(os.path.abspath(path), version)]
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _content_digest(path: str, size: int, mtime_ns: int) -> str:
-    """SHA-256 of a file's bytes, once per (path, size, mtime) in a process."""
+def _content_digest(path: str, version: tuple[int, ...]) -> str:
+    """SHA-256 of a file's bytes, once per version (size, mtime, ctime, inode) in a process."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 

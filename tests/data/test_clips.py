@@ -287,3 +287,20 @@ def test_datamodule_refuses_bad_settings():
         ClipDataModule(datasets=["synth"], protocol="synth-3", augment="static")
     with pytest.raises(ValueError, match="max_frames"):
         ClipDataModule(datasets=["synth"], protocol="synth-3", max_frames=2)
+
+
+def test_a_frame_of_another_size_is_refused_naming_it_the_onset_and_both_sizes(tmp_path):
+    """One JPEG resized in the middle of a clip used to be cropped with the onset's crop and
+    cached misaligned, "failed 0"; now the clip fails, naming the frame and both sizes."""
+    sample = make_clip(tmp_path / "frames")  # frames of 48 x 40 pixels
+    odd = sample.frame_path(16)
+    write_rgb(odd, (200, 160, 48), shape=(30, 36))
+    for backend, detector in (("none", None), ("dlib", FixedFace())):
+        settings = PrepareSettings(size=16, backend=backend)
+        cache = tmp_path / backend
+        assert prepare([sample], cache, settings, detector=detector, progress=False).ok
+        report = prepare_clips([sample], cache, settings, 100, detector=detector, progress=False)
+        [failure] = report.failed
+        assert failure.path == odd and report.computed == []
+        assert f"{odd} is 36x30 pixels but the clip's onset {sample.onset_path} is 48x40" in str(failure)  # fmt: skip
+        assert ClipCache(cache, settings, 100).problem(sample) == "missing"
