@@ -192,7 +192,7 @@ def _stored_checksum(path: Path) -> tuple[int, int] | str:
         return f"unreadable checksum file {checksum_path(path).name} ({e})"
 
 
-def _damage(data: bytes | bytearray | memoryview, stored: tuple[int, int]) -> str | None:
+def _damage(data: bytes | np.ndarray, stored: tuple[int, int]) -> str | None:
     crc, size = zlib.crc32(data), len(data)
     if (crc, size) != stored:
         return (
@@ -237,8 +237,8 @@ def read_entry(entry: Entry, what: str) -> np.ndarray:
     path = entry.path
     try:
         with open(path, "rb") as f:
-            data = bytearray(os.fstat(f.fileno()).st_size)
-            f.readinto(data)
+            data = np.empty(os.fstat(f.fileno()).st_size, np.uint8)  # one read, no zeroing
+            data = data[: f.readinto(data)]
     except FileNotFoundError:
         raise CacheError(f"{what} {path} is missing") from None
     except OSError as e:
@@ -246,16 +246,23 @@ def read_entry(entry: Entry, what: str) -> np.ndarray:
     stored = _stored_checksum(path)
     problem = stored if isinstance(stored, str) else _damage(data, stored)
     if problem is None:
-        try:
-            header = _read_header(io.BytesIO(bytes(data[: 1 << 16])))
+        try:  # the header is at most 12 + 65535 bytes; ours are 128
+            header = _read_header(io.BytesIO(data[: 12 + _header_length(data)].tobytes()))
         except (ValueError, EOFError) as e:
             problem = f"unreadable header ({e})"
         else:
             problem = _layout_problem(entry, header, len(data))
     if problem is not None:
         raise CacheError(f"{what} {path} is unreadable: {problem}")
-    count = int(np.prod(entry.shape))
-    return np.frombuffer(data, entry.dtype, count, header[3]).reshape(entry.shape)
+    return data[header[3] :].view(entry.dtype).reshape(entry.shape)
+
+
+def _header_length(data: np.ndarray) -> int:
+    """The header length a ``.npy`` file's first bytes announce (0 if they are not ``.npy``)."""
+    if len(data) < 12 or data[:6].tobytes() != b"\x93NUMPY":
+        return 0
+    width = 2 if data[6] == 1 else 4
+    return int.from_bytes(data[8 : 8 + width].tobytes(), "little")
 
 
 # --- the caches --------------------------------------------------------------------------------
