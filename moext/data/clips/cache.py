@@ -184,7 +184,9 @@ class ClipCache(EntryCache):
         device: device of a detector built here.
     """
 
-    what, items, task = "clip entry", "clips", "prepare clips"
+    what = "clip entry"
+    items = "clips"
+    task = "prepare clips"
 
     def __init__(
         self,

@@ -71,7 +71,9 @@ class FlowCache(EntryCache):
         tvl1: the TV-L1 parameters (part of every flow entry's key).
     """
 
-    what, items, task = "flow entry", "flow fields", "prepare flow"
+    what = "flow entry"
+    items = "flow fields"
+    task = "prepare flow"
     settings_words = "preprocessing and flow"
 
     def __init__(self, root: Path | str, crops: PrepareSettings, tvl1: TVL1Settings) -> None:

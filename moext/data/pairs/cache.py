@@ -168,7 +168,9 @@ class PairCache(EntryCache):
         device: device of a detector built here (``"cpu"``, ``"cuda"``).
     """
 
-    what, items, task = "cache entry", "samples", "prepare crops"
+    what = "cache entry"
+    items = "samples"
+    task = "prepare crops"
 
     def __init__(
         self,

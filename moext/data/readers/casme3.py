@@ -87,7 +87,9 @@ class Casme3Reader(SpreadsheetReader):
         self.listed[folder] = super().frames_of(folder)
         return self.listed[folder]
 
-    def clip_frames(self, folder: Path, frames: Frames, timing: Timing) -> tuple[str, str, Frames]:
+    def clip_frames(
+        self, subject: str, folder: Path, frames: Frames, timing: Timing
+    ) -> tuple[str, str, Frames]:
         video = folder.parent
         return (
             video.parent.name,

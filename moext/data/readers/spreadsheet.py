@@ -38,23 +38,27 @@ nearest to ``ceil((onset + offset) / 2)``, so it is never the onset itself.
 How to add a spreadsheet database (what CASME II, SAMM, CAS(ME) I and CAS(ME)^3 do): subclass
 :class:`SpreadsheetReader` with
 
-1. ``dataset``, the samples' dataset key, and ``frame_pattern``, the frame-name pattern;
+1. ``dataset``, the samples' dataset key, ``frame_pattern``, the frame-name pattern, and,
+   where subject cells are numbers, ``subject_format`` (CASME II ``"sub{:02d}"``: ``'01'`` ->
+   ``sub01``; SAMM ``"{:03d}"``);
 2. ``columns``, a :class:`ColumnMap` naming the database's subject, filename, onset, apex,
    offset, emotion and action-unit columns (with aliases; the emotion is optional for macro
    clips, the action units always);
 3. only the quirk hooks the database needs, each a method with a default:
 
-   * :meth:`~SpreadsheetReader.subject_folder`: a ``Subject`` cell -> its folder name (default
-     the cell's text; CASME II ``'01'`` -> ``'sub01'``, SAMM ``6`` -> ``'006'``);
-   * :meth:`~SpreadsheetReader.locate`: the clip folder holding the frames (default
-     ``<frames_dir>/<subject>/<filename>``, a name in another case accepted and noted);
+   * :meth:`~SpreadsheetReader.subject_folder`: a subject cell -> its folder name (default
+     by ``subject_format``, else the cell's text);
+   * :meth:`~SpreadsheetReader.locate`: the clip folder holding the frames, given the row
+     (default ``<frames_dir>/<subject>/<filename>``, a name in another case accepted and
+     noted; MMEW would read its ``<emotion>/<filename>`` from the row);
    * :meth:`~SpreadsheetReader.frames_of`: list that folder (default :func:`list_frames` with
      ``frame_pattern``; CAS(ME)^3 lists each long video once);
    * :meth:`~SpreadsheetReader.timing_cells`: the onset, apex and offset cells, fixed where the
      database is known to be wrong (default as read; CAS(ME) I's known wrong rows);
    * :meth:`~SpreadsheetReader.clip_frames`: the clip's frames and its subject and clip names
      (default every frame of the folder, named by the folder and its parent; CAS(ME)^3 cuts its
-     clip out of the video, ``a_1234``);
+     clip out of the video, ``a_1234``; a layout whose folders do not name the subject returns
+     the row's);
    * :meth:`~SpreadsheetReader.row_clip`: a row's clip id for a rejection, from its raw cells.
 
 Then the reader function finds the spreadsheet (:func:`find_spreadsheet`), reads it
@@ -715,9 +719,13 @@ class SpreadsheetReader:
         (default: as read, no note)."""
         return tuple(row[name] for name in self.columns.timing_names), None
 
-    def clip_frames(self, folder: Path, frames: Frames, timing: Timing) -> tuple[str, str, Frames]:
-        """The sample's subject and clip names and its frames (default: the folder's parent and
-        the folder name, every frame of the folder)."""
+    def clip_frames(
+        self, subject: str, folder: Path, frames: Frames, timing: Timing
+    ) -> tuple[str, str, Frames]:
+        """The sample's subject and clip names and its frames, given the row's subject folder
+        name, the clip folder and its frames (default: the clip folder's parent and its name,
+        as found on disk, and every frame of the folder; a layout whose folders do not name the
+        subject, such as MMEW's ``<emotion>/<clip>``, returns ``subject``)."""
         return folder.parent.name, folder.name, frames
 
     def row_clip(self, row: Row) -> str:
@@ -747,7 +755,7 @@ class SpreadsheetReader:
         except RowError as err:
             raise RowError(f"{err} (after the {fixed})" if fixed else str(err)) from None
         stray = frames.stray_note()
-        subject_name, clip, frames = self.clip_frames(folder, frames, timing)
+        subject_name, clip, frames = self.clip_frames(subject, folder, frames, timing)
         return Sample(
             dataset=self.dataset,
             subject=subject_name,
