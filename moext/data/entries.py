@@ -23,7 +23,8 @@ frame is its file name, byte size and, by ``cache_key``,
   reading the frames.
 
 Entries written before keys were location-free (absolute paths) are never found under the
-new keys, so they are recomputed, never trusted; they stay on disk until deleted.
+new keys, so they are recomputed, never trusted; the report of :func:`prepare_entries` counts
+those it finds beside the new ones (``PrepareReport.older``); they stay on disk until deleted.
 
 Files: ``<name>.npy`` holds the array (``np.save``, no pickles) and ``<name>.crc32.json`` its
 CRC-32 and byte count. Both are written atomically (:mod:`moext.io`), the checksum first, so a
@@ -305,6 +306,11 @@ class EntryCache:
         """Called once in the process that computes, before the first :meth:`compute` (e.g.
         to build a detector)."""
 
+    def family(self, sample: Sample) -> str:
+        """A glob, in the folder of the sample's entry, matching its entries under any key, to
+        find those of an older format (default ``""``: none looked for)."""
+        return ""
+
     def entry_notes(self, sample: Sample, entry: Entry) -> list[str]:
         """Notes on an entry, computed now or reused, for the report (default none)."""
         return []
@@ -377,6 +383,8 @@ class PrepareReport:
             entry).
         notes: ``(id, note)`` on entries, for the report.
         seconds: time spent computing entries.
+        older: entries of an older format (no checksum: keyed by absolute paths) found beside
+            entries computed now: never reused, left on disk.
     """
 
     computed: list[str] = field(default_factory=list)
@@ -385,6 +393,7 @@ class PrepareReport:
     corrupt: list[Failure] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    older: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -403,12 +412,22 @@ class PrepareReport:
     def summary_lines(self, made: str, remade: str, made_suffix: str = "") -> list[str]:
         """The counts (``made`` and ``remade`` name what happened to new and corrupt entries,
         ``made_suffix`` follows the count of new ones), then one line per failed and corrupt
-        entry."""
+        entry, and a line on entries of an older format that were not reused."""
+        older = (
+            [
+                f"  not reused: {len(self.older)} entries of an older cache format (keys "
+                "holding absolute paths, no checksum), recomputed; their files can be deleted, "
+                f"e.g. {self.older[0]}"
+            ]
+            if self.older
+            else []
+        )
         return [
             f"{made} {len(self.computed)}{made_suffix}, reused {len(self.reused)}, "
             f"failed {len(self.failed)}, corrupt entries {remade} {len(self.corrupt)}",
             *(f"  failed: {f}" for f in self.failed),
             *(f"  corrupt: {f}" for f in self.corrupt),
+            *older,
         ]
 
     def raise_failures(self, title: str, limit: int = 20) -> None:
@@ -423,6 +442,15 @@ class PrepareReport:
             n = len(self.failed)
             more = f"\n  ... and {n - limit} more" if n > limit else ""
             raise DatasetError(f"{title.format(n=n)}:\n{lines}{more}")
+
+
+def _older_entries(cache: EntryCache, sample: Sample, entry: Entry) -> list[Path]:
+    """The sample's entries of this cache written in an older format (without a checksum)."""
+    pattern = cache.family(sample)
+    if not pattern or not entry.path.parent.is_dir():
+        return []
+    found = entry.path.parent.glob(pattern)
+    return sorted(p for p in found if p != entry.path and not checksum_path(p).exists())
 
 
 _worker: dict = {}
@@ -492,6 +520,8 @@ def prepare_entries(
         if problem != "missing":
             log.warning("corrupt %s %s (%s): recomputing", cache.what, entry.path, problem)
             report.corrupt.append(Failure(sample.id, entry.path, problem))
+        else:
+            report.older += _older_entries(cache, sample, entry)
         todo[entry.path] = (sample, entry)
 
     started = time.perf_counter()

@@ -178,3 +178,29 @@ def test_write_entry_stores_the_checksum_first_and_read_entry_returns_a_writable
     assert read_entry(entry, "e")[0, 0] == 0
     with pytest.raises(CacheError, match=r"expected \(3, 2\) float16, found \(2, 3\)"):
         read_entry(Entry(entry.path, (3, 2), np.dtype(np.float16)), "e")
+
+
+def test_entries_of_the_old_format_are_never_reused_and_the_report_says_so(root):
+    """Entries keyed by absolute paths (no checksum) are not found under the new keys: the
+    clip is recomputed and the report names the old files, which stay on disk."""
+    prepared(root)
+    dm = flow_dm(root)
+    samples, _, _ = dm.read_samples()
+    settings, cache_root = dm.prepare_settings(), dm.cache_root()
+    old = {}
+    for kind, cache in (
+        ("pairs", PairCache(cache_root, settings)),
+        ("flow", FlowCache(cache_root, settings, dm.tvl1)),
+        ("clips", ClipCache(cache_root, settings, 128)),
+    ):
+        entry = cache.entry(samples[0]).path
+        key = entry.name.split(".")[-2].split("-")[-1]
+        old[kind] = entry.with_name(entry.name.replace(key, "0123456789abcdef"))
+        entry.rename(old[kind])  # as a version before this one named it: another key
+        checksum_path(entry).unlink()  # ... and wrote no checksum
+    flows, clips = dm.prepare_data(), clip_dm(root).prepare_data()
+    assert flows.crops.older == [old["pairs"]] and flows.crops.computed == [samples[0].id]
+    assert flows.flow.older == [old["flow"]] and flows.flow.computed == [samples[0].id]
+    assert clips.older == [old["clips"]] and clips.computed == [samples[0].id]
+    assert "not reused: 1 entries of an older cache format" in flows.summary()
+    assert str(old["clips"]) in clips.summary() and all(p.exists() for p in old.values())

@@ -54,6 +54,7 @@ from moext.data.entries import (
     find_entries,
     key_of,
     prepare_entries,
+    safe_name,
     source_identity,
 )
 from moext.data.faces import FaceNotFoundError, alignment_matrix, make_detector, warp
@@ -249,6 +250,9 @@ class ClipCache(EntryCache):
         """Why the sample's entry is unusable (``"missing"``, wrong header, truncated, no
         checksum), or None; reads only the header and sizes, not the bytes."""
         return entry_problem(self.entry(sample), verify=False)
+
+    def family(self, sample: Sample) -> str:
+        return f"{safe_name(sample.clip)}.{self.settings.backend}{self.settings.size}.clip.*.npy"
 
     def get(self, sample: Sample) -> np.ndarray:
         """The sample's ``(T, size, size, 3)`` uint8 clip, checked by its checksum.

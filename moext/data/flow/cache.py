@@ -110,6 +110,9 @@ class FlowCache(EntryCache):
     def entry(self, sample: Sample) -> Entry:
         return Entry(self.path(sample), self.shape, np.dtype(np.float16))
 
+    def family(self, sample: Sample) -> str:
+        return self.pairs.family(sample).removesuffix(".npy") + ".flow-*.npy"
+
     def problem(self, sample: Sample) -> str | None:
         """Why the sample's flow entry is unusable (``"missing"``, corrupt, truncated, no
         checksum), or None; reads only the header and sizes, not the bytes."""

@@ -219,6 +219,10 @@ class PairCache(EntryCache):
     def entry(self, sample: Sample) -> Entry:
         return Entry(self.path(sample), self.shape, np.dtype(np.uint8))
 
+    def family(self, sample: Sample) -> str:
+        s = self.settings
+        return f"{safe_name(sample.clip)}.{s.backend}{s.size}.{'[0-9a-f]' * 16}.npy"
+
     def problem(self, sample: Sample) -> str | None:
         """Why the sample's entry is unusable (``"missing"``, corrupt header, truncated, no
         checksum), or None. Cheap: reads only the ``.npy`` header and sizes, not the bytes."""
