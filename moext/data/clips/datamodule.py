@@ -19,7 +19,7 @@ prediction does not depend on what it is batched with.
 Memory: a clip never has more than ``max_frames`` frames (longer clips are uniformly
 subsampled when their entry is built, keeping onset, apex and offset, and listed by ``moext
 prepare``); a batch therefore holds at most ``batch_size * max_frames`` frames. Entries are
-memory-mapped and read per item, so the database is never loaded whole.
+read per item (each checked against its checksum), so the database is never loaded whole.
 
 Motion magnification (``magnify: alpha``, every stage, before the augmentation): each frame
 becomes ``I_t + alpha (I_t - I_onset)``, clipped to [0, 1] (:func:`magnify_clips`). AKMNet's paper
