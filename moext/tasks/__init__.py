@@ -1,4 +1,4 @@
-"""LightningModules: the shared classification base and one file per method's stage(s).
+"""LightningModules: the stages' bases (:mod:`moext.tasks.base`) and one file per method's stage(s).
 
 Configs name a task by class path (``model.class_path: moext.tasks.MoExtClassifyTask``). Each
 method adds one line below. ``PretrainTask`` / ``ClassifyTask`` are the names MoExt's tasks had
@@ -6,7 +6,7 @@ before other methods joined; configs and checkpoints that use them keep working.
 """
 
 from moext.tasks.akmnet import AKMNetClassifyTask
-from moext.tasks.base import ClassificationTask
+from moext.tasks.base import BaseTask, ClassificationTask, PretrainingTask
 from moext.tasks.moext_classify import MoExtClassifyTask
 from moext.tasks.moext_pretrain import MoExtPretrainTask
 from moext.tasks.srmcl_classify import SRMCLClassifyTask
@@ -17,11 +17,13 @@ ClassifyTask = MoExtClassifyTask
 
 __all__ = [
     "AKMNetClassifyTask",
+    "BaseTask",
     "ClassificationTask",
     "ClassifyTask",
     "MoExtClassifyTask",
     "MoExtPretrainTask",
     "PretrainTask",
+    "PretrainingTask",
     "SRMCLClassifyTask",
     "SRMCLPretrainTask",
 ]

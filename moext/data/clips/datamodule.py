@@ -151,10 +151,10 @@ class ClipDataModule(MERDataModule):
     clip entries are built from its pair entries by ``prepare_data`` (``moext prepare``).
 
     Args:
-        datasets, protocol, fold, root, paths, reader_options, image_size, landmarks,
-            landmark_weights, on_no_face, cache_dir, cache_key, num_workers, seed,
-            prepare_workers:
-            as for :class:`~moext.data.pairs.datamodule.MERDataModule` (``task`` is ``classify``).
+        datasets: and ``protocol``, ``fold``, ``root``, ``paths``, ``reader_options``,
+            ``image_size``, ``landmarks``, ``landmark_weights``, ``on_no_face``, ``cache_dir``,
+            ``cache_key``, ``num_workers``, ``seed``, ``prepare_workers``: as for
+            :class:`~moext.data.pairs.datamodule.MERDataModule` (``task`` is ``classify``).
         batch_size: clips per batch (AKMNet's code: 1, with gradients accumulated over 8).
         eval_batch_size: clips per test / predict batch (default ``batch_size``).
         expansion: times each training clip appears per epoch.

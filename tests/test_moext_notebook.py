@@ -39,10 +39,10 @@ def test_notebook_parameters_come_first():
     for name in (
         "CHECKPOINT = None",
         "DATA_ROOT = None",
-        'CONFIG = "../experiments/demo_pretrain.yaml"',
+        'CONFIG = "../experiments/moext/demo_pretrain.yaml"',
     ):
         assert name in first, f"the first code cell should set {name}"
-    assert (NOTEBOOK.parent / "../experiments/demo_pretrain.yaml").is_file()
+    assert (NOTEBOOK.parent / "../experiments/moext/demo_pretrain.yaml").is_file()
 
 
 @pytest.mark.slow

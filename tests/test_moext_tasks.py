@@ -13,7 +13,7 @@ from moext.tasks.moext_views import (
     expansion_views,
     grayscale,
 )
-from tests.test_models import tiny_config
+from tests.test_moext_model import tiny_config
 
 
 class RandomPairs(Dataset):
@@ -282,8 +282,9 @@ def synth_pretraining_data(root):
     )
 
 
-#: The demo's network widths (experiments/demo_pretrain.yaml): wide enough that an L2-normalised
-#: f behaves as at paper scale (the narrower tiny net's L_st sometimes fires even then).
+#: The demo's network widths (experiments/moext/demo_pretrain.yaml): wide enough that an
+#: L2-normalised f behaves as at paper scale (the narrower tiny net's L_st sometimes fires even
+#: then).
 DEMO_NET = dict(
     backbone="tiny-32",
     image_size=64,

@@ -1,4 +1,5 @@
-"""Every experiment config parses, and each stage pair agrees on the architecture."""
+"""Every MoExt experiment config (experiments/moext/) parses, and each stage pair agrees on the
+architecture."""
 
 from pathlib import Path
 
@@ -8,13 +9,9 @@ from moext.experiment.config import parse_config
 from moext.experiment.settings import read_settings
 from moext.nn.moext import ARCHITECTURE_FIELDS
 
-EXPERIMENTS = Path(__file__).parents[1] / "experiments"
-#: MoExt's experiments (other methods' configs, e.g. experiments/srmcl/, have their own tests).
-LOSO_CONFIGS = sorted(
-    p
-    for p in EXPERIMENTS.rglob("*.yaml")
-    if "loso:" in p.read_text() and "class_path: moext.tasks.MoExt" in p.read_text()
-)
+REPO = Path(__file__).parents[1]
+EXPERIMENTS = REPO / "experiments" / "moext"
+LOSO_CONFIGS = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if "loso:" in p.read_text())
 PAPER = {
     "cde3.yaml": ("cde3", 3),
     "casme2_5class.yaml": ("casme2-5", 5),
@@ -40,7 +37,7 @@ def test_every_paper_table_has_a_config():
 
 @pytest.mark.parametrize("config", LOSO_CONFIGS, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
 def test_experiment_parses_and_matches_its_pretraining(config, monkeypatch):
-    monkeypatch.chdir(EXPERIMENTS.parent)
+    monkeypatch.chdir(REPO)
     cfg = parse_config(str(config))
     model = cfg.model.init_args
     data = cfg.data.init_args
@@ -65,7 +62,7 @@ def test_experiment_parses_and_matches_its_pretraining(config, monkeypatch):
 
 
 def test_ablation_pretraining_configs_switch_what_they_say(monkeypatch):
-    monkeypatch.chdir(EXPERIMENTS.parent)
+    monkeypatch.chdir(REPO)
     base = parse_config(str(EXPERIMENTS / "pretrain.yaml"))
     assert base.data.init_args.datasets == ["casme2", "casme3"] and base.data.init_args.macro
     assert (base.model.init_args.weight_st, base.model.init_args.weight_ss) == (0.5, 1.0)
@@ -109,7 +106,7 @@ def test_ablation_pretraining_differs_from_the_paper_s_in_one_setting(
 ):
     from moext.experiment.run_folder import stage_settings
 
-    monkeypatch.chdir(EXPERIMENTS.parent)
+    monkeypatch.chdir(REPO)
     base = stage_settings(EXPERIMENTS / "pretrain.yaml", [])
     ab = stage_settings(EXPERIMENTS / "ablations" / f"{ablation}.yaml", [])
     assert {k for k in base.keys() | ab.keys() if base.get(k) != ab.get(k)} == {key}
@@ -142,3 +139,42 @@ def test_paper_configs_state_the_readings_explicitly():
     demo = yaml.safe_load((EXPERIMENTS / "demo.yaml").read_text())
     assert demo["model"]["init_args"]["dropout"] == 0.2  # the demo's own value, said so there
     assert "not in the paper" in (EXPERIMENTS / "demo.yaml").read_text()
+
+
+def test_the_configs_moved_under_the_method_s_name_keep_their_run_folders(tmp_path, monkeypatch):
+    """experiments/*.yaml and experiments/ablations/ moved to experiments/moext/ (README: "Where
+    the configs moved"): every config now lives in its method's folder, the run folder names
+    (``loso.name``) are the ones the old paths had, so existing runs/<name>/ folders still match,
+    and a pretraining config is found from any working folder."""
+    assert not list((REPO / "experiments").glob("*.yaml"))
+    assert not (REPO / "experiments" / "ablations").exists()
+    names = {str(p.relative_to(EXPERIMENTS)): read_settings(p).name for p in LOSO_CONFIGS}
+    assert names == {
+        "ablations/no_macro.yaml": "ablation_no_macro",
+        "ablations/no_motion_extractor.yaml": "ablation_no_motion_extractor",
+        "ablations/no_pretraining.yaml": "ablation_no_pretraining",
+        "ablations/no_ss.yaml": "ablation_no_ss",
+        "ablations/no_st.yaml": "ablation_no_st",
+        "casme2_5class.yaml": "casme2_5class",
+        "casme3_3class.yaml": "casme3_3class",
+        "cde3.yaml": "cde3",
+        "demo.yaml": "moext_demo",
+        "samm_5class.yaml": "samm_5class",
+    }
+    monkeypatch.chdir(tmp_path)  # not the repository: paths resolve from the config's place
+    settings = read_settings(EXPERIMENTS / "ablations" / "no_st.yaml")
+    assert Path(settings.pretrain_config) == EXPERIMENTS / "ablations" / "pretrain_no_st.yaml"
+
+
+def test_the_demo_finds_every_method_s_demo_moext_first(tmp_path):
+    from moext.experiment.demo import demo_configs, find_experiments
+
+    assert find_experiments().resolve() == (REPO / "experiments").resolve()
+    found = demo_configs(REPO / "experiments")
+    assert list(found) == ["moext", "akmnet", "srmcl"]
+    assert found["moext"] == EXPERIMENTS / "demo.yaml"
+    for method in ("aaa", "moext", "zzz"):  # a new method sorts by name, after MoExt
+        (tmp_path / method).mkdir()
+        (tmp_path / method / "demo.yaml").write_text("")
+    (tmp_path / "demo.yaml").write_text("")  # a stray top-level demo is no method's
+    assert list(demo_configs(tmp_path)) == ["moext", "aaa", "zzz"]
