@@ -4,12 +4,12 @@ Two modes:
 
 * **demo** (default): what ``moext demo`` does, on the generated database and the CPU: generate
   the database, prepare the crops (``moext prepare``, dlib landmarks as in
-  ``experiments/demo.yaml``), then the steps of :func:`moext.experiment.loso.run`: list the folds, the shared
+  ``experiments/moext/demo.yaml``), then the steps of :func:`moext.experiment.loso.run`: list the folds, the shared
   pretraining run, one fresh CLI + model + DataModule + Trainer + logger per fold (train, predict
   the held-out subject), and the pooled report. Everything is measured; nothing extrapolated.
 * **--cde-sized**: the CDE protocol's size on synthetic pairs, for a GPU: 442 samples of 68
   subjects (SMIC-HS 164 / 16, CASME II 145 / 24, SAMM 133 / 28), 3 classes, 224x224, the model,
-  trainer and data settings of ``experiments/cde3.yaml`` (ResNet-18, batch 20, tenfold
+  trainer and data settings of ``experiments/moext/cde3.yaml`` (ResNet-18, batch 20, tenfold
   expansion, bf16-mixed), random uint8 pairs instead of face crops (so no database is needed);
   ``--device-cache``, ``--channels-last`` and ``--compile`` switch on the package's fast paths.
   ``--folds N`` folds are trained for ``--epochs E`` epochs each; the total for 68 folds x 30
@@ -18,7 +18,7 @@ Two modes:
   The pretraining stage is not part of this figure.
 
   ``--experiment`` names the method's CDE experiment (model, trainer, ``loso.pretrain_config``;
-  default ``experiments/cde3.yaml``) and ``--data-class`` the DataModule (default
+  default ``experiments/moext/cde3.yaml``) and ``--data-class`` the DataModule (default
   :class:`SyntheticCDE`; a method consuming flow or clips plugs in its own, taking the same
   arguments). ``--pretrain-epochs N`` runs the experiment's pretraining stage first on the same
   generated pairs and hands its checkpoint to the folds. ``--busy-steps N`` profiles N training
@@ -527,7 +527,7 @@ def cde_config(out_dir: Path, a: argparse.Namespace) -> Path:
     with ``--pretrain-epochs``, its pretraining stage, on the synthetic CDE-sized data."""
     from moext.experiment.settings import read_settings
 
-    experiment = (a.experiment or REPO / "experiments" / "cde3.yaml").resolve()
+    experiment = (a.experiment or REPO / "experiments" / "moext" / "cde3.yaml").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     pretrain_path = None
     if a.pretrain_epochs:
@@ -558,7 +558,7 @@ def run_demo(a: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     root = (a.data or work / "demo_data").resolve()
     os.environ["MOEXT_DATA_ROOT"] = str(root)
-    config = REPO / "experiments" / "demo.yaml"
+    config = REPO / "experiments" / "moext" / "demo.yaml"
     overrides = [f"--data.init_args.landmarks={a.landmarks}"] if a.landmarks else []
     overrides += [f"--trainer.max_epochs={a.epochs}"] if a.epochs else []
     out: dict[str, Any] = {
@@ -638,7 +638,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--experiment",
         type=Path,
         default=None,
-        help="the method's CDE experiment YAML (model, trainer, loso.pretrain_config); default experiments/cde3.yaml",
+        help="the method's CDE experiment YAML (model, trainer, loso.pretrain_config); default experiments/moext/cde3.yaml",
     )
     cde.add_argument(
         "--data-class",

@@ -4,6 +4,7 @@ straight-through mask, the losses against a transcription of the authors' code, 
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -225,13 +226,93 @@ def test_backbone_checkpoint_is_loaded_by_name_and_shape(tmp_path):
     state["module.fc.weight"] = torch.zeros(3, 3)  # not a backbone tensor
     path = tmp_path / "backbone.pt"
     torch.save({"state_dict": state}, path)
-    with pytest.warns(UserWarning, match="not used from the file"):
+    with pytest.warns(UserWarning, match="not used from the file") as record:
         net = AKMNet(AKMNetConfig.tiny(checkpoint=str(path)), num_classes=3)
     for key, value in source.encoder.backbone.state_dict().items():
         assert torch.equal(net.encoder.backbone.state_dict()[key], value), key
+    assert "module.fc.weight" in str(record[0].message)
+    assert "mining.alpha.0.weight" in str(record[0].message)  # left at its initialisation
     torch.save({"other": torch.zeros(2)}, path)
     with pytest.raises(ValueError, match="no tensor fits"):
         AKMNet(AKMNetConfig.tiny(checkpoint=str(path)), num_classes=3)
+
+
+class AuthorsAKMNet(nn.Module):
+    """The parts with weights of the authors' ``models/resnet.py`` ResNet (lines 154-184),
+    under their names: a torchvision ResNet-18 body with a 1-channel 5x5 conv1, ``alpha``,
+    ``gru``, ``fc = Sequential(Dropout, Linear(1024, classes))``."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        torchvision = pytest.importorskip("torchvision")
+        body = torchvision.models.resnet18(num_classes=num_classes)
+        self.conv1 = nn.Conv2d(1, 64, kernel_size=5, stride=2, padding=2, bias=False)
+        self.bn1 = body.bn1
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            body.layer1, body.layer2, body.layer3, body.layer4,
+        )  # fmt: skip
+        self.alpha = nn.Sequential(nn.Linear(512, 1), nn.Sigmoid())
+        self.gru = nn.GRU(512, 32, 2, bidirectional=True, batch_first=True)
+        self.fc = nn.Sequential(nn.Dropout(0.5), nn.Linear(512 * 16 // 8, num_classes))
+
+
+def test_a_checkpoint_of_the_authors_fills_the_whole_network(tmp_path, recwarn):
+    """``net.checkpoint`` is the code's ``--premodel``: every tensor of an authors' model file
+    lands in its place (backbone, attention, GRU, classifier), by name and shape."""
+    torch.manual_seed(0)
+    authors = AuthorsAKMNet(num_classes=4)
+    for buffer in authors.buffers():  # BatchNorm statistics that differ from a fresh model's
+        buffer.add_(torch.rand_like(buffer.float()).to(buffer.dtype))
+    path = tmp_path / "epoch40.pt"
+    torch.save(authors.state_dict(), path)
+    net = AKMNet(AKMNetConfig(checkpoint=str(path)), num_classes=4)
+    assert not [w for w in recwarn.list if str(path) in str(w.message)]  # all fitted, all filled
+    ours = net.state_dict()
+    pairs = {
+        "encoder.backbone.body.conv1.weight": "conv1.weight",
+        "encoder.backbone.body.layer4.1.bn2.running_var": "layer4.1.bn2.running_var",
+        "encoder.backbone.body.layer2.0.downsample.0.weight": "layer2.0.downsample.0.weight",
+        "mining.alpha.0.weight": "alpha.0.weight",
+        "temporal.gru.weight_hh_l1_reverse": "gru.weight_hh_l1_reverse",
+        "classifier.1.weight": "fc.1.weight",
+        "classifier.1.bias": "fc.1.bias",
+    }
+    theirs = authors.state_dict()
+    for mine, key in pairs.items():
+        assert torch.equal(ours[mine], theirs[key]), mine
+    assert len(theirs) == len(ours)  # one to one: nothing of either side left over
+    # another class count: the classifier does not fit, is named, and keeps its initialisation
+    with pytest.warns(UserWarning, match=r"fc\.1\.weight"):
+        three = AKMNet(AKMNetConfig(checkpoint=str(path)), num_classes=3)
+    assert torch.equal(three.state_dict()["mining.alpha.0.weight"], theirs["alpha.0.weight"])
+
+
+@pytest.mark.parametrize("kernel", [7, 5])
+def test_imagenet_weights_survive_the_initialisation(kernel, monkeypatch):
+    """``net.pretrained``: what timm loaded stays; only a conv1 of another kernel (not in the
+    weights) starts at random. timm's download is replaced by filling every tensor with a
+    marker value."""
+    import timm
+
+    create = timm.create_model
+
+    def loaded(name, pretrained=False, **kwargs):
+        model = create(name, pretrained=False, **kwargs)
+        if pretrained:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(0.0123)
+        return model
+
+    monkeypatch.setattr(timm, "create_model", loaded)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the 5x5 conv1's "starts at random" warning
+        net = AKMNet(AKMNetConfig(conv1_kernel=kernel, pretrained=True), num_classes=4)
+    body = net.encoder.backbone.body
+    assert (body.layer3[0].conv1.weight == 0.0123).all() and (body.bn1.weight == 0.0123).all()
+    assert body.conv1.kernel_size == (kernel, kernel)
+    assert (body.conv1.weight == 0.0123).all() == (kernel == 7)
+    assert not (net.mining.alpha[0].weight == 0.0123).any()  # the head is ours: initialised
 
 
 def test_config_is_validated():

@@ -7,7 +7,7 @@ import pytest
 
 from moext.cli import main
 
-METHODS = ("moext", "akmnet", "srmcl")
+METHODS = ("moext", "akmnet", "htnet", "offapexnet", "rcn", "srmcl", "ststnet")
 
 
 @pytest.mark.slow
@@ -28,5 +28,6 @@ def test_demo_runs_every_method_and_compares_them(tmp_path, monkeypatch):
     comparison = json.loads((runs / "comparison.json").read_text())
     assert sorted(r["name"] for r in comparison["runs"]) == sorted(f"{m}_demo" for m in METHODS)
     assert all(r["n"] == 54 for r in comparison["runs"])
-    assert len({(p["a"], p["b"]) for p in comparison["pairs"]}) == 3
+    pairs = len(METHODS) * (len(METHODS) - 1) // 2
+    assert len({(p["a"], p["b"]) for p in comparison["pairs"]}) == pairs
     assert (runs / "comparison.md").is_file() and (runs / "comparison.png").is_file()

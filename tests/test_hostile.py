@@ -662,3 +662,106 @@ def test_a_signal_while_pooling_says_so(finished_run, tmp_path, monkeypatch, cap
     monkeypatch.setattr(loso, "pool_run", preempted)
     assert loso.main(["--config", str(cfg), "--report"]) == 143
     assert "moext loso: interrupted by SIGTERM while pooling the results" in capsys.readouterr().err
+
+
+# --- issue 24: a frame of another size, a missing middle frame, a damaged cache entry ----------
+
+
+def _data_copy(synth_root: Path, tmp_path: Path, monkeypatch) -> tuple[Path, list]:
+    """A copy of the tests' generated database as the data root, and its micro clips."""
+    from moext.data.readers import read_dataset
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_root / "synth", root / "synth")
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(root))
+    monkeypatch.chdir(CONF.parent.parent)
+    return root, [s for s in read_dataset("synth", root / "synth").samples if s.kind == "micro"]
+
+
+def _clip_dm(root: Path):
+    from moext.data.clips.datamodule import ClipDataModule
+
+    return ClipDataModule(protocol="synth-3", datasets=["synth"], root=str(root), image_size=32,
+                          landmarks="none")  # fmt: skip
+
+
+def test_a_frame_of_another_size_fails_prepare_naming_the_file_and_both_sizes(
+    synth_root, tmp_path, monkeypatch, capsys
+):
+    import cv2
+
+    from moext.data.records import DatasetError
+    from moext.experiment import prepare
+
+    root, samples = _data_copy(synth_root, tmp_path, monkeypatch)
+
+    def shrink(path: Path) -> bytes:  # one JPEG resized to 120 x 120 in a 160 x 160 clip
+        original = path.read_bytes()
+        assert cv2.imwrite(str(path), cv2.resize(cv2.imread(str(path)), (120, 120)))
+        return original
+
+    apex, onset = samples[0].apex_path, samples[0].onset_path
+    original = shrink(apex)  # pairs: the apex of another size than its onset
+    assert prepare.main(["--config", str(CONF / "classify.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"{samples[0].id}: FrameSizeError: {apex} is 120x120 pixels but the clip's onset {onset} is 160x160" in err  # fmt: skip
+    apex.write_bytes(original)
+
+    clip = samples[1]
+    middle = next(n for n in clip.frame_numbers if n not in (clip.onset, clip.apex))
+    shrink(clip.frame_path(middle))  # clips: a frame in the middle
+    with pytest.raises(DatasetError, match="1 clip") as err:
+        _clip_dm(root).prepare_data()
+    assert f"{clip.frame_path(middle)} is 120x120 pixels but the clip's onset {clip.onset_path} is 160x160" in str(err.value)  # fmt: skip
+
+
+def test_a_missing_middle_frame_drops_the_clip_and_prepare_lists_it(
+    synth_root, tmp_path, monkeypatch, capsys
+):
+    """img53 deleted from a clip with onset 46 and offset 57 used to give an 11-frame clip with
+    a silent time gap; the clip is now dropped by the reader and listed."""
+    from moext.data.clips.cache import ClipCache
+    from moext.experiment import prepare
+
+    root, samples = _data_copy(synth_root, tmp_path, monkeypatch)
+    clip = samples[0]
+    gap = next(n for n in clip.frame_numbers[1:-1] if n != clip.apex)
+    clip.frame_path(gap).unlink()
+    assert prepare.main(["--config", str(CONF / "classify.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "annotated clip(s) rejected by the readers, not used:" in out
+    assert f"{clip.id} (CASME2-coding-20190701.xlsx row " in out
+    assert f"1 frame(s) missing between onset {clip.onset} and offset {clip.offset}" in out
+    dm = _clip_dm(root)
+    report = dm.prepare_data()
+    assert report.ok and clip.id not in report.computed + report.reused
+    assert any(clip.id in line for line in dm.data_notes())
+    folder = ClipCache(dm.cache_root(), dm.prepare_settings(), dm.max_frames).root / clip.dataset
+    assert not list((folder / clip.subject).glob(f"{clip.clip}.*.clip.*.npy"))  # none with a gap
+    assert list((folder / samples[1].subject).glob(f"{samples[1].clip}.*.clip.*.npy"))
+
+
+def test_a_zero_filled_flow_entry_is_refused_at_load_and_recomputed_by_prepare(
+    synth_root, tmp_path, monkeypatch
+):
+    from moext.data.entries import CacheError
+    from moext.data.flow.cache import FlowCache
+    from moext.data.flow.datamodule import FlowDataModule
+
+    root, _ = _data_copy(synth_root, tmp_path, monkeypatch)
+    dm = FlowDataModule(task="classify", protocol="synth-3", datasets=["synth"], root=str(root),
+                        image_size=32, landmarks="none", fold="synth/sub01")  # fmt: skip
+    assert len(dm.prepare_data().flow.computed) == 18
+    samples, _, _ = dm.read_samples()
+    entry = FlowCache(dm.cache_root(), dm.prepare_settings(), dm.tvl1).path(samples[3])
+    size = entry.stat().st_size
+    with open(entry, "r+b") as f:  # zero-filled in place: header and size intact
+        f.seek(128)
+        f.write(bytes(size - 128))
+    with pytest.raises(CacheError, match=rf"(?s)1 flow entries are unreadable.*{entry}.*damaged"):
+        dm.setup("fit")
+    summary = dm.prepare_data().summary()
+    assert "flow: computed 1 in" in summary and "reused 17" in summary
+    assert f"corrupt entries recomputed 1\n  corrupt: {samples[3].id}: damaged" in summary
+    assert str(entry) in summary
+    dm.setup("fit")

@@ -1,6 +1,7 @@
 """SRMCL's network: the paper-size shapes, positions, patches, and what the masking hides."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -156,3 +157,58 @@ def test_bad_configurations_raise():
         SRMCLConfig(in_channels=4)
     with pytest.raises(ValueError, match="mask ratio"):
         random_token_mask(1, 4, 1.0)
+    with pytest.raises(ValueError, match="decoder_prenorm"):
+        SRMCLConfig(decoder_prenorm="sometimes")
+
+
+def decoded_as_the_code(net, flow, mask, prenorm):
+    """The code's decoding of one masked round, transcribed (``VIT_SR.py:210-226`` without the
+    LayerNorm before the blocks, ``VIT_SRMCL.py:240-250`` with it [246]): encoder, the mask
+    token at the masked positions, ``decoder_embed``, (``decoder_norm``), + positions, blocks,
+    ``decoder_norm``, ``decoder_pred``, cls output dropped."""
+    d = net.decoder
+    x = net.encoder(net.normalize(flow))
+    x = torch.cat([x[:, :1], torch.where(mask[..., None], d.mask_token, x[:, 1:])], dim=1)
+    x = d.embed(x)
+    x = (d.norm(x) if prenorm else x) + d.pos_embed
+    for block in d.blocks:
+        x = block(x)
+    return d.pred(d.norm(x))[:, 1:]
+
+
+def test_pretraining_decodes_as_the_code_s_reconstruction_only_path():
+    """``decoder_prenorm: code``: no LayerNorm before the decoder blocks in the pretraining
+    network, one in the classifier's; ``always`` / ``never`` force either."""
+    torch.manual_seed(0)
+    flow = torch.rand(2, 3, 32, 32)
+    pre = SRMCL(SRMCLConfig.tiny(), num_classes=None).eval()
+    joint = SRMCL(SRMCLConfig.tiny(), num_classes=3).eval()
+    joint.load_state_dict(pre.state_dict(), strict=False)  # the same encoder and decoder
+    forced = {
+        p: SRMCL(replace(SRMCLConfig.tiny(), decoder_prenorm=p), num_classes=n).eval()
+        for p, n in (("always", None), ("never", 3))
+    }
+    for net in forced.values():
+        net.load_state_dict(pre.state_dict(), strict=False)
+    with torch.no_grad():
+        for net, prenorm in (
+            (pre, False),
+            (joint, True),
+            *((n, p == "always") for p, n in forced.items()),
+        ):
+            _, preds, masks = net.forward_train(
+                flow, 0.75, rounds=1, generator=torch.Generator().manual_seed(3)
+            )
+            assert len(preds) == 1 and net.decoder_prenorm is prenorm
+            torch.testing.assert_close(preds[0], decoded_as_the_code(net, flow, masks[0], prenorm))
+            other = decoded_as_the_code(net, flow, masks[0], not prenorm)
+            assert not torch.allclose(preds[0], other, atol=1e-3)  # the choice shows
+
+
+def test_the_pretraining_stage_masks_one_round_by_default():
+    from moext.tasks import SRMCLPretrainTask
+
+    torch.manual_seed(0)
+    task = SRMCLPretrainTask(net=SRMCLConfig.tiny())
+    assert task.hparams.mask_rounds == 1 and task.net.decoder_prenorm is False
+    assert set(task.losses(torch.rand(2, 3, 32, 32))) == {"rec1", "sr"}

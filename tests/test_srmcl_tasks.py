@@ -100,7 +100,7 @@ def test_switched_off_terms_are_absent_and_leave_the_memory_alone():
 
 def test_pretraining_reconstructs_and_its_checkpoint_feeds_the_classifier(tmp_path):
     torch.manual_seed(0)
-    pre = SRMCLPretrainTask(net=SRMCLConfig.tiny(), lr=1e-3, mask_site="patches")
+    pre = SRMCLPretrainTask(net=SRMCLConfig.tiny(), lr=1e-3, mask_site="patches", mask_rounds=2)
     t = trainer(tmp_path)
     t.fit(pre, DataLoader(RandomFlows(), batch_size=8))
     assert {"train/loss", "train/loss_rec1", "train/loss_rec2"} <= set(t.callback_metrics)

@@ -30,7 +30,7 @@ from typing import Literal, Protocol
 import cv2
 import numpy as np
 
-from moext.data.images import read_rgb
+from moext.data.images import check_same_size, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -438,6 +438,8 @@ def align_clip(
 
     Raises:
         FaceNotFoundError: no usable face (naming the onset file, or the clip for "next").
+        FrameSizeError: a frame has another size than the first (the transform would
+            misalign it), naming both files and sizes.
     """
     if on_no_face not in ("error", "next"):
         raise ValueError(f"on_no_face must be 'error' or 'next', not {on_no_face!r}")
@@ -458,7 +460,9 @@ def align_clip(
             raise FaceNotFoundError(path)
     if matrix is None:
         raise FaceNotFoundError(paths[0], f"nor in any of the clip's {len(paths)} frames")
-    crops = [
-        warp(images[i] if i in images else read_rgb(p), matrix, size) for i, p in enumerate(paths)
-    ]
+    crops = []
+    for i, path in enumerate(paths):
+        image = images[i] if i in images else read_rgb(path)
+        check_same_size(path, image, paths[0], images[0])  # one transform fits one frame size
+        crops.append(warp(image, matrix, size))
     return np.stack(crops)

@@ -40,6 +40,55 @@ def check_complete(path: Path, data: bytes) -> None:
         raise ImageReadError(path, f"damaged or truncated file ({e})") from None
 
 
+class FrameSizeError(ValueError):
+    """A frame of another size than its clip's onset: the onset's crop cannot align it.
+    ``path`` names the frame."""
+
+    def __init__(self, path: Path, size: tuple[int, int], onset: Path, onset_size: tuple[int, int]):
+        super().__init__(
+            f"{path} is {size[1]}x{size[0]} pixels but the clip's onset {onset} is "
+            f"{onset_size[1]}x{onset_size[0]}: one crop cannot align both (width x height)"
+        )
+        self.path = Path(path)
+
+
+def check_same_size(
+    path: Path, image: np.ndarray | tuple[int, int], onset: Path, onset_image: np.ndarray | tuple
+) -> None:
+    """Refuse a frame whose size differs from its clip's onset.
+
+    Args:
+        path, onset: the frame's and the onset's files (for the message).
+        image, onset_image: their ``(H, W, 3)`` pixels, or their ``(H, W)`` sizes.
+
+    Raises:
+        FrameSizeError: naming the frame, the onset and both sizes.
+    """
+    size = tuple(image.shape[:2]) if isinstance(image, np.ndarray) else tuple(image)
+    onset_size = (
+        tuple(onset_image.shape[:2]) if isinstance(onset_image, np.ndarray) else tuple(onset_image)
+    )
+    if size != onset_size:
+        raise FrameSizeError(path, size, onset, onset_size)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` of an image file, from its header where Pillow knows the format (no decode),
+    else by decoding it (:func:`read_rgb`).
+
+    Raises:
+        FileNotFoundError: the file is missing; ImageReadError: it cannot be read.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+        return height, width
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        return tuple(read_rgb(path).shape[:2])
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """Decode an image file to a ``(H, W, 3)`` uint8 RGB array, refusing damaged files.
 

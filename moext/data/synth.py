@@ -394,19 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--macro-amplitude", type=float, default=6.0, help="pixels at the apex")
     parser.add_argument("--noise", type=float, default=1.0, help="sensor noise std (grey levels)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    options = vars(parser.parse_args(argv))  # every option but --out is an argument of generate
     started = time.perf_counter()
-    out = generate(
-        args.out,
-        subjects=args.subjects,
-        clips_per_class=args.clips_per_class,
-        macro_clips_per_class=args.macro_clips_per_class,
-        frames=args.frames,
-        size=args.size,
-        micro_amplitude=args.micro_amplitude,
-        macro_amplitude=args.macro_amplitude,
-        seed=args.seed,
-        noise=args.noise,
-    )
+    out = generate(options.pop("out"), **options)
     print(f"wrote a synthetic database to {out} in {time.perf_counter() - started:.1f} s")
     return 0

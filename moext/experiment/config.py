@@ -223,8 +223,16 @@ def parse_stage(config: str | Path, overrides: list[str] | None = None) -> Stage
     if not path.is_file():
         raise FileNotFoundError(f"config file {config} not found")
     overrides = list(overrides or [])
+    # Without LightningCLI's instantiators, which would record a model's hyperparameters from
+    # this parse, a model that Stage.instantiate builds with values set afterwards (the
+    # preflight's pretrained checkpoint) records the arguments it was given.
     try:
-        cli = lightning_cli(["--config", str(path), *overrides], run=False, cli_class=_ParseOnlyCLI)
+        cli = lightning_cli(
+            ["--config", str(path), *overrides],
+            run=False,
+            cli_class=_ParseOnlyCLI,
+            load_from_checkpoint_support=False,
+        )
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return Stage(path, overrides, cli.config, cli.parser)

@@ -1,11 +1,10 @@
 """``moext demo``: every method on the generated database, on a CPU, in a few minutes.
 
 1. writes the synthetic database (``moext synth``) unless it exists;
-2. for each method's demo experiment (``experiments/demo.yaml`` for MoExt, then every
-   ``experiments/<method>/demo.yaml``): aligns and caches what it needs (``moext prepare``:
-   dlib face crops, and flow fields or clips where the method asks for them) and runs
-   ``moext loso`` on it: its pretraining stage if it has one, then one classification fold per
-   synthetic subject, pooled UF1 / UAR / ACC;
+2. for each method's demo experiment (``experiments/<method>/demo.yaml``, MoExt's first):
+   aligns and caches what it needs (``moext prepare``: dlib face crops, and flow fields or clips
+   where the method asks for them) and runs ``moext loso`` on it: its pretraining stage if it
+   has one, then one classification fold per synthetic subject, pooled UF1 / UAR / ACC;
 3. compares the methods on their identical samples (``moext compare``: subject-bootstrap
    confidence intervals, paired permutation tests) and writes ``runs/demo/comparison.json``
    (+ ``.md``, ``.png``).
@@ -25,25 +24,24 @@ from moext.experiment.settings import read_settings
 
 #: Where the comparison of the demo's runs is written (each run's folder is its loso.out_dir).
 COMPARISON_DIR = Path("runs") / "demo"
+#: The package's main method: its demo runs first.
+MAIN_METHOD = "moext"
 
 
 def find_experiments() -> Path:
     """The ``experiments/`` folder: in the working folder, else beside the package (editable install)."""
+    demo = Path("experiments") / MAIN_METHOD / "demo.yaml"
     for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (base / "experiments" / "demo.yaml").is_file():
+        if (base / demo).is_file():
             return base / "experiments"
-    raise FileNotFoundError(
-        "experiments/demo.yaml not found: run `moext demo` from the moext repository"
-    )
+    raise FileNotFoundError(f"{demo} not found: run `moext demo` from the moext repository")
 
 
 def demo_configs(experiments: Path) -> dict[str, Path]:
-    """Method name -> its demo experiment: MoExt's ``demo.yaml`` first, then every
-    ``<method>/demo.yaml`` in name order (a new method's demo is found, not registered)."""
-    found = {"moext": experiments / "demo.yaml"}
-    for path in sorted(experiments.glob("*/demo.yaml")):
-        found[path.parent.name] = path
-    return found
+    """Method name -> its demo experiment ``<method>/demo.yaml``: MoExt's first, then the others
+    in name order (a new method's demo is found, not registered)."""
+    found = {path.parent.name: path for path in sorted(experiments.glob("*/demo.yaml"))}
+    return dict(sorted(found.items(), key=lambda item: (item[0] != MAIN_METHOD, item[0])))
 
 
 def main(argv: list[str] | None = None) -> int:

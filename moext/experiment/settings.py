@@ -136,11 +136,12 @@ def _check_keys(section: Any, cls: type, config: str, name: str) -> None:
 
 def resolve_path(path: str, config: Path) -> Path:
     """A path from a config: as given (absolute or relative to the working folder), else
-    relative to the config file's folder or its parent."""
+    relative to the config file's folder or the nearest folder above it that holds it (the
+    repository of ``experiments/moext/ablations/x.yaml`` is four levels up)."""
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
         return p
-    for base in (config.parent, config.parent.parent, config.parent.parent.parent):
+    for base in config.parents:
         if (base / p).exists():
             return base / p
     raise FileNotFoundError(f"{config}: loso.pretrain_config {path} not found")

@@ -50,10 +50,14 @@ class AKMNetConfig:
         conv1_kernel: first convolution of a timm ResNet, stride 2: 5 (the code's 5x5, P Table
             II) or 7 (torchvision's, which ImageNet weights fill).
         pretrained: start the backbone from timm's ImageNet weights (downloads them unless
-            ``checkpoint`` is given); a 5x5 or 1-channel conv1 then starts at random.
-        checkpoint: a local weights file for the backbone (a state dict, or ``{"state_dict":
-            ...}``): loaded by name and shape, as the code's ``--premodel``; what does not fit
-            is named in a warning, and a file with nothing that fits is an error.
+            ``checkpoint`` is given) and keep them; a 5x5 conv1 is not in them and starts at
+            random, a 7x7 one keeps them (timm sums them over RGB for 1 input channel).
+        checkpoint: a local weights file (a state dict, or ``{"state_dict": ...}``) loaded
+            into the whole network by name and shape, as the code's ``--premodel``: the
+            authors' layout, ours (a Lightning checkpoint of the task too), or a ResNet
+            backbone alone (:func:`load_weights`); what does not fit and what is left at its
+            initialisation are named in a warning, and a file with nothing that fits is an
+            error.
         image_size: the frames' side (the code: 128); fixes the classifier's input size.
         mining: ``s123`` (AKMNet) or an ablation (module docstring).
         threshold: ``">="`` (the code: at least one key frame) or ``">"`` (P Eq. 8) the mean.
@@ -141,7 +145,9 @@ class TimmResNet(nn.Module):
         )
         if not hasattr(self.body, "conv1"):
             raise ValueError(f"backbone {name!r} has no conv1: use a ResNet")
-        if conv1_kernel != self.body.conv1.kernel_size[0]:
+        #: whether conv1 is ours (another kernel than timm's): never loaded, initialised here
+        self.conv1_replaced = conv1_kernel != self.body.conv1.kernel_size[0]
+        if self.conv1_replaced:
             self.body.conv1 = nn.Conv2d(
                 in_channels, 64, conv1_kernel, 2, conv1_kernel // 2, bias=False
             )
@@ -157,49 +163,83 @@ class TimmResNet(nn.Module):
         return self.body.forward_features(x)
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
-    """Load a local weights file into ``backbone`` by name and shape (the code's ``--premodel``).
+#: Wrappers around a saved network's names: ``nn.DataParallel`` (``module.``) and a Lightning
+#: checkpoint of :class:`~moext.tasks.akmnet.AKMNetClassifyTask` (``net.``).
+WRAPPER_PREFIXES = ("module.", "net.", "model.")
+#: The authors' ``models/resnet.py`` names -> ours: the ResNet body, the s1 attention, the GRU and
+#: the classifier (``fc = Sequential(Dropout, Linear)``).
+AUTHORS_NAMES = {
+    **dict.fromkeys(
+        ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"), "encoder.backbone.body."
+    ),
+    "alpha": "mining.",
+    "gru": "temporal.",
+}
 
-    Accepts a state dict or ``{"state_dict": ...}``; the prefixes ``module.``, ``net.`` and
-    ``backbone.`` (and ``body.``) are tried so that a timm/torchvision ResNet file, an AKMNet
-    checkpoint or a wrapped one all fit.
+
+def _names_in_model(key: str) -> list[str]:
+    """Where a saved tensor's name may sit in :class:`AKMNet`, most specific first: our own
+    layout, the authors' (``conv1``, ``layer1``, ``alpha``, ``gru``, ``fc``), or a backbone-only
+    file (a timm / torchvision ResNet or a ``backbone.``-prefixed one)."""
+    name = key
+    while name.startswith(WRAPPER_PREFIXES):
+        name = name.split(".", 1)[1]
+    head = name.split(".", 1)[0]
+    names = [name]
+    if head in AUTHORS_NAMES:
+        names.append(AUTHORS_NAMES[head] + name)
+    if head == "fc":
+        names.append("classifier." + name.split(".", 1)[1])
+    rest = name
+    for prefix in ("encoder.", "backbone.", "body."):
+        rest = rest.removeprefix(prefix)
+    names += [f"encoder.backbone.{rest}", f"encoder.backbone.body.{rest}"]
+    return names
+
+
+def load_weights(net: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
+    """Load a local weights file into the whole network by name and shape, as the authors'
+    ``--premodel`` does (``main.py:81-90``), and say what was left.
+
+    Accepts a state dict or ``{"state_dict": ...}`` in any of these layouts: the authors'
+    ``models/resnet.py`` (``conv1``, ``layer1``..., ``alpha``, ``gru``, ``fc``), ours (an
+    :class:`AKMNet` state dict, or a Lightning checkpoint of the task, ``net.``-prefixed), or a
+    backbone alone (timm / torchvision ResNet names, or ``backbone.``-prefixed); ``module.``
+    (DataParallel) is stripped.
 
     Returns:
-        ``(loaded, skipped)``: backbone keys filled, and checkpoint keys not used (no such name
-        or another shape); the skipped ones are named in a warning.
+        ``(loaded, skipped)``: the network's tensors filled, and the file's tensors not used (no
+        such name, or another shape). Both the skipped ones and the network's tensors left at
+        their initialisation are named in a warning.
 
     Raises:
-        FileNotFoundError: no such file; ValueError: nothing in it fits the backbone.
+        FileNotFoundError: no such file; ValueError: nothing in it fits the network.
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"backbone checkpoint not found: {path}")
+        raise FileNotFoundError(f"AKMNet checkpoint not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a state dict")
-    target = backbone.state_dict()
+    target = net.state_dict()
     matched: dict[str, Tensor] = {}
     skipped = []
     for key, value in state.items():
-        name = key
-        for prefix in ("module.", "net.", "backbone.", "body."):
-            name = name.removeprefix(prefix)
-        candidates = [name, f"body.{name}"]
-        hit = next((c for c in candidates if c in target), None)
+        hit = next((n for n in _names_in_model(key) if n in target), None)
         if hit is None or not torch.is_tensor(value) or value.shape != target[hit].shape:
             skipped.append(key)
         else:
             matched[hit] = value
     if not matched:
-        raise ValueError(f"{path}: no tensor fits the backbone (first keys: {list(state)[:5]})")
-    backbone.load_state_dict(matched, strict=False)
+        raise ValueError(f"{path}: no tensor fits AKMNet (first keys: {list(state)[:5]})")
+    net.load_state_dict(matched, strict=False)
     left = sorted(set(target) - set(matched))
     if skipped or left:
         warnings.warn(
-            f"{path}: {len(matched)} backbone tensors loaded; not used from the file "
-            f"({len(skipped)}): {skipped[:8]}; backbone tensors left at their initialisation "
+            f"{path}: {len(matched)} of the network's {len(target)} tensors loaded; not used "
+            f"from the file ({len(skipped)}): {skipped[:8]}; left at their initialisation "
             f"({len(left)}): {left[:8]}",
             stacklevel=2,
         )
@@ -445,7 +485,7 @@ class AKMNet(nn.Module):
         )
         self._init_weights(skip_backbone=cfg.pretrained and not cfg.checkpoint)
         if cfg.checkpoint:
-            load_backbone_weights(self.encoder.backbone, cfg.checkpoint)
+            load_weights(self, cfg.checkpoint)
 
     def _feature_size(self) -> tuple[int, int]:
         was_training = self.encoder.training
@@ -460,13 +500,14 @@ class AKMNet(nn.Module):
         """The code's initialisation (``resnet.py:186-203``): conv kaiming normal (fan_out),
         BN 1 / 0, linear xavier normal / 0; the GRU's forward-direction weights orthogonal and
         biases uniform [0, 1) (the code names ``weight_ih_l0`` ... ``bias_hh_l1`` only, so the
-        reverse direction keeps PyTorch's default)."""
+        reverse direction keeps PyTorch's default).
+
+        ``skip_backbone``: the backbone holds loaded weights and keeps them, except a first
+        convolution that replaced the loaded one (another kernel size)."""
+        replaced = getattr(self.encoder.backbone, "conv1_replaced", False)
+        fresh = {"encoder.backbone.body.conv1"} if replaced else set()
         for name, m in self.named_modules():
-            if (
-                skip_backbone
-                and name.startswith("encoder.backbone")
-                and name != ("encoder.backbone.body.conv1")
-            ):
+            if skip_backbone and name.startswith("encoder.backbone") and name not in fresh:
                 continue
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

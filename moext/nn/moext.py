@@ -271,8 +271,8 @@ class MoExtConfig:
             (default; the motion |S_a - S_o| then matches fp32). False keeps its convolutions
             in the Trainer's precision (faster; under bf16 |S_a - S_o| was measured 3-20 % off);
             from the branches' pool on it is fp32 either way. Not an architecture field.
-        decoder_stem_channels, decoder_up_channels, decoder_refine_channels,
-        decoder_refine_blocks: see :class:`ApexDecoder` (defaults = Table 2).
+        decoder_stem_channels: and ``decoder_up_channels``, ``decoder_refine_channels``,
+            ``decoder_refine_blocks``: see :class:`ApexDecoder` (defaults = Table 2).
         projection_hidden_dim, projection_dim: see :class:`ProjectionHead` (the paper gives
             no size).
         projection_normalize: L2-normalise f's output (default False: the paper maps into a

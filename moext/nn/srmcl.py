@@ -25,6 +25,17 @@ acts:
 Later rounds act on the running sequence in both cases (the code's round 2). The
 classification feature is the cls output of the last block on the final sequence [264-265];
 at test time nothing is masked: ``last_block(encoder(x))[:, 0]`` [269-274].
+
+The code decodes in two ways (``decoder_prenorm``). Its joint path (``forward_class_train``
+[227-267], SER beside the classifier) applies the decoder's LayerNorm to the embedded sequence
+before the decoder blocks [246] and again after them [175]. Its reconstruction-only path runs
+one masking round and goes from the embedding straight to the blocks: ``forward`` of
+``Model/VIT_SR.py`` (its lines 210-226; the model of ``last_casmeII_SR.py``) and ``forward``
+of ``VIT_SRMCL.py`` itself [207-225], where the LayerNorm is commented out [222].
+``decoder_prenorm: code`` follows both: the LayerNorm in a classifier's network, none in the
+pretraining network (no classifier), whose task masks one round by default. (``VIT_SRMCL.py``
+[218] puts the first kept patch token where the cls token belongs; ``VIT_SR.py`` (216-222) and
+we keep the cls token.)
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ from torch.nn import functional as F
 from moext.nn.blocks import IMAGENET_MEAN, IMAGENET_STD
 
 MaskSite = Literal["tokens", "patches"]
+DecoderPrenorm = Literal["code", "always", "never"]
 
 
 @dataclass
@@ -63,6 +75,10 @@ class SRMCLConfig:
         mlp_ratio: MLP hidden width / block width (2).
         input_norm: ``imagenet`` (the code's ImageNet mean/std on the 3 flow channels) or
             ``none``.
+        decoder_prenorm: the decoder's LayerNorm before its blocks: ``code`` (as the code: in
+            the classifier's joint path, not in the reconstruction-only pretraining network),
+            ``always`` (moext before; with ``mask_rounds: 2`` the earlier pretraining) or
+            ``never``. Changes no parameter: a pretraining checkpoint loads either way.
     """
 
     image_size: int = 224
@@ -76,6 +92,7 @@ class SRMCLConfig:
     decoder_num_heads: int = 16
     mlp_ratio: float = 2.0
     input_norm: Literal["imagenet", "none"] = "imagenet"
+    decoder_prenorm: DecoderPrenorm = "code"
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -90,6 +107,10 @@ class SRMCLConfig:
                 raise ValueError(f"width {dim} must be a multiple of 4 and of its heads ({heads})")
         if self.input_norm not in ("imagenet", "none"):
             raise ValueError(f"input_norm must be 'imagenet' or 'none', got {self.input_norm!r}")
+        if self.decoder_prenorm not in ("code", "always", "never"):
+            raise ValueError(
+                f"decoder_prenorm must be 'code', 'always' or 'never', got {self.decoder_prenorm!r}"
+            )
         if self.input_norm == "imagenet" and self.in_channels != 3:
             raise ValueError(
                 f"input_norm 'imagenet' needs 3 channels, got in_channels={self.in_channels}"
@@ -244,9 +265,10 @@ class SRMCLEncoder(nn.Module):
 class SRMCLDecoder(nn.Module):
     """Masked sequence (encoder width) -> predicted patches.
 
-    As in the code's classification path [244-250, 164-179]: Linear to the decoder width,
-    LayerNorm, + fixed positions, blocks, the same LayerNorm again, Linear to p * p * C, cls
-    output dropped. The mask token lives in the encoder width [39].
+    As in the code [164-179, 242-246]: Linear to the decoder width, LayerNorm (``prenorm``:
+    the joint path's; the reconstruction-only path has none), + fixed positions, blocks, the
+    same LayerNorm, Linear to p * p * C, cls output dropped. The mask token lives in the
+    encoder width [39].
 
     Shapes: (B, 1 + L, D) -> (B, L, p * p * C).
     """
@@ -262,8 +284,9 @@ class SRMCLDecoder(nn.Module):
         self.norm = nn.LayerNorm(e, eps=1e-6)
         self.pred = nn.Linear(e, cfg.patch_size**2 * cfg.in_channels)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.norm(self.embed(x)) + self.pos_embed
+    def forward(self, x: Tensor, prenorm: bool = True) -> Tensor:
+        x = self.embed(x)
+        x = (self.norm(x) if prenorm else x) + self.pos_embed
         for block in self.blocks:
             x = block(x)
         return self.pred(self.norm(x))[:, 1:]
@@ -379,6 +402,14 @@ class SRMCL(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    @property
+    def decoder_prenorm(self) -> bool:
+        """Whether the decoder normalises its input (``cfg.decoder_prenorm``; ``code``: in a
+        classifier's network only)."""
+        if self.cfg.decoder_prenorm == "code":
+            return self.last_block is not None
+        return self.cfg.decoder_prenorm == "always"
+
     def normalize(self, flow: Tensor) -> Tensor:
         """The network's input from a flow image in [0, 1] (and the reconstruction target)."""
         return (flow - self.mean) / self.std if self.mean.numel() else flow
@@ -450,7 +481,7 @@ class SRMCL(nn.Module):
             (B, L, p * p * C) (empty when not ``decode``) and mask (B, L) bool.
         """
         sequences, masks = self.masked_sequences(flow, ratio, rounds, site, generator)
-        preds = [self.decoder(s) for s in sequences] if decode else []
+        preds = [self.decoder(s, self.decoder_prenorm) for s in sequences] if decode else []
         feature = self.last_block(sequences[-1])[:, 0] if self.last_block is not None else None
         return feature, preds, masks
 

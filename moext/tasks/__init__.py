@@ -1,4 +1,4 @@
-"""LightningModules: the shared classification base and one file per method's stage(s).
+"""LightningModules: the stages' bases (:mod:`moext.tasks.base`) and one file per method's stage(s).
 
 Configs name a task by class path (``model.class_path: moext.tasks.MoExtClassifyTask``). Each
 method adds one line below. ``PretrainTask`` / ``ClassifyTask`` are the names MoExt's tasks had
@@ -6,22 +6,32 @@ before other methods joined; configs and checkpoints that use them keep working.
 """
 
 from moext.tasks.akmnet import AKMNetClassifyTask
-from moext.tasks.base import ClassificationTask
+from moext.tasks.base import BaseTask, ClassificationTask, PretrainingTask
+from moext.tasks.htnet import HTNetClassifyTask
 from moext.tasks.moext_classify import MoExtClassifyTask
 from moext.tasks.moext_pretrain import MoExtPretrainTask
+from moext.tasks.offapexnet import OffApexNetClassifyTask
+from moext.tasks.rcn import RCNClassifyTask
 from moext.tasks.srmcl_classify import SRMCLClassifyTask
 from moext.tasks.srmcl_pretrain import SRMCLPretrainTask
+from moext.tasks.ststnet import STSTNetClassifyTask
 
 PretrainTask = MoExtPretrainTask
 ClassifyTask = MoExtClassifyTask
 
 __all__ = [
     "AKMNetClassifyTask",
+    "BaseTask",
     "ClassificationTask",
     "ClassifyTask",
+    "HTNetClassifyTask",
     "MoExtClassifyTask",
     "MoExtPretrainTask",
+    "OffApexNetClassifyTask",
     "PretrainTask",
+    "PretrainingTask",
+    "RCNClassifyTask",
     "SRMCLClassifyTask",
     "SRMCLPretrainTask",
+    "STSTNetClassifyTask",
 ]

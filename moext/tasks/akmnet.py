@@ -11,13 +11,11 @@ import math
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from moext.losses.akmnet import margin_loss, sparsity_loss
 from moext.nn.akmnet import AKMNet, AKMNetConfig, AKMNetOutput
 from moext.tasks.base import ClassificationTask
 from moext.tasks.checkpoints import allow_in_checkpoints
-from moext.tasks.data_checks import check_image_size
 
 allow_in_checkpoints(AKMNetConfig)
 
@@ -74,17 +72,14 @@ class AKMNetClassifyTask(ClassificationTask):
         mmm_margin: float = 2.0,
         label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(num_classes, lr, weight_decay, label_smoothing)
+        net = net or AKMNetConfig()  # saved as given here by the base's save_hyperparameters
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        net = net or AKMNetConfig()
-        self.save_hyperparameters()
-        self.net = AKMNet(net, num_classes)
+        super().__init__(net, num_classes, lr, weight_decay, label_smoothing)
         self._last: AKMNetOutput | None = None
 
-    def setup(self, stage: str) -> None:
-        check_image_size(self.net.cfg.image_size, self.trainer)
-        super().setup(stage)
+    def build_net(self, net: AKMNetConfig) -> AKMNet:
+        return AKMNet(net, self.hparams.num_classes)
 
     def forward(self, frames: Tensor, mask: Tensor) -> AKMNetOutput:
         """(B, T, 3, H, W), (B, T) -> :class:`~moext.nn.akmnet.AKMNetOutput`."""
@@ -99,9 +94,9 @@ class AKMNetClassifyTask(ClassificationTask):
         out, self._last = self._last, None
         assert out is not None and out.logits is logits, "training_loss needs logits() first"
         bs = len(logits)
-        ce = F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing)
+        ce = self.cross_entropy(batch, logits)
         loss = ce
-        log = {"train/loss_ce": ce, "train/key_frames": out.num_key.float().mean()}
+        log = {"loss_ce": ce, "key_frames": out.num_key.float().mean()}
         if out.mining.selects:
             mask = out.mask
             gs = sparsity_loss(out.mining.key, mask)
@@ -109,12 +104,12 @@ class AKMNetClassifyTask(ClassificationTask):
             loss = loss + self.hparams.weight_gs * gs + self.hparams.weight_mmm * mmm
             length = mask.sum(1).float()
             log |= {
-                "train/loss_gs": gs,
-                "train/loss_mmm": mmm,
-                "train/key_fraction": (out.num_key / length).mean(),
-                "train/mmm_skipped": skipped.float().mean(),  # clips with all scores equal
+                "loss_gs": gs,
+                "loss_mmm": mmm,
+                "key_fraction": (out.num_key / length).mean(),
+                "mmm_skipped": skipped.float().mean(),  # clips with all scores equal
             }
-        self.log_dict(log, on_step=False, on_epoch=True, batch_size=bs)
+        self.log_epoch("train", log, bs)
         return loss
 
     def configure_optimizers(self):

@@ -3,15 +3,12 @@ fine-tuned with cross-entropy on micro-expressions."""
 
 from __future__ import annotations
 
-import warnings
-
 from torch import Tensor
 
 from moext.nn.moext import ARCHITECTURE_FIELDS, LEFT_BEHIND, TRANSFERRED, MoExt, MoExtConfig
 from moext.tasks.base import ClassificationTask
-from moext.tasks.checkpoints import Transfer, load_pretrained
-from moext.tasks.data_checks import check_image_size
-from moext.tasks.speed import apply_speedups, memory_format
+from moext.tasks.checkpoints import Transfer
+from moext.tasks.speed import memory_format
 
 #: What a MoExt classifier takes from a MoExt pretraining checkpoint.
 MOEXT_TRANSFER = Transfer(TRANSFERRED, LEFT_BEHIND, ARCHITECTURE_FIELDS)
@@ -40,6 +37,7 @@ class MoExtClassifyTask(ClassificationTask):
     """
 
     inputs = "pairs"
+    transfer = MOEXT_TRANSFER
 
     def __init__(
         self,
@@ -53,36 +51,20 @@ class MoExtClassifyTask(ClassificationTask):
         dropout: float = 0.0,
         label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(num_classes, lr, weight_decay, label_smoothing)
-        net = net or MoExtConfig()
-        self.save_hyperparameters()
-        self.net = MoExt(net, pretraining=False, num_classes=num_classes, dropout=dropout)
-        self.loaded_keys: list[str] = (
-            load_pretrained(self.net, pretrained, MOEXT_TRANSFER) if pretrained else []
+        net = net or MoExtConfig()  # saved as given here by the base's save_hyperparameters
+        super().__init__(net, num_classes, lr, weight_decay, label_smoothing)
+
+    def build_net(self, net: MoExtConfig) -> MoExt:
+        hp = self.hparams
+        return MoExt(net, pretraining=False, num_classes=hp.num_classes, dropout=hp.dropout)
+
+    def from_scratch(self) -> str:
+        start = (
+            "from the backbone's ImageNet weights"
+            if self.net.cfg.pretrained_backbone
+            else "at random"
         )
-        if not pretrained:
-            warnings.warn(
-                f"{type(self).__name__}: no pretrained checkpoint (model.init_args.pretrained): the "
-                "backbone, shape branch and motion extractor start "
-                + (
-                    "from the backbone's ImageNet weights"
-                    if net.pretrained_backbone
-                    else "at random"
-                )
-                + " (the 'w/o pretraining' ablation). `moext loso` passes the pretraining "
-                "stage's checkpoint when the experiment names a loso.pretrain_config.",
-                stacklevel=2,
-            )
-        self._sped_up = False
-
-    def configure_model(self) -> None:
-        if not self._sped_up:
-            apply_speedups(self.net, self.hparams.channels_last, self.hparams.compile)
-            self._sped_up = True
-
-    def setup(self, stage: str) -> None:
-        check_image_size(self.net.cfg.image_size, self.trainer)
-        super().setup(stage)
+        return f"{start} (the 'w/o pretraining' ablation)"
 
     def forward(self, onset: Tensor, apex: Tensor) -> Tensor:
         """(B, 3, H, W) x2 -> logits (B, num_classes)."""

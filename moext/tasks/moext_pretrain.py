@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
@@ -18,18 +16,18 @@ from moext.losses.moext import (
     shape_texture_terms,
 )
 from moext.nn.moext import MoExt, MoExtConfig
+from moext.tasks.base import PretrainingTask
 from moext.tasks.checkpoints import allow_in_checkpoints
-from moext.tasks.data_checks import check_image_size
 from moext.tasks.images import save_reconstruction_grid
 from moext.tasks.moext_views import AUGMENTATIONS, apex_mask, expansion_views
-from moext.tasks.speed import apply_speedups, memory_format
+from moext.tasks.speed import memory_format
 
 # Checkpoints keep the architecture in their hyper-parameters; before the package was layered
 # it was pickled as moext.models.MoExtConfig.
 allow_in_checkpoints(MoExtConfig, "moext.models.MoExtConfig")
 
 
-class MoExtPretrainTask(L.LightningModule):
+class MoExtPretrainTask(PretrainingTask):
     """Self-supervised pretraining of the feature separator, motion extractor and decoder.
 
     Batches are dicts with ``onset`` and ``apex`` (B, 3, H, W) float in [0, 1] (the
@@ -83,8 +81,7 @@ class MoExtPretrainTask(L.LightningModule):
         image_every_n_epochs: int = 5,
         images_logged: int = 8,
     ) -> None:
-        super().__init__()
-        net = net or MoExtConfig()
+        net = net or MoExtConfig()  # saved as given here by the base's save_hyperparameters
         if not 1 <= views <= len(AUGMENTATIONS) + 1:
             raise ValueError(
                 f"views (m) must be in [1, {len(AUGMENTATIONS) + 1}]: the m - 1 extra views use "
@@ -100,19 +97,12 @@ class MoExtPretrainTask(L.LightningModule):
         for name, margin in (("margin_st", margin_st), ("margin_ss", margin_ss)):
             if margin <= 0:
                 raise ValueError(f"{name} must be > 0, got {margin}")
-        self.save_hyperparameters()
-        self.net = MoExt(net, pretraining=True)
+        super().__init__(net)
         self._grid: tuple[Tensor, Tensor, Tensor] | None = None
-        self._sped_up = False
         self._inactive_warned: set[str] = set()
 
-    def setup(self, stage: str) -> None:
-        check_image_size(self.net.cfg.image_size, self.trainer)
-
-    def configure_model(self) -> None:
-        if not self._sped_up:
-            apply_speedups(self.net, self.hparams.channels_last, self.hparams.compile)
-            self._sped_up = True
+    def build_net(self, net: MoExtConfig) -> MoExt:
+        return MoExt(net, pretraining=True)
 
     def forward(self, onset: Tensor, apex: Tensor) -> Tensor:
         """Reconstruct the apex. (B, 3, H, W) x2 -> (B, 3, H, W)."""
@@ -172,52 +162,23 @@ class MoExtPretrainTask(L.LightningModule):
                 active["ss"] = active_share(push, is_apex[:, None] != is_apex[None, :])
         return terms, active, recon
 
-    def _total(self, terms: dict[str, Tensor]) -> Tensor:
-        w = {
-            "re": self.hparams.weight_re,
-            "st": self.hparams.weight_st,
-            "ss": self.hparams.weight_ss,
-        }
-        return sum(w[k] * v for k, v in terms.items())
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        cl = self.hparams.channels_last
-        terms, active, recon = self.losses_and_activity(
-            memory_format(batch["onset"], cl), memory_format(batch["apex"], cl)
+    def batch_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``loss`` = L_re + a1 L_st + a2 L_ss (the terms switched on), each term (``loss_re``,
+        ``loss_st``, ``loss_ss``) and the active shares (``active_st``, ``active_ss``). In
+        training, the first batch of an epoch that logs images keeps its grid."""
+        hp = self.hparams
+        onset = memory_format(batch["onset"], hp.channels_last)
+        apex = memory_format(batch["apex"], hp.channels_last)
+        terms, active, recon = self.losses_and_activity(onset, apex)
+        weights = {"re": hp.weight_re, "st": hp.weight_st, "ss": hp.weight_ss}
+        if self.training and self._grid is None and self._should_log_images():
+            k = hp.images_logged
+            self._grid = (onset[:k].detach(), apex[:k].detach(), recon[:k].detach())
+        return (
+            {"loss": sum(weights[k] * v for k, v in terms.items())}
+            | {f"loss_{k}": v for k, v in terms.items()}
+            | {f"active_{k}": v for k, v in active.items()}
         )
-        loss = self._total(terms)
-        bs = batch["onset"].shape[0]
-        logged = {f"loss_{k}": v for k, v in terms.items()} | {
-            f"active_{k}": v for k, v in active.items()
-        }
-        for k, v in logged.items():
-            self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
-        self.log(
-            "train/loss",
-            loss,
-            on_step=True,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=bs,
-            sync_dist=True,
-        )
-        if batch_idx == 0 and self._should_log_images():
-            k = self.hparams.images_logged
-            self._grid = (
-                batch["onset"][:k].detach(),
-                batch["apex"][:k].detach(),
-                recon[:k].detach(),
-            )
-        return loss
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        terms, active, _ = self.losses_and_activity(batch["onset"], batch["apex"])
-        bs = batch["onset"].shape[0]
-        for k, v in terms.items():
-            self.log(f"val/loss_{k}", v, batch_size=bs, sync_dist=True)
-        for k, v in active.items():
-            self.log(f"val/active_{k}", v, batch_size=bs, sync_dist=True)
-        self.log("val/loss", self._total(terms), batch_size=bs, sync_dist=True)
 
     def _should_log_images(self) -> bool:
         n = self.hparams.image_every_n_epochs
@@ -261,8 +222,3 @@ class MoExtPretrainTask(L.LightningModule):
                 f"{self.hparams[f'margin_{k}']}, projection_normalize "
                 f"{self.net.cfg.projection_normalize}; see docs/methods/moext.md)"
             )
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )

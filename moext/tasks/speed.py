@@ -1,4 +1,4 @@
-"""Opt-in speed settings shared by both tasks: channels_last and torch.compile."""
+"""Opt-in speed settings of a task (hyper-parameters ``channels_last``, ``compile``)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ reduced over the ranks, so all ranks hold the same prototypes.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Literal
 
 import torch
@@ -35,11 +34,9 @@ from moext.nn.srmcl import (
     prototypes_from_sums,
 )
 from moext.tasks.base import ClassificationTask
-from moext.tasks.checkpoints import Transfer, load_pretrained
+from moext.tasks.checkpoints import Transfer
 from moext.tasks.srmcl_optim import LrSchedule, check_schedule, configure_vit_optimizer
-from moext.tasks.srmcl_pretrain import check_flow_data, check_masking
-
-log = logging.getLogger(__name__)
+from moext.tasks.srmcl_pretrain import check_masking
 
 #: What an SRMCL classifier takes from an SRMCL pretraining checkpoint: encoder and decoder.
 SRMCL_TRANSFER = Transfer(TRANSFERRED, LEFT_BEHIND, ARCHITECTURE_FIELDS)
@@ -75,6 +72,7 @@ class SRMCLClassifyTask(ClassificationTask):
     """
 
     inputs = "flow"
+    transfer = SRMCL_TRANSFER
 
     def __init__(
         self,
@@ -95,8 +93,7 @@ class SRMCLClassifyTask(ClassificationTask):
         warmup_epochs: float = 0.0,
         label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(num_classes, lr, weight_decay, label_smoothing)
-        net = net or SRMCLConfig()
+        net = net or SRMCLConfig()  # saved as given here by the base's save_hyperparameters
         check_masking(mask_ratio, mask_rounds, mask_site)
         check_schedule(lr, weight_decay, lr_schedule, warmup_epochs)
         if weight_sr < 0 or weight_pmcl < 0:
@@ -105,19 +102,15 @@ class SRMCLClassifyTask(ClassificationTask):
             raise ValueError("temperature must be > 0 and momentum in [0, 1)")
         if memory_init not in ("epoch", "none"):
             raise ValueError(f"memory_init must be 'epoch' or 'none', got {memory_init!r}")
-        self.save_hyperparameters()
-        self.net = SRMCL(net, num_classes=num_classes)
-        self.loaded_keys: list[str] = (
-            load_pretrained(self.net, pretrained, SRMCL_TRANSFER) if pretrained else []
-        )
-        if not pretrained:
-            log.info("%s: no pretrained checkpoint, training from scratch", type(self).__name__)
+        super().__init__(net, num_classes, lr, weight_decay, label_smoothing)
         self._train_out: tuple[Tensor, list[Tensor], list[Tensor], Tensor] | None = None
         self._update: tuple[Tensor, Tensor] | None = None
 
-    def setup(self, stage: str) -> None:
-        check_flow_data(self.net.cfg, self.trainer)
-        super().setup(stage)
+    def build_net(self, net: SRMCLConfig) -> SRMCL:
+        return SRMCL(net, num_classes=self.hparams.num_classes)
+
+    def from_scratch(self) -> str:
+        return "at random (as the authors' code trains)"
 
     # ------------------------------------------------------------------ forward
     def forward(self, flow: Tensor) -> Tensor:
@@ -146,7 +139,7 @@ class SRMCLClassifyTask(ClassificationTask):
         feature, preds, masks, flow = self._train_out
         self._train_out = None
         hp, labels = self.hparams, batch["label"]
-        terms = {"ce": F.cross_entropy(logits, labels, label_smoothing=hp.label_smoothing)}
+        terms = {"ce": self.cross_entropy(batch, logits)}
         if hp.weight_sr > 0:
             terms["sr"] = self_expression_loss(preds, self.net.target(flow), masks)
         if hp.weight_pmcl > 0:
@@ -160,11 +153,7 @@ class SRMCLClassifyTask(ClassificationTask):
     def training_loss(self, batch: dict[str, Tensor], logits: Tensor) -> Tensor:
         terms = self.loss_terms(batch, logits)
         weights = {"ce": 1.0, "sr": self.hparams.weight_sr, "pmcl": self.hparams.weight_pmcl}
-        bs = batch["label"].shape[0]
-        for k, v in terms.items():
-            self.log(
-                f"train/loss_{k}", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True
-            )
+        self.log_epoch("train", {f"loss_{k}": v for k, v in terms.items()}, len(logits))
         return sum(weights[k] * v for k, v in terms.items())
 
     # ------------------------------------------------------------------ memory

@@ -273,7 +273,7 @@ CASME3_CLIPS: list[Clip] = [
     Clip("spNO.1", "b", "50", "55", "60", "surprise", "AU1+AU2"),
     Clip("spNO.2", "J", "20", "25", "30", "fear", "AU4", folder="j"),  # 'J', folder 'j'
     Clip("spNO.3", "c", "200", "200", "240", "anger", "AU4"),  # apex == onset
-    Clip("spNO.149", "d", "500", "450", "560", "sad", "AU15", frames=(450, 500, 510, 530, 560)),
+    Clip("spNO.149", "d", "500", "450", "560", "sad", "AU15", frames=range(450, 561)),
     Clip("spNO.216", "d", "900", "820", "860", "disgust", "AU9", frames=(820, 840, 860, 900)),
     Clip("spNO.40", "e", "50", "60", "0", "Others", "AU12", frames=range(50, 71)),  # offset 0
     Clip("spNO.1", "a", "100", "112", "130", "disgust", "AU4"),  # repeats row 2's clip

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from moext.data import images as images_mod
+from moext.data.entries import checksum_path
 from moext.data.pairs import cache as cache_mod
 from moext.data.pairs.cache import (
     CacheError,
@@ -259,7 +260,8 @@ def test_interrupted_write_leaves_old_entry_and_no_partial_file(tmp_path, sample
         cache.put(samples[1], good)
     assert (cache.get(samples[0]) == 7).all()
     assert not cache.path(samples[1]).exists()
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
+    left = sorted(p.name for p in path.parent.iterdir())  # the entry and its checksum, no temp
+    assert left == sorted([path.name, checksum_path(path).name])
     with pytest.raises(ValueError, match="uint8"):
         cache.put(samples[0], good.astype(np.float32))
 
@@ -309,3 +311,22 @@ def test_a_truncated_apex_is_never_cached(tmp_path, samples):
     [failure] = report.failed
     assert failure.path == apex and "damaged or truncated" in failure.reason
     assert not PairCache(tmp_path / "cache", settings).has(samples[0])
+
+
+def test_an_apex_of_another_size_than_its_onset_is_refused_naming_both(tmp_path, samples):
+    """Cropping an apex resized to another size with the onset's transform gives a misaligned
+    pair (and motion that is not there): refused for every backend, naming both files."""
+    from moext.data.faces import align_clip
+    from moext.data.images import FrameSizeError
+    from moext.data.synth import ASTRONAUT_LANDMARKS
+
+    sample = samples[0]
+    write_rgb(sample.apex_path, (RED, 140, 0), shape=(16, 20))  # the onset is 24 x 20
+    report = prepare([sample], tmp_path / "cache", PrepareSettings(16, "none"), progress=False)
+    [failure] = report.failed
+    assert failure.path == sample.apex_path and "FrameSizeError" in failure.reason
+    assert f"{sample.apex_path} is 20x16 pixels but the clip's onset {sample.onset_path} is 24x20" in failure.reason  # fmt: skip
+    assert report.computed == [] and not PairCache(tmp_path / "cache", PrepareSettings(16, "none")).has(sample)  # fmt: skip
+    with pytest.raises(FrameSizeError, match="20x16 pixels") as err:  # a face backend's path
+        align_clip([sample.onset_path, sample.apex_path], lambda im: ASTRONAUT_LANDMARKS * 0.03, 8)
+    assert err.value.path == sample.apex_path

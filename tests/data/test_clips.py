@@ -106,7 +106,7 @@ def test_clip_entry_copies_onset_and_apex_from_the_pair_entry(tmp_path, decodes)
     assert all(decodes[p] == 1 for p in others) and sum(decodes.values()) == len(others)
 
     cache = ClipCache(tmp_path / "cache", settings, 100)
-    clip = cache.load(sample.id, cache.path(sample))
+    clip = cache.get(sample)
     pair = PairCache(tmp_path / "cache", settings).get(sample)
     assert clip.shape == (8, 16, 16, 3) and clip.dtype == np.uint8
     assert np.array_equal(clip[0], pair[0]) and np.array_equal(clip[3], pair[1])
@@ -147,7 +147,7 @@ def test_face_backend_clip_uses_the_pair_entry_s_stored_matrix(tmp_path, decodes
     assert report.ok and face.calls == 0  # no face search: the stored matrix
     assert decodes[sample.onset_path] == 0 and decodes[sample.apex_path] == 0
     cache = ClipCache(tmp_path / "cache", settings, 100)
-    clip = cache.load(sample.id, cache.path(sample))
+    clip = cache.get(sample)
     assert np.array_equal(clip[1], warp(read_rgb(sample.frame_path(12)), matrix, 16))
 
 
@@ -287,3 +287,20 @@ def test_datamodule_refuses_bad_settings():
         ClipDataModule(datasets=["synth"], protocol="synth-3", augment="static")
     with pytest.raises(ValueError, match="max_frames"):
         ClipDataModule(datasets=["synth"], protocol="synth-3", max_frames=2)
+
+
+def test_a_frame_of_another_size_is_refused_naming_it_the_onset_and_both_sizes(tmp_path):
+    """One JPEG resized in the middle of a clip used to be cropped with the onset's crop and
+    cached misaligned, "failed 0"; now the clip fails, naming the frame and both sizes."""
+    sample = make_clip(tmp_path / "frames")  # frames of 48 x 40 pixels
+    odd = sample.frame_path(16)
+    write_rgb(odd, (200, 160, 48), shape=(30, 36))
+    for backend, detector in (("none", None), ("dlib", FixedFace())):
+        settings = PrepareSettings(size=16, backend=backend)
+        cache = tmp_path / backend
+        assert prepare([sample], cache, settings, detector=detector, progress=False).ok
+        report = prepare_clips([sample], cache, settings, 100, detector=detector, progress=False)
+        [failure] = report.failed
+        assert failure.path == odd and report.computed == []
+        assert f"{odd} is 36x30 pixels but the clip's onset {sample.onset_path} is 48x40" in str(failure)  # fmt: skip
+        assert ClipCache(cache, settings, 100).problem(sample) == "missing"

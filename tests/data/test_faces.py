@@ -101,7 +101,7 @@ def test_one_crop_per_clip_keeps_the_motion(dlib_detector, astronaut, tmp_path):
 
 def test_no_face_on_the_onset(dlib_detector, astronaut, tmp_path, caplog):
     blank = tmp_path / "img10.jpg"
-    save_rgb(blank, np.full((300, 300, 3), 90, np.uint8))
+    save_rgb(blank, np.full(astronaut.shape, 90, np.uint8))  # frames of a clip share a size
     face = tmp_path / "img11.jpg"
     save_rgb(face, astronaut)
 

@@ -575,3 +575,89 @@ def test_smic_reports_stray_files(smic_root: Path, tmp_path: Path) -> None:
     (clip / "image1 copy.bmp").touch()
     notes = [c for c in read_smic(root).corrected if STRAY_NOTE in c.reason]
     assert len(notes) == 1 and "'image1 copy.bmp'" in notes[0].reason
+
+
+# --- a frame missing inside a clip -----------------------------------------------------------
+
+
+def test_a_missing_middle_frame_drops_the_clip_and_says_which(tmp_path: Path) -> None:
+    """img53 deleted from onset 46 .. offset 57: the clip would skip time; it is rejected,
+    naming the frame, in every reader (the shared rule), and `data summary` lists it."""
+    clips = [
+        fx.Clip("01", "EP02_01f", 46, 50, 57, "happiness", "12"),
+        fx.Clip("02", "EP03_02f", 10, 14, 20, "others", "R12"),
+    ]
+    root = fx.write_casme2(tmp_path / "casme2", clips)
+    folder = root / "CASME2_RAW_selected" / "sub01" / "EP02_01f"
+    assert read_casme2(root).rejected == []
+    (folder / "img53.jpg").unlink()
+    result = read_casme2(root)
+    assert [s.id for s in result.samples] == ["casme2/sub02/EP03_02f"]
+    reason, source = rejected(result)["casme2/sub01/EP02_01f"]
+    assert reason == f"1 frame(s) missing between onset 46 and offset 57 in {folder}: 53"
+    assert source == f"{fx.CASME2_SPREADSHEET} row {fx.CASME2_FIRST_ROW}"
+    from moext.data.summary import format_summary, summarize
+
+    assert "missing between onset 46 and offset 57" in format_summary(summarize("casme2", root))
+
+
+@pytest.mark.parametrize(
+    ("cells", "gaps"),
+    [
+        ((10, 20, 30), [15]),
+        ((10, 20, 0), [15]),  # no offset: to the folder's last frame
+        ((16, 20, 40), []),  # an offset beyond the last frame on disk is no gap
+        ((10, 14, 14), []),  # the gap lies after the offset
+    ],
+)
+def test_gaps_are_counted_from_the_onset_to_the_offset(cells: tuple, gaps: list[int]) -> None:
+    numbers = [n for n in range(10, 31) if n != 15]
+    frames = Frames(Path("clip"), tuple(numbers), tuple(Path(f"{n}.jpg") for n in numbers))
+    if gaps:
+        with pytest.raises(RowError, match=r"1 frame\(s\) missing between onset .*: 15$"):
+            resolve_timing(cells, COLUMNS, frames)
+    else:
+        resolve_timing(cells, COLUMNS, frames)
+
+
+def test_smic_rejects_a_clip_with_a_missing_frame(smic_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = shutil.copytree(smic_root, tmp_path / "smic")
+    (root / "HS/s1/micro/negative/s1_ne_01/image100.bmp").unlink()
+    reason, _ = rejected(read_smic(root))["smic/s1/s1_ne_01"]
+    assert "missing between onset 98 and the last frame" in reason and reason.endswith(": 100")
+
+
+def test_a_new_spreadsheet_database_is_a_column_mapping(tmp_path: Path) -> None:
+    """A reader for a layout the package does not know (4DME-like columns, subject folders
+    named by the cell's text) is its columns and frame pattern; the builder does the rest:
+    timing fixes, rejections, repeats, strays."""
+    from moext.data.readers.spreadsheet import ColumnMap, SpreadsheetReader, read_table
+
+    class FourDReader(SpreadsheetReader):
+        dataset = "4dme"
+        frame_pattern = r"img(\d+)\.jpg"
+        columns = ColumnMap("sub_ID", "fold_name", ("Onset", "Apex", "Offset"), "Emotion", "AUs")
+
+    rows = [
+        ["sub_ID", "fold_name", "Emotion", "Onset", "Apex", "Offset", "AUs"],
+        ["S01", "a1", "Surprise", 3, "/", 9, "AU1(k)"],
+        ["S01", "a2", "happy", 2, 4, 6, "AU12"],
+        ["S02", "b1", "happy", "x", 4, 6, "AU12"],
+    ]
+    sheet = fx.write_workbook(tmp_path / "4dme.xlsx", {"Sheet1": rows})
+    for subject, clip in (("S01", "a1"), ("S01", "a2"), ("S02", "b1")):
+        fx.write_frames(tmp_path / "frames" / subject / clip, range(1, 11), lambda n: f"img{n}.jpg")
+    (tmp_path / "frames/S01/a2/img3 copy.jpg").touch()
+    columns = FourDReader.columns.table_columns("micro")
+    result = FourDReader(tmp_path / "frames").read(read_table(sheet, columns))
+    first, second = result.samples
+    assert (first.id, first.onset, first.apex, first.offset) == ("4dme/S01/a1", 3, 6, 9)
+    assert (first.emotion, first.action_units) == ("surprise", "AU1(k)")
+    assert "Apex is '/'" in corrected(result)["4dme/S01/a1"][0]
+    assert STRAY_NOTE in corrected(result)["4dme/S01/a2"][0] and second.frame_numbers[0] == 1
+    assert rejected(result)["4dme/S02/b1"] == (
+        "Onset is 'x', not a frame number",
+        "4dme.xlsx row 4",
+    )

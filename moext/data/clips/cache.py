@@ -19,21 +19,24 @@ says so. A clip with more than ``max_frames`` frames is uniformly subsampled to 
 frames that always include the onset, the apex and the offset (:func:`subsample`); every such
 clip is listed in the report and the log: nothing is cut silently.
 
+A frame of another size than the onset (a resized JPEG in the middle of a clip) cannot be
+cropped with the onset's crop: the clip is refused, naming the frame, the onset and both sizes.
+
 Layout (next to the pair entries)::
 
-    <root>/<dataset>/<subject>/<clip>.<backend><size>.clip.<key>.npy
+    <root>/<dataset>/<subject>/<clip>.<backend><size>.clip.<key>.npy        (+ .crc32.json)
 
 ``key`` hashes :data:`CLIP_FORMAT`, the pair entry's key (source onset/apex files and every
-crop setting) and the identity (path, size, mtime) of every frame of the clip, so a changed
-frame, crop setting or ``max_frames`` that changes the frames gives a new entry. Entries are
-written atomically (temporary file + :func:`os.replace`); an unreadable one is reported and
-rebuilt by the next :func:`prepare_clips`.
+crop setting) and the identity of every frame of the clip (name, size and mtime or content, by
+``cache_key``: :func:`moext.data.entries.source_identity`; never where the data lies), so a
+changed frame, crop setting or ``max_frames`` that changes the frames gives a new entry.
+Entries and their checksums are written atomically (:mod:`moext.data.entries`); an unreadable
+or damaged one is reported and rebuilt by the next :func:`prepare_clips`, and every item read
+for a batch is checked against its checksum.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,26 +44,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from moext.data.faces import FaceNotFoundError, alignment_matrix, make_detector, warp
-from moext.data.images import read_rgb, resize_square
-from moext.data.pairs.cache import (
+from moext.data.entries import (
     CacheError,
-    Failure,
-    PairCache,
+    Entry,
+    EntryCache,
     PrepareReport,
-    PrepareSettings,
-    apex_frame,
-    npy_problem,
+    entry_problem,
+    find_entries,
+    key_of,
+    prepare_entries,
+    safe_name,
+    source_identity,
 )
+from moext.data.faces import FaceNotFoundError, alignment_matrix, make_detector, warp
+from moext.data.images import check_same_size, image_size, read_rgb, resize_square
+from moext.data.pairs.cache import PairCache, PrepareSettings, apex_frame
 from moext.data.records import Sample
-from moext.io import atomic_save_npy
 
 log = logging.getLogger(__name__)
 
-CLIP_FORMAT = 1
-"""Version of the clip entry format; bump it to invalidate every clip entry (not the pairs)."""
+CLIP_FORMAT = 2
+"""Version of the clip entry format; bump it to invalidate every clip entry (not the pairs; 2:
+entries with a checksum, frames of another size refused)."""
 
 Detector = Callable[[np.ndarray], "np.ndarray | None"]
 
@@ -167,25 +173,39 @@ def clip_frames(sample: Sample, max_frames: int, apex: int | None = None) -> Cli
 # --- entries -----------------------------------------------------------------------------------
 
 
-def _identity(path: Path) -> list[str | int]:
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
-
-
-class ClipCache:
+class ClipCache(EntryCache):
     """One ``(T, size, size, 3)`` uint8 entry per sample, next to the pair cache's entries.
 
     Args:
         root: cache folder (the pair cache's).
         settings: the crop settings (those of the pair cache).
         max_frames: the frame cap of :func:`clip_frames`.
+        detector: landmark detector for pair entries without a stored matrix; ``None`` builds
+            ``make_detector(settings.backend, settings.weights, device)`` if one is needed.
+        device: device of a detector built here.
     """
 
-    def __init__(self, root: Path | str, settings: PrepareSettings, max_frames: int) -> None:
+    what = "clip entry"
+    items = "clips"
+    task = "prepare clips"
+
+    def __init__(
+        self,
+        root: Path | str,
+        settings: PrepareSettings,
+        max_frames: int,
+        detector: Detector | None = None,
+        device: str = "cpu",
+    ) -> None:
         subsample(3, 1, max_frames)  # validates max_frames
         self.pairs = PairCache(root, settings)
+        self.root = self.pairs.root
         self.settings = settings
         self.max_frames = max_frames
+        self.detector, self.device = detector, device
+
+    def describe(self) -> str:
+        return f"{self.settings} and max_frames={self.max_frames}"
 
     def frames(self, sample: Sample) -> ClipFrames:
         """The frames the sample's entry holds (the pair's apex is always one of them)."""
@@ -197,12 +217,14 @@ class ClipCache:
         Raises:
             OSError: a frame file is missing.
         """
-        parts = {
-            "format": CLIP_FORMAT,
-            "pair": self.pairs.key(sample),
-            "frames": [_identity(p) for p in frames.paths],
-        }
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+        mode = self.settings.cache_key
+        return key_of(
+            {
+                "format": CLIP_FORMAT,
+                "pair": self.pairs.key(sample),
+                "frames": [source_identity(p, mode) for p in frames.paths],
+            }
+        )
 
     def path(self, sample: Sample, frames: ClipFrames | None = None) -> Path:
         """Where the sample's clip entry lives (whether or not it exists)."""
@@ -214,10 +236,38 @@ class ClipCache:
     def shape(self, frames: ClipFrames) -> tuple[int, int, int, int]:
         return (len(frames.numbers), self.settings.size, self.settings.size, 3)
 
-    def problem(self, path: Path, frames: ClipFrames) -> str | None:
-        """Why an entry is unusable (``"missing"``, wrong header, truncated), or None; reads only
-        the ``.npy`` header."""
-        return npy_problem(path, self.shape(frames), np.dtype(np.uint8))
+    def entry(self, sample: Sample) -> Entry:
+        """The sample's entry; its ``detail`` is its :class:`ClipFrames`.
+
+        Raises:
+            KeyError: the onset or apex frame is not among the clip's frames; OSError: a frame
+                file is missing.
+        """
+        frames = self.frames(sample)
+        return Entry(self.path(sample, frames), self.shape(frames), np.dtype(np.uint8), frames)
+
+    def problem(self, sample: Sample) -> str | None:
+        """Why the sample's entry is unusable (``"missing"``, wrong header, truncated, no
+        checksum), or None; reads only the header and sizes, not the bytes."""
+        return entry_problem(self.entry(sample), verify=False)
+
+    def family(self, sample: Sample) -> str:
+        return f"{safe_name(sample.clip)}.{self.settings.backend}{self.settings.size}.clip.*.npy"
+
+    def get(self, sample: Sample) -> np.ndarray:
+        """The sample's ``(T, size, size, 3)`` uint8 clip, checked by its checksum.
+
+        Raises:
+            CacheError: missing, unreadable or damaged (the message names the file).
+        """
+        return self.read(sample)
+
+    def detector_once(self) -> Detector:
+        """The landmark detector (built on first use)."""
+        if self.detector is None:
+            s = self.settings
+            self.detector = make_detector(s.backend, s.weights, self.device)
+        return self.detector
 
     def build(
         self, sample: Sample, frames: ClipFrames, detector: Callable[[], Detector]
@@ -234,7 +284,8 @@ class ClipCache:
             The crops and notes on what was done (re-detection).
 
         Raises:
-            CacheError: no usable pair entry; FaceNotFoundError: re-detection found no face.
+            CacheError: no usable pair entry; FaceNotFoundError: re-detection found no face;
+            FrameSizeError: a frame has another size than the onset.
         """
         s = self.settings
         pair = self.pairs.get(sample)  # (2, S, S, 3): onset, apex crops
@@ -258,13 +309,17 @@ class ClipCache:
                 return warp(image, matrix, s.size)
 
         out = np.empty(self.shape(frames), np.uint8)
+        onset_size = None
         for i, (number, path) in enumerate(zip(frames.numbers, frames.paths, strict=True)):
             if number == onset:
                 out[i] = pair[0]
             elif number == apex:
                 out[i] = pair[1]
             else:
-                out[i] = crop(read_rgb(path))
+                image = read_rgb(path)
+                onset_size = onset_size or image_size(sample.onset_path)
+                check_same_size(path, image, sample.onset_path, onset_size)
+                out[i] = crop(image)
         return out, notes
 
     def _redetect(self, sample: Sample, pair: np.ndarray, detector: Detector) -> np.ndarray:
@@ -296,18 +351,21 @@ class ClipCache:
         self.pairs.put_matrix(sample, matrix)
         return matrix
 
-    def load(self, sample_id: str, path: Path, mmap: bool = True) -> np.ndarray:
-        """An entry's ``(T, size, size, 3)`` uint8 array (memory-mapped by default).
+    # --- computing (EntryCache) -----------------------------------------------------------------
 
-        Raises:
-            CacheError: missing or unreadable (the message names the file).
-        """
-        try:
-            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except FileNotFoundError:
-            raise CacheError(f"{sample_id}: no clip entry {path}") from None
-        except (OSError, ValueError, EOFError) as e:
-            raise CacheError(f"{sample_id}: unreadable clip entry {path}: {e}") from e
+    def entry_notes(self, sample: Sample, entry: Entry) -> list[str]:
+        return [n for n in entry.detail.notes if "max_frames" not in n]
+
+    def compute(self, sample: Sample, entry: Entry) -> list[str]:
+        pair_problem = self.pairs.problem(sample)
+        if pair_problem is not None:
+            raise CacheError(f"no usable pair entry ({pair_problem}): prepare the pairs first")
+        frames = entry.detail
+        clip, notes = self.build(sample, frames, self.detector_once)
+        if frames.subsampled:
+            log.info("%s: %d frames subsampled to %d", sample.id, frames.total, self.max_frames)
+        self.store(entry, clip)
+        return notes
 
 
 # --- prepare / load ----------------------------------------------------------------------------
@@ -316,17 +374,16 @@ class ClipCache:
 @dataclass
 class ClipReport(PrepareReport):
     """What :func:`prepare_clips` did (and, in ``pairs``, what the pair cache did before it):
-    the counts of :class:`~moext.data.pairs.cache.PrepareReport` for clip entries (failed: no pair
-    entry, an unreadable frame, ...), plus
+    the counts of :class:`~moext.data.entries.PrepareReport` for clip entries (failed: no pair
+    entry, an unreadable frame, a frame of another size, ...; ``notes``: offsets not annotated,
+    re-detected alignments), plus
 
     Attributes:
         subsampled: ``(id, frames onset..offset, frames kept)`` of clips over ``max_frames``.
-        notes: ``(id, note)``: offsets not annotated, re-detected alignments.
         pairs: the pair cache's report, when the pairs were prepared in the same run.
     """
 
     subsampled: list[tuple[str, int, int]] = field(default_factory=list)
-    notes: list[tuple[str, str]] = field(default_factory=list)
     pairs: PrepareReport | None = None
 
     @property
@@ -367,57 +424,11 @@ def prepare_clips(
     Returns:
         The report: computed, reused, failed, corrupt, subsampled clips and notes.
     """
-    cache = ClipCache(cache_root, settings, max_frames)
+    cache = ClipCache(cache_root, settings, max_frames, detector, device)
     report = ClipReport()
-    todo: list[tuple[Sample, ClipFrames, Path]] = []
-    for sample in samples:
-        try:
-            frames = cache.frames(sample)
-            path = cache.path(sample, frames)
-        except (OSError, KeyError) as e:
-            report.failed.append(Failure(sample.id, None, f"{type(e).__name__}: {e}"))
-            continue
-        if frames.subsampled:
-            report.subsampled.append((sample.id, frames.total, len(frames.numbers)))
-        report.notes += [(sample.id, n) for n in frames.notes if "max_frames" not in n]
-        problem = cache.problem(path, frames)
-        if problem is None:
-            report.reused.append(sample.id)
-            continue
-        if problem != "missing":
-            log.warning("corrupt clip entry %s (%s): rebuilding", path, problem)
-            report.corrupt.append(Failure(sample.id, path, problem))
-        todo.append((sample, frames, path))
-
-    built: list[Detector] = [detector] if detector is not None else []
-
-    def get_detector() -> Detector:
-        if not built:
-            built.append(make_detector(settings.backend, settings.weights, device))
-        return built[0]
-
-    bar = tqdm(total=len(todo), desc="prepare clips", unit="clip", disable=not progress or not todo)
-    with bar:
-        for sample, frames, path in todo:
-            try:
-                pair_problem = cache.pairs.problem(sample)
-                if pair_problem is not None:
-                    raise CacheError(
-                        f"no usable pair entry ({pair_problem}): prepare the pairs first"
-                    )
-                clip, notes = cache.build(sample, frames, get_detector)
-                if frames.subsampled:
-                    log.info("%s: %d frames subsampled to %d", sample.id, frames.total, max_frames)
-                atomic_save_npy(path, clip)
-                report.computed.append(sample.id)
-                report.notes += [(sample.id, n) for n in notes]
-            except Exception as e:  # reported per clip, the caller decides
-                where = getattr(e, "path", None) or getattr(e, "filename", None)
-                reason = f"{type(e).__name__}: {e}"
-                report.failed.append(Failure(sample.id, Path(where) if where else None, reason))
-            bar.update()
-    for failure in report.failed:
-        log.warning("clip not prepared: %s", failure)
+    for sample, entry in prepare_entries(samples, cache, report, progress):
+        if entry.detail.subsampled:
+            report.subsampled.append((sample.id, entry.detail.total, len(entry.detail.numbers)))
     return report
 
 
@@ -426,46 +437,32 @@ class ClipIndex:
     """Where the clip entries of a list of samples are, and what they hold.
 
     Attributes:
-        paths: one entry file per sample.
+        entries: one entry per sample (:func:`moext.data.entries.read_entry` reads it).
         frames: the frames of each entry (numbers and files).
         lengths: (N,) long, frames per entry.
     """
 
-    paths: tuple[Path, ...]
+    entries: tuple[Entry, ...]
     frames: tuple[ClipFrames, ...]
     lengths: torch.Tensor
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """The entry files, one per sample."""
+        return tuple(e.path for e in self.entries)
 
 
 def index_clips(
     samples: Sequence[Sample], cache_root: Path | str, settings: PrepareSettings, max_frames: int
 ) -> ClipIndex:
-    """Find and check (headers only) the prepared clip entries of ``samples``.
+    """Find and check (headers, sizes and checksum files; the bytes are checked as each item
+    is read) the prepared clip entries of ``samples``.
 
     Raises:
         CacheError: some entries are missing or unusable; the message lists them and says to
             run ``moext prepare``.
     """
-    cache = ClipCache(cache_root, settings, max_frames)
-    paths, frames, problems = [], [], []
-    for sample in samples:
-        try:
-            selected = cache.frames(sample)
-            path = cache.path(sample, selected)
-        except (OSError, KeyError) as e:
-            problems.append(f"{sample.id} (source frame: {e})")
-            continue
-        problem = cache.problem(path, selected)
-        if problem is not None:
-            problems.append(f"{sample.id}: {problem} ({path})")
-        paths.append(path)
-        frames.append(selected)
-    if problems:
-        shown = "\n  ".join(problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise CacheError(
-            f"{len(problems)} of {len(samples)} clips are not prepared in cache {cache_root} "
-            f"with {settings} and max_frames={max_frames}:\n  {shown}{more}\n"
-            "Run `moext prepare` with the same data and preprocessing settings."
-        )
+    entries = find_entries(samples, ClipCache(cache_root, settings, max_frames), check=True)
+    frames = tuple(e.detail for e in entries)
     lengths = torch.tensor([len(f.numbers) for f in frames], dtype=torch.long)
-    return ClipIndex(tuple(paths), tuple(frames), lengths)
+    return ClipIndex(tuple(entries), frames, lengths)

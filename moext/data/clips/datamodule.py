@@ -19,7 +19,7 @@ prediction does not depend on what it is batched with.
 Memory: a clip never has more than ``max_frames`` frames (longer clips are uniformly
 subsampled when their entry is built, keeping onset, apex and offset, and listed by ``moext
 prepare``); a batch therefore holds at most ``batch_size * max_frames`` frames. Entries are
-memory-mapped and read per item, so the database is never loaded whole.
+read per item (each checked against its checksum), so the database is never loaded whole.
 
 Motion magnification (``magnify: alpha``, every stage, before the augmentation): each frame
 becomes ``I_t + alpha (I_t - I_onset)``, clipped to [0, 1] (:func:`magnify_clips`). AKMNet's paper
@@ -37,15 +37,14 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from moext.data.clips.cache import ClipCache, ClipIndex, ClipReport, index_clips, prepare_clips
+from moext.data.entries import read_entry
 from moext.data.pairs.augment import ExpandedPairs, augment_clips, zoom_crop_clips
 from moext.data.pairs.datamodule import MERDataModule
-from moext.data.records import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +112,9 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         k = int(self.positions[i])
-        array = self.cache.load(self.sample_ids[k], self.clips.paths[k])
-        frames = torch.from_numpy(np.array(array)).permute(0, 3, 1, 2)  # a copy of the map
+        what = f"{self.sample_ids[k]}: {self.cache.what}"
+        array = read_entry(self.clips.entries[k], what)  # its bytes checked by its checksum
+        frames = torch.from_numpy(array).permute(0, 3, 1, 2)
         return {"frames": frames, "label": self.labels[k], "index": torch.tensor(k)}
 
 
@@ -151,9 +151,10 @@ class ClipDataModule(MERDataModule):
     clip entries are built from its pair entries by ``prepare_data`` (``moext prepare``).
 
     Args:
-        datasets, protocol, root, paths, reader_options, fold, image_size, landmarks,
-            landmark_weights, on_no_face, cache_dir, num_workers, seed, prepare_workers:
-            as for :class:`~moext.data.pairs.datamodule.MERDataModule` (``task`` is ``classify``).
+        datasets: and ``protocol``, ``fold``, ``root``, ``paths``, ``reader_options``,
+            ``image_size``, ``landmarks``, ``landmark_weights``, ``on_no_face``, ``cache_dir``,
+            ``cache_key``, ``num_workers``, ``seed``, ``prepare_workers``: as for
+            :class:`~moext.data.pairs.datamodule.MERDataModule` (``task`` is ``classify``).
         batch_size: clips per batch (AKMNet's code: 1, with gradients accumulated over 8).
         eval_batch_size: clips per test / predict batch (default ``batch_size``).
         expansion: times each training clip appears per epoch.
@@ -176,10 +177,10 @@ class ClipDataModule(MERDataModule):
         self,
         datasets: list[str] | None = None,
         protocol: str | None = None,
+        fold: str | None = None,
         root: str | None = None,
         paths: dict[str, str] | None = None,
         reader_options: dict[str, dict[str, Any]] | None = None,
-        fold: str | None = None,
         image_size: int = 128,
         landmarks: str = "dlib",
         landmark_weights: str | None = None,
@@ -196,6 +197,7 @@ class ClipDataModule(MERDataModule):
         flip_p: float = 0.5,
         balance: bool = False,
         magnify: float = 0.0,
+        cache_key: Literal["stat", "content"] = "stat",
         num_workers: int = 0,
         seed: int = 0,
         prepare_workers: int = 0,
@@ -218,6 +220,7 @@ class ClipDataModule(MERDataModule):
             landmark_weights=landmark_weights,
             on_no_face=on_no_face,
             cache_dir=cache_dir,
+            cache_key=cache_key,
             batch_size=batch_size,
             expansion=expansion,
             augment="device" if augment == "device" else "none",
@@ -253,12 +256,7 @@ class ClipDataModule(MERDataModule):
         samples, _, _ = self.read_samples()
         report = prepare_clips(samples, self.cache_root(), self.prepare_settings(), self.max_frames)
         report.pairs = pairs
-        if report.failed:
-            lines = "\n".join(f"  {f}" for f in report.failed[:20])
-            more = f"\n  ... and {len(report.failed) - 20} more" if len(report.failed) > 20 else ""
-            raise DatasetError(
-                f"{len(report.failed)} clip(s) could not be prepared:\n{lines}{more}"
-            )
+        report.raise_failures("{n} clip(s) could not be prepared")
         return report
 
     def inputs_loaded(self) -> bool:
@@ -304,20 +302,11 @@ class ClipDataModule(MERDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = ExpandedPairs(self._dataset(self.train_positions()), self.expansion)
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            shuffle=True,
-            collate_fn=collate_clips,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return self.shuffled_loader(ds, collate_fn=collate_clips)
 
     def _eval_loader(self) -> DataLoader:
-        if self.fold is None:
-            raise ValueError("no held-out subject: set data.fold to test or predict")
         return DataLoader(
-            self._dataset(self.test_index),
+            self._dataset(self.held_out_index()),
             batch_size=self.eval_batch_size,
             collate_fn=collate_clips,
             num_workers=self.num_workers,

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from moext.data.entries import PrepareReport
 from moext.data.flow.cache import FlowReport, load_flow, prepare_flow
 from moext.data.flow.tvl1 import (
     FlowScaling,
@@ -32,9 +33,7 @@ from moext.data.flow.tvl1 import (
     scale_flow,
 )
 from moext.data.pairs.augment import ExpandedPairs, augment_flows
-from moext.data.pairs.cache import PrepareReport
 from moext.data.pairs.datamodule import MERDataModule
-from moext.data.records import DatasetError
 
 
 class FlowDataset(Dataset):
@@ -146,10 +145,7 @@ class FlowDataModule(MERDataModule):
             self.tvl1,
             workers=self.prepare_workers,
         )
-        if flow.failed:
-            lines = "\n".join(f"  {f}" for f in flow.failed[:20])
-            more = f"\n  ... and {len(flow.failed) - 20} more" if len(flow.failed) > 20 else ""
-            raise DatasetError(f"no flow for {len(flow.failed)} clip(s):\n{lines}{more}")
+        flow.raise_failures("no flow for {n} clip(s)")
         return FlowPrepareReport(crops, flow)
 
     def inputs_loaded(self) -> bool:
@@ -169,14 +165,8 @@ class FlowDataModule(MERDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = ExpandedPairs(self._subset(self.train_index), self.expansion)
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=len(ds) > self.batch_size,  # no batch of one (BatchNorm, batch statistics)
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        # no batch of one (BatchNorm, batch statistics)
+        return self.shuffled_loader(ds, drop_last=len(ds) > self.batch_size)
 
     def flow_images(self, uv: Tensor, training: bool = False) -> Tensor:
         """Raw fields -> what the network sees.

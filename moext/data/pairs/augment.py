@@ -38,7 +38,11 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import Dataset
+
+#: A random generator, or None for the global generator of the tensor's device.
+MaybeGenerator = torch.Generator | None
 
 
 def pair_transform(max_rotation: float = 10.0, flip_p: float = 0.5, seed: int | None = None):
@@ -124,12 +128,25 @@ def _random_affine(
     return theta, angle, sign
 
 
+def _sample_clips(clips: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Resample every frame of each clip (a pair is a clip of 2 frames) with that clip's (2, 3) affine ``theta`` (B, 2, 3).
+
+    Bilinear, reflection padding, float32 with autocast disabled; returns ``clips.dtype``.
+    """
+    b, t, c, h, w = clips.shape
+    with torch.autocast(device_type=clips.device.type, enabled=False):
+        x = clips.reshape(b, t * c, h, w).float()  # the frames stacked: one grid for the clip
+        grid = F.affine_grid(theta.float(), [b, t * c, h, w], align_corners=False)
+        out = F.grid_sample(x, grid, "bilinear", padding_mode="reflection", align_corners=False)
+    out = out.reshape(b, t, c, h, w)
+    if not clips.is_floating_point():
+        out = out.round_().clamp_(torch.iinfo(clips.dtype).min, torch.iinfo(clips.dtype).max)
+    return out.to(clips.dtype)
+
+
 def augment_pairs(
-    pairs: torch.Tensor,
-    max_rotation: float = 10.0,
-    flip_p: float = 0.5,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+    pairs: Tensor, max_rotation: float = 10.0, flip_p: float = 0.5, generator: MaybeGenerator = None
+) -> Tensor:
     """Randomly mirror and rotate a batch of pairs, one transform per pair, on its device.
 
     Each pair draws a horizontal flip (probability ``flip_p``) and an angle uniformly from
@@ -149,26 +166,14 @@ def augment_pairs(
     """
     if pairs.ndim != 5 or pairs.shape[1] != 2:
         raise ValueError(f"expected pairs of shape (B, 2, C, H, W), got {tuple(pairs.shape)}")
-    b, _, c, h, w = pairs.shape
-    device = pairs.device
-    theta, _, _ = _random_affine(b, h, w, max_rotation, flip_p, generator, device)
-
-    with torch.autocast(device_type=device.type, enabled=False):
-        x = pairs.reshape(b, 2 * c, h, w).float()  # onset and apex stacked: one grid for both
-        grid = F.affine_grid(theta, [b, 2 * c, h, w], align_corners=False)
-        out = F.grid_sample(x, grid, "bilinear", padding_mode="reflection", align_corners=False)
-    out = out.reshape(b, 2, c, h, w)
-    if not pairs.is_floating_point():
-        out = out.round_().clamp_(torch.iinfo(pairs.dtype).min, torch.iinfo(pairs.dtype).max)
-    return out.to(pairs.dtype)
+    b, _, _, h, w = pairs.shape
+    theta, _, _ = _random_affine(b, h, w, max_rotation, flip_p, generator, pairs.device)
+    return _sample_clips(pairs, theta)  # a pair is a clip of two frames: one grid for both
 
 
 def augment_flows(
-    flows: torch.Tensor,
-    max_rotation: float = 10.0,
-    flip_p: float = 0.5,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+    flows: Tensor, max_rotation: float = 10.0, flip_p: float = 0.5, generator: MaybeGenerator = None
+) -> Tensor:
     """Randomly mirror and rotate a batch of flow fields, vectors included, one transform each.
 
     The same draws as :func:`augment_pairs` (for the same generator state the images of a pair
@@ -271,28 +276,9 @@ class ExpandedPairs(Dataset):
 # --- whole clips: one transform per clip, shared by all of its frames ---------------------------
 
 
-def _sample_clips(clips: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Resample every frame of each clip with that clip's (2, 3) affine ``theta`` (B, 2, 3).
-
-    Bilinear, reflection padding, float32 with autocast disabled; returns ``clips.dtype``.
-    """
-    b, t, c, h, w = clips.shape
-    with torch.autocast(device_type=clips.device.type, enabled=False):
-        x = clips.reshape(b, t * c, h, w).float()  # the frames stacked: one grid for the clip
-        grid = F.affine_grid(theta.float(), [b, t * c, h, w], align_corners=False)
-        out = F.grid_sample(x, grid, "bilinear", padding_mode="reflection", align_corners=False)
-    out = out.reshape(b, t, c, h, w)
-    if not clips.is_floating_point():
-        out = out.round_().clamp_(torch.iinfo(clips.dtype).min, torch.iinfo(clips.dtype).max)
-    return out.to(clips.dtype)
-
-
 def augment_clips(
-    clips: torch.Tensor,
-    max_rotation: float = 10.0,
-    flip_p: float = 0.5,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+    clips: Tensor, max_rotation: float = 10.0, flip_p: float = 0.5, generator: MaybeGenerator = None
+) -> Tensor:
     """:func:`augment_pairs` for clips of any length: one mirror + rotation per clip.
 
     Every frame of a clip gets its clip's transform (a transform that differed between frames
@@ -310,22 +296,7 @@ def augment_clips(
     if clips.ndim != 5:
         raise ValueError(f"expected clips of shape (B, T, C, H, W), got {tuple(clips.shape)}")
     b, _, _, h, w = clips.shape
-    device = clips.device
-    draw_on = generator.device if generator is not None else device
-    angle = (torch.rand(b, generator=generator, device=draw_on) * 2 - 1) * math.radians(
-        max_rotation
-    )
-    flip = torch.rand(b, generator=generator, device=draw_on) < flip_p
-    angle, sign = angle.to(device), 1.0 - 2.0 * flip.to(device, torch.float32)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    zero = torch.zeros_like(angle)
-    theta = torch.stack(
-        [
-            torch.stack([sign * cos, -sign * sin * (h / w), zero], dim=1),
-            torch.stack([sin * (w / h), cos, zero], dim=1),
-        ],
-        dim=1,
-    )  # (B, 2, 3), as in augment_pairs
+    theta, _, _ = _random_affine(b, h, w, max_rotation, flip_p, generator, clips.device)
     return _sample_clips(clips, theta)
 
 

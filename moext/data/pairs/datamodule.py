@@ -192,6 +192,10 @@ class MERDataModule(L.LightningDataModule):
         landmark_weights: local weights file for the landmark backend.
         on_no_face: ``"error"`` or ``"next"`` (use the first later frame with a face).
         cache_dir: where aligned crops are cached (default: ``<root>/.moext_cache``).
+        cache_key: how cache entries identify a frame besides its name and size: ``stat``
+            (its mtime: the cache survives moving the data root or copying it with ``cp -p`` /
+            ``rsync -a``) or ``content`` (a hash of its bytes: survives any copy, reads every
+            frame once per run); see :mod:`moext.data.entries`.
         batch_size: pairs per batch (paper 20).
         expansion: times each training pair appears per epoch (paper: tenfold).
         augment: ``"device"`` (batched, on the accelerator, a fresh transform per appearance),
@@ -227,6 +231,7 @@ class MERDataModule(L.LightningDataModule):
         landmark_weights: str | None = None,
         on_no_face: str = "error",
         cache_dir: str | None = None,
+        cache_key: Literal["stat", "content"] = "stat",
         batch_size: int = 20,
         expansion: int = 10,
         augment: Literal["device", "cpu", "static", "none"] = "device",
@@ -276,6 +281,7 @@ class MERDataModule(L.LightningDataModule):
         self.landmark_weights = landmark_weights
         self.on_no_face = on_no_face
         self.cache_dir = cache_dir
+        self.cache_key = cache_key
         self.batch_size = batch_size
         self.expansion = expansion
         self.augment = augment
@@ -386,13 +392,15 @@ class MERDataModule(L.LightningDataModule):
         return sorted({fold_id(s) for s in self.samples})
 
     # ------------------------------------------------------------------ crops
-    def prepare_settings(self):
+    def prepare_settings(self) -> PrepareSettings:
+        """The crop settings of this DataModule (they key its cache entries)."""
         return PrepareSettings(
             size=self.image_size,
             backend=self.landmarks,
             weights=self.landmark_weights,
             on_no_face=self.on_no_face,
             pseudo_apex_n=self.pseudo_apex_n,
+            cache_key=self.cache_key,
         )
 
     def cache_root(self) -> Path:
@@ -415,12 +423,7 @@ class MERDataModule(L.LightningDataModule):
         report = prepare(
             samples, self.cache_root(), self.prepare_settings(), workers=self.prepare_workers
         )
-        if report.failed:
-            lines = "\n".join(f"  {f}" for f in report.failed[:20])
-            more = f"\n  ... and {len(report.failed) - 20} more" if len(report.failed) > 20 else ""
-            raise DatasetError(
-                f"{len(report.failed)} clip(s) could not be prepared:\n{lines}{more}"
-            )
+        report.raise_failures("{n} clip(s) could not be prepared")
         return report
 
     def setup(self, stage: str | None = None) -> None:
@@ -519,21 +522,33 @@ class MERDataModule(L.LightningDataModule):
         )
         pairs, labels, index, expansion = self.training_pairs()
         ds = ExpandedPairs(PairDataset(pairs, labels, index, transform), expansion)
+        return self.shuffled_loader(ds, drop_last=len(ds) > self.batch_size)  # BatchNorm: > 1
+
+    def shuffled_loader(self, dataset: Dataset, **options: Any) -> DataLoader:
+        """The training DataLoader over ``dataset``: shuffled, ``batch_size``, this module's
+        workers (kept between epochs); ``options`` go to the DataLoader (``collate_fn``, ...)."""
         return DataLoader(
-            ds,
+            dataset,
             batch_size=self.batch_size,
             shuffle=True,
-            drop_last=len(ds) > self.batch_size,  # BatchNorm needs > 1 sample per batch
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            **options,
         )
 
-    def _eval_loader(self) -> DataLoader:
+    def held_out_index(self) -> Tensor:
+        """(N_test,) long positions of the held-out subject's samples (test and predict).
+
+        Raises:
+            ValueError: no fold is set.
+        """
         if self.fold is None:
             raise ValueError("no held-out subject: set data.fold to test or predict")
-        return DataLoader(
-            self._subset(self.test_index), batch_size=self.batch_size, num_workers=self.num_workers
-        )
+        return self.test_index
+
+    def _eval_loader(self) -> DataLoader:
+        dataset = self._subset(self.held_out_index())
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader()

@@ -3,8 +3,10 @@
 One module per database (:mod:`.casme2`, :mod:`.samm`, :mod:`.smic`, :mod:`.casme3`,
 :mod:`.casme` for CAS(ME) I); each reader
 returns a :class:`~moext.data.records.ReadResult` with the usable samples, the rows it rejected
-and the rows it corrected (rules in :mod:`.spreadsheet`). Readers only list folders; they never
-decode an image. :func:`read_dataset` picks a reader by name:
+and the rows it corrected (rules in :mod:`.spreadsheet`). The spreadsheet databases are each a
+column mapping plus quirk hooks on one row -> Sample builder
+(:class:`.spreadsheet.SpreadsheetReader`; its module says how to add one). Readers only list
+folders; they never decode an image. :func:`read_dataset` picks a reader by name:
 
 * ``casme2``, ``samm``, ``smic``, ``casme3``, ``casme``: one database; options go to its reader
   (``kind="both"`` reads micro and macro clips of ``casme2``/``casme3``).

@@ -31,30 +31,26 @@ from pathlib import Path
 
 from moext.data.readers.spreadsheet import (
     Column,
+    ColumnMap,
     Row,
-    RowError,
+    SpreadsheetReader,
     cell_text,
-    collect,
-    emotion_label,
-    find_folder,
+    database_root,
     find_spreadsheet,
-    list_frames,
-    parse_number,
+    frame_folder,
     read_table,
-    required_text,
-    resolve_timing,
 )
-from moext.data.records import DatasetError, ReadResult, Sample
+from moext.data.records import DatasetError, ReadResult
 
 FRAME_FOLDERS = {"raw": "CASME_raw_selected", "cropped": "Cropped"}
 TIMING_COLUMNS = ("OnsetF", "ApexF1", "OffsetF")
-COLUMNS = (
-    Column("Subject"),
-    Column("Filename"),
-    *(Column(name) for name in TIMING_COLUMNS),
-    Column("ApexF2", required=False),
-    Column("Emotion"),
-    Column("Action Units", aliases=("AU",), required=False),
+COLUMNS = ColumnMap(
+    "Subject",
+    "Filename",
+    TIMING_COLUMNS,
+    emotion="Emotion",
+    action_units=Column("Action Units", aliases=("AU",)),
+    others=(Column("ApexF2", required=False),),
 )
 #: Frame names: the frame number is the last number before ``.jpg`` (``EP01_5-20.jpg``,
 #: ``reg_EP01_5-20.jpg``); other files in a clip folder (``EP01_5-20 copy.jpg``) are strays.
@@ -69,15 +65,6 @@ KNOWN_WRONG_ROWS: dict[int, dict[str, int | None]] = {
     54: {"OffsetF": 40},
     140: {"OffsetF": 142},
 }
-
-
-def subject_folder(value: object) -> str:
-    """The subject folder of a ``Subject`` cell: ``1``, ``'1'``, ``'01'`` or ``'sub01'`` ->
-    ``'sub01'``."""
-    text = cell_text(value)
-    if text.lower().startswith("sub"):
-        text = text[3:]
-    return f"sub{parse_number(text, 'Subject'):02d}"
 
 
 def coding_sheet(root: Path, spreadsheet: str | Path | None) -> Path:
@@ -122,6 +109,28 @@ def _known_fix(row: Row, first_data_row: int) -> tuple[tuple[object, object, obj
     return tuple(fixed), f"known wrong row (data row {index}): " + ", ".join(changes)
 
 
+class CasmeReader(SpreadsheetReader):
+    """CAS(ME) I rows: subject numbers name the folder ``sub01``; known wrong rows corrected.
+
+    Args:
+        first_data_row: the spreadsheet row of data row 0 (for :data:`KNOWN_WRONG_ROWS`), or
+            None to read the cells as they are.
+    """
+
+    dataset = "casme"
+    columns = COLUMNS
+    subject_format = "sub{:02d}"
+
+    def __init__(self, frames_dir: Path, frame_pattern: str, first_data_row: int | None) -> None:
+        super().__init__(frames_dir, frame_pattern=frame_pattern)
+        self.first_data_row = first_data_row
+
+    def timing_cells(self, row: Row) -> tuple[tuple[object, object, object], str | None]:
+        if self.first_data_row is None:
+            return super().timing_cells(row)
+        return _known_fix(row, self.first_data_row)
+
+
 def read_casme(
     root: str | Path,
     spreadsheet: str | Path | None = None,
@@ -140,60 +149,9 @@ def read_casme(
     Raises:
         DatasetError: root, frame folder, spreadsheet or a required column missing.
     """
-    if frames not in FRAME_FOLDERS:
-        raise ValueError(f"frames must be one of {sorted(FRAME_FOLDERS)}, not {frames!r}")
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(
-            f"casme: root folder {root} not found (expected the folder holding the coding "
-            f".xlsx and {FRAME_FOLDERS['raw']}/)"
-        )
+    root = database_root(root, "casme", "the coding .xlsx", FRAME_FOLDERS, frames)
     path = coding_sheet(root, spreadsheet)
-    frames_dir = root / FRAME_FOLDERS[frames]
-    if not frames_dir.is_dir():
-        raise DatasetError(
-            f"casme: frame folder {frames_dir} not found (frames={frames!r} reads "
-            f"{FRAME_FOLDERS[frames]}/sub01/EP01_5/...)"
-        )
-    table = read_table(path, COLUMNS)
-    first_data_row = table.header_row + 1
-
-    def make(row: Row, source: str) -> Sample:
-        subject = subject_folder(row["Subject"])
-        filename = required_text(row["Filename"], "Filename")
-        folder, notes = find_folder(frames_dir, subject, filename)
-        clip_frames = list_frames(folder, FRAME_PATTERNS[frames])
-        stray = clip_frames.stray_note()
-        cells, note = tuple(row[name] for name in TIMING_COLUMNS), None
-        if fix_known_rows:
-            cells, note = _known_fix(row, first_data_row)
-        try:
-            timing = resolve_timing(cells, TIMING_COLUMNS, clip_frames)
-        except RowError as err:
-            raise RowError(f"{err} (after the {note})" if note else str(err)) from None
-        if note:
-            notes.append(note)
-        return Sample(
-            dataset="casme",
-            subject=folder.parent.name,
-            clip=folder.name,
-            frames=clip_frames.paths,
-            frame_numbers=clip_frames.numbers,
-            onset=timing.onset,
-            apex=timing.apex,
-            offset=timing.offset,
-            emotion=emotion_label(row["Emotion"]),
-            kind="micro",
-            source=source,
-            action_units=cell_text(row["Action Units"]),
-            notes=(*notes, *timing.notes, *([stray] if stray else [])),
-        )
-
-    def clip_of(row: Row) -> str:
-        try:
-            subject = subject_folder(row["Subject"])
-        except RowError:
-            subject = cell_text(row["Subject"]) or "?"
-        return f"casme/{subject}/{cell_text(row['Filename']) or '?'}"
-
-    return collect(table, make, clip_of)
+    frames_dir = frame_folder(root, FRAME_FOLDERS, frames, "casme", "sub01/EP01_5")
+    table = read_table(path, COLUMNS.table_columns("micro"))
+    first_data_row = table.header_row + 1 if fix_known_rows else None
+    return CasmeReader(frames_dir, FRAME_PATTERNS[frames], first_data_row).read(table)

@@ -28,20 +28,14 @@ from pathlib import Path
 
 from moext.data.readers.spreadsheet import (
     Column,
-    Row,
-    RowError,
-    cell_text,
-    collect,
-    emotion_label,
-    find_folder,
+    ColumnMap,
+    SpreadsheetReader,
+    database_root,
     find_spreadsheet,
-    list_frames,
-    parse_number,
+    frame_folder,
     read_table,
-    required_text,
-    resolve_timing,
 )
-from moext.data.records import DatasetError, Kind, ReadResult, Sample
+from moext.data.records import Kind, ReadResult
 
 SPREADSHEETS = (
     "CASME2-coding-20190701.xlsx",
@@ -53,24 +47,22 @@ FRAME_FOLDERS = {"raw": "CASME2_RAW_selected", "cropped": "Cropped"}
 #: Frame file names of each frame folder (group 1: the frame number).
 FRAME_PATTERNS = {"raw": r"img(\d+)\.jpg", "cropped": r"reg_img(\d+)\.jpg"}
 TIMING_COLUMNS = ("OnsetFrame", "ApexFrame", "OffsetFrame")
+COLUMNS = ColumnMap(
+    "Subject",
+    "Filename",
+    TIMING_COLUMNS,
+    emotion=Column("Estimated Emotion", aliases=("Emotion",)),
+    action_units=Column("Action Units", aliases=("AU",)),
+)
 
 
-def _columns(kind: Kind) -> list[Column]:
-    return [
-        Column("Subject"),
-        Column("Filename"),
-        *(Column(name) for name in TIMING_COLUMNS),
-        Column("Estimated Emotion", aliases=("Emotion",), required=kind == "micro"),
-        Column("Action Units", aliases=("AU",), required=False),
-    ]
+class Casme2Reader(SpreadsheetReader):
+    """CASME II rows (subject cells ``'01'`` or ``1`` name the folder ``sub01``)."""
 
-
-def subject_folder(value: object) -> str:
-    """The subject folder name of a ``Subject`` cell: ``'01'``, ``1`` or ``'sub01'`` -> ``'sub01'``."""
-    text = cell_text(value)
-    if text.lower().startswith("sub"):
-        text = text[3:]
-    return f"sub{parse_number(text, 'Subject'):02d}"
+    dataset = "casme2"
+    columns = COLUMNS
+    frame_pattern = FRAME_PATTERNS["raw"]
+    subject_format = "sub{:02d}"
 
 
 def read_casme2(
@@ -93,56 +85,12 @@ def read_casme2(
     Raises:
         DatasetError: root, frame folder, spreadsheet or a required column missing.
     """
-    if frames not in FRAME_FOLDERS:
-        raise ValueError(f"frames must be one of {sorted(FRAME_FOLDERS)}, not {frames!r}")
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(
-            f"{dataset}: root folder {root} not found (expected the folder holding "
-            f"{SPREADSHEETS[0]} and {FRAME_FOLDERS['raw']}/)"
-        )
+    root = database_root(root, dataset, SPREADSHEETS[0], FRAME_FOLDERS, frames)
     names = SPREADSHEETS if kind == "micro" else MACRO_SPREADSHEETS
     path = find_spreadsheet(spreadsheet, names, [root], f"{dataset} ({kind})")
-    frames_dir = root / FRAME_FOLDERS[frames]
-    if not frames_dir.is_dir():
-        raise DatasetError(
-            f"{dataset}: frame folder {frames_dir} not found (frames={frames!r} reads "
-            f"{FRAME_FOLDERS[frames]}/sub01/EP02_01f/...)"
-        )
-    table = read_table(path, _columns(kind))
-
-    def make(row: Row, source: str) -> Sample:
-        subject = subject_folder(row["Subject"])
-        filename = required_text(row["Filename"], "Filename")
-        folder, notes = find_folder(frames_dir, subject, filename)
-        clip_frames = list_frames(folder, FRAME_PATTERNS[frames])
-        cells = (row["OnsetFrame"], row["ApexFrame"], row["OffsetFrame"])
-        timing = resolve_timing(cells, TIMING_COLUMNS, clip_frames)
-        stray = clip_frames.stray_note()
-        return Sample(
-            dataset=dataset,
-            subject=folder.parent.name,
-            clip=folder.name,
-            frames=clip_frames.paths,
-            frame_numbers=clip_frames.numbers,
-            onset=timing.onset,
-            apex=timing.apex,
-            offset=timing.offset,
-            emotion=emotion_label(row["Estimated Emotion"]),
-            kind=kind,
-            source=source,
-            action_units=cell_text(row["Action Units"]),
-            notes=(*notes, *timing.notes, *([stray] if stray else [])),
-        )
-
-    def clip_of(row: Row) -> str:
-        try:
-            subject = subject_folder(row["Subject"])
-        except RowError:
-            subject = cell_text(row["Subject"]) or "?"
-        return f"{dataset}/{subject}/{cell_text(row['Filename']) or '?'}"
-
-    return collect(table, make, clip_of)
+    frames_dir = frame_folder(root, FRAME_FOLDERS, frames, dataset, "sub01/EP02_01f")
+    table = read_table(path, COLUMNS.table_columns(kind))
+    return Casme2Reader(frames_dir, kind, dataset, FRAME_PATTERNS[frames]).read(table)
 
 
 def read_synth(

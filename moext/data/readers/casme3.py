@@ -25,23 +25,22 @@ spNO.40/e offset 0 -> offset None; Filename 'J' whose folder is 'j' -> read from
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from moext.data.readers.spreadsheet import (
     Column,
+    ColumnMap,
     Frames,
     Row,
+    SpreadsheetReader,
+    Timing,
     cell_text,
-    collect,
-    emotion_label,
     find_folder,
     find_spreadsheet,
-    list_frames,
     read_table,
-    required_text,
-    resolve_timing,
 )
-from moext.data.records import DatasetError, Kind, ReadResult, Sample
+from moext.data.records import DatasetError, Kind, ReadResult
 
 PART_A = "part_A"
 ANNOTATION_FOLDER = "annotation"
@@ -53,19 +52,54 @@ MACRO_SPREADSHEETS = (
     "cas(me)3_part_A_MaE_label_JpgIndex_v2_emotion.xlsx",
     "cas(me)3_part_A_MaE_label_JpgIndex_v2.xlsx",
 )
-TIMING_COLUMNS = ("Onset", "Apex", "Offset")
 #: Frame file names: ``123.jpg`` (group 1: the frame number).
 FRAME_PATTERN = r"(\d+)\.jpg"
+COLUMNS = ColumnMap(
+    subject=Column("Subject", aliases=("sub",)),
+    filename=Column("Filename", aliases=("seq",)),
+    timing=("Onset", "Apex", "Offset"),
+    emotion="emotion",
+    action_units=Column("AU", aliases=("Action Units",)),
+)
 
 
-def _columns(kind: Kind) -> list[Column]:
-    return [
-        Column("Subject", aliases=("sub",)),
-        Column("Filename", aliases=("seq",)),
-        *(Column(name) for name in TIMING_COLUMNS),
-        Column("emotion", required=kind == "micro"),
-        Column("AU", aliases=("Action Units",), required=False),
-    ]
+class Casme3Reader(SpreadsheetReader):
+    """CAS(ME)^3 rows: a clip is cut from its video's ``color/`` frames and named
+    ``<video>_<onset>``; each video is listed once (its stray files reported with its first
+    clip)."""
+
+    dataset = "casme3"
+    columns = COLUMNS
+    frame_pattern = FRAME_PATTERN
+
+    def __init__(self, frames_dir: Path, kind: Kind = "micro") -> None:
+        super().__init__(frames_dir, kind)
+        self.listed: dict[Path, Frames] = {}
+
+    def locate(self, row: Row, subject: str, filename: str) -> tuple[Path, list[str]]:
+        video, notes = find_folder(self.frames_dir, subject, filename)
+        color, _ = find_folder(video, COLOR_FOLDER)
+        return color, notes
+
+    def frames_of(self, folder: Path) -> Frames:
+        if folder in self.listed:
+            return replace(self.listed[folder], strays=())
+        self.listed[folder] = super().frames_of(folder)
+        return self.listed[folder]
+
+    def clip_frames(
+        self, subject: str, folder: Path, frames: Frames, timing: Timing
+    ) -> tuple[str, str, Frames]:
+        video = folder.parent
+        return (
+            video.parent.name,
+            f"{video.name}_{timing.onset}",
+            frames.window(timing.onset, timing.offset),
+        )
+
+    def row_clip(self, row: Row) -> str:
+        subject = cell_text(row["Subject"]) or "?"
+        return f"casme3/{subject}/{cell_text(row['Filename']) or '?'}_{cell_text(row['Onset'])}"
 
 
 def _part_a(root: Path) -> Path:
@@ -107,40 +141,5 @@ def read_casme3(
     path = find_spreadsheet(spreadsheet, names, folders, f"casme3 ({kind})")
     if sheet is None and kind == "micro":
         sheet = MICRO_SHEET
-    table = read_table(path, _columns(kind), sheet=sheet)
-    listed: dict[Path, Frames] = {}
-
-    def make(row: Row, source: str) -> Sample:
-        subject = required_text(row["Subject"], "Subject")
-        filename = required_text(row["Filename"], "Filename")
-        video, notes = find_folder(frames_dir, subject, filename)
-        color, _ = find_folder(video, COLOR_FOLDER)
-        stray = None
-        if color not in listed:
-            listed[color] = list_frames(color, FRAME_PATTERN)
-            stray = listed[color].stray_note()  # reported with the video's first clip only
-        timing = resolve_timing(
-            (row["Onset"], row["Apex"], row["Offset"]), TIMING_COLUMNS, listed[color]
-        )
-        frames = listed[color].window(timing.onset, timing.offset)
-        return Sample(
-            dataset="casme3",
-            subject=video.parent.name,
-            clip=f"{video.name}_{timing.onset}",
-            frames=frames.paths,
-            frame_numbers=frames.numbers,
-            onset=timing.onset,
-            apex=timing.apex,
-            offset=timing.offset,
-            emotion=emotion_label(row["emotion"]),
-            kind=kind,
-            source=source,
-            action_units=cell_text(row["AU"]),
-            notes=(*notes, *timing.notes, *([stray] if stray else [])),
-        )
-
-    def clip_of(row: Row) -> str:
-        subject = cell_text(row["Subject"]) or "?"
-        return f"casme3/{subject}/{cell_text(row['Filename']) or '?'}_{cell_text(row['Onset'])}"
-
-    return collect(table, make, clip_of)
+    table = read_table(path, COLUMNS.table_columns(kind), sheet=sheet)
+    return Casme3Reader(frames_dir, kind).read(table)

@@ -25,42 +25,31 @@ import re
 from pathlib import Path
 
 from moext.data.readers.spreadsheet import (
-    Column,
-    Row,
-    RowError,
-    cell_text,
-    collect,
-    emotion_label,
-    find_folder,
+    ColumnMap,
+    SpreadsheetReader,
     find_spreadsheet,
-    list_frames,
-    parse_number,
     read_table,
-    required_text,
-    resolve_timing,
 )
-from moext.data.records import DatasetError, ReadResult, Sample
+from moext.data.records import DatasetError, ReadResult
 
 SPREADSHEET = "SAMM_Micro_FACS_Codes_v2.xlsx"
 SHEET = "MICRO_ONLY"
 HEADER_ROW = 14
 FRAME_FOLDER = "SAMM"
-TIMING_COLUMNS = ("Onset Frame", "Apex Frame", "Offset Frame")
 #: Frame file names: ``006_05562.jpg`` (subject, then the frame number; group 1).
 FRAME_PATTERN = r"\d+_(\d+)\.jpg"
-COLUMNS = (
-    Column("Subject"),
-    Column("Filename"),
-    *(Column(name) for name in TIMING_COLUMNS),
-    Column("Estimated Emotion"),
-    Column("Action Units", required=False),
-)
+TIMING_COLUMNS = ("Onset Frame", "Apex Frame", "Offset Frame")
+COLUMNS = ColumnMap("Subject", "Filename", TIMING_COLUMNS, "Estimated Emotion", "Action Units")
 _SUBJECT_FOLDER = re.compile(r"\d{3}")
 
 
-def subject_folder(value: object) -> str:
-    """The subject folder name of a ``Subject`` cell: ``'006'``, ``'6'`` or ``6`` -> ``'006'``."""
-    return f"{parse_number(value, 'Subject'):03d}"
+class SammReader(SpreadsheetReader):
+    """SAMM rows (subject cells ``'006'`` or ``6`` name the folder ``006``)."""
+
+    dataset = "samm"
+    columns = COLUMNS
+    frame_pattern = FRAME_PATTERN
+    subject_format = "{:03d}"
 
 
 def _frames_dir(root: Path) -> Path:
@@ -93,37 +82,5 @@ def read_samm(root: str | Path, spreadsheet: str | Path | None = None) -> ReadRe
     frames_dir = _frames_dir(root)
     folders = [root, frames_dir] if frames_dir != root else [root, root.parent]
     path = find_spreadsheet(spreadsheet, [SPREADSHEET], folders, "samm")
-    table = read_table(path, COLUMNS, sheet=SHEET, header_row=HEADER_ROW)
-
-    def make(row: Row, source: str) -> Sample:
-        subject = subject_folder(row["Subject"])
-        filename = required_text(row["Filename"], "Filename")
-        folder, notes = find_folder(frames_dir, subject, filename)
-        clip_frames = list_frames(folder, FRAME_PATTERN)
-        cells = (row["Onset Frame"], row["Apex Frame"], row["Offset Frame"])
-        timing = resolve_timing(cells, TIMING_COLUMNS, clip_frames)
-        stray = clip_frames.stray_note()
-        return Sample(
-            dataset="samm",
-            subject=folder.parent.name,
-            clip=folder.name,
-            frames=clip_frames.paths,
-            frame_numbers=clip_frames.numbers,
-            onset=timing.onset,
-            apex=timing.apex,
-            offset=timing.offset,
-            emotion=emotion_label(row["Estimated Emotion"]),
-            kind="micro",
-            source=source,
-            action_units=cell_text(row["Action Units"]),
-            notes=(*notes, *timing.notes, *([stray] if stray else [])),
-        )
-
-    def clip_of(row: Row) -> str:
-        try:
-            subject = subject_folder(row["Subject"])
-        except RowError:
-            subject = cell_text(row["Subject"]) or "?"
-        return f"samm/{subject}/{cell_text(row['Filename']) or '?'}"
-
-    return collect(table, make, clip_of)
+    table = read_table(path, COLUMNS.table_columns("micro"), sheet=SHEET, header_row=HEADER_ROW)
+    return SammReader(frames_dir).read(table)

@@ -10,8 +10,9 @@ A sample's ``subject`` is the subject folder (``s1``), its ``clip`` the clip fol
 ``surprise``). SMIC has no onset/apex annotation: onset = the first frame, apex = the middle
 frame (index ``len(frames) // 2``, as in the paper), offset = the last frame.
 
-Reported instead of read: a clip folder with fewer than two frames, and every clip folder under
-an emotion folder other than the three above. Frames are exactly ``image<n>.bmp``; other image
+Reported instead of read: a clip folder with fewer than two frames or with a frame missing
+between its first and last, and every clip folder under an emotion folder other than the three
+above. Frames are exactly ``image<n>.bmp``; other image
 files in a clip folder are reported (a Correction), never read as frames. Subject folders without ``micro/`` are skipped
 (SMIC-HS has micro-expressions for 16 of its 20 subjects).
 """
@@ -88,6 +89,11 @@ def read_smic(root: str | Path) -> ReadResult:
                 if len(frames.numbers) < 2:
                     reason = f"{len(frames.numbers)} frame(s) in {clip_dir}; need at least 2"
                     result.rejected.append(Rejection(clip_id, reason, source))
+                    continue
+                try:
+                    frames.check_no_gap(frames.numbers[0], None)
+                except RowError as err:
+                    result.rejected.append(Rejection(clip_id, str(err), source))
                     continue
                 result.samples.append(
                     Sample(

@@ -1,4 +1,5 @@
-"""Helpers shared by the database readers: xlsx tables, cell values, frame folders, timing fixes.
+"""What the database readers share: xlsx tables, cell values, frame folders, timing fixes, and the
+one row -> :class:`~moext.data.records.Sample` builder (:class:`SpreadsheetReader`).
 
 Nothing here decodes an image: frame folders are only listed, and a frame's number is read from
 its file name. Each reader names its layout's frame-name pattern (:func:`list_frames`: CASME II
@@ -26,9 +27,44 @@ reports as a :class:`~moext.data.records.Correction`:
 * apex after the offset (SAMM 028_4_1): the apex is kept and the offset widened to the apex,
   corrected.
 * the onset or the apex frame file missing from the clip folder -> rejected.
+* a frame missing between the onset and the offset (``img53`` absent between onset 46 and offset
+  57; to the folder's last frame when the offset is not annotated) -> rejected, naming the
+  frames: a clip never skips time silently. An offset beyond the folder's last frame is no gap
+  (the clip ends at the last frame on disk).
 
 "Middle frame" is the frame on disk after the onset and at most the offset whose number is
 nearest to ``ceil((onset + offset) / 2)``, so it is never the onset itself.
+
+How to add a spreadsheet database (what CASME II, SAMM, CAS(ME) I and CAS(ME)^3 do): subclass
+:class:`SpreadsheetReader` with
+
+1. ``dataset``, the samples' dataset key, ``frame_pattern``, the frame-name pattern, and,
+   where subject cells are numbers, ``subject_format`` (CASME II ``"sub{:02d}"``: ``'01'`` ->
+   ``sub01``; SAMM ``"{:03d}"``);
+2. ``columns``, a :class:`ColumnMap` naming the database's subject, filename, onset, apex,
+   offset, emotion and action-unit columns (with aliases; the emotion is optional for macro
+   clips, the action units always);
+3. only the quirk hooks the database needs, each a method with a default:
+
+   * :meth:`~SpreadsheetReader.subject_folder`: a subject cell -> its folder name (default
+     by ``subject_format``, else the cell's text);
+   * :meth:`~SpreadsheetReader.locate`: the clip folder holding the frames, given the row
+     (default ``<frames_dir>/<subject>/<filename>``, a name in another case accepted and
+     noted; MMEW would read its ``<emotion>/<filename>`` from the row);
+   * :meth:`~SpreadsheetReader.frames_of`: list that folder (default :func:`list_frames` with
+     ``frame_pattern``; CAS(ME)^3 lists each long video once);
+   * :meth:`~SpreadsheetReader.timing_cells`: the onset, apex and offset cells, fixed where the
+     database is known to be wrong (default as read; CAS(ME) I's known wrong rows);
+   * :meth:`~SpreadsheetReader.clip_frames`: the clip's frames and its subject and clip names
+     (default every frame of the folder, named by the folder and its parent; CAS(ME)^3 cuts its
+     clip out of the video, ``a_1234``; a layout whose folders do not name the subject returns
+     the row's);
+   * :meth:`~SpreadsheetReader.row_clip`: a row's clip id for a rejection, from its raw cells.
+
+Then the reader function finds the spreadsheet (:func:`find_spreadsheet`), reads it
+(:func:`read_table` with :meth:`ColumnMap.table_columns`) and returns
+``MyReader(frames_dir, kind).read(table)``: every row goes through the one builder
+(:meth:`SpreadsheetReader.sample`), its rules above and the report of :func:`collect`.
 """
 
 from __future__ import annotations
@@ -38,13 +74,13 @@ import re
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import openpyxl
 from openpyxl.utils.exceptions import InvalidFileException
 
-from moext.data.records import Correction, DatasetError, ReadResult, Rejection, Sample
+from moext.data.records import Correction, DatasetError, Kind, ReadResult, Rejection, Sample
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 HEADER_SEARCH_ROWS = 30
@@ -101,6 +137,49 @@ class Table:
 
 def _normalize(header: object) -> str:
     return " ".join(cell_text(header).split()).lower()
+
+
+def database_root(
+    root: str | Path, what: str, holding: str, folders: dict[str, str], frames: str
+) -> Path:
+    """The root folder of a database whose frames come in variants (``raw``, ``cropped``).
+
+    Args:
+        root: the database folder.
+        what: the database, for messages.
+        holding: what the root holds besides the frame folders (``the coding .xlsx``).
+        folders: the frame folder of each variant.
+        frames: the chosen variant.
+
+    Raises:
+        ValueError: ``frames`` is not one of ``folders``.
+        DatasetError: ``root`` is not a folder.
+    """
+    if frames not in folders:
+        raise ValueError(f"frames must be one of {sorted(folders)}, not {frames!r}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(
+            f"{what}: root folder {root} not found (expected the folder holding {holding} and "
+            f"{next(iter(folders.values()))}/)"
+        )
+    return root
+
+
+def frame_folder(root: Path, folders: dict[str, str], frames: str, what: str, clip: str) -> Path:
+    """``root / folders[frames]``, the folder of the chosen frames.
+
+    Raises:
+        DatasetError: it is missing (the message shows where ``clip``, a clip folder such as
+            ``sub01/EP02_01f``, would lie).
+    """
+    folder = root / folders[frames]
+    if not folder.is_dir():
+        raise DatasetError(
+            f"{what}: frame folder {folder} not found (frames={frames!r} reads "
+            f"{folders[frames]}/{clip}/...)"
+        )
+    return folder
 
 
 def find_spreadsheet(
@@ -325,6 +404,31 @@ class Frames:
         ]
         return Frames(self.folder, tuple(n for n, _ in keep), tuple(p for _, p in keep))
 
+    def missing(self, first: int, last: int | None) -> list[int]:
+        """Frame numbers absent from the folder between ``first`` and ``last`` (to the folder's
+        last frame when ``last`` is None or lies beyond it): the gaps of that clip."""
+        end = self.numbers[-1] if self.numbers else first
+        if last is not None:
+            end = min(last, end)
+        present = set(self.numbers)
+        return [n for n in range(first, end + 1) if n not in present]
+
+    def check_no_gap(self, first: int, last: int | None) -> None:
+        """Refuse a clip that skips frames between ``first`` (its onset) and ``last`` (its
+        offset).
+
+        Raises:
+            RowError: naming the missing frames and the folder.
+        """
+        gaps = self.missing(first, last)
+        if gaps:
+            shown = ", ".join(str(n) for n in gaps[:10]) + (" ..." if len(gaps) > 10 else "")
+            until = "the last frame" if last is None else f"offset {last}"
+            raise RowError(
+                f"{len(gaps)} frame(s) missing between onset {first} and {until} in "
+                f"{self.folder}: {shown}"
+            )
+
     def stray_note(self) -> str | None:
         """The Correction note naming the stray files, or None when there are none."""
         if not self.strays:
@@ -493,4 +597,181 @@ def resolve_timing(
     for what, number in (("onset", onset), ("apex", apex)):
         if number not in present:
             raise RowError(f"{what} frame {number} not found in {frames.folder}")
+    frames.check_no_gap(onset, offset)
     return Timing(onset, apex, offset, tuple(notes))
+
+
+# --- the row -> Sample builder -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which column of a database's spreadsheet holds what, as the database spells it (a plain
+    name stands for a required :class:`Column` without aliases).
+
+    Attributes:
+        subject, filename: the columns naming the subject and the clip.
+        timing: the onset, apex and offset columns.
+        emotion, action_units: the label and the action units.
+        others: further columns read with the table but not used by the builder.
+    """
+
+    subject: Column | str
+    filename: Column | str
+    timing: tuple[Column | str, Column | str, Column | str]
+    emotion: Column | str
+    action_units: Column | str
+    others: tuple[Column, ...] = ()
+
+    def __post_init__(self) -> None:
+        def column(c: Column | str) -> Column:
+            return Column(c) if isinstance(c, str) else c
+
+        for name in ("subject", "filename", "emotion", "action_units"):
+            object.__setattr__(self, name, column(getattr(self, name)))
+        object.__setattr__(self, "timing", tuple(column(c) for c in self.timing))
+
+    @property
+    def timing_names(self) -> tuple[str, str, str]:
+        """The onset, apex and offset column names (the keys of their cells in a Row)."""
+        return tuple(c.name for c in self.timing)
+
+    def table_columns(self, kind: Kind) -> list[Column]:
+        """The columns to read for ``kind`` clips: the emotion is optional for macro clips, the
+        action units always; the subject comes first (it locates the header row)."""
+        return [
+            self.subject,
+            self.filename,
+            *self.timing,
+            *self.others,
+            replace(self.emotion, required=self.emotion.required and kind == "micro"),
+            replace(self.action_units, required=False),
+        ]
+
+
+class SpreadsheetReader:
+    """The reader of one spreadsheet database: its column mapping plus quirk hooks.
+
+    Subclasses set :attr:`dataset`, :attr:`columns` and :attr:`frame_pattern` and override the
+    hooks their database needs (the module docstring lists them); :meth:`sample` turns a row
+    into a :class:`~moext.data.records.Sample` the same way for every database.
+
+    Args:
+        frames_dir: the folder holding the subject folders.
+        kind: ``"micro"`` or ``"macro"``: what the spreadsheet's clips are.
+        dataset: the samples' dataset key (default :attr:`dataset`).
+        frame_pattern: the frame-name pattern (default :attr:`frame_pattern`).
+    """
+
+    #: The samples' dataset key.
+    dataset: str = ""
+    #: The spreadsheet's columns.
+    columns: ColumnMap
+    #: The frame-name pattern of :func:`list_frames` (group 1: the frame number).
+    frame_pattern: str = r"(\d+)\.jpg"
+    #: How a subject cell holding a number names its folder: ``"sub{:02d}"`` (``'01'``, ``1``
+    #: or ``'sub01'`` -> ``'sub01'``), ``"{:03d}"`` (``6`` -> ``'006'``); None: the cell's text.
+    subject_format: str | None = None
+
+    def __init__(
+        self,
+        frames_dir: Path,
+        kind: Kind = "micro",
+        dataset: str | None = None,
+        frame_pattern: str | None = None,
+    ) -> None:
+        self.frames_dir = Path(frames_dir)
+        self.kind = kind
+        self.dataset = dataset or self.dataset
+        self.frame_pattern = frame_pattern or self.frame_pattern
+
+    # --- quirk hooks ---------------------------------------------------------------------------
+
+    def subject_folder(self, cell: object) -> str:
+        """The subject folder name of a subject cell (default: by :attr:`subject_format`).
+
+        Raises:
+            RowError: the cell cannot name a subject.
+        """
+        column = self.columns.subject.name
+        if self.subject_format is None:
+            return required_text(cell, column)
+        prefix, text = self.subject_format.split("{")[0], cell_text(cell)
+        if prefix and text.lower().startswith(prefix.lower()):
+            text = text[len(prefix) :]
+        return self.subject_format.format(parse_number(text, column))
+
+    def locate(self, row: Row, subject: str, filename: str) -> tuple[Path, list[str]]:
+        """The folder holding the clip's frames, and notes on how it was found (default:
+        ``<frames_dir>/<subject>/<filename>``, see :func:`find_folder`).
+
+        Raises:
+            RowError: the folder is missing.
+        """
+        return find_folder(self.frames_dir, subject, filename)
+
+    def frames_of(self, folder: Path) -> Frames:
+        """The frames of a clip folder (default :func:`list_frames` with the frame pattern)."""
+        return list_frames(folder, self.frame_pattern)
+
+    def timing_cells(self, row: Row) -> tuple[tuple[object, object, object], str | None]:
+        """The row's onset, apex and offset cells, and a note when the reader changed them
+        (default: as read, no note)."""
+        return tuple(row[name] for name in self.columns.timing_names), None
+
+    def clip_frames(
+        self, subject: str, folder: Path, frames: Frames, timing: Timing
+    ) -> tuple[str, str, Frames]:
+        """The sample's subject and clip names and its frames, given the row's subject folder
+        name, the clip folder and its frames (default: the clip folder's parent and its name,
+        as found on disk, and every frame of the folder; a layout whose folders do not name the
+        subject, such as MMEW's ``<emotion>/<clip>``, returns ``subject``)."""
+        return folder.parent.name, folder.name, frames
+
+    def row_clip(self, row: Row) -> str:
+        """A row's clip id for a rejection, from its raw cells (never raises)."""
+        try:
+            subject = self.subject_folder(row[self.columns.subject.name])
+        except RowError:
+            subject = cell_text(row[self.columns.subject.name]) or "?"
+        return f"{self.dataset}/{subject}/{cell_text(row[self.columns.filename.name]) or '?'}"
+
+    # --- the builder ---------------------------------------------------------------------------
+
+    def sample(self, row: Row, source: str) -> Sample:
+        """The sample of one row.
+
+        Raises:
+            RowError: the row cannot be used (the message says why).
+        """
+        c = self.columns
+        subject = self.subject_folder(row[c.subject.name])
+        filename = required_text(row[c.filename.name], c.filename.name)
+        folder, notes = self.locate(row, subject, filename)
+        frames = self.frames_of(folder)
+        cells, fixed = self.timing_cells(row)
+        try:
+            timing = resolve_timing(cells, c.timing_names, frames)
+        except RowError as err:
+            raise RowError(f"{err} (after the {fixed})" if fixed else str(err)) from None
+        stray = frames.stray_note()
+        subject_name, clip, frames = self.clip_frames(subject, folder, frames, timing)
+        return Sample(
+            dataset=self.dataset,
+            subject=subject_name,
+            clip=clip,
+            frames=frames.paths,
+            frame_numbers=frames.numbers,
+            onset=timing.onset,
+            apex=timing.apex,
+            offset=timing.offset,
+            emotion=emotion_label(row[c.emotion.name]),
+            kind=self.kind,
+            source=source,
+            action_units=cell_text(row[c.action_units.name]),
+            notes=tuple(n for n in (*notes, fixed, *timing.notes, stray) if n),
+        )
+
+    def read(self, table: Table) -> ReadResult:
+        """Every row of ``table`` as a sample, rejection or correction (see :func:`collect`)."""
+        return collect(table, self.sample, self.row_clip)
