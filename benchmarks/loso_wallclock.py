@@ -361,26 +361,28 @@ def timed_loso(
     and compare the two predictions (:func:`compare_predictions`).
     """
     from moext.experiment import loso
+    from moext.experiment.definition import open_experiment
+    from moext.experiment.run_folder import check_experiment
 
-    settings = loso.read_settings(config)
+    exp = open_experiment(config, overrides)
+    settings = exp.settings
     settings.out_dir = str(out_dir)
     if wandb != "config":
         settings.wandb = wandb
-    run_dir = Path(settings.out_dir) / settings.name
+    run_dir = exp.run_dir
     extra = [*overrides, *(callbacks or CALLBACK_OVERRIDE)]
     registry = records()
     registry.clear()
     timings: dict[str, Any] = {}
 
     t = time.perf_counter()
-    folds, classes, held_out = loso.experiment_data(config, overrides)
-    stages = loso.experiment_settings(config, settings, overrides)
-    loso.check_experiment(run_dir, stages, folds, classes, held_out)  # what every fold carries
+    folds, classes, held_out = loso.experiment_data(exp)
+    check_experiment(run_dir, exp.recorded_settings(), folds, classes, held_out)  # what folds carry
     timings["list_folds_s"] = time.perf_counter() - t
     pretrained = None
     if settings.pretrain_config:
         t = time.perf_counter()
-        pretrained = loso.run_pretraining(settings, run_dir, overrides=extra)
+        pretrained = loso.run_pretraining(exp, overrides=extra)
         wall = time.perf_counter() - t
         timings["pretrain"] = {"wall_s": wall, **breakdown(registry[-1], wall)}
     chosen = folds if max_folds is None else folds[:max_folds]
@@ -388,15 +390,16 @@ def timed_loso(
     for k, fold in enumerate(chosen, 1):
         print(f"[bench] fold {k}/{len(chosen)} {fold}", flush=True)
         t = time.perf_counter()
-        loso.run_fold(config, settings, run_dir, fold, pretrained, extra)
+        loso.run_fold(exp, fold, pretrained, extra)
         wall = time.perf_counter() - t
         timings["folds"].append({"fold": fold, "wall_s": wall, **breakdown(registry[-1], wall)})
     if repeat_first_fold:
-        again = dataclasses.replace(settings, name=f"{settings.name}_repeat")
+        again = dataclasses.replace(
+            exp, settings=dataclasses.replace(settings, name=f"{settings.name}_repeat")
+        )
         fold = chosen[0]
         print(f"[bench] fold {fold} again, same seed", flush=True)
-        repeat_dir = Path(again.out_dir) / again.name
-        second = loso.run_fold(config, again, repeat_dir, fold, pretrained, extra)
+        second = loso.run_fold(again, fold, pretrained, extra)
         timings["determinism"] = {
             "fold": fold,
             **compare_predictions(

@@ -1,38 +1,68 @@
 """The ``moext`` command: parses the command line and calls the layers below; nothing imports it.
 
-``moext fit|test|predict --config X.yaml`` is LightningCLI; ``moext validate`` is refused with
-the reason (there is no validation set, on purpose). The other commands are the package's own:
+Every command is one row of :data:`COMMANDS` (name, one-line summary, handler): ``moext
+--help`` (or ``moext`` alone) lists them, ``moext <command> --help`` shows a command's options,
+``moext --version`` the package's version. ``fit`` / ``test`` / ``predict`` are LightningCLI's;
+the others are the package's own. ``moext validate`` is not listed and is refused with the
+reason (there is no validation set, on purpose).
 
-    moext loso --config experiments/X.yaml [--folds ...] [--report]   every LOSO fold, pooled results
-    moext prepare --config X.yaml                                       face alignment + crop cache
-    moext data summary --dataset NAME --root PATH [--json]             what a database holds
-    moext synth --out DIR                                               the generated database
-    moext flow-analysis --config X.yaml                                 Figure 6 (pseudo apex N)
-    moext demo [--data DIR]                                             the README's CPU demo
-    moext compare RUN_DIR [RUN_DIR ...] [--json] [--out DIR]            runs side by side, CIs, paired tests
-
-Errors that are the user's to fix (a setting, a missing file, the data, a checkpoint that does
-not fit the model) are printed as one line and end with exit code 2; ``MOEXT_TRACEBACK=1``
-shows the traceback instead.
+Every handler runs through :func:`moext.experiment.errors.run_command`: an error that is the
+user's to fix (a setting, a missing file, the data, a checkpoint that does not fit the model)
+is printed as one line and ends with exit code 2 (``MOEXT_TRACEBACK=1`` shows the traceback
+instead), and output piped into a reader that stops early (``moext compare A B | head``) ends
+quietly.
 """
 
 from __future__ import annotations
 
-import os
+import difflib
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
+import moext
 from moext.data import summary, synth
 from moext.experiment import compare, demo, flow_analysis, loso, prepare
-from moext.experiment.config import USER_ERRORS, error_line, lightning_cli
+from moext.experiment.config import lightning_cli
+from moext.experiment.errors import run_command
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``moext`` command.
+
+    Attributes:
+        name: what the user types (``loso``, ``data summary`` is ``data``).
+        summary: one line for ``moext --help``.
+        handler: runs it on the arguments after the name; returns the exit code.
+        listed: shown by ``moext --help``.
+    """
+
+    name: str
+    summary: str
+    handler: Callable[[list[str]], int | None]
+    listed: bool = True
+
+
+def _lightning(subcommand: str | None, argv: list[str]) -> None:
+    """``moext fit|test|predict``: LightningCLI (a refused setting is one line, exit code 2)."""
+    lightning_cli([subcommand, *argv] if subcommand else argv)
+
+
+DATA_USAGE = "usage: moext data summary --dataset NAME --root PATH [--protocol P] [--json]"
 
 
 def _data(argv: list[str]) -> int:
-    if not argv or argv[0] != "summary":
+    """``moext data summary ...``: what a database holds (``moext data summary --help``)."""
+    if argv[:1] in (["-h"], ["--help"]):
         print(
-            "usage: moext data summary --dataset NAME --root PATH [--protocol P] [--json]",
-            file=sys.stderr,
+            f"{DATA_USAGE}\n\n  summary  what a database holds: counts per class and subject, "
+            "every rejected and corrected row (moext data summary --help: its options)"
         )
+        return 0
+    if not argv or argv[0] != "summary":
+        print(DATA_USAGE, file=sys.stderr)
         return 2
     return summary.main(argv[1:])
 
@@ -50,37 +80,80 @@ def _refuse_validate(argv: list[str]) -> int:
     return 2
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "data": _data,
-    "loso": loso.main,
-    "prepare": prepare.main,
-    "synth": synth.main,
-    "flow-analysis": flow_analysis.main,
-    "demo": demo.main,
-    "compare": compare.main,
-    "validate": _refuse_validate,
-}
+#: Every command, in the order ``moext --help`` lists them. A new command is one row here.
+COMMANDS = (
+    Command("fit", "train one stage of a config (LightningCLI)", partial(_lightning, "fit")),
+    Command(
+        "test",
+        "evaluate a checkpoint on a held-out subject (LightningCLI)",
+        partial(_lightning, "test"),
+    ),
+    Command(
+        "predict",
+        "predict a held-out subject, written as predictions.csv (LightningCLI)",
+        partial(_lightning, "predict"),
+    ),
+    Command("loso", "every leave-one-subject-out fold of an experiment, pooled", loso.main),
+    Command("prepare", "align the faces and cache what an experiment needs", prepare.main),
+    Command("compare", "finished LOSO runs side by side: CIs and paired tests", compare.main),
+    Command("demo", "every method on a generated database, on a CPU, in minutes", demo.main),
+    Command("data", "data summary: what a database holds, rejected and corrected rows", _data),
+    Command("synth", "write the generated (synthetic) database", synth.main),
+    Command(
+        "flow-analysis",
+        "the pseudo apex N from optical flow (the paper's Figure 6)",
+        flow_analysis.main,
+    ),
+    Command("validate", "", _refuse_validate, listed=False),
+)
 
 
-def _lightning(argv: list[str]) -> int:
-    """``moext fit|test|predict``: LightningCLI, with the user's errors (a setting, a file, a
-    checkpoint that does not fit the model) as one line and exit code 2."""
-    try:
-        lightning_cli(argv)
-    except USER_ERRORS as e:
-        if os.environ.get("MOEXT_TRACEBACK"):
-            raise
-        command = argv[0] if argv and not argv[0].startswith("-") else "moext"
-        print(f"moext {command}: error: {error_line(e)}", file=sys.stderr)
+def _say(text: str, code: int) -> int:
+    print(text)
+    return code
+
+
+def usage() -> str:
+    """What ``moext --help`` prints: every listed command with its one line."""
+    listed = [c for c in COMMANDS if c.listed]
+    width = max(len(c.name) for c in listed)
+    rows = "\n".join(f"  {c.name:<{width}}  {c.summary}" for c in listed)
+    return (
+        "usage: moext <command> [options]\n\n"
+        f"{moext.__doc__.strip()}\n\n"
+        f"commands:\n{rows}\n\n"
+        "options:\n"
+        f"  {'-h, --help':<{width}}  this list\n"
+        f"  {'--version':<{width}}  the package's version\n\n"
+        "`moext <command> --help` shows a command's options. An error that is yours to fix\n"
+        "prints as one line (exit code 2); MOEXT_TRACEBACK=1 shows its traceback."
+    )
+
+
+def run(argv: list[str]) -> int:
+    """Run the command ``argv`` names (``argv`` without the program name); its exit code."""
+    if not argv or argv[0] in ("-h", "--help"):
+        return run_command("moext", partial(_say, usage(), 0 if argv else 2))
+    if argv[0] == "--version":
+        return run_command("moext", partial(_say, f"moext {moext.__version__}", 0))
+    by_name = {c.name: c for c in COMMANDS}
+    if argv[0].startswith("-"):  # LightningCLI's options before its subcommand (-c CONFIG fit)
+        return run_command("moext", partial(_lightning, None, argv))
+    if argv[0] not in by_name:
+        near = difflib.get_close_matches(argv[0], [c.name for c in COMMANDS if c.listed], n=1)
+        hint = f" (did you mean `moext {near[0]}`?)" if near else ""
+        print(
+            f"moext: error: unknown command {argv[0]!r}{hint}; `moext --help` lists the commands",
+            file=sys.stderr,
+        )
         return 2
-    return 0
+    command = by_name[argv[0]]
+    return run_command(f"moext {command.name}", partial(command.handler, argv[1:]))
 
 
 def main(args: list[str] | None = None) -> int | None:
     """Entry point of the ``moext`` console script (``args`` defaults to ``sys.argv[1:]``)."""
-    argv = list(sys.argv[1:] if args is None else args)
-    command = COMMANDS.get(argv[0]) if argv else None
-    code = command(argv[1:]) if command else _lightning(argv)
+    code = run(list(sys.argv[1:] if args is None else args))
     if args is None:
         sys.exit(code)
     return code

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from moext.cli import main
-from moext.experiment.config import parse_config
+from moext.experiment.config import parse_config, parse_stage
 from moext.experiment.preflight import check_stages
 from moext.experiment.prepare import main as prepare
 from moext.experiment.settings import read_settings
@@ -153,6 +153,6 @@ def check_experiments(method: str, class_path: str, protocols: dict[str, tuple])
         assert model.net.image_size == data.image_size
         settings = read_settings(path)
         assert settings.pretrain_config is None and settings.name == f"{method}_{path.stem}"
-        check_stages(path, None, [], [], THREE)
+        check_stages(parse_stage(path), None, THREE)
         configs.append(cfg)
     return configs

@@ -161,3 +161,87 @@ def test_data_summary_command(synth_root, capsys):
 def test_validate_is_refused_with_the_reason(capsys):
     assert main(["validate", "--config", str(CONF / "classify.yaml")]) == 2
     assert "no validation set, on purpose" in capsys.readouterr().err
+
+
+# --- the front door (issue 24) ----------------------------------------------------------------
+
+
+def test_help_lists_every_command_and_each_command_has_its_own_help(capsys):
+    import re
+
+    import moext
+    from moext.cli import COMMANDS
+
+    assert main(["--help"]) == 0
+    listing = capsys.readouterr().out
+    listed = [c.name for c in COMMANDS if c.listed]
+    assert {"fit", "test", "predict", "loso", "prepare", "compare", "demo", "data", "synth",
+            "flow-analysis"} <= set(listed)  # fmt: skip
+    for command in COMMANDS:
+        line = f"  {command.name} "
+        assert (line in listing) == command.listed, command.name
+    assert "validate" not in listing  # refused when typed (see above), never offered
+    assert main([]) == 2  # a command is required: the same list
+    assert capsys.readouterr().out == listing
+    assert main(["--version"]) == 0
+    pyproject = (CONF.parents[1] / "pyproject.toml").read_text()
+    version = re.search(r'^version = "(.+)"$', pyproject, re.M)[1]
+    assert capsys.readouterr().out == f"moext {version}\n" and moext.__version__ == version
+    for name in listed:
+        try:
+            code = main([name, "--help"])
+        except SystemExit as done:  # argparse and LightningCLI exit after printing the help
+            code = done.code
+        assert code == 0, name
+        shown = capsys.readouterr().out
+        assert shown.startswith("usage: moext") and name.split()[0] in shown.splitlines()[0], name
+
+
+def test_an_unknown_command_and_lightnings_validate_are_one_line(capsys):
+    assert main(["fitt", "--config", "x.yaml"]) == 2
+    assert capsys.readouterr().err == (
+        "moext: error: unknown command 'fitt' (did you mean `moext fit`?); `moext --help` lists "
+        "the commands\n"
+    )
+    assert main(["-c", str(CONF / "classify.yaml"), "validate"]) == 2  # LightningCLI has none
+    err = capsys.readouterr().err
+    assert err.startswith("moext: error: ") and "'validate'" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "line"),
+    [
+        (["--model.init_args.bogus_key", "3"],
+         "model.init_args.bogus_key: not an option of moext.tasks.MoExtClassifyTask"),
+        (["--model.init_args.lr", "fast"], "model.init_args.lr: expected float, got 'fast'"),
+        (["--trainer.max_epochs", "x"], "trainer.max_epochs: expected int, got 'x'"),
+        (["--trainer.bogus", "1"], "unrecognized arguments: --trainer.bogus 1"),
+    ],
+)  # fmt: skip
+def test_a_bad_option_is_one_line_not_the_usage(option, line, capsys):
+    """Fault 10: jsonargparse printed ~60 lines of usage before the line that matters."""
+    assert main(["fit", "--config", str(CONF / "classify.yaml"), *option]) == 2
+    assert capsys.readouterr().err == (
+        f"moext fit: error: {line} (`moext fit --help` lists the options)\n"
+    )
+
+
+def test_a_bad_override_of_an_experiment_is_one_line(capsys):
+    from moext.experiment import loso
+
+    config = CONF / "classify.yaml"
+    assert loso.main(["--config", str(config), "--", "--model.init_args.lr", "fast"]) == 2
+    assert capsys.readouterr().err == (
+        f"moext loso: error: {config}: model.init_args.lr: expected float, got 'fast' "
+        "(`moext fit --help` lists the options)\n"
+    )
+
+
+def test_a_trainer_setting_lightning_refuses_is_one_line(tmp_path, capsys):
+    args = ["--trainer.max_epochs", "-3", "--trainer.default_root_dir", str(tmp_path)]
+    assert main(["fit", "--config", str(CONF / "classify.yaml"), *args]) == 2
+    assert capsys.readouterr().err == (
+        "moext fit: error: trainer: `max_epochs` must be a non-negative integer or -1. You passed "
+        "in -3.\n"
+    )
+    assert not list(tmp_path.iterdir())

@@ -8,7 +8,9 @@ import pytest
 from moext.cli import main as cli
 from moext.experiment import compare, tracking
 from moext.experiment.results import (
+    RECORD_DIGEST,
     pool_run,
+    record_digest,
     results_markdown,
     samples_digest,
     write_fold,
@@ -25,13 +27,24 @@ def folds():
     return [f"{db}/s{s:02d}" for db, n in SUBJECTS.items() for s in range(1, n + 1)]
 
 
-def make_run(root, name, accuracy, seed, drop_fold=None, relabel=None, classes=CLASSES, extra=None):
-    """A finished LOSO run folder; ``accuracy`` of its predictions; every subject holds every
-    class. ``drop_fold``: leave that fold's predictions out; ``relabel``: {sample: label};
-    ``extra``: a sample id added to its fold."""
+def make_run(
+    root,
+    name,
+    accuracy,
+    seed,
+    drop_fold=None,
+    relabel=None,
+    classes=CLASSES,
+    extra=None,
+    sealed=True,
+):
+    """A finished LOSO run folder, as `moext loso` writes it; ``accuracy`` of its predictions;
+    every subject holds every class. ``drop_fold``: leave that fold's predictions out;
+    ``relabel``: {sample: label}; ``extra``: a sample id added to its fold; ``sealed=False``: an
+    older moext's folder, whose records carry no record digest."""
     run_dir = root / name
     rng = np.random.default_rng(seed)
-    fold_samples = {}
+    fold_rows = {}
     for fold in folds():
         if fold == drop_fold:
             continue
@@ -48,18 +61,22 @@ def make_run(root, name, accuracy, seed, drop_fold=None, relabel=None, classes=C
                 | {"label": label, "pred": int(pred)}
                 | {f"prob_{c}": float(p) for c, p in zip(classes, probs, strict=True)}
             )
-        held_out = [r["sample"] for r in rows]
-        record = {"fold": fold, "experiment": name, "held_out": held_out}
-        write_fold(run_dir / "folds" / fold.replace("/", "__"), rows, classes, record)
-        fold_samples[fold] = samples_digest(held_out)
+        fold_rows[fold] = rows
     record = {
         "fingerprint": name,
         "folds": folds(),
         "classes": list(classes),
-        "fold_samples": fold_samples,
+        "fold_samples": {
+            f: samples_digest(r["sample"] for r in rows) for f, rows in fold_rows.items()
+        },
         "settings": {"classify": {"model.class_path": TASK, "trainer.max_epochs": 1}},
     }
-    (run_dir / EXPERIMENT_FILE).write_text(json.dumps(record))
+    digest = {RECORD_DIGEST: record_digest(record)} if sealed else {}
+    for fold, rows in fold_rows.items():
+        held_out = [r["sample"] for r in rows]
+        fold_record = {"fold": fold, "experiment": name, "held_out": held_out, **digest}
+        write_fold(run_dir / "folds" / fold.replace("/", "__"), rows, classes, fold_record)
+    (run_dir / EXPERIMENT_FILE).write_text(json.dumps({**record, **digest}))
     return run_dir
 
 
@@ -127,9 +144,10 @@ def test_point_estimates_and_intervals_are_those_of_each_runs_results(runs):
     # results.json keeps its keys and carries the intervals; the report prints them
     saved = json.loads((runs[0] / "results.json").read_text())
     assert set(saved) == {
-        "classes", "folds_done", "folds_missing", "folds_failed", "complete", "overall", "per_dataset",
-        "per_fold_for_inspection_only", "confusion", "ci",
+        "classes", "folds_done", "folds_missing", "folds_failed", "complete", "record_verified",
+        "overall", "per_dataset", "per_fold_for_inspection_only", "confusion", "ci",
     }  # fmt: skip
+    assert saved["record_verified"] is True
     assert saved["ci"]["unit"] == "subject" and saved["ci"]["level"] == 0.95
     lo, hi = saved["ci"]["overall"]["uf1"]
     text = results_markdown(saved, per_fold=False)
@@ -218,3 +236,84 @@ def test_a_tampered_or_failed_fold_is_refused_as_by_the_report(tmp_path, runs):
     (runs[2] / "folds" / "samm__s01" / "FAILED.json").write_text("{}")
     with pytest.raises(ValueError, match="folds failed"):
         compare.compare_runs([runs[0], runs[2]])
+
+
+# --- an edited experiment.json, an older folder, a closed pipe (issue 24) ------------------------
+
+
+def _edit_record(run_dir, change):
+    path = run_dir / EXPERIMENT_FILE
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+def _drop_fold(run_dir, fold):
+    """Fault 4: a fold taken out of experiment.json (its list and its samples), its folder gone."""
+    import shutil
+
+    def change(record):
+        record["folds"].remove(fold)
+        del record["fold_samples"][fold]
+
+    _edit_record(run_dir, change)
+    shutil.rmtree(run_dir / "folds" / fold.replace("/", "__"))
+
+
+def test_an_edited_record_never_makes_a_partial_run_complete_or_relabels_it(tmp_path, capsys):
+    """Faults 4 and 5: experiment.json is sealed by its digest, which every fold.json carries."""
+    from moext.experiment.results import RecordCheckError, verify_run
+
+    intact = make_run(tmp_path, "intact", 0.9, seed=3)
+    assert verify_run(intact).unverified is None and not verify_run(intact).missing
+    dropped = make_run(tmp_path, "dropped", 0.9, seed=3)
+    _drop_fold(dropped, "samm/s06")
+    assert cli(["compare", str(dropped)]) == 2  # was: a complete run of 66 samples
+    err = capsys.readouterr().err
+    assert err.startswith(f"moext compare: error: {dropped / EXPERIMENT_FILE} was edited after")
+    with pytest.raises(RecordCheckError, match="was edited after the run recorded it"):
+        pool_run(dropped)  # moext loso --report
+    # ... and with the record's own digest deleted too, the folds' digests still tell
+    _edit_record(dropped, lambda record: record.pop(RECORD_DIGEST))
+    with pytest.raises(RecordCheckError, match=r"not the record that fold folder\(s\) casme2__s01"):
+        compare.compare_runs([dropped])
+    relabelled = make_run(tmp_path, "relabelled", 0.9, seed=3)
+    srmcl = "moext.tasks.srmcl_classify.SRMCLClassifyTask"
+    _edit_record(
+        relabelled, lambda r: r["settings"]["classify"].update({"model.class_path": srmcl})
+    )
+    with pytest.raises(RecordCheckError, match="was edited"):  # was: shown as SRMCL
+        compare.compare_runs([intact, relabelled])
+    renamed = make_run(tmp_path, "renamed", 0.9, seed=3)
+    _edit_record(renamed, lambda r: r.update(classes=["neg", "pos", "sur"]))
+    with pytest.raises(RecordCheckError, match="was edited"):
+        verify_run(renamed)
+
+
+def test_a_folder_of_an_older_moext_is_compared_as_an_unverified_record(tmp_path, runs, capsys):
+    old = make_run(tmp_path, "old", 0.9, seed=3, sealed=False)
+    assert cli(["compare", str(runs[0]), str(old), "--resamples", "200"]) == 0
+    out, err = capsys.readouterr()
+    assert f"[compare] old: unverified record: {old / EXPERIMENT_FILE} predates" in err
+    assert "| old | MoExtClassifyTask (UNVERIFIED RECORD) | **all (pooled)** |" in out
+    assert "| good | MoExtClassifyTask | **all (pooled)** |" in out
+    result = compare.compare_runs([runs[0], old], resamples=200)
+    assert [r["record_verified"] for r in result["runs"]] == [True, False]
+    pooled = pool_run(old)  # moext loso --report reads it, and says so
+    assert pooled["record_verified"] is False
+    assert "UNVERIFIED RECORD" in (old / "results.md").read_text().splitlines()[0]
+
+
+def test_output_into_a_closed_pipe_ends_quietly(runs, monkeypatch):
+    """Fault 8: `moext compare A B | head` ended in a BrokenPipeError traceback."""
+    import os
+    import sys
+
+    from moext.experiment.errors import CLOSED_PIPE
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone (as `head` after its lines)
+    with open(write_end, "w") as closed_pipe, monkeypatch.context() as patch:
+        patch.setattr(sys, "stdout", closed_pipe)
+        code = cli(["compare", str(runs[0]), str(runs[1]), "--resamples", "50"])
+    assert code == CLOSED_PIPE

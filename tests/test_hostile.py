@@ -19,9 +19,18 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from moext.experiment import loso
+from moext.experiment.config import parse_stage
+from moext.experiment.definition import open_experiment
 from moext.experiment.guards import FiniteGuard, TrainingDiverged
 from moext.experiment.preflight import StageConfigError, check_stages
-from moext.experiment.results import FoldCheckError, pool_run, verify_fold, write_fold
+from moext.experiment.processes import Interrupted, stop_on_signals
+from moext.experiment.results import (
+    FoldCheckError,
+    pool_run,
+    record_digest,
+    verify_fold,
+    write_fold,
+)
 from moext.experiment.run_folder import check_experiment
 from moext.io import atomic_write, atomic_write_text
 from tests.conftest import CONF
@@ -67,10 +76,12 @@ def _run_folder(tmp_path: Path, fingerprint: str = "cfgA") -> Path:
         tmp_path, {"classify": {"x": 1}}, list(held_out), ("a", "b"), held_out
     )
     record["fingerprint"] = fingerprint
+    record["record_digest"] = record_digest(record)  # sealed, as the run seals it
     (tmp_path / "experiment.json").write_text(json.dumps(record))
     for fold, ids in held_out.items():
         rows = [_row(s, fold, i) for i, s in enumerate(ids)]
         fold_record = {"fold": fold, "experiment": fingerprint, "held_out": ids}
+        fold_record["record_digest"] = record["record_digest"]
         write_fold(tmp_path / "folds" / fold.replace("/", "__"), rows, ("a", "b"), fold_record)
     return tmp_path
 
@@ -301,7 +312,7 @@ def test_a_diverging_pretraining_stage_stops_the_run_before_any_fold(
 def test_signals_raise_interrupted_with_the_shell_exit_codes():
     before = signal.getsignal(signal.SIGTERM)
     for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
-        with pytest.raises(loso.Interrupted) as caught, loso.stop_on_signals():
+        with pytest.raises(Interrupted) as caught, stop_on_signals():
             os.kill(os.getpid(), signum)
             time.sleep(5)  # the handler raises before this ends
         assert caught.value.exit_code == code
@@ -379,7 +390,7 @@ def test_prepare_and_loso_list_dropped_clips_stray_files_and_damaged_frames(
     assert "1 annotated clip(s) rejected by the readers, not used:" in out
     assert f"{lost} (CASME2-coding-20190701.xlsx row " in out
     assert f"apex frame {first['sub02'].apex} not found" in out and f"'{stray.name}'" in out
-    loso.experiment_data(cfg, [])  # what `moext loso` prints before it starts
+    loso.experiment_data(open_experiment(cfg))  # what `moext loso` prints before it starts
     assert lost in capsys.readouterr().out
     dm = MERDataModule(task="classify", protocol="synth-3", datasets=["synth"],
                        image_size=64, landmarks="none", fold="synth/sub01")  # fmt: skip
@@ -409,9 +420,9 @@ def test_prepare_and_loso_list_dropped_clips_stray_files_and_damaged_frames(
     ],
 )  # fmt: skip
 def test_preflight_finds_stage_errors_before_training(data_env, override, message):
-    cfg = CONF / "classify.yaml"
+    classify = parse_stage(CONF / "classify.yaml", override)
     with pytest.raises(StageConfigError, match=message):
-        check_stages(cfg, CONF / "pretrain.yaml", override, [], ("neg", "pos", "sur"))
+        check_stages(classify, parse_stage(CONF / "pretrain.yaml"), ("neg", "pos", "sur"))
 
 
 def test_loso_reports_a_late_error_at_once_as_one_line(data_env, tmp_path, capsys):
@@ -462,6 +473,195 @@ def test_files_are_written_with_the_umask_not_0600(tmp_path):
     for path in (tmp_path / "a.json", tmp_path / "b.npy", entry):
         assert path.stat().st_mode & 0o777 == 0o664, path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.npy", "cache", "img1.png"]
+
+
+# --- issue 24: a run's record, the Trainer's settings, what a signal interrupted ---------------
+
+CLASSES = ("negative", "positive", "surprise")
+FOLDS = ["synth/sub01", "synth/sub02", "synth/sub03"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(synth_root, tmp_path_factory):
+    """A finished run of the tests' experiment without pretraining (1 epoch, 3 folds), made once
+    per module; tests read or damage a copy (:func:`copy_run`)."""
+    tmp = tmp_path_factory.mktemp("finished")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+        patch.setenv("WANDB_MODE", "disabled")
+        patch.chdir(CONF.parent.parent)
+        cfg, run_dir = make_experiment(synth_root, tmp, pretrain=False)
+        cfg.write_text(cfg.read_text().replace("max_epochs: 2", "max_epochs: 1"))
+        assert loso.main(["--config", str(cfg)]) == 0
+    return cfg, run_dir
+
+
+def copy_run(finished: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of a finished run folder under tmp_path, and its config pointing at it."""
+    cfg, run_dir = finished
+    runs = tmp_path / "runs"
+    shutil.copytree(run_dir, runs / run_dir.name)
+    copied = tmp_path / cfg.name
+    copied.write_text(cfg.read_text().replace(str(run_dir.parent), str(runs)))
+    return copied, runs / run_dir.name
+
+
+def _edit_record(run_dir: Path, change) -> None:
+    path = run_dir / "experiment.json"
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record, indent=2))
+
+
+def test_a_run_seals_its_record_and_refuses_it_edited(finished_run, data_env, tmp_path, capsys):
+    """Faults 4 and 5 on a run folder as `moext loso` writes it: every fold.json carries the
+    digest of experiment.json; a fold taken out of the record, or the method relabelled, is
+    refused by --report, by compare and before a resumed run trains anything."""
+    from moext.cli import main as cli
+
+    cfg, run_dir = copy_run(finished_run, tmp_path)
+    record = json.loads((run_dir / "experiment.json").read_text())
+    carried = {
+        json.loads(p.read_text())["record_digest"] for p in run_dir.glob("folds/*/fold.json")
+    }
+    assert carried == {record["record_digest"]} and len(record["folds"]) == 3
+    assert loso.main(["--config", str(cfg), "--report"]) == 0  # intact
+    assert "UNVERIFIED" not in capsys.readouterr().out
+
+    _edit_record(run_dir, lambda r: r["settings"]["classify"].update(
+        {"model.class_path": "moext.tasks.srmcl_classify.SRMCLClassifyTask"}))  # fmt: skip
+    assert loso.main(["--config", str(cfg), "--report"]) == 2
+    assert cli(["compare", str(run_dir)]) == 2
+    edited = f"{run_dir / 'experiment.json'} was edited after the run recorded it"
+    assert capsys.readouterr().err.splitlines() == [
+        f"moext loso: error: {edited}: its settings, folds, held-out samples or classes no longer "
+        "match its record digest; restore the original file, or delete the run folder and run "
+        "the experiment again; results are never read from an edited record",
+        f"moext compare: error: {edited}: its settings, folds, held-out samples or classes no "
+        "longer match its record digest; restore the original file, or delete the run folder "
+        "and run the experiment again; results are never read from an edited record",
+    ]
+    (run_dir / "experiment.json").write_text(json.dumps(record))  # restored: read again
+    assert loso.main(["--config", str(cfg), "--report"]) == 0
+
+    def drop_sub03(r):
+        r["folds"].remove("synth/sub03")
+        del r["fold_samples"]["synth/sub03"]
+
+    _edit_record(run_dir, drop_sub03)
+    shutil.rmtree(run_dir / "folds" / "synth__sub03")
+    assert cli(["compare", str(run_dir)]) == 2  # was: a complete run of 12 samples
+    assert loso.main(["--config", str(cfg), "--report"]) == 2
+    assert loso.main(["--config", str(cfg)]) == 2  # the run refuses it before training
+    assert capsys.readouterr().err.count(edited) == 3
+    assert not (run_dir / "folds" / "synth__sub03").exists()
+
+
+def test_a_run_folder_of_an_older_moext_reports_as_an_unverified_record(
+    finished_run, tmp_path, capsys
+):
+    cfg, run_dir = copy_run(finished_run, tmp_path)
+    for record in [run_dir / "experiment.json", *run_dir.glob("folds/*/fold.json")]:
+        text = json.loads(record.read_text())
+        del text["record_digest"]
+        record.write_text(json.dumps(text))
+    assert loso.main(["--config", str(cfg), "--report"]) == 0  # still reported ...
+    out = capsys.readouterr().out
+    assert "[loso] UNVERIFIED RECORD: " in out and "UNVERIFIED RECORD (experiment.json" in out
+    assert json.loads((run_dir / "results.json").read_text())["record_verified"] is False
+    assert "record_digest" not in json.loads((run_dir / "experiment.json").read_text())  # unsealed
+
+
+def test_trainer_settings_that_lightning_refuses_fail_before_the_run_folder(
+    data_env, tmp_path, capsys
+):
+    """Fault 7: `trainer.max_epochs: -3` was Lightning's traceback after experiment.json."""
+    cfg, run_dir = make_experiment(data_env, tmp_path, pretrain=False)
+    assert loso.main(["--config", str(cfg), "--", "--trainer.max_epochs", "-3"]) == 2
+    assert capsys.readouterr().err == (
+        f"moext loso: error: classification stage ({cfg}): the Trainer refuses its settings: "
+        "MisconfigurationException: `max_epochs` must be a non-negative integer or -1. You "
+        "passed in -3.\n"
+    )
+    assert not run_dir.exists()
+    pretrain = parse_stage(CONF / "pretrain.yaml", ["--trainer.max_steps", "-5"])
+    with pytest.raises(
+        StageConfigError, match=r"^pretraining stage \(.*pretrain.yaml\): the Trainer"
+    ):
+        check_stages(parse_stage(CONF / "classify.yaml"), pretrain, CLASSES)
+    # where a stage runs is checked where it runs (a login node has no GPU)
+    on_gpus = [
+        "--trainer.accelerator",
+        "gpu",
+        "--trainer.devices",
+        "4",
+        "--trainer.strategy",
+        "ddp",
+    ]
+    check_stages(parse_stage(CONF / "classify.yaml", on_gpus), None, CLASSES)
+
+
+class _Worker:
+    """A ``--workers`` process stand-in: when its parent first waits for it, the folds ``share``
+    of a finished run appear (as written by the workers), then the cluster sends SIGTERM."""
+
+    def __init__(self, finished: Path, run_dir: Path, share: list[str]) -> None:
+        self.finished, self.run_dir, self.share, self.code = finished, run_dir, share, None
+
+    def poll(self) -> int | None:
+        return self.code
+
+    def send_signal(self, signum: int) -> None:  # passed on by the parent: the worker ends
+        self.code = -signum
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.code is None:
+            self.code = 0
+            for fold in self.share:
+                name = fold.replace("/", "__")
+                shutil.copytree(self.finished / "folds" / name, self.run_dir / "folds" / name)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        return self.code
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        (["synth/sub01", "synth/sub02", "synth/sub03"],
+         "interrupted by SIGTERM after every fold had finished (3 of 3), while the 2 worker(s) "
+         "were exiting, before the results were pooled."),
+        (["synth/sub02"],
+         "interrupted by SIGTERM during 2 worker(s) training folds (1 of 3 finished; each worker "
+         "named the fold it was training above)."),
+    ],
+)  # fmt: skip
+def test_a_signal_to_the_workers_says_what_it_interrupted(
+    finished_run, tmp_path, monkeypatch, capsys, written, said
+):
+    """Fault 9: a SIGTERM after every fold wrote its predictions said "during 2 worker(s)
+    training folds"."""
+    cfg, run_dir = copy_run(finished_run, tmp_path)
+    shutil.rmtree(run_dir / "folds")
+    monkeypatch.setattr(loso, "start", lambda exp, preflight=True: (FOLDS, CLASSES))
+    workers = iter([written, []])
+    monkeypatch.setattr(
+        loso, "start_worker", lambda command, gpu: _Worker(finished_run[1], run_dir, next(workers))
+    )
+    assert loso.main(["--config", str(cfg), "--workers", "2"]) == 143
+    assert f"moext loso: {said}" in capsys.readouterr().err
+
+
+def test_a_signal_while_pooling_says_so(finished_run, tmp_path, monkeypatch, capsys):
+    cfg, run_dir = copy_run(finished_run, tmp_path)
+
+    def preempted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    monkeypatch.setattr(loso, "pool_run", preempted)
+    assert loso.main(["--config", str(cfg), "--report"]) == 143
+    assert "moext loso: interrupted by SIGTERM while pooling the results" in capsys.readouterr().err
 
 
 # --- issue 24: a frame of another size, a missing middle frame, a damaged cache entry ----------

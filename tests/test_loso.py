@@ -131,12 +131,14 @@ def test_loso_subset_of_folds_reports_partial(experiment, capsys):
 
 def test_report_refuses_foreign_subject_in_a_fold(tmp_path):
     """Even a fold whose own record lists it (the leakage guard behind the records)."""
+    from moext.experiment.results import FoldCheckError
+
     row = {"sample": "synth/sub02/EP1", "dataset": "synth", "subject": "sub02"}
     row |= {"fold": "synth/sub01", "label": 0, "pred": 0, "prob_a": 1.0}
     (tmp_path / "experiment.json").write_text(json.dumps({"fingerprint": "f"}))
     record = {"fold": "synth/sub01", "experiment": "f", "held_out": ["synth/sub02/EP1"]}
     write_fold(tmp_path / "folds" / "synth__sub01", [row], ("a",), record)
-    with pytest.raises(AssertionError, match="another subject"):
+    with pytest.raises(FoldCheckError, match="another subject"):
         pool_run(tmp_path, ("a",))
 
 
@@ -202,11 +204,13 @@ def test_pretrain_only_trains_the_shared_stage_and_no_fold(experiment):
 
 
 def test_only_where_and_how_overrides_reach_pretraining():
+    from moext.experiment.definition import pretrain_overrides
+
     overrides = [
         "--trainer.precision", "bf16-mixed", "--model.init_args.lr", "0.1",
         "--data.init_args.root=/data", "--trainer.max_epochs", "3", "--trainer.devices", "2",
     ]  # fmt: skip
-    assert loso.pretrain_overrides(overrides) == [
+    assert pretrain_overrides(overrides) == [
         "--trainer.precision", "bf16-mixed", "--data.init_args.root=/data", "--trainer.devices", "2",
     ]  # fmt: skip
 
@@ -279,3 +283,32 @@ def test_a_run_folder_recorded_with_an_old_class_path_still_matches(tmp_path):
     other = {"classify": {**new["classify"], "model.class_path": "moext.tasks.MoExtPretrainTask"}}
     with pytest.raises(ValueError, match="model.class_path"):
         check_experiment(tmp_path, other, folds, classes)
+
+
+def test_starting_a_run_parses_each_stage_config_once(experiment, monkeypatch):
+    """The experiment is read once and handed down: listing the folds, both stages' preflight
+    and the run folder's record parse the classification and the pretraining config once each
+    (they were parsed 6 times, the YAML read 3 times)."""
+    from moext.experiment import config, definition, settings
+
+    cfg, run_dir = experiment
+    parsed, read = [], []
+    real_parse, real_read = config.lightning_cli, settings.read_config_file
+
+    def parse(args, **kwargs):
+        parsed.append(args[args.index("--config") + 1])
+        return real_parse(args, **kwargs)
+
+    def read_file(path):
+        read.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(config, "lightning_cli", parse)
+    monkeypatch.setattr(definition, "read_config_file", read_file)
+    exp = definition.open_experiment(cfg)
+    folds, classes = loso.start(exp)
+    assert folds == ["synth/sub01", "synth/sub02", "synth/sub03"] and len(classes) == 3
+    assert read == [cfg] and sorted(parsed) == sorted([str(cfg), exp.settings.pretrain_config])
+    assert (
+        json.loads((run_dir / "experiment.json").read_text())["settings"] == exp.recorded_settings()
+    )

@@ -104,11 +104,12 @@ def test_pretraining_set_excludes_held_out_subject(synth_root):
 def test_ablation_pretraining_differs_from_the_paper_s_in_one_setting(
     ablation, key, value, monkeypatch
 ):
+    from moext.experiment.config import parse_stage
     from moext.experiment.run_folder import stage_settings
 
     monkeypatch.chdir(REPO)
-    base = stage_settings(EXPERIMENTS / "pretrain.yaml", [])
-    ab = stage_settings(EXPERIMENTS / "ablations" / f"{ablation}.yaml", [])
+    base = stage_settings(parse_stage(EXPERIMENTS / "pretrain.yaml"))
+    ab = stage_settings(parse_stage(EXPERIMENTS / "ablations" / f"{ablation}.yaml"))
     assert {k for k in base.keys() | ab.keys() if base.get(k) != ab.get(k)} == {key}
     assert ab[key] == value
 

@@ -221,3 +221,21 @@ def test_slurm_settings_and_command_line_options():
     assert (pre["timeout_min"], pre["tasks_per_node"], pre["gpus_per_node"]) == (30, 2, 2)
     cpu = slurm.executor_parameters(SlurmSettings(gpus_per_job=0, cluster="local"), "folds", "x")
     assert "gpus_per_node" not in cpu and "slurm_dependency" not in cpu
+
+
+def test_launcher_slurm_without_slurm_is_one_line_and_writes_nothing(
+    experiment,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,
+):
+    """Fault 6: submitit's "Could not detect srun" traceback, and a stray run folder."""
+    cfg, run_dir = experiment
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # no srun, as on a workstation
+    assert loso.main(["--config", str(cfg), "--launcher", "slurm"]) == 2
+    assert capsys.readouterr().err == (
+        "moext loso: error: --launcher slurm: no SLURM on this machine (no srun on the PATH); "
+        f"run the folds here with `moext loso --config {cfg}` (add --workers N for folds side by "
+        "side), or try the cluster jobs as local processes with `--launcher slurm --cluster local`\n"
+    )
+    assert not run_dir.exists()

@@ -104,10 +104,22 @@ def swap_masks(
     return rng.integers(0, 2, (n_resamples, n_subjects)).astype(float), False
 
 
-def _scopes(subject_dataset: list[str]) -> dict[str, np.ndarray]:
-    """Column (subject) indices per source database."""
+def _scopes(subject_dataset: list[str], per_dataset: bool) -> dict[str | None, np.ndarray]:
+    """Column (subject) indices of each scope: None for all subjects, then (``per_dataset``)
+    one per source database."""
     names = np.asarray(subject_dataset)
-    return {name: np.flatnonzero(names == name) for name in sorted(set(subject_dataset))}
+    scopes: dict[str | None, np.ndarray] = {None: np.arange(len(names))}
+    if per_dataset:
+        scopes |= {name: np.flatnonzero(names == name) for name in sorted(set(subject_dataset))}
+    return scopes
+
+
+def _by_scope(results: dict[str | None, Any]) -> dict[str, Any]:
+    """``{None: overall, db: ...}`` -> ``{"overall": overall, "per_dataset": {db: ...}}``."""
+    return {
+        "overall": results[None],
+        "per_dataset": {scope: r for scope, r in results.items() if scope is not None},
+    }
 
 
 def _percentile(values: np.ndarray, level: float) -> list[float]:
@@ -158,26 +170,18 @@ def bootstrap_ci(
     _, cms, subject_dataset = subject_confusions(labels, preds, subjects, num_classes, datasets)
     rng = np.random.default_rng(seed)
     counts = draw_counts(subject_dataset, n_resamples, rng)
-    scopes = {"overall": np.arange(len(cms))}
-    if datasets is not None:
-        scopes |= {f"dataset:{d}": cols for d, cols in _scopes(subject_dataset).items()}
-    out: dict[str, Any] = {
+    ci = {}
+    for scope, cols in _scopes(subject_dataset, datasets is not None).items():
+        m = _pooled(cms[cols], counts[:, cols])
+        ci[scope] = {k: _percentile(m[k], level) for k in METRICS}
+    return {
         "method": CI_METHOD,
         "unit": "subject",
         "level": level,
         "resamples": n_resamples,
         "seed": seed,
-        "overall": {},
-        "per_dataset": {},
+        **_by_scope(ci),
     }
-    for scope, cols in scopes.items():
-        m = _pooled(cms[cols], counts[:, cols])
-        ci = {k: _percentile(m[k], level) for k in METRICS}
-        if scope == "overall":
-            out["overall"] = ci
-        else:
-            out["per_dataset"][scope.removeprefix("dataset:")] = ci
-    return out
 
 
 def paired_comparison(
@@ -225,22 +229,8 @@ def paired_comparison(
     rng = np.random.default_rng(seed)
     counts = draw_counts(subject_dataset, n_resamples, rng)
     swaps, exact = swap_masks(len(cms_a), n_resamples, rng)
-    scopes = {"overall": np.arange(len(cms_a))}
-    if datasets is not None:
-        scopes |= {f"dataset:{d}": cols for d, cols in _scopes(subject_dataset).items()}
-    out: dict[str, Any] = {
-        "test": TEST_METHOD,
-        "ci_method": "paired " + CI_METHOD,
-        "unit": "subject",
-        "level": level,
-        "resamples": n_resamples,
-        "permutations": len(swaps),
-        "exact": exact,
-        "seed": seed,
-        "overall": {},
-        "per_dataset": {},
-    }
-    for scope, cols in scopes.items():
+    by_scope = {}
+    for scope, cols in _scopes(subject_dataset, datasets is not None).items():
         a, b = cms_a[cols], cms_b[cols]
         ones = np.ones((1, len(cols)))
         point_a, point_b = _pooled(a, ones), _pooled(b, ones)
@@ -259,11 +249,18 @@ def paired_comparison(
                 "diff_ci": _percentile(boot_a[metric] - boot_b[metric], level),
                 "p_value": float(min(1.0, p)),
             }
-        if scope == "overall":
-            out["overall"] = res
-        else:
-            out["per_dataset"][scope.removeprefix("dataset:")] = res
-    return out
+        by_scope[scope] = res
+    return {
+        "test": TEST_METHOD,
+        "ci_method": "paired " + CI_METHOD,
+        "unit": "subject",
+        "level": level,
+        "resamples": n_resamples,
+        "permutations": len(swaps),
+        "exact": exact,
+        "seed": seed,
+        **_by_scope(by_scope),
+    }
 
 
 def point_estimates(

@@ -6,7 +6,11 @@ each source database), per database where the protocol is a composite (CDE); and
 of runs the difference in UF1 and UAR on the identical samples, the paired bootstrap CI of the
 difference and the p-value of a paired permutation test over subjects
 (:mod:`moext.experiment.bootstrap`). Runs that do not cover the same samples, the same labels
-or the same classes, and runs with folds missing, are refused with what differs.
+or the same classes, and runs with folds missing, are refused with what differs. Every run
+folder is read through :func:`moext.experiment.results.verify_run`, as ``moext loso --report``
+reads it: an ``experiment.json`` edited after the run (a fold taken out of the list, a method
+relabelled) is refused; a folder written before records were sealed is compared, marked
+"unverified record" in the table and on stderr.
 
 ``--json`` prints one object (:func:`compare_runs`); ``--out DIR`` writes comparison.md,
 comparison.json and comparison.png (a forest plot); ``--wandb`` logs the comparison to W&B.
@@ -35,74 +39,59 @@ from moext.experiment.bootstrap import (
     paired_comparison,
     point_estimates,
 )
-from moext.experiment.results import PREDICTIONS, atomic_write_text, failed_folds, verify_fold
-from moext.experiment.run_folder import EXPERIMENT_FILE, fingerprint, read_experiment
+from moext.experiment.errors import run_command
+from moext.experiment.results import atomic_write_text, shown_items, verify_run
+from moext.experiment.run_folder import EXPERIMENT_FILE, fingerprint
 from moext.experiment.settings import LosoSettings
 from moext.experiment.tracking import quiet_stages, wandb_mode
 from moext.io import atomic_write
 
 COMPARED = ("uf1", "uar")  # the scores of the paired tests
-SHOWN = 10  # differing samples or missing folds named in an error
 
 
 @dataclass
 class Run:
-    """One finished LOSO run: its name, folder, method and pooled predictions (sorted by sample)."""
+    """One finished LOSO run: its name, folder, method and pooled predictions (sorted by
+    sample); ``unverified``: the note of a record that predates record digests, else None."""
 
     name: str
     path: Path
     method: str | None
     classes: list[str]
     predictions: pd.DataFrame
-
-
-def _some(items: list[Any]) -> str:
-    shown = ", ".join(str(i) for i in items[:SHOWN])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > SHOWN else "")
+    unverified: str | None = None
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Read a finished run folder: ``experiment.json`` (folds, classes, method) and every
-    ``folds/*/predictions.csv``, each verified against its ``fold.json`` as ``moext loso
-    --report`` verifies it (:func:`moext.experiment.results.verify_fold`).
+    """Read a finished run folder as ``moext loso --report`` reads it
+    (:func:`moext.experiment.results.verify_run`: the record against its digest, every fold
+    against its ``fold.json``), refusing failed or missing folds.
 
     Raises:
-        ValueError: not a run folder, folds missing or failed (named), a fold whose files do
-            not match its record, a sample predicted twice or a fold holding another subject's
-            predictions.
+        ValueError: not a run folder, an edited record, folds missing or failed (named), a fold
+            whose files do not match its record, a sample predicted twice or a fold holding
+            another subject's predictions.
     """
     path = Path(run_dir)
-    recorded = read_experiment(path) if path.is_dir() else None
-    if recorded is None:
+    if not (path / EXPERIMENT_FILE).is_file():
         raise ValueError(f"{path}: not a moext LOSO run folder (no {EXPERIMENT_FILE})")
-    failed = sorted(failed_folds(path))
-    if failed:
-        raise ValueError(f"{path}: folds failed (not pooled, not compared): {_some(failed)}")
-    files = sorted((path / "folds").glob(f"*/{PREDICTIONS}"))
-    frames = [verify_fold(f.parent, recorded) for f in files]
-    preds = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["fold"])
-    missing = sorted(set(recorded["folds"]) - set(preds["fold"]))
-    if missing:
+    run = verify_run(path)
+    if run.failed:
         raise ValueError(
-            f"{path}: partial run, {len(missing)} of {len(recorded['folds'])} folds have no "
-            f"predictions: {_some(missing)}; finish it (moext loso) before comparing"
+            f"{path}: folds failed (not pooled, not compared): {shown_items(sorted(run.failed))}"
         )
-    dup = sorted(set(preds["sample"][preds["sample"].duplicated()]))
-    if dup:
-        raise ValueError(f"{path}: samples predicted more than once: {_some(dup)}")
-    foreign = preds["fold"] != preds["dataset"] + "/" + preds["subject"].astype(str)
-    if foreign.any():
+    if run.missing:
         raise ValueError(
-            f"{path}: predictions of another subject inside a fold: "
-            f"{_some(preds['sample'][foreign].tolist())}"
+            f"{path}: partial run, {len(run.missing)} of {len(run.record['folds'])} folds have no "
+            f"predictions: {shown_items(run.missing)}; finish it (moext loso) before comparing"
         )
-    method = (recorded.get("settings") or {}).get("classify", {}).get("model.class_path")
     return Run(
         name=path.resolve().name,
         path=path,
-        method=method,
-        classes=list(recorded["classes"]),
-        predictions=preds.sort_values("sample", ignore_index=True),
+        method=run.method,
+        classes=list(run.record["classes"]),
+        predictions=run.predictions.sort_values("sample", ignore_index=True),
+        unverified=run.unverified,
     )
 
 
@@ -122,9 +111,9 @@ def check_comparable(runs: list[Run]) -> None:
         only_a = sorted(set(a.index) - set(b.index))
         only_b = sorted(set(b.index) - set(a.index))
         if only_a:
-            problems.append(f"{len(only_a)} sample(s) only in {ref.name}: {_some(only_a)}")
+            problems.append(f"{len(only_a)} sample(s) only in {ref.name}: {shown_items(only_a)}")
         if only_b:
-            problems.append(f"{len(only_b)} sample(s) only in {run.name}: {_some(only_b)}")
+            problems.append(f"{len(only_b)} sample(s) only in {run.name}: {shown_items(only_b)}")
         both = sorted(set(a.index) & set(b.index))
         for column in ("label", "fold"):
             x, y = a.loc[both, column], b.loc[both, column]
@@ -132,7 +121,7 @@ def check_comparable(runs: list[Run]) -> None:
             if differ:
                 problems.append(
                     f"{column} differs in {len(differ)} sample(s) between {ref.name} and "
-                    f"{run.name}: {_some(differ)}"
+                    f"{run.name}: {shown_items(differ)}"
                 )
     if problems:
         raise ValueError(
@@ -162,17 +151,20 @@ def _with_ci(m: dict[str, Any], ci: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def compare_runs(
-    run_dirs: list[str | Path], resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
+    run_dirs: list[str | Path | Run],
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
 ) -> dict[str, Any]:
     """Compare finished LOSO runs of one protocol on their identical samples.
 
     Args:
-        run_dirs: run folders (``<out_dir>/<loso.name>``), one or more.
+        run_dirs: run folders (``<out_dir>/<loso.name>``, or runs :func:`load_run` read), one
+            or more.
         resamples: bootstrap resamples and permutations.
         seed: the same seed gives the same intervals and p-values.
 
     Returns:
-        ``{"runs": [{"name", "path", "method", "n", "uf1", "uf1_ci", "uar", "uar_ci", "acc",
+        ``{"runs": [{"name", "path", "method", "record_verified", "n", "uf1", "uf1_ci", "uar", "uar_ci", "acc",
         "acc_ci", "per_dataset": {db: {"n", "uf1", "uf1_ci", ...}}}], "pairs": [{"a", "b",
         "metric", "diff", "diff_ci", "p_value", "p_holm", "per_dataset": {db: {"diff",
         "diff_ci", "p_value"}}}], ...}`` plus what was computed how (``unit``, ``ci_method``,
@@ -185,7 +177,7 @@ def compare_runs(
     """
     if not run_dirs:
         raise ValueError("no run folder to compare")
-    runs = _named([load_run(d) for d in run_dirs])
+    runs = _named([d if isinstance(d, Run) else load_run(d) for d in run_dirs])
     check_comparable(runs)
     ref = runs[0].predictions
     labels, folds, datasets = ref["label"], ref["fold"], ref["dataset"]
@@ -215,6 +207,7 @@ def compare_runs(
                 "name": run.name,
                 "path": str(run.path),
                 "method": run.method,
+                "record_verified": run.unverified is None,
                 **_with_ci(point["overall"], ci["overall"]),
                 "per_dataset": {
                     d: _with_ci(m, ci["per_dataset"][d]) for d, m in point["per_dataset"].items()
@@ -267,6 +260,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
     ]
     for run in result["runs"]:
         method = (run["method"] or "?").rsplit(".", 1)[-1]
+        if run.get("record_verified") is False:
+            method += " (UNVERIFIED RECORD)"
         scopes = [("**all (pooled)**", run)]
         if composite:
             scopes += list(run["per_dataset"].items())
@@ -447,12 +442,17 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     if a.resamples < 1:
         p.error("--resamples must be at least 1")
-    try:
-        result = compare_runs(a.runs, a.resamples, a.seed)
-    except (ValueError, FileNotFoundError) as e:  # the user's to fix: no traceback
-        print(f"moext compare: error: {e}", file=sys.stderr)
-        return 2
+    return run_command("moext compare", lambda: _compare(a))
+
+
+def _compare(a: argparse.Namespace) -> int:
+    """Compare, print, and write or log what the options ask for."""
+    runs = [load_run(d) for d in a.runs]
     notes = sys.stderr if a.json else sys.stdout
+    for run in runs:
+        if run.unverified:
+            print(f"[compare] {run.name}: {run.unverified}", file=sys.stderr)
+    result = compare_runs(runs, a.resamples, a.seed)
     print(json.dumps(result, indent=2) if a.json else comparison_markdown(result))
     if a.out:
         paths = write_comparison(result, a.out)

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -271,41 +272,34 @@ def make_cropper(
     return lambda paths: align_clip(paths, detector, size, on_no_face=on_no_face)
 
 
+def _panel(ax: Any, result: FlowAnalysis, quantity: str, micro: float, ylabel: str) -> None:
+    """One panel of Figure 6: the macro profile of ``quantity`` (with its std where the table
+    has one) against t, the micro level and the chosen N marked."""
+    macro = result.macro
+    spread = macro.get(f"{quantity}_std")
+    ax.errorbar(
+        macro["t"],
+        macro[quantity],
+        yerr=spread,
+        marker="o",
+        capsize=3 if spread is not None else 0,
+        label="macro: frame 1 (onset) -> frame t",
+    )
+    ax.axhline(micro, color="tab:red", linestyle="--", label="micro: onset -> apex")
+    ax.axvline(result.best_n, color="tab:green", linestyle=":", label=f"N = {result.best_n}")
+    ax.set(xlabel="frame t (the onset is frame 1)", ylabel=ylabel, title=quantity)
+    ax.legend(fontsize="small")
+
+
 def plot(result: FlowAnalysis, path: Path) -> None:
     """Figure 6: macro magnitude vs t (micro level and N marked), and macro angle vs t."""
     # lazy: plotting only (matplotlib is slow to import)
     from matplotlib.figure import Figure
 
-    macro = result.macro
     fig = Figure(figsize=(9, 3.6), layout="constrained")
     ax_m, ax_a = fig.subplots(1, 2)
-    ax_m.errorbar(
-        macro["t"],
-        macro["magnitude"],
-        yerr=macro["magnitude_std"],
-        marker="o",
-        capsize=3,
-        label="macro: frame 1 (onset) -> frame t",
-    )
-    ax_m.axhline(
-        result.micro_magnitude, color="tab:red", linestyle="--", label="micro: onset -> apex"
-    )
-    ax_m.axvline(result.best_n, color="tab:green", linestyle=":", label=f"N = {result.best_n}")
-    ax_m.set(
-        xlabel="frame t (the onset is frame 1)",
-        ylabel="mean flow magnitude (px)",
-        title="magnitude",
-    )
-    ax_m.legend(fontsize="small")
-    ax_a.plot(macro["t"], macro["angle"], marker="o", label="macro: frame 1 (onset) -> frame t")
-    ax_a.axhline(result.micro_angle, color="tab:red", linestyle="--", label="micro: onset -> apex")
-    ax_a.axvline(result.best_n, color="tab:green", linestyle=":", label=f"N = {result.best_n}")
-    ax_a.set(
-        xlabel="frame t (the onset is frame 1)",
-        ylabel="mean flow angle (deg, 90 = up)",
-        title="angle",
-    )
-    ax_a.legend(fontsize="small")
+    _panel(ax_m, result, "magnitude", result.micro_magnitude, "mean flow magnitude (px)")
+    _panel(ax_a, result, "angle", result.micro_angle, "mean flow angle (deg, 90 = up)")
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 

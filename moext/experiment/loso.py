@@ -17,9 +17,11 @@ its labels) when the held-out subject belongs to a pretraining database; ``pretr
 true`` pretrains once per fold without the held-out subject, which removes that transductive
 exposure at n_folds times the cost.
 
-Before anything trains, both stages' models are built on the meta device and checked against
-each other and the data (:mod:`moext.experiment.preflight`), and every finished fold is verified
-against the run folder's record (:func:`moext.experiment.results.verify_fold`). Every Trainer
+Before anything trains or is written, both stages' models are built on the meta device and
+checked against each other and the data, and their Trainers on one CPU
+(:mod:`moext.experiment.preflight`); then the run folder's record is checked against its digest
+(:func:`moext.experiment.results.verify_record`) and every finished fold against the record
+(:func:`moext.experiment.results.verify_fold`). Every Trainer
 carries a :class:`~moext.experiment.guards.FiniteGuard`: a stage whose loss, parameters or
 predictions stop being finite fails loudly. A failed fold writes ``folds/<fold>/FAILED.json``
 (cleared when it is retrained) and no predictions, and the run stops there: its folds are seeded,
@@ -29,12 +31,16 @@ report lists the failed fold and never pools it, and the command exits with code
 
 Exit codes of ``moext loso``: 0 done (or partial, with the missing folds named); 1 a stage
 diverged; 2 a configuration, file or data error (one line, no traceback); 130 / 143 interrupted by
-SIGINT / SIGTERM (a cluster's preemption): the workers are stopped, the interrupted fold is named,
-and running the same command again resumes.
+SIGINT / SIGTERM (a cluster's preemption): the workers are stopped, what was interrupted is named
+(a fold, the workers and how many folds they had finished, the pooling), and running the same
+command again resumes; 141 its output pipe was closed (``| head``).
 
-The run folder's bookkeeping (the configuration it belongs to, leftovers of interrupted stages,
-the locks that let parallel tasks share one pretraining run and never train one fold twice at
-once) is :mod:`moext.experiment.run_folder`; W&B runs and the console are
+The experiment file is read once (:func:`moext.experiment.definition.open_experiment`) and the
+:class:`~moext.experiment.definition.Experiment` is handed down. The run folder's bookkeeping
+(the configuration it belongs to, leftovers of interrupted stages, the locks that let parallel
+tasks share one pretraining run and never train one fold twice at once) is
+:mod:`moext.experiment.run_folder`; signals and worker processes are
+:mod:`moext.experiment.processes`; W&B runs and the console are
 :mod:`moext.experiment.tracking`; pooling is :func:`moext.experiment.results.pool_run`.
 """
 
@@ -43,50 +49,50 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from moext.experiment import slurm
-from moext.experiment.config import (
-    USER_ERRORS,
-    build_run,
-    datamodule_from_config,
-    error_line,
-    split_overrides,
-)
+from moext.experiment.config import build_run, split_overrides
+from moext.experiment.definition import Experiment, open_experiment
+from moext.experiment.errors import run_command
 from moext.experiment.guards import TrainingDiverged, add_guard
 from moext.experiment.preflight import check_stages
+from moext.experiment.processes import (
+    Interrupted,
+    follow_parent,
+    interrupted_when,
+    start_worker,
+    stop_on_signals,
+    stop_workers,
+)
 from moext.experiment.results import (
     FAILED_RECORD,
     PREDICTIONS,
+    RECORD_DIGEST,
     failed_folds,
     fold_dirname,
     gather_rows,
     pool_run,
     prediction_rows,
     read_json_record,
+    record_digest,
     results_markdown,
     verify_fold,
     write_fold,
 )
 from moext.experiment.run_folder import (
+    EXPERIMENT_FILE,
     STAGE_RECORD,
     check_experiment,
     clear_leftovers,
     is_main_process,
     read_experiment,
     stage_lock,
-    stage_settings,
     write_record,
 )
-from moext.experiment.settings import LosoSettings, read_settings
 from moext.experiment.tracking import (
     finish_wandb,
     log_summary,
@@ -94,21 +100,6 @@ from moext.experiment.tracking import (
     print_wandb_hint,
     quiet_stages,
 )
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived. A BaseException, so that no ``except Exception`` (Lightning's
-    or a per-sample handler's) swallows it; ``during`` says what was running."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        self.during: str | None = None
-        super().__init__(signal.Signals(signum).name)
-
-    @property
-    def exit_code(self) -> int:
-        """128 + the signal number, as a shell reports a process ended by it (130, 143)."""
-        return 128 + self.signum
 
 
 class FoldsFailed(RuntimeError):
@@ -122,73 +113,6 @@ class FoldsFailed(RuntimeError):
             f"{run_dir}/folds/<fold>/{FAILED_RECORD}):\n{lines}\nFinished folds are kept; change "
             "the settings (a new loso.name) or rerun to retrain the failed fold."
         )
-
-
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    signal.signal(signum, signal.SIG_IGN)  # a second signal must not break the unwinding
-    raise Interrupted(signum)
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """Make SIGTERM and SIGINT raise :class:`Interrupted` wherever the run is (inside
-    Lightning too, whose SIGTERM handler calls this one after its own), so the run unwinds:
-    W&B runs are finished, workers stopped, and only temporary files of the interrupted stage
-    remain (cleared when it runs again). Lightning alone would end a SIGTERM'd fit with exit
-    code 0 and go on to the next fold."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    for s in old:
-        signal.signal(s, _raise_interrupted)
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-
-
-def exit_with_parent(parent: int) -> None:
-    """In a ``--workers`` child: end this process (as SIGTERM would) once its parent is gone,
-    even if the parent was killed without a chance to stop it (SIGKILL)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="moext-parent-watch", daemon=True).start()
-
-
-#: ``moext loso ... -- OVERRIDES`` that also reach the pretraining stage: where and how it runs,
-#: not what it trains (the pretraining config decides that).
-PASSED_TO_PRETRAINING = (
-    "--trainer.accelerator",
-    "--trainer.devices",
-    "--trainer.strategy",
-    "--trainer.num_nodes",
-    "--trainer.precision",
-    "--data.init_args.root",
-    "--data.init_args.paths",
-    "--data.init_args.cache_dir",
-    "--data.init_args.num_workers",
-    "--data.init_args.prepare_workers",
-)
-
-
-def pretrain_overrides(overrides: list[str]) -> list[str]:
-    """The overrides of :data:`PASSED_TO_PRETRAINING` (``--key value`` or ``--key=value``)."""
-    out: list[str] = []
-    i = 0
-    while i < len(overrides):
-        token = overrides[i]
-        has_value = "=" not in token and i + 1 < len(overrides)
-        group = overrides[i : i + 2] if has_value else [token]
-        if token.split("=", 1)[0] in PASSED_TO_PRETRAINING:
-            out += group
-        i += len(group)
-    return out
 
 
 def _fingerprint(run_dir: Path) -> str | None:
@@ -218,10 +142,7 @@ def print_data_notes(dm: Any, prefix: str = "[loso]") -> None:
 
 
 def run_pretraining(
-    settings: LosoSettings,
-    run_dir: Path,
-    exclude: str | None = None,
-    overrides: list[str] | None = None,
+    exp: Experiment, exclude: str | None = None, overrides: list[str] | None = None
 ) -> Path:
     """Train the pretraining stage once (or reuse its checkpoint) and return the checkpoint path.
 
@@ -229,10 +150,17 @@ def run_pretraining(
     train it once: the others wait and reuse the checkpoint. The checkpoint's ``stage.json``
     names the experiment it belongs to; a checkpoint of another experiment is refused.
 
+    Args:
+        exclude: the held-out subject to leave out (``pretrain_per_fold``), or None.
+        overrides: the pretraining stage's overrides (default: the experiment's, those of
+            :data:`~moext.experiment.definition.PASSED_TO_PRETRAINING`).
+
     Raises:
         TrainingDiverged: the stage's loss or parameters stopped being finite (nothing saved).
         ValueError: the folder's checkpoint belongs to another configuration.
     """
+    run_dir = exp.run_dir
+    overrides = exp.pretrain_overrides if overrides is None else overrides
     out = run_dir / (
         "pretrain" if exclude is None else f"pretrain_per_fold/{fold_dirname(exclude)}"
     )
@@ -255,13 +183,13 @@ def run_pretraining(
             "--trainer.default_root_dir",
             str(out),
             "--trainer.logger",
-            json.dumps(logger_config(settings, out, name, "pretrain")),
+            json.dumps(logger_config(exp.settings, out, name, "pretrain")),
         ]
         if exclude is not None:
             args += ["--data.init_args.exclude_subjects", json.dumps([exclude])]
         print(f"[loso] pretraining -> {ckpt}", flush=True)
         try:
-            cli = build_run(settings.pretrain_config, [*args, *(overrides or [])])
+            cli = build_run(exp.settings.pretrain_config, [*args, *overrides])
             trainer = cli.trainer
             add_guard(trainer, "pretrain", exclude)
             ran = ran_with(cli)
@@ -280,23 +208,24 @@ def run_pretraining(
 
 
 def run_fold(
-    config: str | Path,
-    settings: LosoSettings,
-    run_dir: Path,
-    fold: str,
-    pretrained: Path | None,
-    overrides: list[str],
+    exp: Experiment, fold: str, pretrained: Path | None, overrides: list[str] | None = None
 ) -> Path:
     """Train one fold from scratch and write its predictions; returns the predictions file.
 
-    The fold's ``fold.json`` (fingerprint, held-out samples, precision that ran, digest of the
-    predictions) is written just before ``predictions.csv`` (:func:`write_fold`).
+    The fold's ``fold.json`` (fingerprint, digest of the run's record, held-out samples,
+    precision that ran, digest of the predictions) is written just before ``predictions.csv``
+    (:func:`write_fold`).
+
+    Args:
+        overrides: the classification stage's overrides (default: the experiment's).
 
     Raises:
         TrainingDiverged: a non-finite loss, parameter or prediction (nothing is written).
         RuntimeError: the predictions do not cover exactly the held-out subject's samples
             (nothing is written, so the fold stays to be done).
     """
+    run_dir = exp.run_dir
+    overrides = exp.overrides if overrides is None else overrides
     fold_dir = run_dir / "folds" / fold_dirname(fold)
     if is_main_process() and clear_leftovers(fold_dir, keep=(".lock",)):
         print(f"[loso] fold {fold}: cleared the leftovers of an earlier run")
@@ -307,12 +236,12 @@ def run_fold(
         "--trainer.default_root_dir",
         str(fold_dir),
         "--trainer.logger",
-        json.dumps(logger_config(settings, fold_dir, fold, "classify")),
+        json.dumps(logger_config(exp.settings, fold_dir, fold, "classify")),
     ]
     if pretrained is not None:
         args += ["--model.init_args.pretrained", str(pretrained)]
     try:
-        cli = build_run(config, [*args, *overrides])
+        cli = build_run(exp.path, [*args, *overrides])
         trainer, model, dm = cli.trainer, cli.model, cli.datamodule
         add_guard(trainer, "classify", fold)
         ran = ran_with(cli)
@@ -332,9 +261,11 @@ def run_fold(
             f"samples (missing {sorted(expected - got)[:5]}, foreign {sorted(got - expected)[:5]}); "
             f"{path} not written"
         )
+    recorded = read_experiment(run_dir) or {}
     record = {
         "fold": fold,
-        "experiment": _fingerprint(run_dir),
+        "experiment": recorded.get("fingerprint"),
+        RECORD_DIGEST: record_digest(recorded) if recorded else None,
         "held_out": sorted(expected),
         "stage": "classify",
         **ran,
@@ -345,35 +276,16 @@ def run_fold(
     return write_fold(fold_dir, rows, dm.classes, record)
 
 
-def experiment_data(
-    config: str | Path, overrides: list[str]
-) -> tuple[list[str], tuple[str, ...], dict[str, list[str]]]:
+def experiment_data(exp: Experiment) -> tuple[list[str], tuple[str, ...], dict[str, list[str]]]:
     """The folds (held-out subjects), class names and each fold's held-out sample ids of an
     experiment, from its DataModule; prints what the readers rejected or did not read."""
-    dm = datamodule_from_config(str(config), overrides)
+    dm = exp.classify.datamodule()
     folds = dm.subjects()
     held_out: dict[str, list[str]] = {f: [] for f in folds}
     for row in dm.sample_table():
         held_out[row["fold"]].append(row["sample"])
     print_data_notes(dm)
     return folds, tuple(dm.classes), held_out
-
-
-def list_folds(config: str | Path, overrides: list[str]) -> tuple[list[str], tuple[str, ...]]:
-    """The held-out subjects (fold ids) and class names of an experiment, from its DataModule."""
-    folds, classes, _ = experiment_data(config, overrides)
-    return folds, classes
-
-
-def experiment_settings(
-    config: str | Path, settings: LosoSettings, overrides: list[str]
-) -> dict[str, Any]:
-    """What :func:`moext.experiment.run_folder.check_experiment` fingerprints: both stages' settings."""
-    out: dict[str, Any] = {"classify": stage_settings(config, overrides)}
-    if settings.pretrain_config:
-        out["pretrain"] = stage_settings(settings.pretrain_config, pretrain_overrides(overrides))
-        out["pretrain_per_fold"] = settings.pretrain_per_fold
-    return out
 
 
 def verify_finished_folds(run_dir: Path, record: dict[str, Any]) -> None:
@@ -386,44 +298,35 @@ def verify_finished_folds(run_dir: Path, record: dict[str, Any]) -> None:
         verify_fold(path.parent, record)
 
 
-def start(
-    config: str | Path, overrides: list[str], preflight: bool = True
-) -> tuple[LosoSettings, Path, list[str], tuple[str, ...]]:
-    """Settings, run folder, folds and classes of an experiment about to train. Builds and
-    cross-checks both stages (:func:`check_stages`; not in ``--workers`` children, whose parent
-    did), records the experiment in (or checks it against) the run folder's ``experiment.json``
-    and verifies the finished folds."""
-    settings = read_settings(config)
-    run_dir = Path(settings.out_dir) / settings.name
-    all_folds, classes, held_out = experiment_data(config, overrides)
-    if preflight:
-        pre = pretrain_overrides(overrides)
-        check_stages(config, settings.pretrain_config, overrides, pre, classes)
-    if is_main_process():
-        record = check_experiment(
-            run_dir, experiment_settings(config, settings, overrides), all_folds, classes, held_out
-        )
-        verify_finished_folds(run_dir, record)
-    return settings, run_dir, all_folds, classes
+def start(exp: Experiment, preflight: bool = True) -> tuple[list[str], tuple[str, ...]]:
+    """Folds and classes of an experiment about to train. Builds and cross-checks both stages
+    (:func:`check_stages`; not in ``--workers`` children, whose parent did), then records the
+    experiment in (or checks it against) the run folder's ``experiment.json`` and verifies the
+    finished folds: nothing is written before every check has passed."""
+    with interrupted_when("while checking the experiment, before anything trained"):
+        all_folds, classes, held_out = experiment_data(exp)
+        if preflight:
+            check_stages(exp.classify, exp.pretrain, classes)
+        if is_main_process():
+            record = check_experiment(
+                exp.run_dir, exp.recorded_settings(), all_folds, classes, held_out
+            )
+            verify_finished_folds(exp.run_dir, record)
+    return all_folds, classes
 
 
-def open_for_report(
-    config: str | Path, overrides: list[str]
-) -> tuple[LosoSettings, Path, list[str], tuple[str, ...]]:
-    """Settings, run folder, folds and classes of an experiment to pool (``--report``): from
-    ``experiment.json`` (no database needed), after checking that the config is the one it
-    records; without ``experiment.json``, from the data, re-recording the folder only if every
-    output there belongs to this configuration."""
-    settings = read_settings(config)
-    run_dir = Path(settings.out_dir) / settings.name
-    recorded = read_experiment(run_dir)
+def open_for_report(exp: Experiment) -> tuple[list[str], tuple[str, ...]]:
+    """Folds and classes of an experiment to pool (``--report``): from ``experiment.json`` (no
+    database needed), after checking that the config is the one it records; without
+    ``experiment.json``, from the data, re-recording the folder only if every output there
+    belongs to this configuration."""
+    recorded = read_experiment(exp.run_dir)
     if recorded is not None:
         folds, classes, held_out = recorded["folds"], tuple(recorded["classes"]), None
     else:
-        folds, classes, held_out = experiment_data(config, overrides)
-    stages = experiment_settings(config, settings, overrides)
-    check_experiment(run_dir, stages, folds, classes, held_out)
-    return settings, run_dir, folds, classes
+        folds, classes, held_out = experiment_data(exp)
+    check_experiment(exp.run_dir, exp.recorded_settings(), folds, classes, held_out)
+    return folds, classes
 
 
 def choose_folds(all_folds: list[str], folds: list[str] | None) -> list[str]:
@@ -469,49 +372,53 @@ def run(
         FoldsFailed: a fold of the run failed (after the report of the others).
         TrainingDiverged: the shared pretraining stage diverged.
     """
-    overrides = list(overrides or [])
+    exp = open_experiment(config, overrides)
     if report_only:
-        settings, run_dir, all_folds, classes = open_for_report(config, overrides)
+        all_folds, classes = open_for_report(exp)
         choose_folds(all_folds, folds)  # the report pools every fold; unknown ones are refused
     else:
-        settings, run_dir, all_folds, classes = start(config, overrides, not skip_report)
+        all_folds, classes = start(exp, preflight=not skip_report)
         todo = choose_folds(all_folds, folds)
         with quiet_stages(verbose):
-            train_folds(config, settings, run_dir, todo, overrides, pretrain_only)
+            train_folds(exp, todo, pretrain_only)
         if pretrain_only or skip_report or not is_main_process():
             if is_main_process():
-                raise_if_failed(run_dir, todo)
+                raise_if_failed(exp.run_dir, todo)
             return None
-    results = report_and_finish(settings, run_dir, classes, all_folds, verbose)
-    raise_if_failed(run_dir, all_folds)
+    results = report_and_finish(exp, classes, all_folds, verbose)
+    raise_if_failed(exp.run_dir, all_folds)
     return results
 
 
 def report_and_finish(
-    settings: LosoSettings,
-    run_dir: Path,
-    classes: tuple[str, ...],
-    all_folds: list[str],
-    verbose: bool,
+    exp: Experiment, classes: tuple[str, ...], all_folds: list[str], verbose: bool
 ) -> dict[str, Any] | None:
     """Pool, write and print the results; log the W&B summary run; say where everything is.
     Returns None when no fold has predictions yet (every trained fold failed)."""
+    run_dir = exp.run_dir
     if not any((run_dir / "folds").glob(f"*/{PREDICTIONS}")):
         print(f"[loso] no fold of {run_dir} has predictions yet: nothing to pool")
         return None
-    results = pool_run(run_dir, classes, all_folds)
-    print(results_markdown(results, per_fold=False))
-    m = results["overall"]
-    print(
-        f"[loso] measured in this run: UF1 {m['uf1']:.4f}, UAR {m['uar']:.4f}, ACC {m['acc']:.4f} "
-        f"on {m['n']} held-out samples of {results['folds_done']} folds"
-    )
-    if results["folds_missing"]:
+    with interrupted_when("while pooling the results (every fold's predictions are kept)"):
+        results = pool_run(run_dir, classes, all_folds)
+        print(results_markdown(results, per_fold=False))
+        m = results["overall"]
         print(
-            f"[loso] {len(results['folds_missing'])} fold(s) still missing: the pooled numbers above are PARTIAL"
+            f"[loso] measured in this run: UF1 {m['uf1']:.4f}, UAR {m['uar']:.4f}, ACC {m['acc']:.4f} "
+            f"on {m['n']} held-out samples of {results['folds_done']} folds"
         )
-    with quiet_stages(verbose):
-        summary = log_summary(settings, run_dir, results)
+        if results["folds_missing"]:
+            print(
+                f"[loso] {len(results['folds_missing'])} fold(s) still missing: the pooled numbers above are PARTIAL"
+            )
+        if not results["record_verified"]:
+            print(
+                f"[loso] UNVERIFIED RECORD: {run_dir / EXPERIMENT_FILE} predates record digests "
+                "(an older moext wrote it), so nothing shows that its settings, folds and "
+                "classes are the ones the folds were trained under"
+            )
+        with quiet_stages(verbose):
+            summary = log_summary(exp.settings, run_dir, results)
     if summary is not None:
         print(f"[loso] W&B summary run: {summary}")
     print_wandb_hint(run_dir)
@@ -519,47 +426,37 @@ def report_and_finish(
     return results
 
 
-def train_folds(
-    config: str | Path,
-    settings: LosoSettings,
-    run_dir: Path,
-    todo: list[str],
-    overrides: list[str],
-    pretrain_only: bool = False,
-) -> None:
+def train_folds(exp: Experiment, todo: list[str], pretrain_only: bool = False) -> None:
     """Pretrain (once, or per fold) and train every fold in ``todo`` that has no predictions yet.
 
     Each fold is trained under its folder's lock, so two processes never train one fold at once
     (the second waits, then finds it done). The first fold that diverges is recorded
     (``FAILED.json``) and ends the loop (see the module docstring for why).
     """
+    settings, run_dir = exp.settings, exp.run_dir
     if pretrain_only and not settings.pretrain_config:
         raise ValueError("this experiment has no pretraining stage (loso.pretrain_config)")
-    pre = pretrain_overrides(overrides)
     shared = None
-    try:
-        if settings.pretrain_config and not settings.pretrain_per_fold:
-            shared = run_pretraining(settings, run_dir, overrides=pre)
-            if pretrain_only:
-                return
-    except Interrupted as e:
-        e.during = e.during or "the pretraining stage"
-        raise
+    if settings.pretrain_config and not settings.pretrain_per_fold:
+        with interrupted_when("during the pretraining stage"):
+            shared = run_pretraining(exp)
+        if pretrain_only:
+            return
     for k, fold in enumerate(todo, 1):
         fold_dir = run_dir / "folds" / fold_dirname(fold)
         label = f"fold {k}/{len(todo)} {fold}"
         try:
-            with stage_lock(fold_dir):
+            with interrupted_when(f"during {label}"), stage_lock(fold_dir):
                 if (fold_dir / PREDICTIONS).is_file():
                     print(f"[loso] {label}: done, skipped")
                     continue
                 pretrained = shared
                 if settings.pretrain_config and settings.pretrain_per_fold:
-                    pretrained = run_pretraining(settings, run_dir, exclude=fold, overrides=pre)
+                    pretrained = run_pretraining(exp, exclude=fold)
                 if pretrain_only:
                     continue
                 print(f"[loso] {label}: training", flush=True)
-                run_fold(config, settings, run_dir, fold, pretrained, overrides)
+                run_fold(exp, fold, pretrained)
         except TrainingDiverged as e:
             if is_main_process():
                 write_record(
@@ -572,23 +469,20 @@ def train_folds(
                     "seeded fold that diverged fails again under the same settings)"
                 )
             return
-        except Interrupted as e:
-            e.during = e.during or label
-            raise
 
 
-def stop_workers(procs: list[subprocess.Popen], signum: int, grace_s: float = 30.0) -> None:
-    """Pass ``signum`` on to every live worker, wait ``grace_s`` for them, then kill the rest."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signum)
-    deadline = time.monotonic() + grace_s
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+def _workers_interrupted(run_dir: Path, todo: list[str], workers: int) -> str:
+    """What a signal that stops ``--workers`` interrupted, from the folds finished by then."""
+    done = [f for f in todo if (run_dir / "folds" / fold_dirname(f) / PREDICTIONS).is_file()]
+    if len(done) == len(todo):
+        return (
+            f"after every fold had finished ({len(todo)} of {len(todo)}), while the {workers} "
+            "worker(s) were exiting, before the results were pooled"
+        )
+    return (
+        f"during {workers} worker(s) training folds ({len(done)} of {len(todo)} finished; each "
+        "worker named the fold it was training above)"
+    )
 
 
 def run_parallel(
@@ -609,27 +503,19 @@ def run_parallel(
     fold failed, or the largest worker's code.
     """
     gpus = gpus or [str(k) for k in range(workers)]
-    settings, run_dir, all_folds, classes = start(config, overrides)
+    exp = open_experiment(config, overrides)
+    all_folds, classes = start(exp)
     todo = choose_folds(all_folds, folds)
-    if settings.pretrain_config and not settings.pretrain_per_fold:
-        with quiet_stages(verbose):
-            try:
-                run_pretraining(settings, run_dir, overrides=pretrain_overrides(overrides))
-            except Interrupted as e:
-                e.during = "the pretraining stage"
-                raise
+    if exp.settings.pretrain_config and not exp.settings.pretrain_per_fold:
+        with quiet_stages(verbose), interrupted_when("during the pretraining stage"):
+            run_pretraining(exp)
     procs: list[subprocess.Popen] = []
     try:
         for k in range(workers):
             share = todo[k::workers]
             if not share:
                 continue
-            env = dict(
-                os.environ,
-                CUDA_VISIBLE_DEVICES=gpus[k % len(gpus)],
-                MOEXT_LOSO_PARENT=str(os.getpid()),
-            )
-            cmd = [
+            command = [
                 sys.executable,
                 "-m",
                 "moext.cli",
@@ -642,14 +528,14 @@ def run_parallel(
                 *(["--verbose"] if verbose else []),
                 *(["--"] + overrides if overrides else []),
             ]
-            procs.append(subprocess.Popen(cmd, env=env))
+            procs.append(start_worker(command, gpus[k % len(gpus)]))
         codes = [p.wait() for p in procs]
     except Interrupted as e:
         stop_workers(procs, e.signum)
-        e.during = f"{len(procs)} worker(s) training folds (each named its fold above)"
+        e.when = _workers_interrupted(exp.run_dir, todo, len(procs))
         raise
-    report_and_finish(settings, run_dir, classes, all_folds, verbose)
-    raise_if_failed(run_dir, all_folds)
+    report_and_finish(exp, classes, all_folds, verbose)
+    raise_if_failed(exp.run_dir, all_folds)
     return max(codes) if codes else 0
 
 
@@ -657,11 +543,14 @@ def run_parallel(
 STEPS = slurm.LosoSteps(start=start, run=run, run_parallel=run_parallel, fold_dirname=fold_dirname)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``moext loso --config X.yaml [--folds F ...] [--report] [--workers N] [-- overrides]``;
-    ``--launcher slurm`` submits the folds as cluster jobs, ``--status`` says where they stand."""
-    argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
-    p = argparse.ArgumentParser(prog="moext loso", description="Leave-one-subject-out experiment")
+def parser() -> argparse.ArgumentParser:
+    """The options of ``moext loso`` (``--launcher slurm``'s from :mod:`moext.experiment.slurm`)."""
+    p = argparse.ArgumentParser(
+        prog="moext loso",
+        description="Leave-one-subject-out experiment: every fold, then the pooled results",
+        epilog="Arguments after -- override the classification stage's config "
+        "(e.g. -- --trainer.max_epochs 5); see `moext fit --help`.",
+    )
     p.add_argument(
         "--config", required=True, help="experiment YAML (a fit config plus a loso: section)"
     )
@@ -694,10 +583,11 @@ def main(argv: list[str] | None = None) -> int:
         "--status", action="store_true", help="list the folds done / running / failed / not started"
     )
     slurm.add_arguments(p)
-    a = p.parse_args(argv)
-    parent = os.environ.pop("MOEXT_LOSO_PARENT", None)
-    if parent is not None and int(parent) == os.getppid():
-        exit_with_parent(int(parent))
+    return p
+
+
+def _dispatch(a: argparse.Namespace, overrides: list[str]) -> int:
+    """Run what the options ask for; interruptions and failed folds end with their own codes."""
     try:
         with stop_on_signals():
             if a.status:
@@ -717,9 +607,9 @@ def main(argv: list[str] | None = None) -> int:
                 skip_report=a.skip_report,
             )
     except Interrupted as e:
-        during = f" during {e.during}" if e.during else ""
+        when = f" {e.when}" if e.when else ""
         print(
-            f"moext loso: interrupted by {e}{during}. Finished folds are kept; an interrupted "
+            f"moext loso: interrupted by {e}{when}. Finished folds are kept; an interrupted "
             "stage starts over: run the same command again to resume.",
             file=sys.stderr,
         )
@@ -727,9 +617,13 @@ def main(argv: list[str] | None = None) -> int:
     except (FoldsFailed, TrainingDiverged) as e:
         print(f"moext loso: {e}", file=sys.stderr)
         return 1
-    except USER_ERRORS as e:  # the user's to fix: no traceback
-        if os.environ.get("MOEXT_TRACEBACK"):
-            raise
-        print(f"moext loso: error: {error_line(e)}", file=sys.stderr)
-        return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``moext loso --config X.yaml [--folds F ...] [--report] [--workers N] [-- overrides]``;
+    ``--launcher slurm`` submits the folds as cluster jobs, ``--status`` says where they stand."""
+    argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    a = parser().parse_args(argv)
+    follow_parent()
+    return run_command("moext loso", lambda: _dispatch(a, overrides))

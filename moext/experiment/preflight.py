@@ -12,7 +12,13 @@ runner will build them, on the ``meta`` device (no memory, no weight initialisat
 - with a pretraining stage, the pretraining model is saved as a (meta) checkpoint and the
   classifier is built from it through its own ``pretrained`` argument, so the method's own
   checkpoint transfer (:func:`moext.tasks.checkpoints.load_pretrained` and its ``Transfer``)
-  checks the architecture fields, the keys and the shapes that it will check after pretraining.
+  checks the architecture fields, the keys and the shapes that it will check after pretraining;
+- each stage's Trainer is built from its settings on one CPU (:data:`WHERE_IT_RUNS`), so that
+  a setting Lightning refuses (``trainer.max_epochs: -3``) fails here, before the run folder is
+  written, not when the stage starts.
+
+The stages come parsed (:class:`~moext.experiment.config.Stage`): nothing here reads a config
+file again.
 """
 
 from __future__ import annotations
@@ -21,16 +27,31 @@ import inspect
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
-from jsonargparse._typehints import import_object
+from lightning import Trainer
 
-from moext.experiment.config import model_and_data_from_config, parse_config, root_cause
+from moext.experiment.config import Stage
+from moext.experiment.errors import root_cause
 from moext.tasks.checkpoints import CheckpointMismatchError
 from moext.tasks.data_checks import check_image_size, check_inputs
+
+#: Trainer settings that say where a stage runs. The preflight builds each stage's Trainer with
+#: these instead (one CPU, no logger), so that its other settings are checked on any machine,
+#: a login node without GPUs included; where it runs is checked when it runs.
+WHERE_IT_RUNS = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "strategy": "auto",
+    "num_nodes": 1,
+    "plugins": None,
+    "logger": False,
+}
 
 
 class StageConfigError(ValueError):
@@ -45,21 +66,49 @@ class StageConfigError(ValueError):
         self.root = root
 
 
-def _build(where: str, config: str | Path, overrides: list[str]) -> tuple[Any, Any]:
-    """A stage's model and DataModule, built on the meta device with warnings muted."""
-    seed_log = logging.getLogger("lightning.fabric.utilities.seed")  # "Seed set to 0" per build
-    level = seed_log.level
-    seed_log.setLevel(logging.WARNING)
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Lightning's notices ("GPU available: ...", "Seed set to 0") and warnings muted."""
+    logs = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.WARNING)
     try:
-        with torch.device("meta"), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return model_and_data_from_config(str(config), overrides)
+            yield
+    finally:
+        for log, level in zip(logs, levels, strict=True):
+            log.setLevel(level)
+
+
+def _where(stage: Stage, name: str) -> str:
+    return f"{name} stage ({stage.path})"
+
+
+def _build(where: str, stage: Stage, **values: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """A stage's model, DataModule (both on the meta device) and Trainer arguments."""
+    try:
+        with torch.device("meta"), _quiet():
+            return stage.instantiate(**values)
     except Exception as e:  # construction errors come as any type; name the stage
         root = root_cause(e)
         message = f"{where}: cannot build it: {type(root).__name__}: {root}"
         raise StageConfigError(message, root) from None
-    finally:
-        seed_log.setLevel(level)
+
+
+def _check_trainer(where: str, trainer_args: dict[str, Any]) -> None:
+    """Build the stage's Trainer on one CPU (:data:`WHERE_IT_RUNS`): Lightning checks the
+    other settings (``max_epochs: -3``, a precision it does not know) as it would at the start
+    of the stage, but before anything is written."""
+    try:
+        with _quiet():
+            Trainer(**{**trainer_args, **WHERE_IT_RUNS})
+    except Exception as e:  # Lightning raises MisconfigurationException, ValueError, ...
+        root = root_cause(e)
+        raise StageConfigError(
+            f"{where}: the Trainer refuses its settings: {type(root).__name__}: {root}", root
+        ) from None
 
 
 def _check_model_and_data(where: str, model: Any, dm: Any, classes: tuple[str, ...]) -> None:
@@ -79,40 +128,38 @@ def _check_model_and_data(where: str, model: Any, dm: Any, classes: tuple[str, .
         )
 
 
-def _takes_pretrained(config: str | Path, overrides: list[str]) -> bool:
-    """Whether the config's model class has a ``pretrained`` init argument."""
-    class_path = parse_config(str(config), overrides).model.class_path
-    return "pretrained" in inspect.signature(import_object(class_path).__init__).parameters
+def _takes_pretrained(stage: Stage) -> bool:
+    """Whether the stage's model class has a ``pretrained`` init argument."""
+    return "pretrained" in inspect.signature(stage.model_class.__init__).parameters
 
 
 def check_stages(
-    config: str | Path,
-    pretrain_config: str | Path | None,
-    overrides: list[str],
-    pretrain_overrides: list[str],
+    classify: Stage,
+    pretrain: Stage | None = None,
     classes: tuple[str, ...] = (),
 ) -> None:
-    """Build and cross-check an experiment's stages (see the module docstring); trains nothing.
+    """Build and cross-check an experiment's stages (see the module docstring); trains nothing
+    and writes nothing outside a temporary folder.
 
     Args:
-        config: the classification stage's config (the experiment file).
-        pretrain_config: the pretraining stage's config, or None.
-        overrides: ``-- OVERRIDES`` of the classification stage.
-        pretrain_overrides: those that reach the pretraining stage.
+        classify: the classification stage (the experiment file and its overrides), parsed.
+        pretrain: the pretraining stage, parsed, or None.
         classes: the protocol's class names (from the data), to check ``num_classes``.
 
     Raises:
         StageConfigError: naming the stage, its config and what is wrong.
     """
-    clf_where = f"classification stage ({config})"
-    if pretrain_config is None:
-        model, dm = _build(clf_where, config, overrides)
+    clf_where = _where(classify, "classification")
+    if pretrain is None:
+        model, dm, trainer_args = _build(clf_where, classify)
         _check_model_and_data(clf_where, model, dm, classes)
+        _check_trainer(clf_where, trainer_args)
         return
-    pre_where = f"pretraining stage ({pretrain_config})"
-    pre_model, pre_dm = _build(pre_where, pretrain_config, pretrain_overrides)
+    pre_where = _where(pretrain, "pretraining")
+    pre_model, pre_dm, pre_trainer_args = _build(pre_where, pretrain)
     _check_model_and_data(pre_where, pre_model, pre_dm, ())
-    if not _takes_pretrained(config, overrides):
+    _check_trainer(pre_where, pre_trainer_args)
+    if not _takes_pretrained(classify):
         raise StageConfigError(
             f"{clf_where}: its model has no `pretrained` argument, so it cannot take the "
             f"checkpoint of the {pre_where}; remove loso.pretrain_config or choose a model that "
@@ -123,8 +170,8 @@ def check_stages(
         hparams = dict(getattr(pre_model, "hparams", {}))
         torch.save({"state_dict": pre_model.state_dict(), "hyper_parameters": hparams}, ckpt)
         try:
-            model, dm = _build(
-                clf_where, config, [*overrides, "--model.init_args.pretrained", str(ckpt)]
+            model, dm, trainer_args = _build(
+                clf_where, classify, **{"model.init_args.pretrained": str(ckpt)}
             )
         except StageConfigError as e:
             if not isinstance(e.root, CheckpointMismatchError):
@@ -133,3 +180,4 @@ def check_stages(
             message = f"{clf_where} cannot take the weights of the {pre_where}: {detail}"
             raise StageConfigError(message, e.root) from None
     _check_model_and_data(clf_where, model, dm, classes)
+    _check_trainer(clf_where, trainer_args)

@@ -8,15 +8,10 @@ For an experiment config with a ``loso.pretrain_config``, the pretraining data i
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from moext.experiment.config import (
-    USER_ERRORS,
-    datamodule_from_config,
-    error_line,
-    split_overrides,
-)
+from moext.experiment.config import datamodule_from_config, split_overrides
+from moext.experiment.errors import run_command
 from moext.experiment.settings import read_settings
 
 
@@ -36,22 +31,20 @@ def prepare_config(config: str, overrides: list[str]) -> None:
     print(f"[prepare] {report.summary()}")
 
 
+def prepare_experiment(config: str, overrides: list[str]) -> None:
+    """Prepare an experiment's stages: its pretraining stage's data first, if it has one."""
+    configs = [config]
+    pretrain = read_settings(config).pretrain_config
+    if pretrain:
+        configs.insert(0, pretrain)
+    for stage_config in configs:
+        prepare_config(stage_config, overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``moext prepare --config X.yaml [-- overrides]``."""
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog="moext prepare", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="a moext fit or loso experiment config")
     a = p.parse_args(argv)
-    try:
-        configs = [a.config]
-        pretrain = read_settings(a.config).pretrain_config
-        if pretrain:
-            configs.insert(0, pretrain)
-        for config in configs:
-            prepare_config(config, overrides)
-    except USER_ERRORS as e:  # the user's to fix: no traceback
-        if os.environ.get("MOEXT_TRACEBACK"):
-            raise
-        print(f"moext prepare: error: {error_line(e)}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command("moext prepare", lambda: prepare_experiment(a.config, overrides))

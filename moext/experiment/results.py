@@ -12,6 +12,16 @@ run folder's ``experiment.json`` before a fold is skipped or pooled, so a delete
 file, a fold folder copied from another configuration or an edited row is refused, naming the
 fold, instead of being pooled. A fold whose training diverged leaves ``FAILED.json`` and no
 predictions; :func:`pool_run` lists it as failed and never pools it.
+
+``experiment.json`` itself is sealed: it carries the SHA-256 of what it records (the settings
+and their fingerprint, the folds, each fold's held-out samples, the classes:
+:func:`record_digest`), and every fold's ``fold.json`` carries the digest of the record it was
+written under. :func:`verify_run`, the one check behind ``moext loso --report``, ``moext
+compare`` and any later reader of a run folder, refuses a record that no longer matches its own
+digest or its folds' (a fold removed from the list, a method relabelled, a class renamed), so
+an edited ``experiment.json`` can never make a partial run look complete or credit one method's
+predictions to another. A folder written before records were sealed carries no digest at all:
+it is still read, as an "unverified record", and every report says so.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +47,20 @@ EXPERIMENT_FILE = "experiment.json"
 FOLD_RECORD = "fold.json"
 #: In a fold folder whose training failed (a non-finite loss): what failed, and where.
 FAILED_RECORD = "FAILED.json"
+#: The key of the record digest (:func:`record_digest`) in experiment.json and every fold.json.
+RECORD_DIGEST = "record_digest"
+#: What experiment.json records, all covered by its digest.
+RECORDED = ("fingerprint", "folds", "classes", "fold_samples", "settings")
+#: Folds named at most in one message.
+SHOWN = 10
 
 
 class FoldCheckError(ValueError):
     """A fold's files do not prove that they hold this experiment's predictions of that fold."""
+
+
+class RecordCheckError(ValueError):
+    """``experiment.json`` no longer says what the run recorded (it was edited afterwards)."""
 
 
 def fold_dirname(fold: str) -> str:
@@ -51,6 +72,12 @@ def samples_digest(sample_ids: Iterable[str]) -> dict[str, Any]:
     """``{"n": count, "sha1": digest}`` of a set of sample ids (order does not count)."""
     ids = sorted(set(sample_ids))
     return {"n": len(ids), "sha1": hashlib.sha1(json.dumps(ids).encode()).hexdigest()}
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """The SHA-256 of what a run's record holds (:data:`RECORDED`; key order does not count)."""
+    content = {k: record.get(k) for k in RECORDED}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def read_json_record(path: Path) -> dict[str, Any] | None:
@@ -66,7 +93,7 @@ def read_json_record(path: Path) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(
             f"{path}: damaged record ({e}); delete its folder to redo that stage"
-        ) from e
+        ) from None
     if not isinstance(record, dict):
         raise ValueError(f"{path}: damaged record (not a JSON object)")
     return record
@@ -262,6 +289,8 @@ def results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
         head += f" - PARTIAL: {len(results['folds_missing'])} fold(s) missing"
     if results.get("folds_failed"):
         head += f" - FAILED (not pooled): {', '.join(results['folds_failed'])}"
+    if results.get("record_verified") is False:
+        head += " - UNVERIFIED RECORD (experiment.json predates record digests)"
     classes = ", ".join(results["classes"])
     text = f"{head}\nClasses: {classes}\n\n" + "\n".join(lines) + "\n"
     if ci:
@@ -322,54 +351,171 @@ def failed_folds(run_dir: Path) -> dict[str, str]:
     return failed
 
 
-def pool_run(
-    run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds: list[str] | None = None
-) -> dict[str, Any]:
-    """Pool every fold's predictions (``run_dir/folds/*/predictions.csv``), each verified
-    against ``experiment.json`` (:func:`verify_fold`), and write results.json, results.md and
-    confusion.png in ``run_dir``. Failed folds (``FAILED.json``) are listed, never pooled.
-    ``ci`` holds the 95% subject bootstrap intervals
-    (:func:`moext.experiment.bootstrap.bootstrap_ci`, default resamples and seed).
+def shown_items(items: Sequence[Any]) -> str:
+    """At most :data:`SHOWN` items for a message, with their count when there are more."""
+    shown = ", ".join(str(i) for i in items[:SHOWN])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > SHOWN else "")
+
+
+def verify_record(run_dir: Path, record: dict[str, Any]) -> str | None:
+    """Check a run's record (``experiment.json``) against its own digest and the digest every
+    finished fold's ``fold.json`` carries (:func:`record_digest`).
+
+    Returns:
+        None when the record is verified; the "unverified record" note when nothing carries a
+        digest (a folder written before records were sealed).
 
     Raises:
-        FileNotFoundError: no experiment.json, or no fold has predictions yet.
-        FoldCheckError: a fold's files do not match its record or the experiment's.
-        AssertionError: a fold holds another subject's predictions, or a sample is predicted
-            twice (leakage guards).
+        RecordCheckError: the record was edited after the run (or those folds) wrote it.
     """
-    experiment = read_json_record(run_dir / EXPERIMENT_FILE)
-    if experiment is None:
+    path = run_dir / EXPERIMENT_FILE
+    current = record_digest(record)
+    redo = (
+        "restore the original file, or delete the run folder and run the experiment again; "
+        "results are never read from an edited record"
+    )
+    stored = record.get(RECORD_DIGEST)
+    if stored is not None and stored != current:
+        raise RecordCheckError(
+            f"{path} was edited after the run recorded it: its settings, folds, held-out samples "
+            f"or classes no longer match its record digest; {redo}"
+        )
+    # the digests the folds of this configuration carry (verify_fold refuses the others)
+    carried: dict[str, str] = {}
+    for fold_json in sorted(run_dir.glob(f"folds/*/{FOLD_RECORD}")):
+        fold_record = read_json_record(fold_json) or {}
+        digest = fold_record.get(RECORD_DIGEST)
+        if digest is not None and fold_record.get("experiment") == record.get("fingerprint"):
+            carried[fold_json.parent.name] = digest
+    differ = sorted(name for name, digest in carried.items() if digest != current)
+    if differ:
+        raise RecordCheckError(
+            f"{path} is not the record that fold folder(s) {shown_items(differ)} were written under: it "
+            f"was edited after they finished (settings, folds, held-out samples or classes); {redo}"
+        )
+    if stored is None and not carried:
+        return (
+            f"unverified record: {path} predates record digests (written by an older moext), so "
+            "nothing shows that its settings, folds and classes are the ones the folds were "
+            "trained under"
+        )
+    return None
+
+
+@dataclass
+class VerifiedRun:
+    """A run folder's verified content (:func:`verify_run`).
+
+    Attributes:
+        run_dir: the run folder.
+        record: its ``experiment.json``.
+        predictions: every finished fold's rows, verified (columns of :data:`PREDICTION_COLUMNS`
+            and ``prob_<class>``); empty when no fold has finished.
+        done: the folds with predictions, sorted.
+        missing: the recorded folds without predictions, sorted.
+        failed: fold -> what failed (``FAILED.json``); never in ``predictions``.
+        unverified: the "unverified record" note of a folder written before records were
+            sealed; None when the record is verified.
+    """
+
+    run_dir: Path
+    record: dict[str, Any]
+    predictions: pd.DataFrame
+    done: list[str]
+    missing: list[str]
+    failed: dict[str, str] = field(default_factory=dict)
+    unverified: str | None = None
+
+    @property
+    def method(self) -> str | None:
+        """The classification stage's ``model.class_path`` as recorded."""
+        return (self.record.get("settings") or {}).get("classify", {}).get("model.class_path")
+
+
+def verify_run(run_dir: str | Path) -> VerifiedRun:
+    """Read a run folder as far as it proves what it holds: the one check behind ``moext loso
+    --report``, ``moext compare`` and any other reader of finished runs.
+
+    The record (``experiment.json``) must match its digest and its folds' (:func:`verify_record`);
+    every fold's predictions must match its ``fold.json`` and the record (:func:`verify_fold`);
+    no sample may be predicted twice and no fold may hold another subject's predictions.
+
+    Raises:
+        FileNotFoundError: no experiment.json.
+        RecordCheckError: the record was edited after the run wrote it.
+        FoldCheckError: a fold's files do not match its record or the experiment's, a sample is
+            predicted twice, or a fold holds another subject's predictions (a leakage guard).
+    """
+    run_dir = Path(run_dir)
+    record = read_json_record(run_dir / EXPERIMENT_FILE)
+    if record is None:
         raise FileNotFoundError(
             f"{run_dir / EXPERIMENT_FILE} not found: nothing says which configuration the folds "
             "belong to; `moext loso --config ...` records it again if every fold there belongs "
             "to that configuration"
         )
-    failed = failed_folds(run_dir)
     files = sorted((run_dir / "folds").glob(f"*/{PREDICTIONS}"))
-    if not files:
+    frames = [verify_fold(f.parent, record) for f in files]
+    unverified = verify_record(run_dir, record)
+    columns = [*PREDICTION_COLUMNS, *(f"prob_{c}" for c in record.get("classes", []))]
+    preds = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    # A fold's test set is its held-out subject and nothing else.
+    foreign = preds["fold"] != preds["dataset"] + "/" + preds["subject"].astype(str)
+    if foreign.any():
+        raise FoldCheckError(
+            f"{run_dir}: predictions of another subject inside a fold: "
+            f"{shown_items(preds['sample'][foreign].tolist())}"
+        )
+    dup = sorted(set(preds["sample"][preds["sample"].duplicated()]))
+    if dup:
+        raise FoldCheckError(f"{run_dir}: samples predicted more than once: {shown_items(dup)}")
+    done = sorted(preds["fold"].unique().tolist())
+    return VerifiedRun(
+        run_dir=run_dir,
+        record=record,
+        predictions=preds,
+        done=done,
+        missing=sorted(set(record.get("folds", [])) - set(done)),
+        failed=failed_folds(run_dir),
+        unverified=unverified,
+    )
+
+
+def pool_run(
+    run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds: list[str] | None = None
+) -> dict[str, Any]:
+    """Pool every fold's predictions (``run_dir/folds/*/predictions.csv``), verified with the
+    run's record (:func:`verify_run`), and write results.json, results.md and confusion.png in
+    ``run_dir``. Failed folds (``FAILED.json``) are listed, never pooled. ``ci`` holds the 95%
+    subject bootstrap intervals (:func:`moext.experiment.bootstrap.bootstrap_ci`, default
+    resamples and seed); ``record_verified`` is False for a folder whose record predates
+    record digests (its report says "unverified record").
+
+    Args:
+        expected_folds: the folds the run must have (default: the recorded ones).
+
+    Raises:
+        FileNotFoundError: no experiment.json, or no fold has predictions yet.
+        RecordCheckError: experiment.json was edited after the run wrote it.
+        FoldCheckError: a fold's files do not match its record or the experiment's, a fold
+            holds another subject's predictions, or a sample is predicted twice.
+    """
+    run = verify_run(run_dir)
+    if not run.done:
         raise FileNotFoundError(f"no fold predictions under {run_dir / 'folds'}")
-    frames = [verify_fold(f.parent, experiment) for f in files]
-    preds = pd.concat(frames, ignore_index=True)
+    preds = run.predictions
     if classes is None:
         classes = tuple(c[len("prob_") :] for c in preds.columns if c.startswith("prob_"))
-    done = sorted(preds["fold"].unique())
-    missing = sorted(set(expected_folds or []) - set(done))
-    # A fold's test set is its held-out subject and nothing else.
-    foreign = preds[preds["fold"] != preds["dataset"] + "/" + preds["subject"].astype(str)]
-    if len(foreign):
-        raise AssertionError(
-            f"predictions of another subject inside a fold: {foreign['sample'].tolist()[:10]}"
-        )
-    dup = preds["sample"][preds["sample"].duplicated()]
-    if len(dup):
-        raise AssertionError(f"samples predicted more than once: {list(dup)[:10]}")
+    expected = run.record.get("folds", []) if expected_folds is None else expected_folds
+    missing = sorted(set(expected) - set(run.done))
     n = len(classes)
     results: dict[str, Any] = {
         "classes": list(classes),
-        "folds_done": len(done),
+        "folds_done": len(run.done),
         "folds_missing": missing,
-        "folds_failed": failed,
+        "folds_failed": run.failed,
         "complete": not missing,
+        "record_verified": run.unverified is None,
         "overall": pooled_metrics(preds["label"], preds["pred"], n),
         "per_dataset": {
             ds: pooled_metrics(g["label"], g["pred"], n)

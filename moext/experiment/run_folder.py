@@ -1,9 +1,12 @@
 """Bookkeeping of a LOSO run folder, so that resumed and parallel runs stay one experiment.
 
 - ``experiment.json`` records what produced the folder: a fingerprint of the classification and
-  pretraining configurations (what is trained, not where it runs), the fold list and the class
-  names. A later run with a different configuration is refused instead of mixing its folds with
-  the old ones; ``--report`` reads the folds and classes from it, so pooling needs no database.
+  pretraining configurations (what is trained, not where it runs), the fold list, each fold's
+  held-out samples and the class names, sealed by their digest (which every fold's ``fold.json``
+  carries too: :func:`moext.experiment.results.verify_record`). A later run with a different
+  configuration is refused instead of mixing its folds with the old ones, and so is a record
+  edited by hand; ``--report`` reads the folds and classes from it, so pooling needs no
+  database. Once a fold is trained under a record, the record never changes.
 - Leftovers of an interrupted stage (a fold or pretraining killed before it finished) are cleared
   before that stage runs again, so a fold never ends up with two W&B runs or two CSV logs.
 - :func:`stage_lock` lets only one process (e.g. one task of a SLURM array) train a shared
@@ -30,17 +33,21 @@ from typing import Any
 
 from jsonargparse._typehints import import_object
 
-from moext.experiment.config import parse_config
+from moext.experiment.config import Stage
 from moext.experiment.results import (
+    EXPERIMENT_FILE,
     FAILED_RECORD,
     FOLD_RECORD,
     PREDICTIONS,
+    RECORD_DIGEST,
+    RecordCheckError,
     read_json_record,
+    record_digest,
     samples_digest,
+    verify_record,
 )
 from moext.io import atomic_write_text
 
-EXPERIMENT_FILE = "experiment.json"
 #: Beside a stage's checkpoint (``pretrain/pretrained.ckpt``): the experiment it belongs to.
 STAGE_RECORD = "stage.json"
 
@@ -96,11 +103,11 @@ def canonical_settings(flat: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stage_settings(config: str | Path, overrides: list[str]) -> dict[str, Any]:
-    """The fingerprinted settings of one ``moext fit`` config: its parsed values, flattened,
+def stage_settings(stage: Stage) -> dict[str, Any]:
+    """The fingerprinted settings of one parsed ``moext fit`` config: its values, flattened,
     without :data:`NOT_FINGERPRINTED` (so comments, key order and data locations do not count),
     class paths canonical."""
-    parsed = parse_config(str(config), overrides).as_dict()
+    parsed = stage.namespace.as_dict()
     flat = flatten(json.loads(json.dumps(parsed, default=str)))
     return canonical_settings(
         {
@@ -185,17 +192,25 @@ def check_experiment(
 ) -> dict[str, Any]:
     """Record the experiment in ``run_dir/experiment.json``, or refuse a different one there.
 
+    A new record is sealed with its digest (:func:`moext.experiment.results.record_digest`); an
+    existing one is first checked against its digest and its folds'
+    (:func:`moext.experiment.results.verify_record`), and is never rewritten once the folder
+    holds outputs, except to add what an older moext did not record (then it stays unsealed).
+
     Args:
         held_out: each fold's held-out sample ids (recorded as count + digest, so that every
             fold's predictions can be checked against them, also by ``--report``).
 
     Returns:
-        The record (``fingerprint``, ``folds``, ``classes``, ``fold_samples``, ``settings``).
+        The record (``fingerprint``, ``folds``, ``classes``, ``fold_samples``, ``settings``,
+        ``record_digest``).
 
     Raises:
+        RecordCheckError: the existing record was edited after the run wrote it.
         ValueError: the folder holds results of other settings (names the settings that
-            differ), of other data (names the folds whose held-out samples changed), or, with
-            no experiment.json, outputs that this configuration did not make.
+            differ), of other data (names the folds whose held-out samples changed, or the
+            folds or classes that differ), or, with no experiment.json, outputs that this
+            configuration did not make.
     """
     path = run_dir / EXPERIMENT_FILE
     record: dict[str, Any] = {
@@ -208,46 +223,102 @@ def check_experiment(
     record["settings"] = settings
     old = read_json_record(path)
     if old is None:
-        _adopt_outputs(run_dir, record)
-    else:
-        old_settings = _canonical_record(old["settings"])
-        if fingerprint(old_settings) != record["fingerprint"]:
-            before, after = flatten(old_settings), flatten(settings)
-            changed = sorted(
-                k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
-            )
-            shown = "\n".join(
-                f"  {k}: {before.get(k, '(absent)')!r} -> {after.get(k, '(absent)')!r}"
-                for k in changed[:20]
-            )
-            raise ValueError(
-                f"{run_dir} holds folds of a different configuration; changed settings:\n{shown}\n"
-                "Its finished folds would be mixed with new ones. Give this configuration its own "
-                "loso.name (or loso.out_dir), or delete the folder to start over."
-            )
-        changed = _changed_held_out(old, record)
-        if changed and outputs(run_dir):
-            shown = ", ".join(
-                f"{f} ({old['fold_samples'].get(f, {}).get('n', 0)} -> "
-                f"{record['fold_samples'].get(f, {}).get('n', 0)} held-out samples)"
-                for f in changed[:10]
-            )
-            raise ValueError(
-                f"{run_dir} holds folds trained on other data: the held-out samples of "
-                f"{len(changed)} fold(s) changed since it was recorded: {shown}. The database "
-                "changed (clips added, removed or renamed); give this run its own loso.name, or "
-                "delete the folder to start over."
-            )
-        # Keep what the record says where this call does not know better: the held-out samples
-        # (``--report`` reads no data) and the fingerprint the outputs carry (same settings,
-        # recorded with older class paths).
-        if held_out is None and "fold_samples" in old:
-            record["fold_samples"] = old["fold_samples"]
-        record["fingerprint"] = old.get("fingerprint", record["fingerprint"])
-        if old == record:
-            return record
+        return _write(path, _first_record(run_dir, record))
+    verify_record(run_dir, old)
+    _refuse_other_settings(run_dir, old, settings)
+    kept = bool(outputs(run_dir))
+    # Keep what the record says where this call does not know better: the held-out samples
+    # (``--report`` reads no data), the fingerprint the outputs carry and the settings as
+    # written (the same settings, maybe recorded with older class paths).
+    if held_out is None and "fold_samples" in old:
+        record["fold_samples"] = old["fold_samples"]
+    record["fingerprint"] = old.get("fingerprint", record["fingerprint"])
+    record["settings"] = old["settings"]
+    if kept:
+        _refuse_other_data(run_dir, old, record)
+        if RECORD_DIGEST not in old:  # an older moext's folder: it stays unsealed
+            record = {**old, **record}
+            return record if old == record else _write(path, record)
+    record[RECORD_DIGEST] = record_digest(record)  # (re)sealed: nothing was made under the old
+    return record if old == record else _write(path, record)
+
+
+def _first_record(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """A new record, sealed: accepted where the folder holds no outputs, or only outputs of
+    this configuration (:func:`_adopt_outputs`) made under this very record.
+
+    Raises:
+        ValueError: outputs of another configuration, or folds recorded with other folds,
+            held-out samples or classes.
+    """
+    _adopt_outputs(run_dir, record)
+    record[RECORD_DIGEST] = record_digest(record)
+    try:
+        verify_record(run_dir, record)
+    except RecordCheckError:
+        raise ValueError(
+            f"{run_dir} has no {EXPERIMENT_FILE}, and its folds were recorded with other "
+            "folds, held-out samples or classes than this configuration and data give; "
+            f"restore the folder's {EXPERIMENT_FILE}, or delete the folder to start over"
+        ) from None
+    return record
+
+
+def _refuse_other_data(run_dir: Path, old: dict[str, Any], record: dict[str, Any]) -> None:
+    """Raise where the data changed since the folder's outputs were made under ``old``.
+
+    Raises:
+        ValueError: naming the folds whose held-out samples changed, or the folds or classes
+            that differ.
+    """
+    changed = _changed_held_out(old, record)
+    if changed:
+        shown = ", ".join(
+            f"{f} ({old['fold_samples'].get(f, {}).get('n', 0)} -> "
+            f"{record['fold_samples'].get(f, {}).get('n', 0)} held-out samples)"
+            for f in changed[:10]
+        )
+        raise ValueError(
+            f"{run_dir} holds folds trained on other data: the held-out samples of "
+            f"{len(changed)} fold(s) changed since it was recorded: {shown}. The database "
+            "changed (clips added, removed or renamed); give this run its own loso.name, or "
+            "delete the folder to start over."
+        )
+    differ = [k for k in ("folds", "classes") if k in old and old[k] != record[k]]
+    if differ:
+        shown = ", ".join(f"{k}: {old[k]} -> {record[k]}" for k in differ)
+        raise ValueError(
+            f"{run_dir} holds folds of other data: its recorded {' and '.join(differ)} differ "
+            f"from this data's ({shown}); give this run its own loso.name, or delete the folder "
+            "to start over."
+        )
+
+
+def _write(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     atomic_write_text(path, json.dumps(record, indent=2))
     return record
+
+
+def _refuse_other_settings(run_dir: Path, old: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Raise unless the recorded settings are ``settings`` (class paths compared canonically).
+
+    Raises:
+        ValueError: naming the settings that changed.
+    """
+    old_settings = _canonical_record(old["settings"])
+    if fingerprint(old_settings) == fingerprint(settings):
+        return
+    before, after = flatten(old_settings), flatten(settings)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    shown = "\n".join(
+        f"  {k}: {before.get(k, '(absent)')!r} -> {after.get(k, '(absent)')!r}"
+        for k in changed[:20]
+    )
+    raise ValueError(
+        f"{run_dir} holds folds of a different configuration; changed settings:\n{shown}\n"
+        "Its finished folds would be mixed with new ones. Give this configuration its own "
+        "loso.name (or loso.out_dir), or delete the folder to start over."
+    )
 
 
 def read_experiment(run_dir: Path) -> dict[str, Any] | None:

@@ -78,13 +78,12 @@ class LosoSettings:
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
 
-def read_settings(config: str | Path) -> LosoSettings:
-    """The ``loso:`` section of an experiment config.
+def read_config_file(config: str | Path) -> dict[str, Any]:
+    """An experiment config file's YAML, read once.
 
     Raises:
         FileNotFoundError: no such config file.
-        ValueError: the file is not YAML, or its ``loso:`` section is not a mapping of the
-            known keys (naming the file and the keys).
+        ValueError: the file is not YAML, or not a mapping (naming the file).
     """
     path = Path(config)
     if not path.is_file():
@@ -95,6 +94,17 @@ def read_settings(config: str | Path) -> LosoSettings:
         raise ValueError(f"{config}: not a readable YAML file ({e})".replace("\n", " ")) from None
     if not isinstance(data, dict):
         raise ValueError(f"{config}: a config is a YAML mapping (model:, data:, trainer:, loso:)")
+    return data
+
+
+def loso_settings(data: dict[str, Any], config: str | Path) -> LosoSettings:
+    """The ``loso:`` section of a config's YAML (``data``, read from ``config``), with
+    ``pretrain_config`` resolved to a path.
+
+    Raises:
+        ValueError: the section is not a mapping of the known keys (naming the file and keys).
+        FileNotFoundError: ``pretrain_config`` names no file.
+    """
     section = data.get("loso") or {}
     _check_keys(section, LosoSettings, f"{config}", "loso")
     slurm = section.get("slurm") or {}
@@ -103,6 +113,12 @@ def read_settings(config: str | Path) -> LosoSettings:
     if settings.pretrain_config:
         settings.pretrain_config = str(resolve_path(settings.pretrain_config, Path(config)))
     return settings
+
+
+def read_settings(config: str | Path) -> LosoSettings:
+    """The ``loso:`` section of an experiment config file (:func:`read_config_file`,
+    :func:`loso_settings`)."""
+    return loso_settings(read_config_file(config), config)
 
 
 def _check_keys(section: Any, cls: type, config: str, name: str) -> None:

@@ -4,9 +4,11 @@ through submitit; ``moext loso --config X --status`` says where every fold stand
 How a run is spread (settings: the config's ``loso.slurm:`` section,
 :class:`~moext.experiment.settings.SlurmSettings`, or the command line, which wins):
 
-1. The submitting command lists the folds and records (or checks) the run folder's
-   ``experiment.json`` as every LOSO run does, so a changed configuration is refused before
-   anything is queued.
+1. The submitting command checks that this machine can submit (``srun`` on the PATH, as
+   submitit asks; ``--cluster local`` needs nothing), then lists the folds and records (or
+   checks) the run folder's ``experiment.json`` as every LOSO run does, so a changed
+   configuration is refused before anything is queued, and nothing is written where no job
+   can be submitted.
 2. A shared pretraining stage whose checkpoint is missing is one job, and the fold jobs depend
    on it (``--dependency=afterok:<id>``, with ``--kill-on-invalid-dep=yes`` so that they are
    dropped, not left pending, when it fails). submitit's local executor has no dependencies:
@@ -49,10 +51,11 @@ from submitit.core.utils import JobPaths, pickle_load
 from submitit.helpers import Checkpointable
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from moext.experiment.config import datamodule_from_config
+from moext.experiment.definition import Experiment, open_experiment
+from moext.experiment.processes import interrupted_when, process_alive
 from moext.experiment.results import PREDICTIONS, atomic_write_text
 from moext.experiment.run_folder import read_experiment
-from moext.experiment.settings import LosoSettings, SlurmSettings, read_settings
+from moext.experiment.settings import LosoSettings, SlurmSettings
 
 JOBS_FILE = "jobs.json"
 
@@ -81,14 +84,14 @@ class LosoSteps:
     hands them over; module-level functions, so they pickle by reference into the jobs).
 
     Attributes:
-        start: ``(config, overrides) -> (settings, run_dir, folds, classes)``; records or checks
+        start: ``(experiment) -> (folds, classes)``; checks the stages and records or checks
             the run folder's ``experiment.json``.
         run: :func:`moext.experiment.loso.run`.
         run_parallel: :func:`moext.experiment.loso.run_parallel`.
         fold_dirname: ``"casme2/sub01"`` -> ``"casme2__sub01"``.
     """
 
-    start: Callable[[str, list[str]], tuple[LosoSettings, Path, list[str], tuple[str, ...]]]
+    start: Callable[[Experiment], tuple[list[str], tuple[str, ...]]]
     run: Callable[..., Any]
     run_parallel: Callable[..., int]
     fold_dirname: Callable[[str], str]
@@ -304,23 +307,6 @@ def record_jobs(folder: Path, jobs: Sequence[Any], kind: str, groups: Sequence[l
     atomic_write_text(folder / JOBS_FILE, json.dumps({"jobs": records}, indent=2))
 
 
-def _local_alive(pid: int) -> bool:
-    """Whether the local executor's job controller ``pid`` still runs (zombies do not)."""
-    proc = Path(f"/proc/{pid}")
-    if Path("/proc/self").exists():
-        try:
-            stat = (proc / "stat").read_text()
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            return False
-        return stat.rsplit(")", 1)[1].split()[0] != "Z" and b"submitit" in cmdline
-    try:  # pragma: no cover - no /proc (macOS)
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
 def _outcome(record: dict[str, Any]) -> str | None:
     """``"success"`` / ``"error"`` from the job's result file; None while there is none."""
     path = JobPaths(record["folder"], job_id=record["job_id"]).result_pickle
@@ -352,7 +338,7 @@ def job_states(records: Sequence[dict[str, Any]]) -> list[str]:
     for record in records:
         outcome = _outcome(record)
         if record["cluster"] == "local":
-            alive = _local_alive(int(record["job_id"]))
+            alive = process_alive(int(record["job_id"]), b"submitit")
             states.append("RUNNING" if alive else finished.get(outcome or "", "KILLED"))
             continue
         state = sacct.get(record["job_id"], "UNKNOWN")
@@ -447,12 +433,12 @@ def pretrain_status(
     return f"{label} (job {record['job_id']}, {state}{log})"
 
 
-def experiment_folds(config: str, run_dir: Path, overrides: list[str]) -> list[str]:
+def experiment_folds(exp: Experiment) -> list[str]:
     """The folds of an experiment: from ``experiment.json``, else from its DataModule."""
-    recorded = read_experiment(run_dir)
+    recorded = read_experiment(exp.run_dir)
     if recorded is not None:
         return list(recorded["folds"])
-    return datamodule_from_config(str(config), overrides).subjects()
+    return exp.classify.datamodule().subjects()
 
 
 @dataclass
@@ -492,11 +478,9 @@ def status(
 
 def print_status(config: str | Path, overrides: list[str], steps: LosoSteps) -> int:
     """``moext loso --config X --status``: a line per fold, the counts, what to do next."""
-    settings = read_settings(config)
-    run_dir = Path(settings.out_dir) / settings.name
-    now = status(
-        settings, run_dir, experiment_folds(str(config), run_dir, overrides), steps.fold_dirname
-    )
+    exp = open_experiment(config, overrides)
+    settings, run_dir = exp.settings, exp.run_dir
+    now = status(settings, run_dir, experiment_folds(exp), steps.fold_dirname)
     if now.pretrain:
         print(f"pretraining: {now.pretrain}")
     width = max((len(s.fold) for s in now.folds), default=4)
@@ -528,8 +512,25 @@ def print_status(config: str | Path, overrides: list[str], steps: LosoSteps) -> 
 
 def wait_for(records: Sequence[dict[str, Any]], poll_s: float) -> None:
     """Block until none of the recorded jobs is queued or running."""
-    while any(state in ACTIVE for state in job_states(records)):
-        time.sleep(poll_s)
+    when = "while waiting for the submitted jobs (not cancelled: `--status` says where they stand)"
+    with interrupted_when(when):
+        while any(state in ACTIVE for state in job_states(records)):
+            time.sleep(poll_s)
+
+
+def check_can_submit(s: SlurmSettings, config: str) -> None:
+    """Raise unless this machine can submit to ``s.cluster`` (SLURM: ``srun`` on the PATH, as
+    submitit requires; the local executor needs nothing).
+
+    Raises:
+        ValueError: no SLURM here, naming the ways to run the folds on this machine.
+    """
+    if s.cluster == "slurm" and submitit.SlurmExecutor.affinity() <= 0:
+        raise ValueError(
+            "--launcher slurm: no SLURM on this machine (no srun on the PATH); run the folds "
+            f"here with `moext loso --config {config}` (add --workers N for folds side by side), "
+            "or try the cluster jobs as local processes with `--launcher slurm --cluster local`"
+        )
 
 
 def launch(
@@ -547,10 +548,13 @@ def launch(
     Returns:
         The exit code: 0 when submitted (or, waiting, when every chosen fold is done), else 1.
     """
+    shown = str(config)
     config = str(Path(config).resolve())
-    settings, run_dir, all_folds, _ = steps.start(config, overrides)
-    s = with_options(settings.slurm, options)
-    settings = dataclasses.replace(settings, slurm=s)
+    exp = open_experiment(config, overrides)
+    s = with_options(exp.settings.slurm, options)
+    check_can_submit(s, shown)  # before the run folder is written
+    settings, run_dir = dataclasses.replace(exp.settings, slurm=s), exp.run_dir
+    all_folds, _ = steps.start(exp)
     folder = job_folder(settings, run_dir)
     chosen = set(folds or all_folds)
     unknown = sorted(chosen - set(all_folds))

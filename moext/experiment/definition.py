@@ -1,0 +1,109 @@
+"""One experiment, read once: its config file, ``loso:`` settings, overrides and both stages.
+
+``moext loso --config X.yaml -- OVERRIDES`` opens the experiment as one :class:`Experiment`:
+the YAML is read once, the ``loso:`` section checked once (:class:`LosoSettings`), and each
+stage's ``moext fit`` config (the classification stage is the experiment file itself, the
+pretraining stage ``loso.pretrain_config``) parsed and validated once, on first use, into a
+:class:`~moext.experiment.config.Stage`. The runner hands this object down to the data listing,
+the preflight, the run folder's record and the folds instead of each re-reading the path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from moext.experiment.config import Stage, parse_stage
+from moext.experiment.run_folder import stage_settings
+from moext.experiment.settings import LosoSettings, loso_settings, read_config_file
+
+#: ``moext loso ... -- OVERRIDES`` that also reach the pretraining stage: where and how it runs,
+#: not what it trains (the pretraining config decides that).
+PASSED_TO_PRETRAINING = (
+    "--trainer.accelerator",
+    "--trainer.devices",
+    "--trainer.strategy",
+    "--trainer.num_nodes",
+    "--trainer.precision",
+    "--data.init_args.root",
+    "--data.init_args.paths",
+    "--data.init_args.cache_dir",
+    "--data.init_args.num_workers",
+    "--data.init_args.prepare_workers",
+)
+
+
+def pretrain_overrides(overrides: list[str]) -> list[str]:
+    """The overrides of :data:`PASSED_TO_PRETRAINING` (``--key value`` or ``--key=value``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(overrides):
+        token = overrides[i]
+        has_value = "=" not in token and i + 1 < len(overrides)
+        group = overrides[i : i + 2] if has_value else [token]
+        if token.split("=", 1)[0] in PASSED_TO_PRETRAINING:
+            out += group
+        i += len(group)
+    return out
+
+
+@dataclass
+class Experiment:
+    """An experiment config, read once.
+
+    Attributes:
+        path: the experiment file (the classification stage's ``moext fit`` config plus
+            ``loso:``).
+        config: its YAML, as read.
+        settings: its ``loso:`` section.
+        overrides: the ``-- OVERRIDES`` of the classification stage.
+    """
+
+    path: Path
+    config: dict[str, Any]
+    settings: LosoSettings
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder, ``<loso.out_dir>/<loso.name>``."""
+        return Path(self.settings.out_dir) / self.settings.name
+
+    @property
+    def pretrain_overrides(self) -> list[str]:
+        """The overrides that reach the pretraining stage (:func:`pretrain_overrides`)."""
+        return pretrain_overrides(self.overrides)
+
+    @cached_property
+    def classify(self) -> Stage:
+        """The classification stage: the experiment file with its overrides, parsed once."""
+        return parse_stage(self.path, self.overrides)
+
+    @cached_property
+    def pretrain(self) -> Stage | None:
+        """The pretraining stage (``loso.pretrain_config``), parsed once; None without one."""
+        if not self.settings.pretrain_config:
+            return None
+        return parse_stage(self.settings.pretrain_config, self.pretrain_overrides)
+
+    def recorded_settings(self) -> dict[str, Any]:
+        """What the run folder's record fingerprints: both stages' settings
+        (:func:`moext.experiment.run_folder.stage_settings`)."""
+        out: dict[str, Any] = {"classify": stage_settings(self.classify)}
+        if self.pretrain is not None:
+            out["pretrain"] = stage_settings(self.pretrain)
+            out["pretrain_per_fold"] = self.settings.pretrain_per_fold
+        return out
+
+
+def open_experiment(config: str | Path, overrides: list[str] | None = None) -> Experiment:
+    """Read an experiment config and its ``loso:`` section (the stages are parsed on first use).
+
+    Raises:
+        FileNotFoundError: no such config file, or no such ``loso.pretrain_config``.
+        ValueError: the file is not a YAML mapping, or its ``loso:`` section has unknown keys.
+    """
+    data = read_config_file(config)
+    return Experiment(Path(config), data, loso_settings(data, config), list(overrides or []))
