@@ -182,6 +182,8 @@ def test_a_changed_configuration_is_refused_in_the_same_run_folder(experiment, c
         loso.run(cfg, folds=["synth/sub02"])
     # where the data lives is not what is trained: a moved cache keeps the folder valid
     moved = ["--trainer.max_epochs", "1", "--data.init_args.cache_dir", str(run_dir / "cache2")]
+    # ... and so is how its entries are keyed (a folder recorded before cache_key existed)
+    moved += ["--data.init_args.cache_key", "content"]
     loso.run(cfg, folds=["synth/sub02"], overrides=moved)
     recorded = json.loads((run_dir / "experiment.json").read_text())
     assert recorded["folds"] == ["synth/sub01", "synth/sub02", "synth/sub03"]
@@ -209,9 +211,11 @@ def test_only_where_and_how_overrides_reach_pretraining():
     overrides = [
         "--trainer.precision", "bf16-mixed", "--model.init_args.lr", "0.1",
         "--data.init_args.root=/data", "--trainer.max_epochs", "3", "--trainer.devices", "2",
+        "--data.init_args.cache_key", "content",
     ]  # fmt: skip
     assert pretrain_overrides(overrides) == [
         "--trainer.precision", "bf16-mixed", "--data.init_args.root=/data", "--trainer.devices", "2",
+        "--data.init_args.cache_key", "content",
     ]  # fmt: skip
 
 

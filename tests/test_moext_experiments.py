@@ -172,7 +172,7 @@ def test_the_demo_finds_every_method_s_demo_moext_first(tmp_path):
 
     assert find_experiments().resolve() == (REPO / "experiments").resolve()
     found = demo_configs(REPO / "experiments")
-    assert list(found) == ["moext", "akmnet", "srmcl"]
+    assert list(found) == ["moext", "akmnet", "htnet", "offapexnet", "rcn", "srmcl", "ststnet"]
     assert found["moext"] == EXPERIMENTS / "demo.yaml"
     for method in ("aaa", "moext", "zzz"):  # a new method sorts by name, after MoExt
         (tmp_path / method).mkdir()

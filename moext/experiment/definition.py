@@ -30,6 +30,7 @@ PASSED_TO_PRETRAINING = (
     "--data.init_args.root",
     "--data.init_args.paths",
     "--data.init_args.cache_dir",
+    "--data.init_args.cache_key",
     "--data.init_args.num_workers",
     "--data.init_args.prepare_workers",
 )

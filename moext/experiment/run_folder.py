@@ -64,6 +64,7 @@ NOT_FINGERPRINTED = {
     "data.init_args.root",
     "data.init_args.paths",
     "data.init_args.cache_dir",
+    "data.init_args.cache_key",
     "data.init_args.num_workers",
     "data.init_args.prepare_workers",
     "data.init_args.fold",
