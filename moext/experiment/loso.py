@@ -29,6 +29,11 @@ so that fold fails again under the same settings, and a change of settings start
 folder; training the remaining folds could not complete this one. Finished folds are kept, the
 report lists the failed fold and never pools it, and the command exits with code 1.
 
+``moext loso --config X --final`` trains the recipe once more on every subject, into
+``<run>/final/``, for ``moext export`` (:mod:`moext.experiment.final`); the folds stay the
+estimate of how well it does. ``loso.keep_fold_weights: true`` keeps each fold's last weights
+beside its predictions (for ``moext export --ensemble``).
+
 Exit codes of ``moext loso``: 0 done (or partial, with the missing folds named); 1 a stage
 diverged; 2 a configuration, file or data error (one line, no traceback); 130 / 143 interrupted by
 SIGINT / SIGTERM (a cluster's preemption): the workers are stopped, what was interrupted is named
@@ -58,6 +63,7 @@ from moext.experiment import slurm
 from moext.experiment.config import build_run, split_overrides
 from moext.experiment.definition import Experiment, open_experiment
 from moext.experiment.errors import run_command
+from moext.experiment.final import WEIGHTS, WEIGHTS_DIGEST, save_weights, train_final
 from moext.experiment.guards import TrainingDiverged, add_guard
 from moext.experiment.preflight import check_stages
 from moext.experiment.processes import (
@@ -250,6 +256,7 @@ def run_fold(
     finally:
         finish_wandb()
     rows = gather_rows(trainer, prediction_rows(dm, outputs))
+    weights = save_weights(trainer, fold_dir / WEIGHTS) if exp.settings.keep_fold_weights else None
     path = fold_dir / PREDICTIONS
     if not trainer.is_global_zero:
         return path
@@ -273,6 +280,8 @@ def run_fold(
         "global_step": trainer.global_step,
         "pretrained": str(pretrained) if pretrained else None,
     }
+    if weights is not None:
+        record[WEIGHTS_DIGEST] = weights
     return write_fold(fold_dir, rows, dm.classes, record)
 
 
@@ -388,6 +397,30 @@ def run(
     results = report_and_finish(exp, classes, all_folds, verbose)
     raise_if_failed(exp.run_dir, all_folds)
     return results
+
+
+def run_final(
+    config: str | Path, overrides: list[str] | None = None, verbose: bool = False
+) -> Path:
+    """``--final``: the experiment's recipe trained once on every subject
+    (:func:`moext.experiment.final.train_final`), after the same checks as the folds and with
+    the shared pretraining checkpoint (trained here if it is not there yet; with
+    ``pretrain_per_fold`` too, as nothing is held out). Returns the weights file."""
+    exp = open_experiment(config, overrides)
+    start(exp)
+    pretrained = None
+    with quiet_stages(verbose):
+        if exp.settings.pretrain_config:
+            with interrupted_when("during the pretraining stage"):
+                pretrained = run_pretraining(exp)
+        with interrupted_when("while training the final model on every subject"):
+            path = train_final(exp, pretrained)
+    print(
+        f"[loso] final model: {path}; its estimate is the LOSO folds' pooled result "
+        f"(moext loso --config {config} --report); export it with `moext export {exp.run_dir} "
+        "--out DIR`"
+    )
+    return path
 
 
 def report_and_finish(
@@ -570,6 +603,12 @@ def parser() -> argparse.ArgumentParser:
         help="train the pretraining stage and stop (run it once before spreading folds over jobs)",
     )
     p.add_argument(
+        "--final",
+        action="store_true",
+        help="train the recipe once on every subject into <run>/final/ (for moext export); "
+        "the folds stay its estimate",
+    )
+    p.add_argument(
         "--verbose", action="store_true", help="show every Lightning and W&B message of each fold"
     )
     p.add_argument("--skip-report", action="store_true", help=argparse.SUPPRESS)
@@ -592,6 +631,9 @@ def _dispatch(a: argparse.Namespace, overrides: list[str]) -> int:
         with stop_on_signals():
             if a.status:
                 return slurm.print_status(a.config, overrides, STEPS)
+            if a.final:
+                run_final(a.config, overrides, a.verbose)
+                return 0
             if a.launcher == "slurm":
                 return slurm.launch(a.config, overrides, a, STEPS, a.folds, a.wait, a.verbose)
             if a.workers > 1 and not (a.report or a.pretrain_only):
@@ -624,6 +666,14 @@ def main(argv: list[str] | None = None) -> int:
     """``moext loso --config X.yaml [--folds F ...] [--report] [--workers N] [-- overrides]``;
     ``--launcher slurm`` submits the folds as cluster jobs, ``--status`` says where they stand."""
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
-    a = parser().parse_args(argv)
+    p = parser()
+    a = p.parse_args(argv)
+    if a.final and (a.folds or a.report or a.pretrain_only or a.status or a.workers > 1):
+        p.error(
+            "--final trains one model on every subject: without --folds, --report, "
+            "--pretrain-only, --status or --workers"
+        )
+    if a.final and a.launcher != "local":
+        p.error("--final runs here (--launcher local)")
     follow_parent()
     return run_command("moext loso", lambda: _dispatch(a, overrides))

@@ -481,35 +481,30 @@ def verify_run(run_dir: str | Path) -> VerifiedRun:
     )
 
 
-def pool_run(
-    run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds: list[str] | None = None
+def pooled_results(
+    run: VerifiedRun,
+    classes: tuple[str, ...] | None = None,
+    expected_folds: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Pool every fold's predictions (``run_dir/folds/*/predictions.csv``), verified with the
-    run's record (:func:`verify_run`), and write results.json, results.md and confusion.png in
-    ``run_dir``. Failed folds (``FAILED.json``) are listed, never pooled. ``ci`` holds the 95%
-    subject bootstrap intervals (:func:`moext.experiment.bootstrap.bootstrap_ci`, default
-    resamples and seed); ``record_verified`` is False for a folder whose record predates
-    record digests (its report says "unverified record").
+    """The pooled results of a verified run folder (:func:`verify_run`), written nowhere: what
+    :func:`pool_run` writes, and what a bundle's model card reports (:mod:`moext.experiment.bundle`).
 
     Args:
+        classes: the class names (default: the ``prob_<class>`` columns of the predictions).
         expected_folds: the folds the run must have (default: the recorded ones).
 
     Raises:
-        FileNotFoundError: no experiment.json, or no fold has predictions yet.
-        RecordCheckError: experiment.json was edited after the run wrote it.
-        FoldCheckError: a fold's files do not match its record or the experiment's, a fold
-            holds another subject's predictions, or a sample is predicted twice.
+        FileNotFoundError: no fold has predictions yet.
     """
-    run = verify_run(run_dir)
     if not run.done:
-        raise FileNotFoundError(f"no fold predictions under {run_dir / 'folds'}")
+        raise FileNotFoundError(f"no fold predictions under {run.run_dir / 'folds'}")
     preds = run.predictions
     if classes is None:
         classes = tuple(c[len("prob_") :] for c in preds.columns if c.startswith("prob_"))
     expected = run.record.get("folds", []) if expected_folds is None else expected_folds
     missing = sorted(set(expected) - set(run.done))
     n = len(classes)
-    results: dict[str, Any] = {
+    return {
         "classes": list(classes),
         "folds_done": len(run.done),
         "folds_missing": missing,
@@ -529,7 +524,30 @@ def pool_run(
         # resampling the held-out subjects (folds), within each source database
         "ci": bootstrap_ci(preds["label"], preds["pred"], preds["fold"], n, preds["dataset"]),
     }
+
+
+def pool_run(
+    run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds: list[str] | None = None
+) -> dict[str, Any]:
+    """Pool every fold's predictions (``run_dir/folds/*/predictions.csv``), verified with the
+    run's record (:func:`verify_run`), and write results.json, results.md and confusion.png in
+    ``run_dir``. Failed folds (``FAILED.json``) are listed, never pooled. ``ci`` holds the 95%
+    subject bootstrap intervals (:func:`moext.experiment.bootstrap.bootstrap_ci`, default
+    resamples and seed); ``record_verified`` is False for a folder whose record predates
+    record digests (its report says "unverified record"). The numbers are
+    :func:`pooled_results`'.
+
+    Args:
+        expected_folds: the folds the run must have (default: the recorded ones).
+
+    Raises:
+        FileNotFoundError: no experiment.json, or no fold has predictions yet.
+        RecordCheckError: experiment.json was edited after the run wrote it.
+        FoldCheckError: a fold's files do not match its record or the experiment's, a fold
+            holds another subject's predictions, or a sample is predicted twice.
+    """
+    results = pooled_results(verify_run(run_dir), classes, expected_folds)
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     atomic_write_text(run_dir / "results.md", results_markdown(results))
-    plot_confusion(results["confusion"], classes, run_dir / "confusion.png")
+    plot_confusion(results["confusion"], results["classes"], run_dir / "confusion.png")
     return results
