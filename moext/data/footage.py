@@ -32,8 +32,11 @@ the file, and the frame of a video.
 
 from __future__ import annotations
 
+import io
 import re
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -415,7 +418,8 @@ def footage_batches(
     dm.cache_dir, dm.fold = str(cache_root), fold_id(sample)
     dm.num_workers = dm.prepare_workers = 0
     try:
-        dm.prepare_data()
+        with _without_progress_bars():
+            dm.prepare_data()
     except DatasetError as e:
         lines = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
         raise FootageError(lines[0] if lines else str(e)) from None
@@ -425,6 +429,20 @@ def footage_batches(
         batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
         batches.append(dm.on_after_batch_transfer(batch, 0))
     return batches
+
+
+@contextmanager
+def _without_progress_bars() -> Iterator[None]:
+    """Run a DataModule's ``prepare_data`` on one clip without its progress bars (tqdm, on
+    stderr); anything else it writes there is passed on."""
+    captured = io.StringIO()
+    try:
+        with redirect_stderr(captured):
+            yield
+    finally:
+        for line in captured.getvalue().splitlines():
+            if "\r" not in line and "clip/s]" not in line:
+                print(line, file=sys.stderr)
 
 
 def served_frames(dm: Any, sample: Sample) -> list[int]:
