@@ -54,9 +54,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from moext.experiment import slurm
+from moext.experiment import oracle, slurm
 from moext.experiment.config import build_run, split_overrides
 from moext.experiment.definition import Experiment, open_experiment
+from moext.experiment.epoch_predictions import add_epoch_recorder, write_epoch_predictions
 from moext.experiment.errors import run_command
 from moext.experiment.guards import TrainingDiverged, add_guard
 from moext.experiment.preflight import check_stages
@@ -244,6 +245,7 @@ def run_fold(
         cli = build_run(exp.path, [*args, *overrides])
         trainer, model, dm = cli.trainer, cli.model, cli.datamodule
         add_guard(trainer, "classify", fold)
+        recorder = add_epoch_recorder(trainer) if exp.settings.record_epoch_predictions else None
         ran = ran_with(cli)
         trainer.fit(model, datamodule=dm)
         outputs = trainer.predict(model, datamodule=dm)
@@ -273,6 +275,8 @@ def run_fold(
         "global_step": trainer.global_step,
         "pretrained": str(pretrained) if pretrained else None,
     }
+    if recorder is not None:  # the leakage meter's input, written before predictions.csv
+        record |= write_epoch_predictions(fold_dir, recorder.rows, dm.classes)
     return write_fold(fold_dir, rows, dm.classes, record)
 
 
@@ -400,7 +404,9 @@ def report_and_finish(
         print(f"[loso] no fold of {run_dir} has predictions yet: nothing to pool")
         return None
     with interrupted_when("while pooling the results (every fold's predictions are kept)"):
-        results = pool_run(run_dir, classes, all_folds)
+        meter = exp.settings.record_epoch_predictions  # off: nothing extra is computed
+        extras = (lambda run: {"oracle": oracle.measure(run)}) if meter else None
+        results = pool_run(run_dir, classes, all_folds, extras=extras)
         print(results_markdown(results, per_fold=False))
         m = results["overall"]
         print(
@@ -411,6 +417,8 @@ def report_and_finish(
             print(
                 f"[loso] {len(results['folds_missing'])} fold(s) still missing: the pooled numbers above are PARTIAL"
             )
+        if meter:
+            print("\n" + oracle.oracle_markdown(results["oracle"]))
         if not results["record_verified"]:
             print(
                 f"[loso] UNVERIFIED RECORD: {run_dir / EXPERIMENT_FILE} predates record digests "
