@@ -94,6 +94,7 @@ from moext.experiment.run_folder import (
     stage_lock,
     write_record,
 )
+from moext.experiment.seeds import parse_seeds, seeds_summary
 from moext.experiment.tracking import (
     finish_wandb,
     log_summary,
@@ -357,6 +358,7 @@ def run(
     verbose: bool = False,
     pretrain_only: bool = False,
     skip_report: bool = False,
+    seed: int | None = None,
 ) -> dict[str, Any] | None:
     """Run (or resume) an experiment's LOSO folds, then pool and report.
 
@@ -367,6 +369,8 @@ def run(
         pretrain_only: train the shared pretraining stage (or, per fold, those of ``folds``)
             and stop, e.g. before a SLURM array runs the folds.
         skip_report: train and write the folds' predictions only (``--workers`` children).
+        seed: train under this seed, in the run folder ``<run>/seed<seed>``
+            (:meth:`~moext.experiment.definition.Experiment.with_seed`).
 
     Returns:
         The pooled results, or None where nothing was pooled (DDP peers, ``pretrain_only``,
@@ -376,7 +380,7 @@ def run(
         FoldsFailed: a fold of the run failed (after the report of the others).
         TrainingDiverged: the shared pretraining stage diverged.
     """
-    exp = open_experiment(config, overrides)
+    exp = open_seeded(config, overrides, seed)
     if report_only:
         all_folds, classes = open_for_report(exp)
         choose_folds(all_folds, folds)  # the report pools every fold; unknown ones are refused
@@ -392,6 +396,13 @@ def run(
     results = report_and_finish(exp, classes, all_folds, verbose)
     raise_if_failed(exp.run_dir, all_folds)
     return results
+
+
+def open_seeded(config: str | Path, overrides: list[str] | None, seed: int | None) -> Experiment:
+    """The experiment, under training seed ``seed`` (its ``seed<seed>`` run folder) unless
+    None."""
+    exp = open_experiment(config, overrides)
+    return exp if seed is None else exp.with_seed(seed)
 
 
 def report_and_finish(
@@ -500,6 +511,7 @@ def run_parallel(
     gpus: list[str] | None = None,
     verbose: bool = False,
     folds: list[str] | None = None,
+    seed: int | None = None,
 ) -> int:
     """Spread the folds (all, or ``folds``) over ``workers`` processes; worker k sees GPU
     ``gpus[k % len(gpus)]`` (CUDA_VISIBLE_DEVICES), so there can be one fold per GPU or
@@ -511,7 +523,7 @@ def run_parallel(
     fold failed, or the largest worker's code.
     """
     gpus = gpus or [str(k) for k in range(workers)]
-    exp = open_experiment(config, overrides)
+    exp = open_seeded(config, overrides, seed)
     all_folds, classes = start(exp)
     todo = choose_folds(all_folds, folds)
     if exp.settings.pretrain_config and not exp.settings.pretrain_per_fold:
@@ -534,6 +546,7 @@ def run_parallel(
                 "--folds",
                 *share,
                 *(["--verbose"] if verbose else []),
+                *(["--seeds", str(seed)] if seed is not None else []),
                 *(["--"] + overrides if overrides else []),
             ]
             procs.append(start_worker(command, gpus[k % len(gpus)]))
@@ -590,30 +603,56 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--status", action="store_true", help="list the folds done / running / failed / not started"
     )
+    p.add_argument(
+        "--seeds",
+        help="comma-separated training seeds (e.g. 0,1,2): the experiment once per seed, each "
+        "into <run folder>/seed<N> (seed_everything of both stages)",
+    )
     slurm.add_arguments(p)
     return p
 
 
 def _dispatch(a: argparse.Namespace, overrides: list[str]) -> int:
     """Run what the options ask for; interruptions and failed folds end with their own codes."""
+    seeds: list[int | None] = [None]
+    if a.seeds is not None:
+        seeds = list(parse_seeds(a.seeds))
+        if a.status or a.launcher == "slurm":
+            raise ValueError(
+                "--seeds runs the seeds here, one after the other; with --launcher slurm or "
+                "--status, give each seed's run its own command (not supported yet)"
+            )
     try:
         with stop_on_signals():
             if a.status:
                 return slurm.print_status(a.config, overrides, STEPS)
             if a.launcher == "slurm":
                 return slurm.launch(a.config, overrides, a, STEPS, a.folds, a.wait, a.verbose)
-            if a.workers > 1 and not (a.report or a.pretrain_only):
-                gpus = a.gpus.split(",") if a.gpus else None
-                return run_parallel(a.config, a.workers, overrides, gpus, a.verbose, a.folds)
-            run(
-                a.config,
-                folds=a.folds,
-                overrides=overrides,
-                report_only=a.report,
-                verbose=a.verbose,
-                pretrain_only=a.pretrain_only,
-                skip_report=a.skip_report,
-            )
+            code = 0
+            for seed in seeds:
+                if len(seeds) > 1:
+                    print(f"[loso] seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})")
+                if a.workers > 1 and not (a.report or a.pretrain_only):
+                    gpus = a.gpus.split(",") if a.gpus else None
+                    code = run_parallel(
+                        a.config, a.workers, overrides, gpus, a.verbose, a.folds, seed
+                    )
+                    if code:
+                        return code
+                    continue
+                run(
+                    a.config,
+                    folds=a.folds,
+                    overrides=overrides,
+                    report_only=a.report,
+                    verbose=a.verbose,
+                    pretrain_only=a.pretrain_only,
+                    skip_report=a.skip_report,
+                    seed=seed,
+                )
+            if len(seeds) > 1 and not (a.pretrain_only or a.skip_report):
+                print(seeds_summary(open_seeded(a.config, overrides, None).run_dir, seeds))
+            return code
     except Interrupted as e:
         when = f" {e.when}" if e.when else ""
         print(
@@ -625,7 +664,6 @@ def _dispatch(a: argparse.Namespace, overrides: list[str]) -> int:
     except (FoldsFailed, TrainingDiverged) as e:
         print(f"moext loso: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
