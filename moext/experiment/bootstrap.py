@@ -330,8 +330,8 @@ def seed_mean_ci(
     :func:`bootstrap_ci`'s.
 
     Args:
-        preds_by_seed: (R, n) each training seed's predictions of the same samples.
-        (the others as :func:`bootstrap_ci`)
+        preds_by_seed: (R, n) each training seed's predictions of the same samples; the other
+            arguments are :func:`bootstrap_ci`'s.
 
     Returns:
         :func:`bootstrap_ci`'s dict with ``"seeds": R``.
