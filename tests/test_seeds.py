@@ -132,3 +132,7 @@ def test_loso_seeds_trains_one_run_folder_per_seed(synth_root, tmp_path, monkeyp
     assert "(2 seeds)" in capsys.readouterr().out
     assert cli(["loso", "--config", str(cfg), "--seeds", "0", "--status"]) == 2
     assert "--seeds runs the seeds here" in capsys.readouterr().err
+    # seed runs never go inside the run folder of the same experiment trained without seeds
+    (parent / "experiment.json").write_text("{}")
+    assert cli(argv) == 2
+    assert "trained without --seeds" in capsys.readouterr().err

@@ -622,6 +622,12 @@ def _dispatch(a: argparse.Namespace, overrides: list[str]) -> int:
                 "--seeds runs the seeds here, one after the other; with --launcher slurm or "
                 "--status, give each seed's run its own command (not supported yet)"
             )
+        parent = open_seeded(a.config, overrides, None).run_dir
+        if (parent / EXPERIMENT_FILE).is_file():
+            raise ValueError(
+                f"{parent} is the run folder of this experiment trained without --seeds; its "
+                "seed runs would go inside it: give them another loso.name"
+            )
     try:
         with stop_on_signals():
             if a.status:

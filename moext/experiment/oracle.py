@@ -209,7 +209,7 @@ def oracle_markdown(oracle: dict[str, Any]) -> str:
         return block["overall"] if scope == "overall" else block["per_dataset"][scope]
 
     for scope in scopes:
-        name = "all (pooled)" if scope == "overall" else scope
+        name = "all" if scope == "overall" else scope
         h = at(honest, scope)
         lines.append(f"| honest: last epoch, pooled | {name} | {h['n']} | {cells(h)} | |")
         for key in ("best_epoch_pooled", "best_epoch_subject_mean"):
