@@ -50,11 +50,23 @@ def test_one_seed_is_exactly_the_plain_bootstrap():
     paired = bootstrap.paired_comparison(labels, preds, other, *args)
     seeded = bootstrap.paired_seed_comparison(labels, [preds], [other], *args)
     assert seeded == paired | {"seeds": [1, 1]}
-    # three seeds: the CI of the mean lies around the mean of the three pooled scores
+    # three seeds, by brute force: each resample repeats every drawn subject's samples, scores
+    # each seed's predictions of that pool and averages the three scores
     stack = [preds, other, preds]
-    mean_uf1 = np.mean([pooled_metrics(labels, p, 3)["uf1"] for p in stack])
-    lo, hi = bootstrap.seed_mean_ci(labels, stack, *args)["overall"]["uf1"]
-    assert lo < mean_uf1 < hi
+    ids, _, strata = bootstrap.subject_confusions(labels, preds, subjects, 3, datasets)
+    counts = bootstrap.draw_counts(strata, 200, np.random.default_rng(0))
+    means = []
+    for row in counts:
+        take = np.concatenate(
+            [
+                np.repeat(np.flatnonzero(subjects == s), int(c))
+                for s, c in zip(ids, row, strict=True)
+            ]
+        )
+        means.append(np.mean([pooled_metrics(labels[take], p[take], 3)["uf1"] for p in stack]))
+    expected = np.quantile(means, [0.025, 0.975])
+    got = bootstrap.seed_mean_ci(labels, stack, subjects, 3, datasets, 200, 0)["overall"]["uf1"]
+    assert got == pytest.approx(expected.tolist())
     with pytest.raises(ValueError, match="3 and 2 seeds"):
         bootstrap.paired_seed_comparison(labels, stack, stack[:2], *args)
 

@@ -167,21 +167,9 @@ def bootstrap_ci(
         ..., "acc": ...}, "per_dataset": {name: {...}}}``; ``per_dataset`` is empty without
         ``datasets``.
     """
-    _, cms, subject_dataset = subject_confusions(labels, preds, subjects, num_classes, datasets)
-    rng = np.random.default_rng(seed)
-    counts = draw_counts(subject_dataset, n_resamples, rng)
-    ci = {}
-    for scope, cols in _scopes(subject_dataset, datasets is not None).items():
-        m = _pooled(cms[cols], counts[:, cols])
-        ci[scope] = {k: _percentile(m[k], level) for k in METRICS}
-    return {
-        "method": CI_METHOD,
-        "unit": "subject",
-        "level": level,
-        "resamples": n_resamples,
-        "seed": seed,
-        **_by_scope(ci),
-    }
+    ci = seed_mean_ci(labels, [preds], subjects, num_classes, datasets, n_resamples, seed, level)
+    del ci["seeds"]
+    return ci
 
 
 def paired_comparison(
@@ -224,43 +212,12 @@ def paired_comparison(
         "seed", "overall": {metric: {"diff", "diff_ci", "p_value"}}, "per_dataset":
         {name: {metric: {...}}}}``.
     """
-    _, cms_a, subject_dataset = subject_confusions(labels, preds_a, subjects, num_classes, datasets)
-    _, cms_b, _ = subject_confusions(labels, preds_b, subjects, num_classes, datasets)
-    rng = np.random.default_rng(seed)
-    counts = draw_counts(subject_dataset, n_resamples, rng)
-    swaps, exact = swap_masks(len(cms_a), n_resamples, rng)
-    by_scope = {}
-    for scope, cols in _scopes(subject_dataset, datasets is not None).items():
-        a, b = cms_a[cols], cms_b[cols]
-        ones = np.ones((1, len(cols)))
-        point_a, point_b = _pooled(a, ones), _pooled(b, ones)
-        boot_a, boot_b = _pooled(a, counts[:, cols]), _pooled(b, counts[:, cols])
-        # a permutation's "A" holds A's predictions of the kept subjects and B's of the swapped
-        swap = swaps[:, cols]
-        perm_a, perm_b = _swapped(a, b, swap), _swapped(b, a, swap)
-        res = {}
-        for metric in metrics:
-            diff = float(point_a[metric][0] - point_b[metric][0])
-            null = np.abs(perm_a[metric] - perm_b[metric])
-            hits = int((null >= abs(diff) - 1e-12).sum())
-            p = hits / len(null) if exact else (1 + hits) / (1 + len(null))
-            res[metric] = {
-                "diff": diff,
-                "diff_ci": _percentile(boot_a[metric] - boot_b[metric], level),
-                "p_value": float(min(1.0, p)),
-            }
-        by_scope[scope] = res
-    return {
-        "test": TEST_METHOD,
-        "ci_method": "paired " + CI_METHOD,
-        "unit": "subject",
-        "level": level,
-        "resamples": n_resamples,
-        "permutations": len(swaps),
-        "exact": exact,
-        "seed": seed,
-        **_by_scope(by_scope),
-    }
+    out = paired_seed_comparison(
+        labels, [preds_a], [preds_b], subjects, num_classes, datasets, n_resamples, seed, level,
+        metrics,
+    )  # fmt: skip
+    del out["seeds"]
+    return out
 
 
 def point_estimates(
@@ -401,6 +358,7 @@ def paired_seed_comparison(
         ones = np.ones((1, len(cols)))
         point_a, point_b = _seed_mean(a, ones), _seed_mean(b, ones)
         boot_a, boot_b = _seed_mean(a, counts[:, cols]), _seed_mean(b, counts[:, cols])
+        # a permutation's "A" holds A's predictions of the kept subjects and B's of the swapped
         swap = swaps[:, cols]
         perm = [(_swapped(x, y, swap), _swapped(y, x, swap)) for x, y in zip(a, b, strict=True)]
         res = {}
