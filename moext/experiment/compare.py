@@ -493,17 +493,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write comparison.md, comparison.json, comparison.png here")
     p.add_argument("--wandb", action="store_true", help="log the comparison to W&B")
     p.add_argument("--project", default=LosoSettings.wandb_project, help="W&B project")
+    a = parse_with_resampling(p, argv, "bootstrap resamples and permutations")
+    return run_command("moext compare", lambda: _compare(a))
+
+
+def parse_with_resampling(
+    p: argparse.ArgumentParser, argv: list[str] | None, what: str
+) -> argparse.Namespace:
+    """Add ``--resamples N`` (``what`` they are) and ``--seed S`` to a command's options and
+    parse ``argv`` (default ``sys.argv[1:]``); fewer than 1 resample is refused."""
     p.add_argument(
         "--resamples",
         type=int,
         default=DEFAULT_RESAMPLES,
-        help=f"bootstrap resamples and permutations (default {DEFAULT_RESAMPLES})",
+        help=f"{what} (default {DEFAULT_RESAMPLES})",
     )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default 0)")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     if a.resamples < 1:
         p.error("--resamples must be at least 1")
-    return run_command("moext compare", lambda: _compare(a))
+    return a
 
 
 def _compare(a: argparse.Namespace) -> int:

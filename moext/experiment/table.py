@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from moext.experiment.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
-from moext.experiment.compare import compare_runs, load_run
+from moext.experiment.compare import compare_runs, load_run, parse_with_resampling
 from moext.experiment.errors import run_command
 from moext.io import atomic_write_text
 
@@ -489,16 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--published", help="CSV of reported numbers to print beside ours")
     p.add_argument("--format", choices=sorted(FORMATS), default="md", help="default md")
     p.add_argument("--out", help="write table.md, table.tex and table.csv here")
-    p.add_argument(
-        "--resamples",
-        type=int,
-        default=DEFAULT_RESAMPLES,
-        help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})",
-    )
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default 0)")
-    a = p.parse_args(sys.argv[1:] if argv is None else argv)
-    if a.resamples < 1:
-        p.error("--resamples must be at least 1")
+    a = parse_with_resampling(p, argv, "bootstrap resamples")
     return run_command("moext table", lambda: _table(a))
 
 
