@@ -19,9 +19,10 @@ option of every DataModule (``data.init_args.sampler: balanced``, with ``balance
   least one batch.
 
 Ours, where the authors' code differs: every draw comes from one ``torch.Generator`` seeded by
-``seed`` (the DataModule's, i.e. the fold's; the authors use the unseeded global ``np.random``),
-so a run is reproducible; ``n_classes`` larger than the classes present is lowered to them with a
-warning (the authors' ``np.random.choice`` raises); the class order is sorted before drawing.
+``seed`` (the DataModule's ``seed``, which every fold is built with; the authors use the
+unseeded global ``np.random``), so a run is reproducible; ``n_classes`` larger than the classes
+present is lowered to them with a warning (the authors' ``np.random.choice`` raises); the class
+order is sorted before drawing.
 
 Data-parallel (DDP): Lightning hands every rank a ``DistributedSampler`` in place of the
 ``sampler`` argument (it rebuilds this batch sampler with it); only its ``rank`` and

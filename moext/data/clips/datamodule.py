@@ -366,7 +366,7 @@ class ClipDataModule(MERDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Check ``magnify`` (:meth:`check_magnify`), then as
-        :meth:`MERDataModule.setup <moext.data.pairs.datamodule.MERDataModule.setup>`."""
+        :meth:`moext.data.pairs.datamodule.MERDataModule.setup`."""
         self.check_magnify()
         super().setup(stage)
 
