@@ -244,20 +244,16 @@ def test_balanced_positions_oversample_to_the_largest_class():
     assert set(out[labels[out] == 2].tolist()) == {7} and len(out) == 15
 
 
+def synth_clips(root: Path, cache: Path, **options) -> ClipDataModule:
+    """Clips of the generated database at ``root``: sub01 held out, 32 px, no landmarks."""
+    common = {"datasets": ["synth"], "protocol": "synth-3", "fold": "synth/sub01"}
+    where = {"root": str(root), "cache_dir": str(cache), "image_size": 32, "landmarks": "none"}
+    return ClipDataModule(**{**common, **where, "batch_size": 4, **options})
+
+
 @pytest.fixture
 def clip_dm(synth_root, tmp_path):
-    dm = ClipDataModule(
-        datasets=["synth"],
-        protocol="synth-3",
-        root=str(synth_root),
-        fold="synth/sub01",
-        image_size=32,
-        landmarks="none",
-        cache_dir=str(tmp_path / "cache"),
-        batch_size=4,
-        eval_batch_size=6,
-        max_frames=5,
-    )
+    dm = synth_clips(synth_root, tmp_path / "cache", eval_batch_size=6, max_frames=5)
     report = dm.prepare_data()
     dm.setup("fit")
     dm.trainer = SimpleNamespace(training=True)
@@ -394,19 +390,8 @@ def test_a_subsampled_clip_is_magnified_at_its_mean_frame_rate(tmp_path):
 @pytest.fixture
 def phase_dm(synth_root, tmp_path):
     def build(**options):
-        return ClipDataModule(
-            datasets=["synth"],
-            protocol="synth-3",
-            root=str(synth_root),
-            fold="synth/sub01",
-            image_size=32,
-            landmarks="none",
-            cache_dir=str(tmp_path / "cache"),
-            batch_size=4,
-            max_frames=12,
-            augment="none",
-            **{"magnify": PHASE, **options},
-        )
+        phase = {"max_frames": 12, "augment": "none", "magnify": PHASE}
+        return synth_clips(synth_root, tmp_path / "cache", **{**phase, **options})
 
     return build
 
