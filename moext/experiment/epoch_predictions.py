@@ -82,6 +82,8 @@ class EpochPredictions(Callback):
                 trainer.state.stage = RunningStage.PREDICTING
                 with trainer.precision_plugin.predict_step_context():
                     for i, batch in enumerate(dm.predict_dataloader()):
+                        # to the device, then the DataModule's on_after_batch_transfer, as
+                        # Lightning's own loops do (private API of Lightning 2.x)
                         batch = pl_module._apply_batch_transfer_handler(batch)
                         outputs.append(pl_module.predict_step(batch, i))
             finally:
