@@ -24,7 +24,7 @@ from functools import partial
 
 import moext
 from moext.data import summary, synth
-from moext.experiment import bundle, compare, demo, flow_analysis, loso, predict, prepare
+from moext.experiment import bundle, compare, demo, flow_analysis, loso, predict, prepare, table
 from moext.experiment.config import lightning_cli
 from moext.experiment.errors import run_command
 
@@ -108,6 +108,7 @@ COMMANDS = (
         "export", "a run's trained model as a bundle (weights, config, model card)", bundle.main
     ),
     Command("compare", "finished LOSO runs side by side: CIs and paired tests", compare.main),
+    Command("table", "a paper's results table from runs, reported numbers beside", table.main),
     Command("demo", "every method on a generated database, on a CPU, in minutes", demo.main),
     Command("data", "data summary: what a database holds, rejected and corrected rows", _data),
     Command("synth", "write the generated (synthetic) database", synth.main),

@@ -201,3 +201,8 @@ def test_the_card_says_what_licences_the_weights_derive_from(exported):
     for holder in ("CASME II", "SAMM", "SMIC"):
         assert holder in card
     assert card.count("licence agreement") == 3
+
+
+def test_a_seed_runs_bundle_names_its_run_and_seed(tmp_path):
+    assert bundle.run_name(tmp_path / "moext_cde3" / "seed3") == "moext_cde3/seed3"
+    assert bundle.run_name(tmp_path / "moext_cde3") == "moext_cde3"

@@ -413,6 +413,14 @@ def _crop(dm: Any) -> dict[str, Any]:
     return crop
 
 
+def run_name(run_dir: Path) -> str:
+    """A run folder's name: ``<loso.name>``, or ``<loso.name>/seed<N>`` for a seed's run."""
+    folder = run_dir.resolve()
+    if re.fullmatch(r"seed\d+", folder.name):
+        return f"{folder.parent.name}/{folder.name}"
+    return folder.name
+
+
 def build_manifest(
     run_dir: Path, run: Any, results: dict[str, Any] | None, ensemble: bool
 ) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
@@ -449,7 +457,7 @@ def build_manifest(
         "data": data,
         "preprocessing": {"inputs": dm.inputs, "crop": crop, "settings": others},
         "trained_on": {
-            "run": run_dir.resolve().name,
+            "run": run_name(run_dir),
             "fingerprint": run.record.get("fingerprint"),
             "datasets": list(dm.datasets),
             "protocol": dm.protocol,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -527,7 +527,10 @@ def pooled_results(
 
 
 def pool_run(
-    run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds: list[str] | None = None
+    run_dir: Path,
+    classes: tuple[str, ...] | None = None,
+    expected_folds: list[str] | None = None,
+    extras: Callable[[VerifiedRun], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Pool every fold's predictions (``run_dir/folds/*/predictions.csv``), verified with the
     run's record (:func:`verify_run`), and write results.json, results.md and confusion.png in
@@ -539,6 +542,8 @@ def pool_run(
 
     Args:
         expected_folds: the folds the run must have (default: the recorded ones).
+        extras: more keys for results.json, computed from the verified run (the leakage
+            meter's ``oracle``: :func:`moext.experiment.oracle.measure`).
 
     Raises:
         FileNotFoundError: no experiment.json, or no fold has predictions yet.
@@ -546,7 +551,10 @@ def pool_run(
         FoldCheckError: a fold's files do not match its record or the experiment's, a fold
             holds another subject's predictions, or a sample is predicted twice.
     """
-    results = pooled_results(verify_run(run_dir), classes, expected_folds)
+    run = verify_run(run_dir)
+    results = pooled_results(run, classes, expected_folds)
+    if extras is not None:
+        results |= extras(run)
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     atomic_write_text(run_dir / "results.md", results_markdown(results))
     plot_confusion(results["confusion"], results["classes"], run_dir / "confusion.png")
