@@ -60,6 +60,23 @@ INPUTS = {
         },
     ),
 }
+#: AKMNet's paper configs magnify with phase (its band in Hz needs the recording's frame rate).
+INPUTS["clips-phase"] = (
+    INPUTS["clips"][0],
+    {
+        "class_path": "moext.data.ClipDataModule",
+        "init_args": {
+            **INPUTS["clips"][1]["init_args"],
+            "magnify": {
+                "method": "phase",
+                "alpha": 10.0,
+                "temporal": "ideal",
+                "sigma": 0.0,
+                "high": 6.0,
+            },
+        },
+    },
+)
 
 
 def make_bundle(folder, model, data, classes=("negative", "positive", "surprise")):
@@ -125,15 +142,18 @@ def dataset_probs(bundle, synth_root, sample_id):
     raise AssertionError(f"{sample_id} not served")
 
 
-@pytest.mark.parametrize("inputs", ["pairs", "flow", "clips"])
+@pytest.mark.parametrize("inputs", ["pairs", "flow", "clips", "clips-phase"])
 def test_annotated_frames_get_what_training_gives(
     inputs, bundles, clip_dir, synth_root, tmp_path, capsys
 ):
     out = tmp_path / "clip.json"
-    code, printed, _ = predict(
-        capsys, "--bundle", bundles[inputs], "--frames", clip_dir,
-        "--onset", ONSET, "--apex", APEX, "--offset", OFFSET, "--out", out,
-    )  # fmt: skip
+    args = ["--bundle", bundles[inputs], "--frames", clip_dir, "--out", out]
+    args += ["--onset", ONSET, "--apex", APEX, "--offset", OFFSET]
+    if inputs == "clips-phase":  # a folder states no frame rate: one line says to give it
+        code, _, err = predict(capsys, *args)
+        assert code == 2 and err.count("\n") == 1 and "give its frame rate, --fps" in err
+        args += ["--fps", 30]  # the generated database's
+    code, printed, _ = predict(capsys, *args)
     assert code == 0
     result = json.loads(out.read_text())
     assert {k: v["frame"] for k, v in result["clip"].items()} == {
@@ -143,7 +163,9 @@ def test_annotated_frames_get_what_training_gives(
     }
     assert not any(v["estimated"] for v in result["clip"].values())
     used = {"pairs": [46, 51], "flow": [46, 51], "clips": [46, 48, 49, 51, 52, 54, 55, 57]}
-    assert result["frames_used"] == used[inputs]  # clips: 12 frames subsampled to max_frames 8
+    assert (
+        result["frames_used"] == used[inputs.split("-")[0]]
+    )  # clips: 12 frames subsampled to max_frames 8
     probs = torch.tensor(list(result["probabilities"].values()))
     expected = dataset_probs(bundles[inputs], synth_root, f"synth/{CLIP[0]}/{CLIP[1]}")
     assert torch.allclose(probs, expected, atol=1e-5), (probs, expected)
@@ -175,7 +197,7 @@ def test_a_video_written_with_pyav_predicts_like_its_frames(bundles, clip_dir, t
     frames = [read_rgb(p) for p in read_frames(clip_dir).frames]
     video = write_video(frames, tmp_path / "clip.mp4")
     decoded = decode_video(video, tmp_path / "decoded")
-    assert decoded.numbers == tuple(range(1, 13)) and decoded.video
+    assert decoded.numbers == tuple(range(1, 13)) and decoded.video and decoded.fps == 30
     worst = max(
         np.abs(read_rgb(p).astype(int) - f).max()
         for p, f in zip(decoded.frames, frames, strict=True)

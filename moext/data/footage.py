@@ -84,12 +84,14 @@ class Footage:
         frames: the frame files, in order (a video's: PNG files decoded into a work folder).
         numbers: their frame numbers (a video's count from 1).
         video: whether ``source`` is a video.
+        fps: its frame rate (a video's stream states it; a folder's is given), or None.
     """
 
     source: Path
     frames: tuple[Path, ...]
     numbers: tuple[int, ...]
     video: bool = False
+    fps: float | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -120,6 +122,7 @@ class Footage:
             offset=offset,
             kind="micro",
             source=str(self.source),
+            fps=self.fps,
         )
 
 
@@ -132,9 +135,10 @@ def _checked(footage: Footage) -> Footage:
     return footage
 
 
-def read_frames(folder: str | Path) -> Footage:
+def read_frames(folder: str | Path, fps: float | None = None) -> Footage:
     """The frames of a folder, by the readers' rule (numbered by the last run of digits in
-    their names, sorted by number; other files are not frames).
+    their names, sorted by number; other files are not frames), recorded at ``fps`` (None:
+    unknown).
 
     Raises:
         FootageError: no such folder, two files with one number, fewer than 2 frames.
@@ -146,12 +150,12 @@ def read_frames(folder: str | Path) -> Footage:
         found = list_frames(folder)
     except RowError as e:
         raise FootageError(str(e)) from None
-    return _checked(Footage(folder, found.paths, found.numbers))
+    return _checked(Footage(folder, found.paths, found.numbers, fps=fps))
 
 
-def decode_video(path: str | Path, folder: str | Path) -> Footage:
+def decode_video(path: str | Path, folder: str | Path, fps: float | None = None) -> Footage:
     """Decode every frame of a video with PyAV into lossless PNG files ``folder/frameNNNNNN.png``
-    (RGB, as decoded), numbered from 1.
+    (RGB, as decoded), numbered from 1; its frame rate is ``fps``, else its stream's average.
 
     Raises:
         FootageError: no such file, not a video PyAV can decode, no video stream, fewer than 2
@@ -169,6 +173,8 @@ def decode_video(path: str | Path, folder: str | Path) -> Footage:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise FootageError(f"{path}: holds no video stream")
+            rate = container.streams.video[0].average_rate
+            fps = fps if fps is not None else (float(rate) if rate else None)
             for number, frame in enumerate(container.decode(video=0), 1):
                 rgb = frame.to_ndarray(format="rgb24")
                 out = folder / f"frame{number:06d}.png"
@@ -178,7 +184,8 @@ def decode_video(path: str | Path, folder: str | Path) -> Footage:
                 frames.append(out)
     except av.error.FFmpegError as e:
         raise FootageError(f"{path}: cannot be decoded as a video ({e})") from None
-    return _checked(Footage(path, tuple(frames), tuple(range(1, len(frames) + 1)), video=True))
+    numbers = tuple(range(1, len(frames) + 1))
+    return _checked(Footage(path, tuple(frames), numbers, video=True, fps=fps))
 
 
 def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 30) -> Path:
@@ -422,7 +429,11 @@ def footage_batches(
             dm.prepare_data()
     except DatasetError as e:
         lines = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
-        raise FootageError(lines[0] if lines else str(e)) from None
+        text = (lines[0] if lines else str(e)).removeprefix(f"{sample.id}: ")
+        text = f"{sample.source}: " + re.sub(r"^\w+(Error|Exception): ", "", text)
+        if sample.fps is None and "frame rate is unknown" in text:
+            text += f" ({sample.source} states none: give its frame rate, --fps)"
+        raise FootageError(text) from None
     dm.setup("predict")
     batches = []
     for batch in dm.predict_dataloader():
@@ -441,7 +452,7 @@ def _without_progress_bars() -> Iterator[None]:
             yield
     finally:
         for line in captured.getvalue().splitlines():
-            if "\r" not in line and "clip/s]" not in line:
+            if line.strip() and "\r" not in line and "clip/s]" not in line:
                 print(line, file=sys.stderr)
 
 

@@ -35,6 +35,9 @@ class Sample:
         kind: ``"micro"`` or ``"macro"``.
         source: where the record came from, for error messages (``"file.xlsx row 17"``).
         action_units: the AU string as annotated, or ``""``.
+        fps: the clip's own frame rate where its recording states one (a video to predict:
+            :mod:`moext.data.footage`); None: its database's
+            (:data:`moext.data.readers.FRAME_RATES`).
     """
 
     dataset: str
@@ -50,6 +53,7 @@ class Sample:
     source: str = ""
     action_units: str = ""
     notes: tuple[str, ...] = field(default=(), compare=False)
+    fps: float | None = None
 
     @property
     def id(self) -> str:

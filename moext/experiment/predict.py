@@ -79,6 +79,7 @@ class Prediction:
             (the face on the onset, the crops and, where estimated, the apex), ``inputs`` (the
             method's input: flow, clip), ``model``.
         strip: the PNG strip, if written.
+        fps: the recording's frame rate (None: unknown).
     """
 
     source: str
@@ -90,6 +91,7 @@ class Prediction:
     bundle: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     strip: str | None = None
+    fps: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable record of the prediction."""
@@ -103,6 +105,7 @@ class Prediction:
         out = {
             "source": self.source,
             "frames": self.frames,
+            "fps": self.fps,
             "clip": clip,
             "frames_used": self.frames_used,
             "predicted": self.predicted,
@@ -144,11 +147,18 @@ def bundle_summary(model: BundleModel) -> dict[str, Any]:
     }
 
 
-def read_footage(frames: str | Path | None, video: str | Path | None, workdir: Path) -> Footage:
-    """The recording: a folder of frames, or a video decoded into ``workdir``."""
+def read_footage(
+    frames: str | Path | None, video: str | Path | None, workdir: Path, fps: float | None = None
+) -> Footage:
+    """The recording: a folder of frames, or a video decoded into ``workdir``; ``fps`` its
+    frame rate (default: a video's own, a folder's unknown)."""
     if (frames is None) == (video is None):
         raise ValueError("give one recording: frames (a folder) or video (a file)")
-    return read_frames(frames) if frames is not None else decode_video(video, workdir / "frames")
+    if fps is not None and fps <= 0:
+        raise ValueError(f"--fps {fps}: a frame rate is > 0")
+    if frames is not None:
+        return read_frames(frames, fps)
+    return decode_video(video, workdir / "frames", fps)
 
 
 def predict_footage(
@@ -161,6 +171,7 @@ def predict_footage(
     window: int | None = None,
     strip: str | Path | None = None,
     detector: Detector | None = None,
+    fps: float | None = None,
 ) -> Prediction:
     """Predict one recording with a loaded bundle (the Python form of ``moext predict``).
 
@@ -172,6 +183,9 @@ def predict_footage(
         strip: where to write the PNG strip (None: not written).
         detector: the landmark detector of the bundle's crop settings (:func:`detector_for`),
             to share one between recordings; None builds it (about 1 s for dlib).
+        fps: the recording's frame rate (default: a video's own; a folder's unknown), which
+            a method with a temporal filter needs (phase magnification: AKMNet's paper
+            configs).
 
     Raises:
         FootageError: the recording cannot be predicted (one line naming the file).
@@ -188,7 +202,7 @@ def predict_footage(
     settings = dm.prepare_settings()
     with tempfile.TemporaryDirectory(prefix="moext-predict-") as work:
         workdir = Path(work)
-        footage = read_footage(frames, video, workdir)
+        footage = read_footage(frames, video, workdir, fps)
         seconds["decode"] = time.perf_counter() - began
         began = time.perf_counter()
         cache = workdir / "cache"
@@ -220,6 +234,7 @@ def predict_footage(
         bundle=bundle_summary(model),
         seconds={k: round(v, 3) for k, v in seconds.items()},
         strip=strip,
+        fps=footage.fps,
     )
 
 
@@ -309,6 +324,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="write the prediction: FILE.json or FILE.csv (+ FILE.png strip)")
     p.add_argument("--strip", help="the PNG strip: onset, apex, difference (default: beside --out)")
+    p.add_argument(
+        "--fps",
+        type=float,
+        help="the recording's frame rate (default: a video's own); needed by phase magnification",
+    )
     p.add_argument("--device", default="cpu", help="torch device of the model (default cpu)")
     return p
 
@@ -330,7 +350,7 @@ def _predict(a: argparse.Namespace) -> int:
     model = load_bundle(a.bundle, device=a.device)
     loaded = time.perf_counter() - began
     prediction = predict_footage(
-        model, a.frames, a.video, a.onset, a.apex, a.offset, a.window, strip
+        model, a.frames, a.video, a.onset, a.apex, a.offset, a.window, strip, fps=a.fps
     )
     prediction.seconds = {"load": round(loaded, 3), **prediction.seconds}
     for line in report_lines(prediction):
