@@ -72,6 +72,18 @@ NOT_FINGERPRINTED = {
     "model.init_args.pretrained",
 }
 
+#: Settings added after run folders were first recorded, each with the value that computes what
+#: moext computed before it existed: at that value a setting is left out of the fingerprint, so
+#: that a run folder recorded before it existed still matches (any other value counts).
+ADDED_SETTINGS = {
+    "data.init_args.flow_method": "tvl1",
+    "data.init_args.farneback": None,
+    "data.init_args.flow_size": None,
+    "data.init_args.regions": "none",
+    "data.init_args.flow_source": "computed",
+    "data.init_args.precomputed": None,
+}
+
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves."""
@@ -106,8 +118,8 @@ def canonical_settings(flat: dict[str, Any]) -> dict[str, Any]:
 
 def stage_settings(stage: Stage) -> dict[str, Any]:
     """The fingerprinted settings of one parsed ``moext fit`` config: its values, flattened,
-    without :data:`NOT_FINGERPRINTED` (so comments, key order and data locations do not count),
-    class paths canonical."""
+    without :data:`NOT_FINGERPRINTED` (so comments, key order and data locations do not count)
+    and without :data:`ADDED_SETTINGS` at their old behaviour's value, class paths canonical."""
     parsed = stage.namespace.as_dict()
     flat = flatten(json.loads(json.dumps(parsed, default=str)))
     return canonical_settings(
@@ -115,6 +127,7 @@ def stage_settings(stage: Stage) -> dict[str, Any]:
             k: v
             for k, v in sorted(flat.items())
             if not any(k == skip or k.startswith(skip + ".") for skip in NOT_FINGERPRINTED)
+            and not (k in ADDED_SETTINGS and v == ADDED_SETTINGS[k])
         }
     )
 
