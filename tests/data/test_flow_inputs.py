@@ -400,3 +400,17 @@ def test_the_network_size_is_compared_with_the_served_size(synth_root):
 def test_bad_served_image_settings_raise(synth_root, options, message):
     with pytest.raises(ValueError, match=message):
         flow_dm(synth_root, synth_root / "unused", size=64, **options)
+
+
+def test_flow_settings_at_their_old_behaviour_leave_a_run_folder_s_fingerprint_as_it_was():
+    """A run folder recorded before flow_size, regions, flow_method and flow_source existed
+    still matches its config; setting one of them is a different configuration."""
+    from moext.experiment.config import parse_stage
+    from moext.experiment.run_folder import ADDED_SETTINGS, stage_settings
+
+    srmcl = Path(__file__).parents[2] / "experiments" / "srmcl" / "demo.yaml"
+    settings = stage_settings(parse_stage(srmcl))
+    assert not set(ADDED_SETTINGS) & set(settings)
+    assert "data.init_args.channels" in settings  # the other flow settings count
+    sized = stage_settings(parse_stage(srmcl, ["--data.init_args.flow_size", "28"]))
+    assert sized["data.init_args.flow_size"] == 28
