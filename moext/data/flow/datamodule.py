@@ -75,6 +75,12 @@ FlowSource = Literal["computed", "precomputed"]
 Regions = Literal["none", "htnet", "htnet_code"]
 
 
+def _settings(cls: type, value: Any) -> Any:
+    """A settings dataclass from its config value: as it is, or built from the plain dict a
+    config parsed without instantiation hands over (``moext prepare``, the LOSO runner)."""
+    return cls(**value) if isinstance(value, dict) else value
+
+
 class FlowDataset(Dataset):
     """Flow fields (or precomputed flow images) from one tensor.
 
@@ -208,12 +214,12 @@ class FlowDataModule(MERDataModule):
         self.flow_scaling = flow_scaling
         self.flow_range = flow_range
         self.flow_method = flow_method
-        self.tvl1 = tvl1 or TVL1Settings()
-        self.farneback = farneback or FarnebackSettings()
+        self.tvl1 = _settings(TVL1Settings, tvl1) or TVL1Settings()
+        self.farneback = _settings(FarnebackSettings, farneback) or FarnebackSettings()
         self.flow_size = flow_size
         self.regions = regions
         self.flow_source = flow_source
-        self.precomputed = precomputed
+        self.precomputed = _settings(PrecomputedFlow, precomputed)
         self._check_served_image()
         self._flow: Tensor | None = None
         self._points: Tensor | None = None
