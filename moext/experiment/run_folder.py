@@ -72,10 +72,13 @@ NOT_FINGERPRINTED = {
     "model.init_args.pretrained",
 }
 
-#: Settings added after run folders were first recorded, each with the value that computes what
-#: moext computed before it existed: at that value a setting is left out of the fingerprint, so
-#: that a run folder recorded before it existed still matches (any other value counts).
-ADDED_SETTINGS = {
+#: Settings added after run folders were recorded, each with the value that does what a folder
+#: recorded before it did: at that value a setting is left out of the fingerprint, so such a
+#: folder keeps matching (any other value is fingerprinted).
+ADDED_SETTINGS: dict[str, Any] = {
+    "data.init_args.sampler": "shuffle",
+    "data.init_args.balanced_classes": None,
+    "data.init_args.balanced_samples": None,
     "data.init_args.flow_method": "tvl1",
     "data.init_args.farneback": None,
     "data.init_args.flow_size": None,
@@ -119,7 +122,7 @@ def canonical_settings(flat: dict[str, Any]) -> dict[str, Any]:
 def stage_settings(stage: Stage) -> dict[str, Any]:
     """The fingerprinted settings of one parsed ``moext fit`` config: its values, flattened,
     without :data:`NOT_FINGERPRINTED` (so comments, key order and data locations do not count)
-    and without :data:`ADDED_SETTINGS` at their old behaviour's value, class paths canonical."""
+    and :data:`ADDED_SETTINGS` at their old behaviour's value, class paths canonical."""
     parsed = stage.namespace.as_dict()
     flat = flatten(json.loads(json.dumps(parsed, default=str)))
     return canonical_settings(
