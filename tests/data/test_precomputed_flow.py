@@ -104,6 +104,13 @@ def test_the_ststnet_layout_reads_labels_from_its_folders(tmp_path):
     assert next(iter(dm.train_dataloader()))["flow"].dtype == torch.uint8
 
 
+def test_a_subset_of_the_databases_reads_its_files_only(htnet_root):
+    dm = precomputed_dm(htnet_root, HTNET, datasets=["casme2"], fold="casme2/sub02")
+    dm.prepare_data()  # the other databases' files are the list's: not extra
+    dm.setup("fit")
+    assert dm.subjects() == ["casme2/sub01", "casme2/sub02"] and len(dm.samples) == 4
+
+
 def test_regions_are_cut_at_htnet_s_fallback_points(htnet_root):
     dm = precomputed_dm(htnet_root, HTNET, regions="htnet_code", fold="casme2/sub01")
     dm.prepare_data()

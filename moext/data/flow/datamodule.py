@@ -299,8 +299,18 @@ class FlowDataModule(MERDataModule):
         return p if p.is_absolute() else self.data_root() / p
 
     def _precomputed_list(self) -> list[precomputed_flow.Listed]:
+        """Every sample of the precomputed set's list (all its databases)."""
         csv = self._resolve(self.precomputed.samples) if self.precomputed.samples else None
-        return precomputed_flow.read_samples(self.precomputed, csv, self.datasets)
+        return precomputed_flow.read_samples(csv)
+
+    def _read_precomputed(self, listed: list[precomputed_flow.Listed]) -> Tensor:
+        """The images of ``listed``, (N, 3, S, S) uint8; every file checked (the list's other
+        databases' files are not extra)."""
+        folder = self._resolve(self.precomputed.folder)
+        known = self._precomputed_list()
+        return precomputed_flow.check_folder(
+            listed, folder, self.precomputed, self.flow_size, known
+        )
 
     def read_samples(self) -> tuple[list[Sample], list[int], tuple[str, ...]]:
         """All samples of this stage (before the fold split), their labels and the class names;
@@ -310,7 +320,7 @@ class FlowDataModule(MERDataModule):
         if self.task != "classify":
             raise DatasetError("flow_source 'precomputed' serves classification only (task)")
         self.rejected, self.corrected = [], []
-        self._listed = self._precomputed_list()
+        self._listed = [x for x in self._precomputed_list() if x.sample.dataset in self.datasets]
         return [x.sample for x in self._listed], [x.label for x in self._listed], THREE_CLASSES
 
     # ------------------------------------------------------------------ flow
@@ -324,9 +334,8 @@ class FlowDataModule(MERDataModule):
         """
         if self.flow_source == "precomputed":
             samples, _, _ = self.read_samples()
-            folder = self._resolve(self.precomputed.folder)
-            precomputed_flow.check_folder(self._listed, folder, self.precomputed, self.flow_size)
-            return PrecomputedReport(folder, len(samples))
+            self._read_precomputed(self._listed)
+            return PrecomputedReport(self._resolve(self.precomputed.folder), len(samples))
         crops = super().prepare_data()
         samples, _, _ = self.read_samples()
         root, settings = self.cache_root(), self.prepare_settings()
@@ -348,8 +357,7 @@ class FlowDataModule(MERDataModule):
         precomputed images' channels, (N, C, S, S) uint8; and the region points, if any."""
         n, size = len(self.samples), self.input_size
         if self.flow_source == "precomputed":
-            folder = self._resolve(self.precomputed.folder)
-            images = precomputed_flow.check_folder(self._listed, folder, self.precomputed, size)
+            images = self._read_precomputed(self._listed)
             stored = self.precomputed.channels
             self._flow = images[:, [stored.index(c) for c in self.channels]].contiguous()
             self._points = fallback_points(n, size) if self.regions != "none" else None

@@ -164,18 +164,14 @@ def _rows(path: Path | None) -> list[tuple[str, str, str, str, str]]:
     return out
 
 
-def read_samples(
-    settings: PrecomputedFlow, samples_csv: Path | None, datasets: Sequence[str]
-) -> list[Listed]:
+def read_samples(samples_csv: Path | None) -> list[Listed]:
     """The samples of a precomputed set, checked against the package's MEGC2019 list.
 
     Args:
-        settings: the source's settings.
         samples_csv: the CSV listing the samples (resolved), or None for the package's list.
-        datasets: the databases to keep (``casme2``, ``samm``, ``smic``).
 
     Returns:
-        The samples of ``datasets``, in the order listed, named as the readers name them.
+        The samples, in the order listed, named as the readers name them.
 
     Raises:
         DatasetError: a row that is not on the MEGC2019 list, is listed twice, has another label
@@ -199,8 +195,6 @@ def read_samples(
         if int(label) != official[key]:
             problems.append(f"{where}: label {label}, {OFFICIAL_LIST} says {official[key]}")
             continue
-        if dataset not in datasets:
-            continue
         subject_d, clip_d = distribution_spelling(dataset, subject, clip)
         subject_r, clip_r = reader_spelling(dataset, subject, clip)
         record = Sample(dataset, subject_r, clip_r, (), (), 0, 0, source=where)
@@ -223,16 +217,21 @@ def _glob(pattern: str) -> str:
 
 
 def check_folder(
-    listed: Sequence[Listed], folder: Path, settings: PrecomputedFlow, size: int
+    listed: Sequence[Listed],
+    folder: Path,
+    settings: PrecomputedFlow,
+    size: int,
+    known: Sequence[Listed] = (),
 ) -> torch.Tensor:
     """Read every listed sample's image; refuse the set unless each one is there, readable and
-    ``size`` x ``size``, and unless no other file matches the pattern.
+    ``size`` x ``size``, and unless every other file the pattern matches is a known sample's.
 
     Args:
-        listed: the samples (:func:`read_samples`).
+        listed: the samples to read (:func:`read_samples`, maybe some databases only).
         folder: the images' folder (resolved).
         settings: the source's settings.
         size: the side every image must have.
+        known: every sample of the list (their files are not extra), ``listed`` included.
 
     Returns:
         (N, 3, size, size) uint8, the files' RGB channels, in the order of ``listed``.
@@ -260,7 +259,7 @@ def check_folder(
             problems.append(f"{item.sample.id}: {path} is {w}x{h}, expected {size}x{size}")
             continue
         out[i] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-    claimed = {(folder / item.file(settings)).resolve() for item in listed}
+    claimed = {(folder / item.file(settings)).resolve() for item in [*listed, *known]}
     extra = sorted(
         p for p in folder.glob(_glob(settings.file_pattern)) if p.resolve() not in claimed
     )
