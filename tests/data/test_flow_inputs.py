@@ -231,19 +231,29 @@ def test_flow_size_derives_channels_on_the_full_crop_then_resizes_then_scales(
 ):
     """STSTNet's order: strain from the full-resolution field, then the 28 x 28 resize (area);
     each served channel spans [0, 1] like the authors' PNGs (scaled after the resize). The
-    flow cache is not touched: flow_size is a serving setting."""
-    dm = flow_dm(
-        synth_root, Path(synth_flow.cache_dir), size=64, flow_size=16,
-        channels=["u", "v", "strain"], flow_scaling="minmax",
-    )  # fmt: skip
+    flow cache is not touched: flow_size is a serving setting. Without augmentation the images
+    are made once when the data is loaded, the same as per batch."""
+    options = dict(flow_size=16, channels=["u", "v", "strain"], flow_scaling="minmax")
+    dm = flow_dm(synth_root, Path(synth_flow.cache_dir), size=64, **options)
     report = dm.prepare_data()
     assert not report.flow.computed and len(report.flow.reused) == 18
     dm.setup("fit")
     assert (dm.input_size, dm.input_size_setting) == (16, "data.init_args.flow_size")
-    raw = next(iter(dm.test_dataloader()))
-    served = dm.on_after_batch_transfer(raw, 0)["flow"]
-    assert served.shape == (len(raw["flow"]), 3, 16, 16)
-    uv = raw["flow"].float()
+    assert dm.images_once
+    batch = next(iter(dm.test_dataloader()))
+    served = batch["flow"]
+    assert dm.on_after_batch_transfer(batch, 0) is batch  # served as loaded
+    assert served.shape == (len(served), 3, 16, 16) and served.dtype == torch.float32
+    held_out = [dm.samples[i] for i in batch["index"].tolist()]
+    uv = flow_cache.load_flow(held_out, dm.cache_root(), dm.prepare_settings(), dm.tvl1).float()
+    per_batch = flow_dm(
+        synth_root, Path(synth_flow.cache_dir), size=64, augment="device", **options
+    )
+    per_batch.setup("fit")  # augmented when training, so made per batch: the same when not
+    assert not per_batch.images_once
+    raw = next(iter(per_batch.test_dataloader()))
+    assert raw["flow"].dtype == torch.float16 and torch.equal(raw["index"], batch["index"])
+    torch.testing.assert_close(per_batch.on_after_batch_transfer(raw, 0)["flow"], served)
     want = scale_flow(
         torch.nn.functional.avg_pool2d(flow_channels(uv, ("u", "v", "strain")), 4),
         ("u", "v", "strain"), "minmax",
@@ -354,14 +364,16 @@ def test_regions_are_cut_at_the_onset_landmarks_in_the_crop(synth_root, tmp_path
     points = dm._points  # (N, 4, 2) in the 28 x 28 image: eyes left / right, above the mouth
     assert (points[:, 0, 0] < points[:, 1, 0]).all() and (points[:, 2, 0] < points[:, 3, 0]).all()
     assert (points[:, :2, 1].amax(1) < points[:, 2:, 1].amin(1)).all()
-    raw = next(iter(dm.test_dataloader()))
-    served = dm.on_after_batch_transfer(raw, 0)["flow"]
+    batch = next(iter(dm.test_dataloader()))
+    served, index = batch["flow"], batch["index"]
+    assert served.shape == (len(index), 3, 28, 28) and "points" not in batch
+    uncut = {k: v for k, v in options.items() if k != "regions"}
+    whole = flow_dm(synth_root, tmp_path / "cache", size=64, **uncut)
+    whole.setup("fit")  # the same images, not cut
+    torch.testing.assert_close(served, cut_regions(whole._flow[index], points[index], "htnet"))
+    uv = flow_cache.load_flow([sample], dm.cache_root(), dm.prepare_settings(), dm.tvl1)
     with pytest.raises(ValueError, match="need the batch's points"):
-        dm.flow_images(raw["flow"])
-    assert served.shape == (len(raw["flow"]), 3, 28, 28)
-    dm.regions = "none"
-    whole = dm.flow_images(raw["flow"])
-    torch.testing.assert_close(served, cut_regions(whole, raw["points"], "htnet"))
+        dm.flow_images(uv)
     again = flow_dm(synth_root, tmp_path / "cache", size=64, **options).prepare_data()
     assert len(again.landmarks.reused) == 18 and not again.landmarks.computed
 

@@ -101,7 +101,8 @@ def test_the_ststnet_layout_reads_labels_from_its_folders(tmp_path):
     dm.prepare_data()  # the u_train copies are not samples' files: not "extra"
     dm.setup("fit")
     assert len(dm.samples) == 6 and dm.num_channels == 2
-    assert next(iter(dm.train_dataloader()))["flow"].dtype == torch.uint8
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["flow"].dtype == torch.float32 and batch["flow"].shape[1:] == (2, 28, 28)
 
 
 def test_a_subset_of_the_databases_reads_its_files_only(htnet_root):
@@ -117,7 +118,11 @@ def test_regions_are_cut_at_htnet_s_fallback_points(htnet_root):
     dm.setup("fit")
     batch = next(iter(dm.test_dataloader()))
     served = dm.on_after_batch_transfer(batch, 0)["flow"]
-    whole = batch["flow"].float() / 255
+    files = [
+        cv2.imread(str(htnet_root / HTNET_FOLDER / f"sub01_{s.clip} .png"))[..., ::-1]
+        for s in (dm.samples[i] for i in batch["index"].tolist())
+    ]
+    whole = torch.from_numpy(np.stack(files).copy()).permute(0, 3, 1, 2).float() / 255
     torch.testing.assert_close(
         served, cut_regions(whole, fallback_points(len(whole), 28), "htnet_code")
     )

@@ -22,8 +22,10 @@ what the network sees, in this order:
    before the resize would not give;
 5. the regions (``regions: htnet``: HTNet's four landmark areas, :mod:`moext.data.flow.regions`).
 
-Steps 2-5 are cheap, so they are settings of the DataModule, not of the flow cache (whose
-entries depend only on the crops and the flow algorithm).
+Steps 2-5 are settings of the DataModule, not of the flow cache (whose entries depend only on
+the crops and the flow algorithm). Without augmentation, when the image is made small
+(``flow_size``, ``regions``, a precomputed source), they run once per fold when its data is
+loaded, and the loaders serve the images (:attr:`FlowDataModule.images_once`).
 
 ``flow_source: precomputed`` serves flow images made elsewhere instead (the MEGC2019 baselines'
 28 x 28 PNGs, :mod:`moext.data.flow.precomputed`): samples from their list, with the sample
@@ -352,25 +354,48 @@ class FlowDataModule(MERDataModule):
     def inputs_loaded(self) -> bool:
         return self._flow is not None
 
+    @property
+    def images_once(self) -> bool:
+        """Whether the flow images are made once, when a fold's data is loaded, and served as
+        they are: when nothing about them is random (``augment: none``) and they are made small
+        (``flow_size``, ``regions`` or a precomputed source). Each sample's image depends on
+        that sample alone, so they are the images a batch would make; the per-batch work (at
+        224 x 224, most of a CPU second per batch of 256) is done once."""
+        made_small = self.flow_size is not None or self.regions != "none"
+        return self.augment == "none" and (made_small or self.flow_source == "precomputed")
+
     def load_inputs(self) -> None:
         """Load the flow of ``self.samples``: the cached fields, (N, 2, H, W) float16, or the
-        precomputed images' channels, (N, C, S, S) uint8; and the region points, if any."""
+        precomputed images' channels, (N, C, S, S) uint8, and the region points, if any; with
+        :attr:`images_once`, the flow images themselves, (N, C, S, S) float32 in [0, 1]."""
         n, size = len(self.samples), self.input_size
         if self.flow_source == "precomputed":
             images = self._read_precomputed(self._listed)
             stored = self.precomputed.channels
             self._flow = images[:, [stored.index(c) for c in self.channels]].contiguous()
             self._points = fallback_points(n, size) if self.regions != "none" else None
-            return
-        root, settings = self.cache_root(), self.prepare_settings()
-        self._flow = load_flow(self.samples, root, settings, self.flow_algorithm)
-        if self.regions != "none":
-            landmarks = load_landmarks(self.samples, root, settings)
-            self._points = points_in_flow_image(htnet_points(landmarks), self.image_size, size)
+        else:
+            root, settings = self.cache_root(), self.prepare_settings()
+            self._flow = load_flow(self.samples, root, settings, self.flow_algorithm)
+            if self.regions != "none":
+                landmarks = load_landmarks(self.samples, root, settings)
+                points = htnet_points(landmarks)
+                self._points = points_in_flow_image(points, self.image_size, size)
+        if self.images_once:
+            self._flow = self._all_images(self._flow, self._points)
+
+    def _all_images(self, flow: Tensor, points: Tensor | None, chunk: int = 256) -> Tensor:
+        """:meth:`flow_images` of every sample, ``chunk`` at a time: (N, C, S, S) float32."""
+        out = torch.empty((len(flow), self.num_channels, self.input_size, self.input_size))
+        for i in range(0, len(flow), chunk):
+            part = points[i : i + chunk] if points is not None else None
+            out[i : i + chunk] = self.flow_images(flow[i : i + chunk], points=part)
+        return out
 
     def _subset(self, index: Tensor, transform: Any = None) -> FlowDataset:
         labels = torch.tensor(self.labels, dtype=torch.long)
-        points = self._points[index] if self._points is not None else None
+        served = self._points is not None and not self.images_once  # the images hold them
+        points = self._points[index] if served else None
         return FlowDataset(self._flow[index], labels[index], index, points)
 
     # ------------------------------------------------------------ dataloaders
@@ -415,7 +440,10 @@ class FlowDataModule(MERDataModule):
     def on_after_batch_transfer(
         self, batch: dict[str, Tensor], dataloader_idx: int
     ) -> dict[str, Tensor]:
-        """The served flow -> the flow image (B, C, S, S) in [0, 1]; augmented when training."""
+        """The served flow -> the flow image (B, C, S, S) in [0, 1]; augmented when training
+        (with :attr:`images_once`, the loaders serve the images: nothing to do)."""
+        if self.images_once:
+            return batch
         training = self.trainer is not None and self.trainer.training
         batch = dict(batch)
         points = batch.pop("points", None)
