@@ -1,15 +1,17 @@
 """Database readers: annotation spreadsheet + frame folders -> :class:`~moext.data.records.Sample`.
 
 One module per database (:mod:`.casme2`, :mod:`.samm`, :mod:`.smic`, :mod:`.casme3`,
-:mod:`.casme` for CAS(ME) I); each reader
+:mod:`.casme` for CAS(ME) I, :mod:`.mmew`, :mod:`.fourdme` for 4DME); each reader
 returns a :class:`~moext.data.records.ReadResult` with the usable samples, the rows it rejected
 and the rows it corrected (rules in :mod:`.spreadsheet`). The spreadsheet databases are each a
 column mapping plus quirk hooks on one row -> Sample builder
-(:class:`.spreadsheet.SpreadsheetReader`; its module says how to add one). Readers only list
-folders; they never decode an image. :func:`read_dataset` picks a reader by name:
+(:class:`.spreadsheet.SpreadsheetReader`; its module says how to add one), whose action-unit
+cells :mod:`.aus` normalises. Readers only list folders; they never decode an image.
+:func:`read_dataset` picks a reader by name:
 
-* ``casme2``, ``samm``, ``smic``, ``casme3``, ``casme``: one database; options go to its reader
-  (``kind="both"`` reads micro and macro clips of ``casme2``/``casme3``).
+* ``casme2``, ``samm``, ``smic``, ``casme3``, ``casme``, ``mmew``, ``4dme``: one database;
+  options go to its reader (``kind="both"`` reads micro and macro clips of
+  ``casme2``/``casme3``; ``frames="color"`` 4DME's colour frames).
 * ``synth``: the generated database (CASME II layout, ``dataset="synth"``): micro clips, plus
   macro clips when its macro spreadsheet is present.
 * ``megc2019``: CASME II + SAMM + SMIC-HS for the MEGC2019 composite. ``root`` holds the
@@ -25,6 +27,8 @@ from pathlib import Path
 from moext.data.readers.casme import read_casme
 from moext.data.readers.casme2 import read_casme2, read_synth
 from moext.data.readers.casme3 import read_casme3
+from moext.data.readers.fourdme import read_fourdme
+from moext.data.readers.mmew import read_mmew
 from moext.data.readers.samm import read_samm
 from moext.data.readers.smic import read_smic
 from moext.data.records import DatasetError, ReadResult
@@ -68,6 +72,8 @@ READERS: dict[str, Callable[..., ReadResult]] = {
     "synth": read_synth,
     "megc2019": read_megc2019,
     "casme": read_casme,
+    "mmew": read_mmew,
+    "4dme": read_fourdme,
 }
 DATASETS = tuple(READERS)
 
@@ -76,7 +82,8 @@ def read_dataset(name: str, root: str | Path, **options: object) -> ReadResult:
     """Read a database by name (one of :data:`DATASETS`).
 
     Args:
-        name: ``casme2``, ``samm``, ``smic``, ``casme3``, ``synth`` or ``megc2019``.
+        name: ``casme2``, ``samm``, ``smic``, ``casme3``, ``casme``, ``mmew``, ``4dme``,
+            ``synth`` or ``megc2019``.
         root: the database folder, as its reader documents it.
         **options: passed to the reader (``spreadsheet``, ``kind``, ``frames``, ``sheet``, ...).
             For readers with micro and macro clips (``casme2``-layout, ``casme3``), ``kind:
@@ -124,7 +131,9 @@ __all__ = [
     "read_casme2",
     "read_casme3",
     "read_dataset",
+    "read_fourdme",
     "read_megc2019",
+    "read_mmew",
     "read_samm",
     "read_smic",
     "read_synth",
