@@ -285,6 +285,25 @@ def fold_id(sample: Sample) -> str:
     return f"{sample.dataset}/{sample.subject}"
 
 
+#: What a fold holds out: one subject (LOSO, also across databases) or one whole database
+#: (leave-one-database-out).
+HOLDOUTS = ("subject", "database")
+
+
+def holdout_fold(sample: Sample, holdout: str = "subject") -> str:
+    """The fold a sample is held out in: its subject's :func:`fold_id` (``"casme2/sub01"``), or
+    with ``holdout="database"`` its database (``"casme2"``).
+
+    Raises:
+        ValueError: ``holdout`` is not one of :data:`HOLDOUTS`.
+    """
+    if holdout == "subject":
+        return fold_id(sample)
+    if holdout == "database":
+        return sample.dataset
+    raise ValueError(f"holdout must be one of {HOLDOUTS}, got {holdout!r}")
+
+
 def select(protocol: str | Protocol, samples: Iterable[Sample]) -> LabelledSet:
     """Apply a protocol to samples.
 
