@@ -126,6 +126,29 @@ def test_srmcl_detector_keeps_reconstruction_and_drops_the_class_memory():
     assert logits.shape == (4, 3) and torch.equal(terms["ce"], au_bce(logits, batch["aus"]))
 
 
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (REPO / "experiments" / "au").glob("*.yaml"))
+)
+def test_au_experiment_configs_parse(name, monkeypatch):
+    from moext.experiment.definition import open_experiment
+
+    monkeypatch.chdir(REPO)
+    exp = open_experiment(f"experiments/au/{name}.yaml")
+    assert exp.classify.namespace.data.init_args.protocol in ("au", "composite-3")
+    holdout = "database" if exp.settings.protocol == "leave-one-database-out" else "subject"
+    assert exp.classify.namespace.data.init_args.holdout == holdout
+
+
+def test_detectors_built_by_the_cli_know_what_they_fix(monkeypatch):
+    from moext.experiment.config import build_run
+
+    monkeypatch.chdir(REPO)
+    cli_run = build_run("experiments/au/synth_srmcl.yaml", ["--trainer.logger", "false"])
+    hp = cli_run.model.hparams  # LightningCLI records the config's arguments only
+    assert (hp.weight_pmcl, hp.memory_init, hp.num_classes) == (0.0, "none", 5)
+    cli_run.model.on_train_epoch_start()  # reads weight_pmcl: no memory to initialise
+
+
 def test_detector_and_data_must_name_the_same_aus():
     task = STSTNetAUTask(STSTNetConfig(in_channels=3, image_size=28), aus=[1, 2, 12])
     served = SimpleNamespace(datamodule=SimpleNamespace(aus=(1, 2, 4)))

@@ -241,12 +241,13 @@ def au_results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
     lines = [head, f"AUs: {', '.join(aus)}", "", "| scope | n | mean F1 [95% CI] |"]
     lines.append("|---|---:|---:|")
     lines += [f"| {s} | {m['n']} | {_cell(m[MEAN], b.get(MEAN))} |" for s, m, b in scopes]
-    lines += ["", "| AU | " + " | ".join(f"F1 {s} [95% CI]" for s, _, _ in scopes) + " |"]
-    lines.append("|---|" + "---:|" * len(scopes))
+    columns = scopes if len(scopes) > 2 else scopes[:1]  # per database where there are several
+    lines += ["", "| AU | " + " | ".join(f"F1 {s} [95% CI]" for s, _, _ in columns) + " |"]
+    lines.append("|---|" + "---:|" * len(columns))
     for a in aus:
         cells = [
             f"{_cell(m[f'f1_{a}'], b.get(f'f1_{a}'))} ({m[f'positives_{a}']} coded)"
-            for _, m, b in scopes
+            for _, m, b in columns
         ]
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"

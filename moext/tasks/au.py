@@ -108,8 +108,18 @@ class AUDetection:
     aus: tuple[int, ...]
     threshold: float
 
-    def init_detection(self, aus: tuple[int, ...], threshold: float, pos_weight: str) -> None:
+    def init_detection(
+        self, aus: tuple[int, ...], threshold: float, pos_weight: str, **fixed: Any
+    ) -> None:
         """Set up detection of ``aus`` (after the classifier's ``__init__``).
+
+        Args:
+            aus: the AU numbers (:func:`detected_aus`).
+            threshold: probability from which an AU is predicted present.
+            pos_weight: ``none`` or ``balanced``.
+            **fixed: the classifier's settings that the detector fixes instead of taking
+                (SRMCL's ``weight_pmcl=0``), recorded in ``hparams`` where the classifier reads
+                them (a task that LightningCLI built records only its own arguments).
 
         Raises:
             ValueError: ``threshold`` outside (0, 1) or an unknown ``pos_weight``.
@@ -119,6 +129,7 @@ class AUDetection:
         if pos_weight not in ("none", "balanced"):
             raise ValueError(f"pos_weight must be 'none' or 'balanced', got {pos_weight!r}")
         self.aus, self.threshold, self.pos_weight_mode = tuple(aus), threshold, pos_weight
+        self.hparams.update(fixed)  # type: ignore[attr-defined]
         for stage in ("train", "val", "test"):
             metrics = detection_metrics(len(aus), threshold).clone(prefix=f"{stage}/")
             setattr(self, f"{stage}_metrics", metrics)
@@ -202,8 +213,10 @@ class SRMCLAUTask(AUDetection, SRMCLClassifyTask):
     Batches: ``flow`` (B, C, H, W), ``aus`` (B, A), ``index`` (B,).
 
     Args:
-        net, pretrained, mask_ratio, mask_rounds, mask_site, weight_sr, lr, weight_decay,
-            lr_schedule, warmup_epochs: as for :class:`~moext.tasks.SRMCLClassifyTask`.
+        net, pretrained, mask_ratio, mask_rounds, mask_site, weight_sr: as for
+            :class:`~moext.tasks.SRMCLClassifyTask`.
+        lr, weight_decay, lr_schedule, warmup_epochs: as for
+            :class:`~moext.tasks.SRMCLClassifyTask`.
         aus, threshold, pos_weight: as for :class:`MoExtAUTask`.
     """
 
@@ -239,7 +252,7 @@ class SRMCLAUTask(AUDetection, SRMCLClassifyTask):
             lr_schedule=lr_schedule,
             warmup_epochs=warmup_epochs,
         )
-        self.init_detection(aus, threshold, pos_weight)
+        self.init_detection(aus, threshold, pos_weight, weight_pmcl=0.0, memory_init="none")
 
 
 class STSTNetAUTask(AUDetection, STSTNetClassifyTask):
