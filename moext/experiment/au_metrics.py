@@ -32,6 +32,7 @@ from moext.experiment.bootstrap import (
     LEVEL,
     TEST_METHOD,
     draw_counts,
+    subject_strata,
     swap_masks,
 )
 
@@ -115,15 +116,8 @@ def subject_counts(
     Raises:
         ValueError: a subject occurs in two databases.
     """
-    subjects, datasets = np.asarray(subjects, dtype=str), np.asarray(datasets, dtype=str)
-    ids, index = np.unique(subjects, return_inverse=True)
+    ids, index, subject_dataset = subject_strata(subjects, datasets)
     out = np.stack([counts(y_true[index == s], y_pred[index == s]) for s in range(len(ids))])
-    subject_dataset = []
-    for s in range(len(ids)):
-        names = np.unique(datasets[index == s])
-        if len(names) != 1:
-            raise ValueError(f"subject {ids[s]} occurs in several databases: {list(names)}")
-        subject_dataset.append(str(names[0]))
     return out, subject_dataset
 
 
@@ -220,24 +214,19 @@ def _cell(value: float | None, bounds: list[float] | None = None) -> str:
     return f"{value:.4f} [{bounds[0]:.4f}, {bounds[1]:.4f}]"
 
 
-def au_results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
+def au_results_markdown(results: dict[str, Any], per_fold: bool = True, status: str = "") -> str:
     """An AU run's pooled results as Markdown: mean F1 per scope, then F1 per AU (pooled over
     every database, then per database), each with its 95% CI; with ``per_fold`` the per-fold
-    mean F1, marked as being for inspection only."""
+    mean F1, marked as being for inspection only. ``status`` ends the first line (what
+    :func:`moext.experiment.results.status_note` says of missing or failed folds)."""
     ci = results.get("ci") or {"overall": {}, "per_dataset": {}}
     aus = results["classes"]
     scopes = [("all (pooled)", results["overall"], ci["overall"])]
     scopes += [(d, m, ci["per_dataset"].get(d, {})) for d, m in results["per_dataset"].items()]
     head = (
         f"AU detection, pooled over {results['folds_done']} folds (MEGC rule: F1 per AU on all "
-        "folds' predictions together; mean F1 over the AUs that occur)"
+        f"folds' predictions together; mean F1 over the AUs that occur){status}"
     )
-    if results["folds_missing"]:
-        head += f" - PARTIAL: {len(results['folds_missing'])} fold(s) missing"
-    if results.get("folds_failed"):
-        head += f" - FAILED (not pooled): {', '.join(results['folds_failed'])}"
-    if results.get("record_verified") is False:
-        head += " - UNVERIFIED RECORD (experiment.json predates record digests)"
     lines = [head, f"AUs: {', '.join(aus)}", "", "| scope | n | mean F1 [95% CI] |"]
     lines.append("|---|---:|---:|")
     lines += [f"| {s} | {m['n']} | {_cell(m[MEAN], b.get(MEAN))} |" for s, m, b in scopes]

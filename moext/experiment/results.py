@@ -288,7 +288,7 @@ def results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
     marked as being for inspection only (an AU detector's run:
     :func:`~moext.experiment.au_metrics.au_results_markdown`)."""
     if results.get("task") == "aus":
-        return au_results_markdown(results, per_fold)
+        return au_results_markdown(results, per_fold, status_note(results))
     ci = results.get("ci")
     mark = f" [{ci['level']:.0%} CI]" if ci else ""
     lines = [
@@ -309,12 +309,7 @@ def results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
     for ds, m in results["per_dataset"].items():
         lines.append(row(ds, m, ci and ci["per_dataset"].get(ds)))
     head = f"Pooled over {results['folds_done']} LOSO folds (MEGC rule: metrics on all folds' predictions together)"
-    if results["folds_missing"]:
-        head += f" - PARTIAL: {len(results['folds_missing'])} fold(s) missing"
-    if results.get("folds_failed"):
-        head += f" - FAILED (not pooled): {', '.join(results['folds_failed'])}"
-    if results.get("record_verified") is False:
-        head += " - UNVERIFIED RECORD (experiment.json predates record digests)"
+    head += status_note(results)
     classes = ", ".join(results["classes"])
     text = f"{head}\nClasses: {classes}\n\n" + "\n".join(lines) + "\n"
     if ci:
@@ -331,6 +326,19 @@ def results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
         )
         text += "\n".join(row(fold, m) for fold, m in folds.items()) + "\n"
     return text
+
+
+def status_note(results: dict[str, Any]) -> str:
+    """What the first line of a results table adds: missing folds (PARTIAL), failed folds,
+    an unverified record; ``""`` for a complete, verified run."""
+    note = ""
+    if results["folds_missing"]:
+        note += f" - PARTIAL: {len(results['folds_missing'])} fold(s) missing"
+    if results.get("folds_failed"):
+        note += f" - FAILED (not pooled): {', '.join(results['folds_failed'])}"
+    if results.get("record_verified") is False:
+        note += " - UNVERIFIED RECORD (experiment.json predates record digests)"
+    return note
 
 
 def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path) -> Path:

@@ -526,16 +526,20 @@ class MmewClip:
     emotion_folder: str | None = None
 
 
-def mmew_emotions() -> list[str]:
-    """The 300 rows' emotions, the categories interleaved (deterministic)."""
-    pools = {e: n for e, n in MMEW_EMOTIONS.items()}
-    out: list[str] = []
-    while len(out) < MMEW_ROWS:
-        for emotion in MMEW_EMOTIONS:
-            if pools[emotion]:
-                out.append(emotion)
-                pools[emotion] -= 1
+def interleaved(counts: dict[str, int]) -> list[str]:
+    """Each key as many times as its count, the keys taking turns (deterministic)."""
+    pools, out = dict(counts), []
+    while len(out) < sum(counts.values()):
+        for key in counts:
+            if pools[key]:
+                out.append(key)
+                pools[key] -= 1
     return out
+
+
+def mmew_emotions() -> list[str]:
+    """The 300 rows' emotions, the categories interleaved."""
+    return interleaved(MMEW_EMOTIONS)
 
 
 def mmew_clips() -> list[MmewClip]:
@@ -621,15 +625,8 @@ FOURDME_STRAY = "img_0012 copy.jpg"
 
 
 def fourdme_emotions() -> list[str]:
-    """The 267 rows' emotion cells, the categories interleaved (deterministic)."""
-    pools = dict(FOURDME_EMOTIONS)
-    out: list[str] = []
-    while len(out) < FOURDME_ROWS:
-        for emotion in FOURDME_EMOTIONS:
-            if pools[emotion]:
-                out.append(emotion)
-                pools[emotion] -= 1
-    return out
+    """The 267 rows' emotion cells, the categories interleaved."""
+    return interleaved(FOURDME_EMOTIONS)
 
 
 def fourdme_clips() -> list[Clip]:
