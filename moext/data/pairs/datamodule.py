@@ -194,13 +194,15 @@ class MERDataModule(L.LightningDataModule):
 
     Args:
         task: ``"pretrain"`` or ``"classify"``.
-        datasets: databases to draw from: ``casme2``, ``samm``, ``smic``, ``casme3``, ``synth``.
-            For ``protocol: cde3`` they default to the three MEGC2019 databases.
+        datasets: databases to draw from: ``casme``, ``casme2``, ``samm``, ``smic``, ``casme3``,
+            ``mmew``, ``4dme``, ``synth``. For ``protocol: cde3`` they default to the three
+            MEGC2019 databases.
         protocol: classification protocol (``cde3``, ``casme2-5``, ``samm-5``, ``casme3-3``,
-            ``synth-3``); unused when pretraining.
+            ``mmew-7``, ``4dme-5``, ``composite-3``, ``synth-3``, ...; ``au`` for AU detection:
+            see ``aus``); unused when pretraining.
         root: folder holding the databases (default: the ``MOEXT_DATA_ROOT`` environment variable).
         paths: per-database folder, relative to ``root`` or absolute (defaults: CASME2, SAMM,
-            SMIC, CASME3, synth).
+            SMIC, CASME3, CASME, MMEW, 4DME, synth).
         reader_options: per-database keyword arguments for its reader (e.g. a spreadsheet name).
         fold: held-out subject, ``"dataset/subject"`` (classification; None = no test set), or
             database with ``holdout: database``.
