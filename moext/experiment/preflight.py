@@ -10,6 +10,9 @@ runner will build them, on the ``meta`` device (no memory, no weight initialisat
   it has ``net.cfg.image_size``) the DataModule's ``image_size``, a classifier's
   ``num_classes`` the protocol's number of classes, and an AU detector's ``aus`` the AUs the
   DataModule serves;
+- a DataModule's own settings checks that need no data run (``check_magnify``: the
+  magnification against every database's frame rate and the crop size), and a balanced
+  sampler's ``balanced_classes`` must not exceed the protocol's classes;
 - with a pretraining stage, the pretraining model is saved as a (meta) checkpoint and the
   classifier is built from it through its own ``pretrained`` argument, so the method's own
   checkpoint transfer (:func:`moext.tasks.checkpoints.load_pretrained` and its ``Transfer``)
@@ -123,11 +126,28 @@ def _check_model_and_data(where: str, model: Any, dm: Any, classes: tuple[str, .
             check_image_size(size, stub)
     except ValueError as e:
         raise StageConfigError(f"{where}: {e}", e) from None
+    _check_data_settings(where, dm, classes)
     n = getattr(model, "num_classes", None)
     if classes and n is not None and n != len(classes):
         raise StageConfigError(
             f"{where}: model.init_args.num_classes={n} but the data's protocol has "
             f"{len(classes)} classes {list(classes)}; set model.init_args.num_classes: {len(classes)}"
+        )
+
+
+def _check_data_settings(where: str, dm: Any, classes: tuple[str, ...]) -> None:
+    """The DataModule's settings that can be checked without data (see the module docstring)."""
+    try:
+        check_magnify = getattr(dm, "check_magnify", None)
+        if check_magnify is not None:
+            check_magnify()
+    except ValueError as e:
+        raise StageConfigError(f"{where}: {e}", e) from None
+    wanted = getattr(dm, "balanced_classes", None)
+    if classes and wanted is not None and wanted > len(classes):
+        raise StageConfigError(
+            f"{where}: data.init_args.balanced_classes={wanted} but the protocol has "
+            f"{len(classes)} classes {list(classes)}"
         )
 
 

@@ -73,6 +73,18 @@ NOT_FINGERPRINTED = {
 }
 
 
+#: Settings added after run folders were recorded, each with the value that does what a folder
+#: recorded before it did: at that value a setting is left out of the fingerprint, so such a
+#: folder keeps matching (any other value is fingerprinted).
+ADDED_SETTINGS: dict[str, Any] = {
+    "data.init_args.sampler": "shuffle",
+    "data.init_args.balanced_classes": None,
+    "data.init_args.balanced_samples": None,
+    "data.init_args.aus": None,
+    "data.init_args.holdout": "subject",
+}
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves."""
     if isinstance(tree, dict):
@@ -106,8 +118,8 @@ def canonical_settings(flat: dict[str, Any]) -> dict[str, Any]:
 
 def stage_settings(stage: Stage) -> dict[str, Any]:
     """The fingerprinted settings of one parsed ``moext fit`` config: its values, flattened,
-    without :data:`NOT_FINGERPRINTED` (so comments, key order and data locations do not count),
-    class paths canonical."""
+    without :data:`NOT_FINGERPRINTED` (so comments, key order and data locations do not count)
+    and :data:`ADDED_SETTINGS` at their old behaviour's value, class paths canonical."""
     parsed = stage.namespace.as_dict()
     flat = flatten(json.loads(json.dumps(parsed, default=str)))
     return canonical_settings(
@@ -115,6 +127,7 @@ def stage_settings(stage: Stage) -> dict[str, Any]:
             k: v
             for k, v in sorted(flat.items())
             if not any(k == skip or k.startswith(skip + ".") for skip in NOT_FINGERPRINTED)
+            and not (k in ADDED_SETTINGS and v == ADDED_SETTINGS[k])
         }
     )
 

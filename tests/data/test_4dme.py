@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from moext.data.protocols import select
-from moext.data.readers import read_dataset, read_fourdme
+from moext.data.readers import frame_rate, read_dataset, read_fourdme
 from moext.data.records import ActionUnit
 from moext.data.summary import main as summary_main
 from tests.data import fixtures as fx
@@ -42,6 +42,10 @@ def test_reads_grey_frames_by_default_and_colour_on_request(root, result):
     assert colour.frames[0].parts[-4] == "color_micro"
     with pytest.raises(ValueError, match="frames must be one of"):
         read_fourdme(root, frames="depth")
+
+
+def test_frame_rate():
+    assert frame_rate("4dme") == 60.0  # its 2D grey and colour videos
 
 
 def test_marked_codes_are_left_out_and_reported(root, result):

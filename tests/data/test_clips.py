@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -21,8 +22,10 @@ from moext.data.clips.datamodule import (
     collate_clips,
     magnify_clips,
 )
+from moext.data.clips.magnified import MagnifiedClipCache, magnify_clip, prepare_magnified
 from moext.data.faces import alignment_matrix, warp
 from moext.data.images import read_rgb, resize_square
+from moext.data.magnify import MagnifySettings
 from moext.data.pairs import cache as cache_mod
 from moext.data.pairs.augment import augment_clips, zoom_crop_clips
 from moext.data.pairs.cache import PairCache, PrepareSettings, prepare
@@ -241,20 +244,16 @@ def test_balanced_positions_oversample_to_the_largest_class():
     assert set(out[labels[out] == 2].tolist()) == {7} and len(out) == 15
 
 
+def synth_clips(root: Path, cache: Path, **options) -> ClipDataModule:
+    """Clips of the generated database at ``root``: sub01 held out, 32 px, no landmarks."""
+    common = {"datasets": ["synth"], "protocol": "synth-3", "fold": "synth/sub01"}
+    where = {"root": str(root), "cache_dir": str(cache), "image_size": 32, "landmarks": "none"}
+    return ClipDataModule(**{**common, **where, "batch_size": 4, **options})
+
+
 @pytest.fixture
 def clip_dm(synth_root, tmp_path):
-    dm = ClipDataModule(
-        datasets=["synth"],
-        protocol="synth-3",
-        root=str(synth_root),
-        fold="synth/sub01",
-        image_size=32,
-        landmarks="none",
-        cache_dir=str(tmp_path / "cache"),
-        batch_size=4,
-        eval_batch_size=6,
-        max_frames=5,
-    )
+    dm = synth_clips(synth_root, tmp_path / "cache", eval_batch_size=6, max_frames=5)
     report = dm.prepare_data()
     dm.setup("fit")
     dm.trainer = SimpleNamespace(training=True)
@@ -304,3 +303,142 @@ def test_a_frame_of_another_size_is_refused_naming_it_the_onset_and_both_sizes(t
         assert failure.path == odd and report.computed == []
         assert f"{odd} is 36x30 pixels but the clip's onset {sample.onset_path} is 48x40" in str(failure)  # fmt: skip
         assert ClipCache(cache, settings, 100).problem(sample) == "missing"
+
+
+# --- magnified clips ---------------------------------------------------------------------------
+
+PHASE = MagnifySettings("phase", alpha=10.0, temporal="ideal", sigma=0.0)
+
+
+def make_moving_clip(root: Path, frames: int = 10) -> Sample:
+    """A textured 40 x 48 clip drifting right by 0.15 px a frame (onset 11, apex 14, offset the
+    last frame): something for magnification to amplify."""
+    folder = root / "sub01" / "m1"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (40, 48, 3)).astype(np.float32), (0, 0), 2)
+    numbers = tuple(range(11, 11 + frames))
+    paths = []
+    for i, n in enumerate(numbers):
+        moved = cv2.warpAffine(texture, np.float32([[1, 0, 0.15 * i], [0, 1, 0]]), (48, 40))
+        paths.append(folder / f"img{n}.png")
+        assert cv2.imwrite(str(paths[-1]), np.clip(moved, 0, 255).astype(np.uint8))
+    return Sample("synth", "sub01", "m1", tuple(paths), numbers, 11, 14, numbers[-1])
+
+
+def prepared_clip(tmp_path: Path, max_frames: int = 100) -> tuple[Sample, ClipCache]:
+    sample = make_moving_clip(tmp_path / "frames")
+    settings = PrepareSettings(size=32, backend="none")
+    assert prepare([sample], tmp_path / "cache", settings, progress=False).ok
+    assert prepare_clips([sample], tmp_path / "cache", settings, max_frames, progress=False).ok
+    return sample, ClipCache(tmp_path / "cache", settings, max_frames)
+
+
+def test_magnified_clips_are_reused_remade_for_new_settings_and_rebuilt_when_damaged(tmp_path):
+    sample, clips = prepared_clip(tmp_path)
+    report = prepare_magnified([sample], clips, PHASE, progress=False)
+    assert report.ok and report.computed == [sample.id]
+    cache = MagnifiedClipCache(clips, PHASE)
+    magnified = cache.get(sample)
+    expected = magnify_clip(clips.get(sample), PHASE, 30.0)  # synth: 30 fps
+    assert np.array_equal(magnified, expected)
+    assert np.abs(magnified.astype(int) - clips.get(sample)).max() > 10  # it did magnify
+
+    again = prepare_magnified([sample], clips, PHASE, progress=False)
+    assert again.reused == [sample.id] and not again.computed
+
+    for changed in (MagnifySettings(**{**PHASE.__dict__, "alpha": 5.0}), MagnifySettings()):
+        other = MagnifiedClipCache(clips, changed)
+        assert other.entry(sample).path != cache.entry(sample).path
+        assert prepare_magnified([sample], clips, changed, progress=False).computed == [sample.id]
+    assert np.array_equal(cache.get(sample), magnified)  # the first settings' entry is kept
+
+    path = cache.entry(sample).path
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # one damaged pixel
+    path.write_bytes(bytes(data))
+    with pytest.raises(clip_mod.CacheError, match="checksum|damaged|unreadable"):
+        cache.get(sample)
+    rebuilt = prepare_magnified([sample], clips, PHASE, progress=False)
+    assert [f.sample for f in rebuilt.corrupt] == [sample.id] and rebuilt.computed == [sample.id]
+    assert np.array_equal(cache.get(sample), magnified)
+
+
+def test_a_magnified_entry_follows_its_clip_entry(tmp_path):
+    sample, clips = prepared_clip(tmp_path)
+    before = MagnifiedClipCache(clips, PHASE).entry(sample).path
+    os.utime(sample.frame_path(16), ns=(1, 1))  # a frame of the clip changed
+    assert MagnifiedClipCache(clips, PHASE).entry(sample).path != before
+    [failure] = prepare_magnified([sample], clips, PHASE, progress=False).failed
+    assert "prepare the clips first" in failure.reason  # its new clip entry is not made yet
+
+
+def test_a_subsampled_clip_is_magnified_at_its_mean_frame_rate(tmp_path):
+    """10 frames at 30 fps kept as 4 (numbers 11, 14, 17, 20): 30 * 3 / 9 = 10 fps."""
+    sample, clips = prepared_clip(tmp_path, max_frames=4)
+    slow = MagnifySettings("phase", alpha=10.0, low=0.5, high=4.0, temporal="ideal", sigma=0.0)
+    report = prepare_magnified([sample], clips, slow, progress=False)
+    assert report.ok and report.notes == [
+        (sample.id, "magnified at its mean frame rate 10 fps (10 frames subsampled to 4)")
+    ]
+    expected = magnify_clip(clips.get(sample), slow, 10.0)
+    assert np.array_equal(MagnifiedClipCache(clips, slow).get(sample), expected)
+    [failure] = prepare_magnified([sample], clips, PHASE, progress=False).failed  # high 12 Hz
+    assert "fps / 2 = 5" in failure.reason and "(this clip: synth, 10 fps)" in failure.reason
+
+
+@pytest.fixture
+def phase_dm(synth_root, tmp_path):
+    def build(**options):
+        phase = {"max_frames": 12, "augment": "none", "magnify": PHASE}
+        return synth_clips(synth_root, tmp_path / "cache", **{**phase, **options})
+
+    return build
+
+
+def test_datamodule_serves_phase_magnified_clips_made_once_by_prepare(phase_dm):
+    dm = phase_dm()
+    report = dm.prepare_data()
+    assert report.magnified is not None and len(report.magnified.computed) == 18
+    assert "magnified clips: magnified 18, reused 0" in report.summary()
+    again = phase_dm().prepare_data()
+    assert len(again.magnified.reused) == 18 and not again.magnified.computed
+    dm.setup("fit")
+    dm.trainer = SimpleNamespace(training=False)
+    assert dm.linear_alpha == 0  # nothing more on the device
+    batch = next(iter(dm.test_dataloader()))
+    magnified = MagnifiedClipCache(dm.clip_cache(), PHASE)
+    for row, k in enumerate(batch["index"].tolist()):
+        served = batch["frames"][row, : batch["length"][row]].permute(0, 2, 3, 1).numpy()
+        assert np.array_equal(served, magnified.get(dm.samples[k]))
+        assert not np.array_equal(served, dm.clip_cache().get(dm.samples[k]))
+    out = dm.on_after_batch_transfer(batch, 0)["frames"]
+    assert torch.equal(out, batch["frames"].float() / 255)
+
+
+def test_datamodule_with_balanced_batches_of_clips(phase_dm):
+    dm = phase_dm(sampler="balanced", balanced_classes=3, balanced_samples=1, magnify=0.0)
+    dm.prepare_data()
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert len(batches) == (12 - 1) // 3  # 12 training clips (two subjects)
+    assert all(sorted(b["label"].tolist()) == [0, 1, 2] for b in batches)
+    with pytest.raises(ValueError, match="choose one"):
+        phase_dm(sampler="balanced", balance=True)
+
+
+def test_a_number_is_the_linear_magnification_on_the_device():
+    common = {"datasets": ["synth"], "protocol": "synth-3"}
+    for magnify in (15, 15.0, {"method": "linear", "alpha": 15}):
+        dm = ClipDataModule(**common, magnify=magnify)
+        assert dm.linear_alpha == 15.0 and dm.magnified_cache() is None
+        dm.check_magnify()
+    off = ClipDataModule(**common, magnify=0)
+    assert off.magnify_settings is None and off.linear_alpha == 0
+    assert (
+        ClipDataModule(**common, magnify={"method": "phase"}).magnify_settings == MagnifySettings()
+    )
+    with pytest.raises(ValueError, match="magnify must be >= 0"):
+        ClipDataModule(**common, magnify=-1.0)
+    with pytest.raises(ValueError, match="unknown setting"):
+        ClipDataModule(**common, magnify={"method": "phase", "alfa": 15})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from moext.data.protocols import select
-from moext.data.readers import read_dataset, read_mmew
+from moext.data.readers import frame_rate, read_dataset, read_mmew
 from moext.data.records import ActionUnit, DatasetError
 from moext.data.summary import main as summary_main
 from tests.data import fixtures as fx
@@ -43,6 +43,10 @@ def test_reads_clips_from_their_emotion_folder(result):
     assert (sample.onset, sample.apex, sample.offset) == (10, 14, 20)
     assert sample.aus == (ActionUnit(4), ActionUnit(10, "L"))  # '4+L10'
     assert sample.source == f"{fx.MMEW_SPREADSHEET} row {fx.MMEW_FIRST_ROW}"
+
+
+def test_frame_rate():
+    assert frame_rate("mmew") == 90.0  # Ben et al., TPAMI 2021
 
 
 def test_every_bad_row_is_named_never_dropped(result):

@@ -381,14 +381,21 @@ class ClipReport(PrepareReport):
     Attributes:
         subsampled: ``(id, frames onset..offset, frames kept)`` of clips over ``max_frames``.
         pairs: the pair cache's report, when the pairs were prepared in the same run.
+        magnified: the magnified clips' report (:mod:`moext.data.clips.magnified`), when the
+            clips were magnified in the same run.
     """
 
     subsampled: list[tuple[str, int, int]] = field(default_factory=list)
     pairs: PrepareReport | None = None
+    magnified: PrepareReport | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.failed and (self.pairs is None or self.pairs.ok)
+        return (
+            not self.failed
+            and (self.pairs is None or self.pairs.ok)
+            and (self.magnified is None or self.magnified.ok)
+        )
 
     def summary(self) -> str:
         lines = [self.pairs.summary()] if self.pairs is not None else []
@@ -397,6 +404,9 @@ class ClipReport(PrepareReport):
         lines += details
         lines += [f"  subsampled: {i}: {n} frames -> {k}" for i, n, k in self.subsampled]
         lines += [f"  note: {i}: {note}" for i, note in self.notes]
+        if self.magnified is not None:
+            lines += self.magnified.summary_lines("magnified clips: magnified", "rebuilt")
+            lines += [f"  note: {i}: {note}" for i, note in self.magnified.notes]
         return "\n".join(lines)
 
 

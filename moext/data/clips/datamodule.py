@@ -21,11 +21,21 @@ subsampled when their entry is built, keeping onset, apex and offset, and listed
 prepare``); a batch therefore holds at most ``batch_size * max_frames`` frames. Entries are
 read per item (each checked against its checksum), so the database is never loaded whole.
 
-Motion magnification (``magnify: alpha``, every stage, before the augmentation): each frame
-becomes ``I_t + alpha (I_t - I_onset)``, clipped to [0, 1] (:func:`magnify_clips`). AKMNet's paper
-magnifies every clip with phase-based video magnification, alpha = 15 (P Sec. IV.A, offline,
-not in its code); this linear magnification of the change from the onset is our simpler stand-in
-(it also amplifies sensor noise), off by default.
+Motion magnification (``magnify``, every stage, before the augmentation; off by default; see
+docs/magnification.md):
+
+* a number (``magnify: 15``) or ``{method: linear, alpha: 15}``: linear magnification on the
+  device, each frame becomes ``I_t + alpha (I_t - I_onset)``, clipped to [0, 1]
+  (:func:`magnify_clips`); ``0`` is off. Configs written before phase magnification existed say
+  a number, and mean exactly this;
+* ``{method: phase, alpha: 15, low: ..., high: ..., levels: ..., sigma: ..., temporal: ...,
+  attenuate: ...}`` (:class:`~moext.data.magnify.MagnifySettings`): phase-based magnification
+  (AKMNet's paper: alpha 15, P Sec. IV.A), computed once per clip by ``moext prepare`` at the
+  database's frame rate and cached (:mod:`moext.data.clips.magnified`); batches read the
+  magnified entries. Settings that cannot work for a database of ``datasets`` (alpha <= 0, a band
+  outside (0, fps / 2), more levels than ``image_size`` allows, a database without a known frame
+  rate) are refused in one line by :meth:`ClipDataModule.check_magnify`, which the experiment's
+  preflight, ``prepare_data`` and ``setup`` call before anything else.
 
 Training augmentation (on the device, one draw per clip shared by all its frames):
 ``augment: crop`` (AKMNet's code: with probability ``crop_p`` enlarge by ``crop_zoom`` and cut one
@@ -35,6 +45,7 @@ random window of the original size), ``device`` (the package's mirror + rotation
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -42,9 +53,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from moext.data.clips.cache import ClipCache, ClipIndex, ClipReport, index_clips, prepare_clips
-from moext.data.entries import read_entry
+from moext.data.clips.magnified import MagnifiedClipCache, index_magnified, prepare_magnified
+from moext.data.entries import EntryCache, read_entry
+from moext.data.magnify import MagnifySettings
 from moext.data.pairs.augment import ExpandedPairs, augment_clips, zoom_crop_clips
 from moext.data.pairs.datamodule import MERDataModule
+from moext.data.readers import frame_rates
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +78,33 @@ def magnify_clips(frames: Tensor, mask: Tensor, alpha: float) -> Tensor:
         return frames
     out = (frames + alpha * (frames - frames[:, :1])).clamp_(0, 1)
     return out * mask[:, :, None, None, None].to(out.dtype)
+
+
+def magnify_settings(magnify: float | MagnifySettings | dict[str, Any]) -> MagnifySettings | None:
+    """The clip DataModule's ``magnify`` setting as :class:`~moext.data.magnify.MagnifySettings`.
+
+    Args:
+        magnify: a number (the linear alpha, 0: off), settings, or a mapping of their fields.
+
+    Returns:
+        The settings, or None when off (``0``).
+
+    Raises:
+        ValueError: a negative number, or a mapping with a field the settings do not have.
+    """
+    if isinstance(magnify, MagnifySettings):
+        return magnify
+    if isinstance(magnify, dict):
+        known = set(MagnifySettings.__dataclass_fields__)
+        unknown = sorted(set(magnify) - known)
+        if unknown:
+            raise ValueError(f"magnify: unknown setting(s) {unknown}; known: {sorted(known)}")
+        return MagnifySettings(**magnify)
+    if magnify < 0:
+        raise ValueError(
+            f"magnify must be >= 0 (a number is the linear alpha; 0: off), got {magnify}"
+        )
+    return MagnifySettings("linear", float(magnify)) if magnify > 0 else None
 
 
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Tensor]:
@@ -87,25 +128,28 @@ class ClipDataset(Dataset):
     """Clips read from their cache entries, one per item.
 
     Args:
-        cache: the clip cache (for reading and error messages).
+        cache: the cache of the entries (clip or magnified clip), for error messages.
         clips: where the entries of the DataModule's samples are.
         positions: (N,) long, which samples (positions in the sample list) this dataset serves.
         labels: (N_samples,) long, every sample's label.
         sample_ids: every sample's id, for error messages.
+
+    Attributes:
+        labels: (N,) long, the label of each item (what a balanced sampler draws from).
 
     Items: ``frames`` (T, 3, H, W) uint8, ``label``, ``index`` (the sample's position).
     """
 
     def __init__(
         self,
-        cache: ClipCache,
+        cache: EntryCache,
         clips: ClipIndex,
         positions: Tensor,
         labels: Tensor,
         sample_ids: list[str],
     ) -> None:
         self.cache, self.clips = cache, clips
-        self.positions, self.labels, self.sample_ids = positions, labels, sample_ids
+        self.positions, self.labels, self.sample_ids = positions, labels[positions], sample_ids
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -115,7 +159,7 @@ class ClipDataset(Dataset):
         what = f"{self.sample_ids[k]}: {self.cache.what}"
         array = read_entry(self.clips.entries[k], what)  # its bytes checked by its checksum
         frames = torch.from_numpy(array).permute(0, 3, 1, 2)
-        return {"frames": frames, "label": self.labels[k], "index": torch.tensor(k)}
+        return {"frames": frames, "label": self.labels[i], "index": torch.tensor(k)}
 
 
 def balanced_positions(positions: Tensor, labels: Tensor, seed: int = 0) -> Tensor:
@@ -167,8 +211,12 @@ class ClipDataModule(MERDataModule):
         max_rotation, flip_p: ``augment: device``'s rotation range (degrees) and mirror
             probability.
         balance: oversample each class of the training fold to the largest class's count
-            (:func:`balanced_positions`; AKMNet's paper does).
-        magnify: alpha of :func:`magnify_clips` (0: off).
+            (:func:`balanced_positions`; AKMNet's paper does; not with ``sampler: balanced``).
+        magnify: a number, the alpha of :func:`magnify_clips` (linear, on the device; 0: off),
+            or :class:`~moext.data.magnify.MagnifySettings` (``{method: phase | linear, alpha,
+            ...}``; phase is cached by ``moext prepare``); see the module docstring.
+        sampler, balanced_classes, balanced_samples: training batches, as for
+            :class:`~moext.data.pairs.datamodule.MERDataModule`.
     """
 
     #: What the batches hold (the task's ``inputs`` must match): whole clips.
@@ -197,11 +245,14 @@ class ClipDataModule(MERDataModule):
         max_rotation: float = 10.0,
         flip_p: float = 0.5,
         balance: bool = False,
-        magnify: float = 0.0,
+        magnify: float | MagnifySettings = 0.0,
         cache_key: Literal["stat", "content"] = "stat",
         num_workers: int = 0,
         seed: int = 0,
         prepare_workers: int = 0,
+        sampler: Literal["shuffle", "balanced"] = "shuffle",
+        balanced_classes: int | None = None,
+        balanced_samples: int | None = None,
         aus: list[int] | None = None,
         holdout: Literal["subject", "database"] = "subject",
     ) -> None:
@@ -209,6 +260,12 @@ class ClipDataModule(MERDataModule):
             raise ValueError(f"augment must be 'crop', 'device' or 'none', got {augment!r}")
         if max_frames < 3:
             raise ValueError(f"max_frames must be >= 3 (onset, apex, offset), got {max_frames}")
+        if balance and sampler == "balanced":
+            raise ValueError(
+                "balance and sampler: balanced both balance the classes (by oversampling, by "
+                "drawing balanced batches): choose one"
+            )
+        settings = magnify_settings(magnify)
         super().__init__(
             task="classify",
             datasets=datasets,
@@ -232,6 +289,9 @@ class ClipDataModule(MERDataModule):
             num_workers=num_workers,
             seed=seed,
             prepare_workers=prepare_workers,
+            sampler=sampler,
+            balanced_classes=balanced_classes,
+            balanced_samples=balanced_samples,
             aus=aus,
             holdout=holdout,
         )
@@ -240,12 +300,48 @@ class ClipDataModule(MERDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.crop_zoom, self.crop_p = crop_zoom, crop_p
         self.balance = balance
-        self.magnify = magnify
+        self.magnify = magnify  # as given
+        self.magnify_settings = settings
         self._clips: ClipIndex | None = None
 
     def clip_cache(self) -> ClipCache:
         """The clip cache of this DataModule's settings (under :meth:`cache_root`)."""
         return ClipCache(self.cache_root(), self.prepare_settings(), self.max_frames)
+
+    # ------------------------------------------------------------ magnification
+    @property
+    def linear_alpha(self) -> float:
+        """The alpha of :func:`magnify_clips` applied to every batch (0: none; phase
+        magnification is in the entries)."""
+        s = self.magnify_settings
+        return s.alpha if s is not None and s.method == "linear" else 0.0
+
+    def magnified_cache(self) -> MagnifiedClipCache | None:
+        """The cache of phase-magnified clips, or None (no phase magnification)."""
+        s = self.magnify_settings
+        if s is None or s.method != "phase":
+            return None
+        return MagnifiedClipCache(self.clip_cache(), s)
+
+    def check_magnify(self) -> None:
+        """Check ``magnify`` against the frame rate and crop size of every database read.
+
+        Raises:
+            ValueError: one line naming the setting, the database, its frame rate and the crop.
+        """
+        s = self.magnify_settings
+        if s is None:
+            return
+        for name in self.datasets:
+            for database, fps in frame_rates(name).items():
+                try:
+                    s.check(fps, self.image_size)
+                except ValueError as e:
+                    rate = "frame rate unknown" if fps is None else f"{fps:g} fps"
+                    raise ValueError(
+                        f"data.init_args.magnify, database {database} ({rate}, "
+                        f"{self.image_size} px crops): {e}"
+                    ) from None
 
     # ------------------------------------------------------------------ clips
     def prepare_data(self) -> ClipReport:
@@ -257,12 +353,27 @@ class ClipDataModule(MERDataModule):
         Raises:
             DatasetError: some clips could not be prepared (each named with its file and why).
         """
+        self.check_magnify()
         pairs = super().prepare_data()
         samples, _, _ = self.read_samples()
         report = prepare_clips(samples, self.cache_root(), self.prepare_settings(), self.max_frames)
         report.pairs = pairs
         report.raise_failures("{n} clip(s) could not be prepared")
+        if self.magnified_cache() is not None:
+            report.magnified = prepare_magnified(
+                samples,
+                self.clip_cache(),
+                self.magnify_settings,
+                workers=self.prepare_workers,
+            )
+            report.magnified.raise_failures("{n} clip(s) could not be magnified")
         return report
+
+    def setup(self, stage: str | None = None) -> None:
+        """Check ``magnify`` (:meth:`check_magnify`), then as
+        :meth:`moext.data.pairs.datamodule.MERDataModule.setup`."""
+        self.check_magnify()
+        super().setup(stage)
 
     def inputs_loaded(self) -> bool:
         return self._clips is not None
@@ -272,6 +383,9 @@ class ClipDataModule(MERDataModule):
         self._clips = index_clips(
             self.samples, self.cache_root(), self.prepare_settings(), self.max_frames
         )
+        if self.magnified_cache() is not None:  # the same frames, magnified
+            entries = index_magnified(self.samples, self.clip_cache(), self.magnify_settings)
+            self._clips = replace(self._clips, entries=entries)
         long = [f for f in self._clips.frames if f.subsampled]
         if long:
             log.warning(
@@ -295,7 +409,8 @@ class ClipDataModule(MERDataModule):
     def _dataset(self, positions: Tensor) -> ClipDataset:
         labels = torch.tensor(self.labels, dtype=torch.long)
         ids = [s.id for s in self.samples]
-        return ClipDataset(self.clip_cache(), self._clips, positions, labels, ids)
+        cache = self.magnified_cache() or self.clip_cache()
+        return ClipDataset(cache, self._clips, positions, labels, ids)
 
     # ------------------------------------------------------------ dataloaders
     def train_positions(self) -> Tensor:
@@ -320,9 +435,10 @@ class ClipDataModule(MERDataModule):
     def on_after_batch_transfer(
         self, batch: dict[str, Tensor], dataloader_idx: int
     ) -> dict[str, Tensor]:
-        """uint8 -> float in [0, 1] on the device; magnification; the clip augmentation when
-        training."""
-        frames = magnify_clips(batch["frames"].float().div_(255), batch["mask"], self.magnify)
+        """uint8 -> float in [0, 1] on the device; linear magnification; the clip augmentation
+        when training."""
+        frames = batch["frames"].float().div_(255)
+        frames = magnify_clips(frames, batch["mask"], self.linear_alpha)
         if self.trainer is not None and self.trainer.training and self.augment != "none":
             if self.augment == "crop":
                 frames = zoom_crop_clips(frames, self.crop_zoom, self.crop_p)

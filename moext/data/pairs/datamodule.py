@@ -19,7 +19,9 @@ Pairs travel as uint8 and become float on the device; the geometric augmentation
 rotation in [-max_rotation, max_rotation], shared by onset and apex) runs there on whole
 batches (``augment: device``), per item with albumentations in the workers (``augment: cpu``),
 or once before training into stored copies (``augment: static``). The paper's tenfold expansion
-of the training set is ``expansion: 10``.
+of the training set is ``expansion: 10``. Training batches are a shuffled epoch, or, with
+``sampler: balanced``, class-balanced batches (:mod:`moext.data.sampler`; the flow and clip
+DataModules inherit the option).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from moext.data.pairs.augment import (
     ExpandedPairs,
@@ -57,6 +59,7 @@ from moext.data.readers import read_dataset
 from moext.data.readers.aus import au_name
 from moext.data.readers.spreadsheet import STRAY_NOTE
 from moext.data.records import Correction, DatasetError, Rejection, Sample
+from moext.data.sampler import SAMPLERS, BalancedBatchSampler, balanced_sizes
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,31 @@ def split_by_fold(
     if shared:
         raise AssertionError(f"subject leakage between train and test: {sorted(shared)}")
     return train_index, test_index
+
+
+def _check_sampler(
+    task: str,
+    device_cache: bool,
+    sampler: str,
+    balanced_classes: int | None,
+    balanced_samples: int | None,
+) -> None:
+    """Refuse a ``sampler`` setting that cannot work, in one line."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    given = {"balanced_classes": balanced_classes, "balanced_samples": balanced_samples}
+    for name, value in given.items():
+        if value is not None and sampler != "balanced":
+            raise ValueError(f"{name} is set but sampler is {sampler!r}: set sampler: balanced")
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if sampler == "balanced" and task != "classify":
+        raise ValueError("sampler balanced draws classes: it needs task classify (labels)")
+    if sampler == "balanced" and device_cache:
+        raise ValueError(
+            "sampler balanced and device_cache cannot be combined (device_cache batches on the "
+            "device in its own order): drop one"
+        )
 
 
 class DeviceBatches:
@@ -230,8 +258,16 @@ class MERDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         device_cache: keep the training pairs on the accelerator and batch them there
             (:class:`DeviceBatches`; needs ``augment`` ``device``, ``static`` or ``none``).
-        seed: seed of the device-cache batch order and of the static expansion.
+        seed: seed of the device-cache batch order, of the static expansion and of the
+            balanced sampler.
         prepare_workers: processes aligning faces in ``prepare_data`` (0: this process).
+        sampler: training batches: ``shuffle`` (a shuffled epoch) or ``balanced`` (classification
+            only: :class:`~moext.data.sampler.BalancedBatchSampler`, SRMCL's authors' class-balanced
+            batches; not with ``device_cache``).
+        balanced_classes: classes per balanced batch (default: every class of the training fold).
+        balanced_samples: items per class in a balanced batch (default: ``batch_size //
+            balanced_classes``, at least 1); a batch holds ``balanced_classes *
+            balanced_samples`` items, whatever ``batch_size`` says.
         aus: with ``protocol: au``, the AU numbers whose multi-hot targets the batches carry
             as ``aus`` (default :data:`~moext.data.protocols.DEFAULT_AUS`); their names
             (``AU1``, ...) are the classes.
@@ -269,6 +305,9 @@ class MERDataModule(L.LightningDataModule):
         device_cache: bool = False,
         seed: int = 0,
         prepare_workers: int = 0,
+        sampler: Literal["shuffle", "balanced"] = "shuffle",
+        balanced_classes: int | None = None,
+        balanced_samples: int | None = None,
         aus: list[int] | None = None,
         holdout: Literal["subject", "database"] = "subject",
     ) -> None:
@@ -290,6 +329,7 @@ class MERDataModule(L.LightningDataModule):
             )
         if expansion < 1 or batch_size < 1:
             raise ValueError("expansion and batch_size must be >= 1")
+        _check_sampler(task, device_cache, sampler, balanced_classes, balanced_samples)
         self.task = task
         self.protocol = protocol
         if datasets is None:
@@ -321,6 +361,8 @@ class MERDataModule(L.LightningDataModule):
         self.device_cache = device_cache
         self.seed = seed
         self.prepare_workers = prepare_workers
+        self.sampler = sampler
+        self.balanced_classes, self.balanced_samples = balanced_classes, balanced_samples
         self.aus = self._check_au_settings(aus)
         if holdout not in ("subject", "database"):
             raise ValueError(f"holdout must be 'subject' or 'database', got {holdout!r}")
@@ -584,15 +626,31 @@ class MERDataModule(L.LightningDataModule):
         return self.shuffled_loader(ds, drop_last=len(ds) > self.batch_size)  # BatchNorm: > 1
 
     def shuffled_loader(self, dataset: Dataset, **options: Any) -> DataLoader:
-        """The training DataLoader over ``dataset``: shuffled, ``batch_size``, this module's
-        workers (kept between epochs); ``options`` go to the DataLoader (``collate_fn``, ...)."""
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            **options,
+        """The training DataLoader over ``dataset``: shuffled, ``batch_size`` (or, with ``sampler:
+        balanced``, :meth:`balanced_batches`, and ``drop_last`` ignored), this module's workers
+        (kept between epochs); ``options`` go to the DataLoader (``collate_fn``, ...).
+
+        ``dataset`` is a training dataset with ``labels``, one per item, or an
+        :class:`~moext.data.pairs.augment.ExpandedPairs` of one.
+        """
+        workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
+        if self.sampler == "balanced":
+            options.pop("drop_last", None)
+            return DataLoader(
+                dataset, batch_sampler=self.balanced_batches(dataset), **workers, **options
+            )
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, **workers, **options)
+
+    def balanced_batches(self, dataset: Dataset) -> BalancedBatchSampler:
+        """The class-balanced batch sampler of a training dataset (``sampler: balanced``), seeded
+        by ``seed``; an epoch counts ``len(dataset)`` items (``expansion`` included)."""
+        base = dataset.base if isinstance(dataset, ExpandedPairs) else dataset
+        labels = torch.as_tensor(base.labels, dtype=torch.long)
+        n_classes, n_samples = balanced_sizes(
+            len(labels.unique()), self.batch_size, self.balanced_classes, self.balanced_samples
+        )
+        return BalancedBatchSampler(
+            SequentialSampler(base), labels, n_classes, n_samples, len(dataset), self.seed
         )
 
     def held_out_index(self) -> Tensor:

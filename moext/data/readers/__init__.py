@@ -17,6 +17,10 @@ cells :mod:`.aus` normalises. Readers only list folders; they never decode an im
 * ``megc2019``: CASME II + SAMM + SMIC-HS for the MEGC2019 composite. ``root`` holds the
   folders ``CASME2/``, ``SAMM/`` and ``SMIC/`` (see :data:`MEGC2019_FOLDERS`), each overridable
   with ``casme2_root=``, ``samm_root=``, ``smic_root=``.
+
+:data:`FRAME_RATES` holds each database's frame rate (what a temporal filter, e.g. phase-based
+magnification's band, is measured in); :func:`frame_rate` looks one up by a sample's ``dataset``,
+:func:`frame_rates` by a name :func:`read_dataset` takes (``megc2019``: its three databases).
 """
 
 from __future__ import annotations
@@ -77,6 +81,35 @@ READERS: dict[str, Callable[..., ReadResult]] = {
 }
 DATASETS = tuple(READERS)
 
+#: Frames per second of each database's clips (by ``Sample.dataset``): CAS(ME) I 60, CASME II
+#: 200, SAMM 200, SMIC-HS 100 (its VIS and NIR parts, 25 fps, are not read), CAS(ME)^3 30 (part
+#: A's 2D video), MMEW 90, 4DME 60 (its 2D grey and colour videos); sources in
+#: docs/magnification.md. ``synth``, the generated database, is ours:
+#: 30, so that its default 12-frame micro clips last 0.4 s, as a real micro-expression does (0.2
+#: to 0.5 s).
+FRAME_RATES: dict[str, float] = {
+    "casme": 60.0,
+    "casme2": 200.0,
+    "samm": 200.0,
+    "smic": 100.0,
+    "casme3": 30.0,
+    "mmew": 90.0,
+    "4dme": 60.0,
+    "synth": 30.0,
+}
+
+
+def frame_rate(dataset: str) -> float | None:
+    """The frame rate of a database's clips (``Sample.dataset``), or None when unknown."""
+    return FRAME_RATES.get(dataset)
+
+
+def frame_rates(name: str) -> dict[str, float | None]:
+    """The frame rate of every database a :func:`read_dataset` name reads (``megc2019``: CASME
+    II, SAMM and SMIC-HS), by ``Sample.dataset``; None where unknown."""
+    parts = MEGC2019_FOLDERS if name == "megc2019" else (name,)
+    return {part: frame_rate(part) for part in parts}
+
 
 def read_dataset(name: str, root: str | Path, **options: object) -> ReadResult:
     """Read a database by name (one of :data:`DATASETS`).
@@ -125,8 +158,11 @@ def _options_for(options: dict[str, object], kind: str) -> dict[str, object]:
 
 __all__ = [
     "DATASETS",
+    "FRAME_RATES",
     "MEGC2019_FOLDERS",
     "READERS",
+    "frame_rate",
+    "frame_rates",
     "read_casme",
     "read_casme2",
     "read_casme3",
