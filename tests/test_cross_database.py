@@ -132,3 +132,19 @@ def test_one_database_is_refused_in_one_line(two_databases, tmp_path, monkeypatc
     err = capsys.readouterr().err.strip()
     assert "loso.protocol: cross-database needs two or more databases" in err
     assert "\n" not in err and not (tmp_path / "runs" / "one").exists()
+
+
+def test_folders_recorded_before_holdout_and_aus_keep_matching(monkeypatch):
+    from moext.experiment.config import parse_stage
+    from moext.experiment.run_folder import stage_settings
+
+    monkeypatch.chdir(REPO)
+    emotions = stage_settings(parse_stage("experiments/moext/demo.yaml"))
+    assert "data.init_args.holdout" not in emotions and "data.init_args.aus" not in emotions
+    lodo = ["--data.init_args.holdout", "database"]
+    assert (
+        stage_settings(parse_stage("experiments/moext/demo.yaml", lodo))["data.init_args.holdout"]
+        == "database"
+    )
+    au = stage_settings(parse_stage("experiments/au/synth.yaml"))
+    assert au["data.init_args.aus"] == [1, 2, 4, 9, 12]
