@@ -158,6 +158,11 @@ def test_detector_and_data_must_name_the_same_aus():
     with pytest.raises(ValueError, match="serves no AU targets: set data.init_args.protocol: au"):
         check_au_targets(task, none)
     check_au_targets(task, SimpleNamespace(datamodule=SimpleNamespace(aus=(1, 2, 12))))
+    # before the first step the AU lists are compared first: named as such, not as classes
+    other = SimpleNamespace(aus=(1, 2, 4, 9), num_classes=4, classes=(), inputs="flow")
+    task._trainer = SimpleNamespace(datamodule=other)
+    with pytest.raises(ValueError, match=r"model.init_args.aus=\[1, 2, 12\]"):
+        task.setup("fit")
 
 
 # --- the DataModule's targets ----------------------------------------------------------------

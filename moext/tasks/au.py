@@ -143,10 +143,11 @@ class AUDetection:
         return super().build_net(net)  # type: ignore[misc]
 
     def setup(self, stage: str) -> None:
-        """The classifier's checks against the data, then its AU targets; with ``pos_weight:
+        """The AU targets the data serves (first: a different list is named as such, not as
+        another number of classes), then the classifier's checks; with ``pos_weight:
         balanced``, the weights from the training fold's targets."""
-        super().setup(stage)  # type: ignore[misc]
         check_au_targets(self, self.trainer)
+        super().setup(stage)  # type: ignore[misc]
         dm = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and self.pos_weight_mode == "balanced" and dm is not None:
             targets = dm.au_targets()[dm.train_index]
