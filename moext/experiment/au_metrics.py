@@ -273,6 +273,7 @@ def compare_au_runs(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
     level: float = LEVEL,
+    pairs: bool = True,
 ) -> dict[str, Any]:
     """AU detectors side by side on their identical samples (:func:`moext.experiment.compare.
     compare_runs` calls it for AU runs): per run ``mean_f1`` and each ``f1_<AU>`` with CIs,
@@ -283,6 +284,7 @@ def compare_au_runs(
         runs: the loaded runs (``name``, ``path``, ``method``, ``classes`` (the AUs),
             ``predictions`` sorted alike, ``unverified``).
         subjects: each (sorted) sample's subject id.
+        pairs: compare every pair (False: the runs' own numbers only).
 
     Raises:
         ValueError: the runs' AU targets differ for some sample.
@@ -345,7 +347,7 @@ def compare_au_runs(
             }
         )
     _, subject_dataset = subject_counts(y_true, y_true, ids, datasets)
-    for i in range(len(runs)):
+    for i in range(len(runs) if pairs else 0):
         for j in range(i + 1, len(runs)):
             pair = paired_au_comparison(
                 per_run[i], per_run[j], subject_dataset, aus, resamples, seed, level

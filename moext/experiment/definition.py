@@ -10,7 +10,7 @@ the preflight, the run folder's record and the folds instead of each re-reading 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -60,12 +60,15 @@ class Experiment:
         config: its YAML, as read.
         settings: its ``loso:`` section.
         overrides: the ``-- OVERRIDES`` of the classification stage.
+        seed: the training seed both stages run under (``moext loso --seeds``:
+            :meth:`with_seed`); None: each stage config's own ``seed_everything``.
     """
 
     path: Path
     config: dict[str, Any]
     settings: LosoSettings
     overrides: list[str] = field(default_factory=list)
+    seed: int | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -74,8 +77,21 @@ class Experiment:
 
     @property
     def pretrain_overrides(self) -> list[str]:
-        """The overrides that reach the pretraining stage (:func:`pretrain_overrides`)."""
-        return pretrain_overrides(self.overrides)
+        """The overrides that reach the pretraining stage (:func:`pretrain_overrides`), and
+        the training seed."""
+        seed = [] if self.seed is None else ["--seed_everything", str(self.seed)]
+        return [*pretrain_overrides(self.overrides), *seed]
+
+    def with_seed(self, seed: int) -> Experiment:
+        """This experiment trained under ``seed_everything: seed`` (both stages; part of each
+        stage's fingerprint), in its own run folder ``<loso.out_dir>/<loso.name>/seed<seed>``
+        (its W&B group ``<loso.name>/seed<seed>``)."""
+        return replace(
+            self,
+            settings=replace(self.settings, name=f"{self.settings.name}/seed{seed}"),
+            overrides=[*self.overrides, "--seed_everything", str(seed)],
+            seed=seed,
+        )
 
     @cached_property
     def classify(self) -> Stage:

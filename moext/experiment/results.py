@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -517,18 +517,24 @@ def verify_run(run_dir: str | Path) -> VerifiedRun:
 
 
 def pool_run(
-    run_dir: Path, classes: tuple[str, ...] | None = None, expected_folds: list[str] | None = None
+    run_dir: Path,
+    classes: tuple[str, ...] | None = None,
+    expected_folds: list[str] | None = None,
+    extras: Callable[[VerifiedRun], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Pool every fold's predictions (``run_dir/folds/*/predictions.csv``), verified with the
     run's record (:func:`verify_run`), and write results.json, results.md and confusion.png in
     ``run_dir`` (an AU detector's run: results.json and results.md of
-    :func:`moext.experiment.au_metrics.pool_au_predictions`, F1 per AU and their mean). Failed folds (``FAILED.json``) are listed, never pooled. ``ci`` holds the 95%
+    :func:`moext.experiment.au_metrics.pool_au_predictions`, F1 per AU and their mean; no
+    ``extras``). Failed folds (``FAILED.json``) are listed, never pooled. ``ci`` holds the 95%
     subject bootstrap intervals (:func:`moext.experiment.bootstrap.bootstrap_ci`, default
     resamples and seed); ``record_verified`` is False for a folder whose record predates
     record digests (its report says "unverified record").
 
     Args:
         expected_folds: the folds the run must have (default: the recorded ones).
+        extras: more keys for results.json, computed from the verified run (the leakage
+            meter's ``oracle``: :func:`moext.experiment.oracle.measure`).
 
     Raises:
         FileNotFoundError: no experiment.json, or no fold has predictions yet.
@@ -573,6 +579,8 @@ def pool_run(
         # resampling the held-out subjects, within each source database
         "ci": bootstrap_ci(preds["label"], preds["pred"], subject_ids(preds), n, preds["dataset"]),
     }
+    if extras is not None:
+        results |= extras(run)
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     atomic_write_text(run_dir / "results.md", results_markdown(results))
     plot_confusion(results["confusion"], classes, run_dir / "confusion.png")

@@ -73,6 +73,11 @@ class LosoSettings:
             ``offline`` or ``disabled``.
         wandb_project: W&B project.
         slurm: how ``--launcher slurm`` submits the folds (:class:`SlurmSettings`).
+        record_epoch_predictions: the leakage meter (:mod:`moext.experiment.oracle`): each
+            fold also predicts its held-out subject at the end of every epoch
+            (``epoch_predictions.csv``, never used to train or stop), and the report adds what
+            picking each fold's best epoch on those test labels would have reported, marked
+            as NOT a result. Not fingerprinted: it changes nothing that is trained.
     """
 
     name: str = "experiment"
@@ -83,6 +88,7 @@ class LosoSettings:
     wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
     wandb_project: str = "moext"
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
+    record_epoch_predictions: bool = False
 
 
 def read_config_file(config: str | Path) -> dict[str, Any]:
@@ -117,6 +123,8 @@ def loso_settings(data: dict[str, Any], config: str | Path) -> LosoSettings:
     slurm = section.get("slurm") or {}
     _check_keys(slurm, SlurmSettings, f"{config}", "loso.slurm")
     settings = LosoSettings(**{**section, "slurm": SlurmSettings(**slurm)})
+    if not isinstance(settings.record_epoch_predictions, bool):
+        raise ValueError(f"{config}: loso.record_epoch_predictions must be true or false")
     if settings.pretrain_config:
         settings.pretrain_config = str(resolve_path(settings.pretrain_config, Path(config)))
     return settings
