@@ -272,6 +272,8 @@ def test_compare_au_runs(tmp_path, capsys):
     assert cli(["compare", str(good), str(poor), "--resamples", "500"]) == 0
     out = capsys.readouterr().out
     assert "AU detection: comparison of 2 run(s)" in out and "| F1 AU12 |" in out
+    assert cli(["table", str(good), "--layout", "cde"]) == 2  # UF1 / UAR tables: emotions only
+    assert "AU detectors'" in capsys.readouterr().err
     differ = make_au_run(tmp_path / "other", "other", 0.9, seed=5)  # other targets
     with pytest.raises(ValueError, match="AU targets differ"):
         compare.compare_runs([good, differ], resamples=100)
