@@ -7,8 +7,9 @@ runner will build them, on the ``meta`` device (no memory, no weight initialisat
 - building itself checks the hyperparameters and the network (a wrong backbone name, a bad
   width);
 - the model's ``inputs`` must be what the DataModule serves, its network's ``image_size`` (where
-  it has ``net.cfg.image_size``) the DataModule's ``image_size``, and a classifier's
-  ``num_classes`` the protocol's number of classes;
+  it has ``net.cfg.image_size``) the DataModule's ``image_size``, a classifier's
+  ``num_classes`` the protocol's number of classes, and an AU detector's ``aus`` the AUs the
+  DataModule serves;
 - a DataModule's own settings checks that need no data run (``check_magnify``: the
   magnification against every database's frame rate and the crop size), and a balanced
   sampler's ``balanced_classes`` must not exceed the protocol's classes;
@@ -41,6 +42,7 @@ from lightning import Trainer
 
 from moext.experiment.config import Stage
 from moext.experiment.errors import root_cause
+from moext.tasks.au import check_au_targets
 from moext.tasks.checkpoints import CheckpointMismatchError
 from moext.tasks.data_checks import check_image_size, check_inputs
 
@@ -118,6 +120,7 @@ def _check_model_and_data(where: str, model: Any, dm: Any, classes: tuple[str, .
     stub = SimpleNamespace(datamodule=dm)
     try:
         check_inputs(model, stub)
+        check_au_targets(model, stub)
         size = getattr(getattr(getattr(model, "net", None), "cfg", None), "image_size", None)
         if size is not None:
             check_image_size(size, stub)
