@@ -23,7 +23,7 @@ from functools import partial
 
 import moext
 from moext.data import summary, synth
-from moext.experiment import compare, demo, flow_analysis, loso, prepare
+from moext.experiment import compare, demo, flow_analysis, loso, prepare, table
 from moext.experiment.config import lightning_cli
 from moext.experiment.errors import run_command
 
@@ -96,6 +96,7 @@ COMMANDS = (
     Command("loso", "every leave-one-subject-out fold of an experiment, pooled", loso.main),
     Command("prepare", "align the faces and cache what an experiment needs", prepare.main),
     Command("compare", "finished LOSO runs side by side: CIs and paired tests", compare.main),
+    Command("table", "a paper's results table from runs, reported numbers beside", table.main),
     Command("demo", "every method on a generated database, on a CPU, in minutes", demo.main),
     Command("data", "data summary: what a database holds, rejected and corrected rows", _data),
     Command("synth", "write the generated (synthetic) database", synth.main),

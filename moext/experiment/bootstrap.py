@@ -64,17 +64,31 @@ def subject_confusions(
     datasets = np.asarray(datasets, dtype=str)
     if not (len(labels) == len(preds) == len(subjects) == len(datasets)):
         raise ValueError("labels, preds, subjects and datasets must have one entry per sample")
-    ids, index = np.unique(subjects, return_inverse=True)
+    ids, index, subject_dataset = subject_strata(subjects, datasets)
     k = num_classes
     flat = (index * k + labels) * k + preds
     cms = np.bincount(flat, minlength=len(ids) * k * k).reshape(len(ids), k, k)
+    return [str(i) for i in ids], cms, subject_dataset
+
+
+def subject_strata(
+    subjects: Sequence[str], datasets: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The sorted subject ids (S), each sample's position among them (n), and each subject's
+    database (S): the strata the bootstrap draws subjects within.
+
+    Raises:
+        ValueError: a subject occurs in two databases.
+    """
+    subjects, datasets = np.asarray(subjects, dtype=str), np.asarray(datasets, dtype=str)
+    ids, index = np.unique(subjects, return_inverse=True)
     subject_dataset = []
     for s in range(len(ids)):
         names = np.unique(datasets[index == s])
         if len(names) != 1:
             raise ValueError(f"subject {ids[s]} occurs in several databases: {list(names)}")
         subject_dataset.append(str(names[0]))
-    return [str(i) for i in ids], cms, subject_dataset
+    return ids, index, subject_dataset
 
 
 def draw_counts(strata: Sequence[str], n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -167,21 +181,9 @@ def bootstrap_ci(
         ..., "acc": ...}, "per_dataset": {name: {...}}}``; ``per_dataset`` is empty without
         ``datasets``.
     """
-    _, cms, subject_dataset = subject_confusions(labels, preds, subjects, num_classes, datasets)
-    rng = np.random.default_rng(seed)
-    counts = draw_counts(subject_dataset, n_resamples, rng)
-    ci = {}
-    for scope, cols in _scopes(subject_dataset, datasets is not None).items():
-        m = _pooled(cms[cols], counts[:, cols])
-        ci[scope] = {k: _percentile(m[k], level) for k in METRICS}
-    return {
-        "method": CI_METHOD,
-        "unit": "subject",
-        "level": level,
-        "resamples": n_resamples,
-        "seed": seed,
-        **_by_scope(ci),
-    }
+    ci = seed_mean_ci(labels, [preds], subjects, num_classes, datasets, n_resamples, seed, level)
+    del ci["seeds"]
+    return ci
 
 
 def paired_comparison(
@@ -224,43 +226,12 @@ def paired_comparison(
         "seed", "overall": {metric: {"diff", "diff_ci", "p_value"}}, "per_dataset":
         {name: {metric: {...}}}}``.
     """
-    _, cms_a, subject_dataset = subject_confusions(labels, preds_a, subjects, num_classes, datasets)
-    _, cms_b, _ = subject_confusions(labels, preds_b, subjects, num_classes, datasets)
-    rng = np.random.default_rng(seed)
-    counts = draw_counts(subject_dataset, n_resamples, rng)
-    swaps, exact = swap_masks(len(cms_a), n_resamples, rng)
-    by_scope = {}
-    for scope, cols in _scopes(subject_dataset, datasets is not None).items():
-        a, b = cms_a[cols], cms_b[cols]
-        ones = np.ones((1, len(cols)))
-        point_a, point_b = _pooled(a, ones), _pooled(b, ones)
-        boot_a, boot_b = _pooled(a, counts[:, cols]), _pooled(b, counts[:, cols])
-        # a permutation's "A" holds A's predictions of the kept subjects and B's of the swapped
-        swap = swaps[:, cols]
-        perm_a, perm_b = _swapped(a, b, swap), _swapped(b, a, swap)
-        res = {}
-        for metric in metrics:
-            diff = float(point_a[metric][0] - point_b[metric][0])
-            null = np.abs(perm_a[metric] - perm_b[metric])
-            hits = int((null >= abs(diff) - 1e-12).sum())
-            p = hits / len(null) if exact else (1 + hits) / (1 + len(null))
-            res[metric] = {
-                "diff": diff,
-                "diff_ci": _percentile(boot_a[metric] - boot_b[metric], level),
-                "p_value": float(min(1.0, p)),
-            }
-        by_scope[scope] = res
-    return {
-        "test": TEST_METHOD,
-        "ci_method": "paired " + CI_METHOD,
-        "unit": "subject",
-        "level": level,
-        "resamples": n_resamples,
-        "permutations": len(swaps),
-        "exact": exact,
-        "seed": seed,
-        **_by_scope(by_scope),
-    }
+    out = paired_seed_comparison(
+        labels, [preds_a], [preds_b], subjects, num_classes, datasets, n_resamples, seed, level,
+        metrics,
+    )  # fmt: skip
+    del out["seeds"]
+    return out
 
 
 def point_estimates(
@@ -288,3 +259,143 @@ def holm(p_values: Sequence[float]) -> list[float]:
     out = np.empty_like(p)
     out[order] = np.minimum(adjusted, 1.0)
     return out.tolist()
+
+
+def _seed_mean(cms: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean over training seeds of the pooled metrics: (R, S, K, K) confusions per seed and
+    subject, (B, S) weights -> {metric: (B,)}; with R = 1 exactly :func:`_pooled`."""
+    per_seed = [_pooled(c, weights) for c in cms]
+    return {k: np.mean([m[k] for m in per_seed], axis=0) for k in per_seed[0]}
+
+
+def _seed_confusions(
+    labels: Sequence[int],
+    preds_by_seed: Sequence[Sequence[int]],
+    subjects: Sequence[str],
+    num_classes: int,
+    datasets: Sequence[str] | None,
+) -> tuple[np.ndarray, list[str]]:
+    """(R, S, K, K) per-subject confusions of each seed's predictions, and each subject's
+    database."""
+    if not len(preds_by_seed):
+        raise ValueError("no predictions: give one array per training seed")
+    parts = [subject_confusions(labels, p, subjects, num_classes, datasets) for p in preds_by_seed]
+    return np.stack([cms for _, cms, _ in parts]), parts[0][2]
+
+
+def seed_mean_ci(
+    labels: Sequence[int],
+    preds_by_seed: Sequence[Sequence[int]],
+    subjects: Sequence[str],
+    num_classes: int,
+    datasets: Sequence[str] | None = None,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    level: float = LEVEL,
+) -> dict[str, Any]:
+    """Percentile intervals of the mean over training seeds of the pooled UF1 / UAR / ACC.
+
+    Each resample draws subjects as :func:`bootstrap_ci` does (the same draws for the same
+    ``seed``) and scores every training seed's predictions of the drawn subjects; the resample's
+    value is their mean. With one training seed the intervals are exactly
+    :func:`bootstrap_ci`'s.
+
+    Args:
+        preds_by_seed: (R, n) each training seed's predictions of the same samples; the other
+            arguments are :func:`bootstrap_ci`'s.
+
+    Returns:
+        :func:`bootstrap_ci`'s dict with ``"seeds": R``.
+    """
+    cms, subject_dataset = _seed_confusions(labels, preds_by_seed, subjects, num_classes, datasets)
+    rng = np.random.default_rng(seed)
+    counts = draw_counts(subject_dataset, n_resamples, rng)
+    ci = {}
+    for scope, cols in _scopes(subject_dataset, datasets is not None).items():
+        m = _seed_mean(cms[:, cols], counts[:, cols])
+        ci[scope] = {k: _percentile(m[k], level) for k in METRICS}
+    return {
+        "method": CI_METHOD,
+        "unit": "subject",
+        "level": level,
+        "resamples": n_resamples,
+        "seed": seed,
+        "seeds": len(cms),
+        **_by_scope(ci),
+    }
+
+
+def paired_seed_comparison(
+    labels: Sequence[int],
+    preds_a: Sequence[Sequence[int]],
+    preds_b: Sequence[Sequence[int]],
+    subjects: Sequence[str],
+    num_classes: int,
+    datasets: Sequence[str] | None = None,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    level: float = LEVEL,
+    metrics: Sequence[str] = ("uf1", "uar"),
+) -> dict[str, Any]:
+    """:func:`paired_comparison` of two runs trained under several seeds each: every score is
+    the mean over the run's training seeds.
+
+    Seed i of run A is paired with seed i of run B (a run with one seed is paired with every
+    seed of the other); the bootstrap draws the same subjects for both runs and every seed, and
+    a permutation swaps a subject's predictions between the runs in every pair. With one seed
+    each it is exactly :func:`paired_comparison`.
+
+    Args:
+        preds_a, preds_b: (R_a, n) and (R_b, n) predictions per training seed; R_a = R_b, or
+            one of them 1.
+
+    Raises:
+        ValueError: both runs have several seeds, but not as many.
+    """
+    cms_a, subject_dataset = _seed_confusions(labels, preds_a, subjects, num_classes, datasets)
+    cms_b, _ = _seed_confusions(labels, preds_b, subjects, num_classes, datasets)
+    r_a, r_b = len(cms_a), len(cms_b)
+    if r_a != r_b and 1 not in (r_a, r_b):
+        raise ValueError(
+            f"runs trained under {r_a} and {r_b} seeds cannot be paired seed by seed; "
+            "train both under the same seeds"
+        )
+    pairs = max(r_a, r_b)
+    cms_a = cms_a if r_a == pairs else np.repeat(cms_a, pairs, axis=0)
+    cms_b = cms_b if r_b == pairs else np.repeat(cms_b, pairs, axis=0)
+    rng = np.random.default_rng(seed)
+    counts = draw_counts(subject_dataset, n_resamples, rng)
+    swaps, exact = swap_masks(cms_a.shape[1], n_resamples, rng)
+    by_scope = {}
+    for scope, cols in _scopes(subject_dataset, datasets is not None).items():
+        a, b = cms_a[:, cols], cms_b[:, cols]
+        ones = np.ones((1, len(cols)))
+        point_a, point_b = _seed_mean(a, ones), _seed_mean(b, ones)
+        boot_a, boot_b = _seed_mean(a, counts[:, cols]), _seed_mean(b, counts[:, cols])
+        # a permutation's "A" holds A's predictions of the kept subjects and B's of the swapped
+        swap = swaps[:, cols]
+        perm = [(_swapped(x, y, swap), _swapped(y, x, swap)) for x, y in zip(a, b, strict=True)]
+        res = {}
+        for metric in metrics:
+            diff = float(point_a[metric][0] - point_b[metric][0])
+            null = np.abs(np.mean([pa[metric] - pb[metric] for pa, pb in perm], axis=0))
+            hits = int((null >= abs(diff) - 1e-12).sum())
+            p = hits / len(null) if exact else (1 + hits) / (1 + len(null))
+            res[metric] = {
+                "diff": diff,
+                "diff_ci": _percentile(boot_a[metric] - boot_b[metric], level),
+                "p_value": float(min(1.0, p)),
+            }
+        by_scope[scope] = res
+    return {
+        "test": TEST_METHOD,
+        "ci_method": "paired " + CI_METHOD,
+        "unit": "subject",
+        "level": level,
+        "resamples": n_resamples,
+        "permutations": len(swaps),
+        "exact": exact,
+        "seed": seed,
+        "seeds": [r_a, r_b],
+        **_by_scope(by_scope),
+    }

@@ -2,7 +2,10 @@
 
 For run folders of one protocol (any methods) it prints one table: per run the pooled UF1 / UAR
 / ACC with a 95% confidence interval (a bootstrap that resamples subjects, the LOSO unit, within
-each source database), per database where the protocol is a composite (CDE); and for each pair
+each source database), per database where the protocol is a composite (CDE) or the folds hold
+out whole databases (leave-one-database-out: per held-out database); AU detectors' runs show
+their mean F1 and F1 per AU instead (:func:`moext.experiment.au_metrics.compare_au_runs`); and
+for each pair
 of runs the difference in UF1 and UAR on the identical samples, the paired bootstrap CI of the
 difference and the p-value of a paired permutation test over subjects
 (:mod:`moext.experiment.bootstrap`). Runs that do not cover the same samples, the same labels
@@ -21,12 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from moext.experiment.au_metrics import au_comparison_markdown, compare_au_runs, is_au_run
 from moext.experiment.bootstrap import (
     CI_METHOD,
     DEFAULT_RESAMPLES,
@@ -34,14 +39,13 @@ from moext.experiment.bootstrap import (
     LEVEL,
     METRICS,
     TEST_METHOD,
-    bootstrap_ci,
     holm,
-    paired_comparison,
-    point_estimates,
+    paired_seed_comparison,
 )
 from moext.experiment.errors import run_command
-from moext.experiment.results import atomic_write_text, shown_items, verify_run
+from moext.experiment.results import atomic_write_text, shown_items, subject_ids, verify_run
 from moext.experiment.run_folder import EXPERIMENT_FILE, fingerprint
+from moext.experiment.seeds import seed_folders, seed_statistics
 from moext.experiment.settings import LosoSettings
 from moext.experiment.tracking import quiet_stages, wandb_mode
 from moext.io import atomic_write
@@ -52,7 +56,10 @@ COMPARED = ("uf1", "uar")  # the scores of the paired tests
 @dataclass
 class Run:
     """One finished LOSO run: its name, folder, method and pooled predictions (sorted by
-    sample); ``unverified``: the note of a record that predates record digests, else None."""
+    sample); ``unverified``: the note of a record that predates record digests, else None;
+    ``protocol``: the recorded ``data.init_args.protocol``; ``seeds``: for a seed parent
+    (:mod:`moext.experiment.seeds`), each seed folder's predictions (sorted by sample;
+    ``predictions`` is the first seed's), else empty."""
 
     name: str
     path: Path
@@ -60,6 +67,8 @@ class Run:
     classes: list[str]
     predictions: pd.DataFrame
     unverified: str | None = None
+    protocol: str | None = None
+    seeds: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -74,6 +83,8 @@ def load_run(run_dir: str | Path) -> Run:
     """
     path = Path(run_dir)
     if not (path / EXPERIMENT_FILE).is_file():
+        if seed_folders(path):
+            return load_seed_parent(path)
         raise ValueError(f"{path}: not a moext LOSO run folder (no {EXPERIMENT_FILE})")
     run = verify_run(path)
     if run.failed:
@@ -92,6 +103,40 @@ def load_run(run_dir: str | Path) -> Run:
         classes=list(run.record["classes"]),
         predictions=run.predictions.sort_values("sample", ignore_index=True),
         unverified=run.unverified,
+        protocol=(run.record.get("settings") or {})
+        .get("classify", {})
+        .get("data.init_args.protocol"),
+    )
+
+
+def load_seed_parent(parent: str | Path) -> Run:
+    """A seed parent (``moext loso --seeds``: ``seed<N>/`` run folders) as one run: every seed
+    folder read as :func:`load_run` reads a run, all of one method, classes and samples.
+
+    Raises:
+        ValueError: as :func:`load_run` for any seed folder; seed folders of different methods,
+            classes or samples (naming what differs).
+    """
+    path = Path(parent)
+    runs = [load_run(folder) for folder in seed_folders(path)]
+    if not runs:
+        raise ValueError(f"{path}: no seed<N>/ run folders (moext loso --seeds)")
+    for run in runs:
+        run.name = f"{path.resolve().name}/{run.name}"
+    check_comparable(runs)
+    methods = sorted({str(r.method) for r in runs})
+    if len(methods) > 1:
+        raise ValueError(f"{path}: its seed folders ran different methods: {methods}")
+    notes = sorted({r.unverified for r in runs if r.unverified})
+    return Run(
+        name=path.resolve().name,
+        path=path,
+        method=runs[0].method,
+        classes=runs[0].classes,
+        predictions=runs[0].predictions,
+        unverified="; ".join(notes) or None,
+        protocol=runs[0].protocol,
+        seeds={r.path.name: r.predictions for r in runs},
     )
 
 
@@ -143,25 +188,27 @@ def _named(runs: list[Run]) -> list[Run]:
     return runs
 
 
-def _with_ci(m: dict[str, Any], ci: dict[str, list[float]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": m["n"]}
-    for k in METRICS:
-        out[k], out[f"{k}_ci"] = m[k], ci[k]
-    return out
-
-
 def compare_runs(
     run_dirs: list[str | Path | Run],
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
+    pairs: bool = True,
 ) -> dict[str, Any]:
     """Compare finished LOSO runs of one protocol on their identical samples.
+
+    A seed parent (``moext loso --seeds``) counts as one run whose every score is the mean
+    over its training seeds, with ``<metric>_seed_sd`` (the standard deviation over the seeds)
+    beside the CI of that mean and ``seeds`` their number
+    (:func:`moext.experiment.seeds.seed_statistics`); its pairs compare seed means
+    (:func:`moext.experiment.bootstrap.paired_seed_comparison`). A run folder has ``seeds``
+    1 and the numbers it always had.
 
     Args:
         run_dirs: run folders (``<out_dir>/<loso.name>``, or runs :func:`load_run` read), one
             or more.
         resamples: bootstrap resamples and permutations.
         seed: the same seed gives the same intervals and p-values.
+        pairs: compare every pair (False: the runs' own numbers only).
 
     Returns:
         ``{"runs": [{"name", "path", "method", "record_verified", "n", "uf1", "uf1_ci", "uar", "uar_ci", "acc",
@@ -180,9 +227,30 @@ def compare_runs(
     runs = _named([d if isinstance(d, Run) else load_run(d) for d in run_dirs])
     check_comparable(runs)
     ref = runs[0].predictions
-    labels, folds, datasets = ref["label"], ref["fold"], ref["dataset"]
+    if is_au_run(ref.columns):
+        parents = [r.name for r in runs if len(r.seeds) > 1]
+        if parents:
+            raise ValueError(
+                f"AU detectors' seed parents are not compared over their seeds yet: "
+                f"{', '.join(parents)}; compare one of their seed folders"
+            )
+        out = compare_au_runs(runs, subject_ids(ref), resamples, seed, pairs=pairs)
+        p_values = [1.0 if p["p_value"] is None else p["p_value"] for p in out["pairs"]]
+        for pair, p in zip(out["pairs"], holm(p_values), strict=True):
+            pair["p_holm"] = p
+        return out
+    # the bootstrap's unit: the subject (a LOSO fold; one of a held-out database's subjects)
+    labels, folds, datasets = ref["label"], subject_ids(ref), ref["dataset"]
     k = len(runs[0].classes)
-    preds = [r.predictions.set_index("sample").loc[ref["sample"], "pred"].to_numpy() for r in runs]
+    preds = [
+        np.stack(
+            [
+                frame.set_index("sample").loc[ref["sample"], "pred"].to_numpy()
+                for frame in (r.seeds or {r.name: r.predictions}).values()
+            ]
+        )
+        for r in runs
+    ]
     out: dict[str, Any] = {
         "unit": "subject",
         "ci_method": CI_METHOD,
@@ -200,23 +268,20 @@ def compare_runs(
         "pairs": [],
     }
     for run, pred in zip(runs, preds, strict=True):
-        point = point_estimates(labels, pred, k, datasets)
-        ci = bootstrap_ci(labels, pred, folds, k, datasets, resamples, seed)
         out["runs"].append(
             {
                 "name": run.name,
                 "path": str(run.path),
                 "method": run.method,
+                "protocol": run.protocol,
                 "record_verified": run.unverified is None,
-                **_with_ci(point["overall"], ci["overall"]),
-                "per_dataset": {
-                    d: _with_ci(m, ci["per_dataset"][d]) for d, m in point["per_dataset"].items()
-                },
+                "seed_folders": list(run.seeds),
+                **seed_statistics(labels, pred, folds, k, datasets, resamples, seed),
             }
         )
-    for i in range(len(runs)):
+    for i in range(len(runs) if pairs else 0):
         for j in range(i + 1, len(runs)):
-            pc = paired_comparison(
+            pc = paired_seed_comparison(
                 labels, preds[i], preds[j], folds, k, datasets, resamples, seed, metrics=COMPARED
             )
             out["permutations"], out["exact"] = pc["permutations"], pc["exact"]
@@ -235,8 +300,10 @@ def compare_runs(
     return out
 
 
-def _fmt(value: float, ci: list[float]) -> str:
-    return f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
+def _fmt(value: float, ci: list[float], seed_sd: float | None = None) -> str:
+    """``0.7527 [0.7159, 0.7905]``; a mean over seeds carries its seed sd: ``0.7527 ±0.0120 [...]``."""
+    spread = "" if seed_sd is None else f" ±{seed_sd:.4f}"
+    return f"{value:.4f}{spread} [{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
 def _p(value: float) -> str:
@@ -246,6 +313,8 @@ def _p(value: float) -> str:
 
 def comparison_markdown(result: dict[str, Any]) -> str:
     """The comparison as Markdown: the runs table, the pairs table, and how they were made."""
+    if result.get("task") == "aus":
+        return au_comparison_markdown(result)
     composite = len(result["datasets"]) > 1
     level = f"{result['level']:.0%}"
     lines = [
@@ -262,12 +331,23 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         method = (run["method"] or "?").rsplit(".", 1)[-1]
         if run.get("record_verified") is False:
             method += " (UNVERIFIED RECORD)"
+        if run.get("seeds", 1) > 1:
+            method += f" ({run['seeds']} seeds)"
         scopes = [("**all (pooled)**", run)]
         if composite:
             scopes += list(run["per_dataset"].items())
         for scope, m in scopes:
-            cells = " | ".join(_fmt(m[k], m[f"{k}_ci"]) for k in METRICS)
+            cells = " | ".join(_fmt(m[k], m[f"{k}_ci"], m.get(f"{k}_seed_sd")) for k in METRICS)
             lines.append(f"| {run['name']} | {method} | {scope} | {m['n']} | {cells} |")
+    seeded = [r for r in result["runs"] if r.get("seeds", 1) > 1]
+    if seeded:
+        lines += [
+            "",
+            "A run with N seeds (moext loso --seeds): each score is the mean over its N training "
+            "seeds, ± their standard deviation (training randomness), then the subject-bootstrap "
+            f"{level} CI of that mean (which subjects); its pairs compare seed means (seed i "
+            "paired with seed i).",
+        ]
     if result["pairs"]:
         tested = "exhaustive, exact" if result.get("exact") else "random"
         lines += [
@@ -308,15 +388,20 @@ def plot_forest(result: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metrics = ["mean_f1"] if result.get("task") == "aus" else list(METRICS)
     rows = []  # (label, metrics dict, is the pooled row)
     for run in result["runs"]:
         rows.append((f"{run['name']} (all)", run, True))
         if len(result["datasets"]) > 1:
             rows += [(f"{run['name']} / {d}", m, False) for d, m in run["per_dataset"].items()]
     height = 1.2 + 0.35 * len(rows)
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS) + 2, height), sharey=True)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4 * len(metrics) + 2, height), sharey=True, squeeze=False
+    )
+    axes = axes[0]
+    rows = [r for r in rows if all(r[1].get(f"{k}_ci") for k in metrics)]  # undefined: left out
     y = list(range(len(rows)))[::-1]
-    for ax, metric in zip(axes, METRICS, strict=True):
+    for ax, metric in zip(axes, metrics, strict=True):
         for yi, (_, m, pooled) in zip(y, rows, strict=True):
             lo, hi = m[f"{metric}_ci"]
             ax.errorbar(
@@ -377,19 +462,19 @@ def log_comparison(
     # lazy: W&B only when it logs (slow to import)
     import wandb
 
-    ends = [f"{k}{e}" for k in METRICS for e in ("", "_ci_low", "_ci_high")]
+    metrics = result.get("metrics") or METRICS
+    ends = [f"{k}{e}" for k in metrics for e in ("", "_ci_low", "_ci_high")]
     runs = []
     for run in result["runs"]:
         for scope, m in [("all (pooled)", run), *run["per_dataset"].items()]:
-            values = [v for k in METRICS for v in (m[k], *m[f"{k}_ci"])]
+            values = [v for k in metrics for v in (m[k], *(m[f"{k}_ci"] or (None, None)))]
             runs.append([run["name"], run["method"], scope, m["n"], *values])
     pairs = []
     for p in result["pairs"]:
         for scope, d in [("all (pooled)", p), *p["per_dataset"].items()]:
             p_holm = p["p_holm"] if d is p else None
-            pairs.append(
-                [p["a"], p["b"], p["metric"], scope, d["diff"], *d["diff_ci"], d["p_value"], p_holm]
-            )
+            ci = d["diff_ci"] or (None, None)
+            pairs.append([p["a"], p["b"], p["metric"], scope, d["diff"], *ci, d["p_value"], p_holm])
     with quiet_stages():
         run = wandb.init(
             project=project,
@@ -432,17 +517,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write comparison.md, comparison.json, comparison.png here")
     p.add_argument("--wandb", action="store_true", help="log the comparison to W&B")
     p.add_argument("--project", default=LosoSettings.wandb_project, help="W&B project")
+    a = parse_with_resampling(p, argv, "bootstrap resamples and permutations")
+    return run_command("moext compare", lambda: _compare(a))
+
+
+def parse_with_resampling(
+    p: argparse.ArgumentParser, argv: list[str] | None, what: str
+) -> argparse.Namespace:
+    """Add ``--resamples N`` (``what`` they are) and ``--seed S`` to a command's options and
+    parse ``argv`` (default ``sys.argv[1:]``); fewer than 1 resample is refused."""
     p.add_argument(
         "--resamples",
         type=int,
         default=DEFAULT_RESAMPLES,
-        help=f"bootstrap resamples and permutations (default {DEFAULT_RESAMPLES})",
+        help=f"{what} (default {DEFAULT_RESAMPLES})",
     )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default 0)")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     if a.resamples < 1:
         p.error("--resamples must be at least 1")
-    return run_command("moext compare", lambda: _compare(a))
+    return a
 
 
 def _compare(a: argparse.Namespace) -> int:

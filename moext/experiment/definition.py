@@ -10,7 +10,7 @@ the preflight, the run folder's record and the folds instead of each re-reading 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -60,12 +60,15 @@ class Experiment:
         config: its YAML, as read.
         settings: its ``loso:`` section.
         overrides: the ``-- OVERRIDES`` of the classification stage.
+        seed: the training seed both stages run under (``moext loso --seeds``:
+            :meth:`with_seed`); None: each stage config's own ``seed_everything``.
     """
 
     path: Path
     config: dict[str, Any]
     settings: LosoSettings
     overrides: list[str] = field(default_factory=list)
+    seed: int | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -74,8 +77,21 @@ class Experiment:
 
     @property
     def pretrain_overrides(self) -> list[str]:
-        """The overrides that reach the pretraining stage (:func:`pretrain_overrides`)."""
-        return pretrain_overrides(self.overrides)
+        """The overrides that reach the pretraining stage (:func:`pretrain_overrides`), and
+        the training seed."""
+        seed = [] if self.seed is None else ["--seed_everything", str(self.seed)]
+        return [*pretrain_overrides(self.overrides), *seed]
+
+    def with_seed(self, seed: int) -> Experiment:
+        """This experiment trained under ``seed_everything: seed`` (both stages; part of each
+        stage's fingerprint), in its own run folder ``<loso.out_dir>/<loso.name>/seed<seed>``
+        (its W&B group ``<loso.name>/seed<seed>``)."""
+        return replace(
+            self,
+            settings=replace(self.settings, name=f"{self.settings.name}/seed{seed}"),
+            overrides=[*self.overrides, "--seed_everything", str(seed)],
+            seed=seed,
+        )
 
     @cached_property
     def classify(self) -> Stage:
@@ -99,12 +115,53 @@ class Experiment:
         return out
 
 
+#: What each ``loso.protocol`` holds out per fold (``data.init_args.holdout``).
+HOLDOUT = {"loso": "subject", "cross-database": "subject", "leave-one-database-out": "database"}
+
+
+def protocol_overrides(settings: LosoSettings) -> list[str]:
+    """The classification stage's overrides that ``loso.protocol`` implies: leaving one
+    database out holds out a database per fold (``--data.init_args.holdout database``)."""
+    if settings.protocol == "leave-one-database-out":
+        return ["--data.init_args.holdout", "database"]
+    return []
+
+
+def check_protocol(settings: LosoSettings, datasets: list[str], holdout: str) -> None:
+    """Refuse a ``loso.protocol`` the data cannot run.
+
+    Args:
+        datasets: the classification stage's databases.
+        holdout: its DataModule's ``holdout``.
+
+    Raises:
+        ValueError: a cross-database protocol on fewer than two databases, or a DataModule
+            holding out databases under a subject protocol (one line, naming both settings).
+    """
+    if settings.protocol != "loso" and len(set(datasets)) < 2:
+        raise ValueError(
+            f"loso.protocol: {settings.protocol} needs two or more databases, but "
+            f"data.init_args.datasets is {list(datasets)}"
+        )
+    if holdout != HOLDOUT[settings.protocol]:
+        raise ValueError(
+            f"data.init_args.holdout: {holdout} holds out a {holdout} per fold, but "
+            f"loso.protocol: {settings.protocol} holds out a {HOLDOUT[settings.protocol]}; "
+            "set loso.protocol: leave-one-database-out instead of the holdout"
+        )
+
+
 def open_experiment(config: str | Path, overrides: list[str] | None = None) -> Experiment:
-    """Read an experiment config and its ``loso:`` section (the stages are parsed on first use).
+    """Read an experiment config and its ``loso:`` section (the stages are parsed on first use);
+    ``loso.protocol``'s overrides (:func:`protocol_overrides`) come first, so the command
+    line's still win.
 
     Raises:
         FileNotFoundError: no such config file, or no such ``loso.pretrain_config``.
         ValueError: the file is not a YAML mapping, or its ``loso:`` section has unknown keys.
     """
     data = read_config_file(config)
-    return Experiment(Path(config), data, loso_settings(data, config), list(overrides or []))
+    settings = loso_settings(data, config)
+    return Experiment(
+        Path(config), data, settings, [*protocol_overrides(settings), *(overrides or [])]
+    )

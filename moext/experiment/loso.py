@@ -54,9 +54,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from moext.experiment import slurm
+from moext.experiment import oracle, slurm
+from moext.experiment.au_metrics import au_summary_line
 from moext.experiment.config import build_run, split_overrides
-from moext.experiment.definition import Experiment, open_experiment
+from moext.experiment.definition import Experiment, check_protocol, open_experiment
+from moext.experiment.epoch_predictions import add_epoch_recorder, write_epoch_predictions
 from moext.experiment.errors import run_command
 from moext.experiment.guards import TrainingDiverged, add_guard
 from moext.experiment.preflight import check_stages
@@ -93,6 +95,7 @@ from moext.experiment.run_folder import (
     stage_lock,
     write_record,
 )
+from moext.experiment.seeds import parse_seeds, seeds_summary
 from moext.experiment.tracking import (
     finish_wandb,
     log_summary,
@@ -244,6 +247,7 @@ def run_fold(
         cli = build_run(exp.path, [*args, *overrides])
         trainer, model, dm = cli.trainer, cli.model, cli.datamodule
         add_guard(trainer, "classify", fold)
+        recorder = add_epoch_recorder(trainer) if exp.settings.record_epoch_predictions else None
         ran = ran_with(cli)
         trainer.fit(model, datamodule=dm)
         outputs = trainer.predict(model, datamodule=dm)
@@ -273,6 +277,8 @@ def run_fold(
         "global_step": trainer.global_step,
         "pretrained": str(pretrained) if pretrained else None,
     }
+    if recorder is not None:  # the leakage meter's input, written before predictions.csv
+        record |= write_epoch_predictions(fold_dir, recorder.rows, dm.classes)
     return write_fold(fold_dir, rows, dm.classes, record)
 
 
@@ -280,6 +286,7 @@ def experiment_data(exp: Experiment) -> tuple[list[str], tuple[str, ...], dict[s
     """The folds (held-out subjects), class names and each fold's held-out sample ids of an
     experiment, from its DataModule; prints what the readers rejected or did not read."""
     dm = exp.classify.datamodule()
+    check_protocol(exp.settings, list(dm.datasets), getattr(dm, "holdout", "subject"))
     folds = dm.subjects()
     held_out: dict[str, list[str]] = {f: [] for f in folds}
     for row in dm.sample_table():
@@ -353,6 +360,7 @@ def run(
     verbose: bool = False,
     pretrain_only: bool = False,
     skip_report: bool = False,
+    seed: int | None = None,
 ) -> dict[str, Any] | None:
     """Run (or resume) an experiment's LOSO folds, then pool and report.
 
@@ -363,6 +371,8 @@ def run(
         pretrain_only: train the shared pretraining stage (or, per fold, those of ``folds``)
             and stop, e.g. before a SLURM array runs the folds.
         skip_report: train and write the folds' predictions only (``--workers`` children).
+        seed: train under this seed, in the run folder ``<run>/seed<seed>``
+            (:meth:`~moext.experiment.definition.Experiment.with_seed`).
 
     Returns:
         The pooled results, or None where nothing was pooled (DDP peers, ``pretrain_only``,
@@ -372,7 +382,7 @@ def run(
         FoldsFailed: a fold of the run failed (after the report of the others).
         TrainingDiverged: the shared pretraining stage diverged.
     """
-    exp = open_experiment(config, overrides)
+    exp = open_seeded(config, overrides, seed)
     if report_only:
         all_folds, classes = open_for_report(exp)
         choose_folds(all_folds, folds)  # the report pools every fold; unknown ones are refused
@@ -390,6 +400,13 @@ def run(
     return results
 
 
+def open_seeded(config: str | Path, overrides: list[str] | None, seed: int | None) -> Experiment:
+    """The experiment, under training seed ``seed`` (its ``seed<seed>`` run folder) unless
+    None."""
+    exp = open_experiment(config, overrides)
+    return exp if seed is None else exp.with_seed(seed)
+
+
 def report_and_finish(
     exp: Experiment, classes: tuple[str, ...], all_folds: list[str], verbose: bool
 ) -> dict[str, Any] | None:
@@ -400,17 +417,24 @@ def report_and_finish(
         print(f"[loso] no fold of {run_dir} has predictions yet: nothing to pool")
         return None
     with interrupted_when("while pooling the results (every fold's predictions are kept)"):
-        results = pool_run(run_dir, classes, all_folds)
+        meter = exp.settings.record_epoch_predictions  # off: nothing extra is computed
+        extras = (lambda run: {"oracle": oracle.measure(run)}) if meter else None
+        results = pool_run(run_dir, classes, all_folds, extras=extras)
         print(results_markdown(results, per_fold=False))
         m = results["overall"]
-        print(
-            f"[loso] measured in this run: UF1 {m['uf1']:.4f}, UAR {m['uar']:.4f}, ACC {m['acc']:.4f} "
-            f"on {m['n']} held-out samples of {results['folds_done']} folds"
-        )
+        if results.get("task") == "aus":
+            print(au_summary_line(results))
+        else:
+            print(
+                f"[loso] measured in this run: UF1 {m['uf1']:.4f}, UAR {m['uar']:.4f}, "
+                f"ACC {m['acc']:.4f} on {m['n']} held-out samples of {results['folds_done']} folds"
+            )
         if results["folds_missing"]:
             print(
                 f"[loso] {len(results['folds_missing'])} fold(s) still missing: the pooled numbers above are PARTIAL"
             )
+        if meter:
+            print("\n" + oracle.oracle_markdown(results["oracle"]))
         if not results["record_verified"]:
             print(
                 f"[loso] UNVERIFIED RECORD: {run_dir / EXPERIMENT_FILE} predates record digests "
@@ -492,6 +516,7 @@ def run_parallel(
     gpus: list[str] | None = None,
     verbose: bool = False,
     folds: list[str] | None = None,
+    seed: int | None = None,
 ) -> int:
     """Spread the folds (all, or ``folds``) over ``workers`` processes; worker k sees GPU
     ``gpus[k % len(gpus)]`` (CUDA_VISIBLE_DEVICES), so there can be one fold per GPU or
@@ -503,7 +528,7 @@ def run_parallel(
     fold failed, or the largest worker's code.
     """
     gpus = gpus or [str(k) for k in range(workers)]
-    exp = open_experiment(config, overrides)
+    exp = open_seeded(config, overrides, seed)
     all_folds, classes = start(exp)
     todo = choose_folds(all_folds, folds)
     if exp.settings.pretrain_config and not exp.settings.pretrain_per_fold:
@@ -526,6 +551,7 @@ def run_parallel(
                 "--folds",
                 *share,
                 *(["--verbose"] if verbose else []),
+                *(["--seeds", str(seed)] if seed is not None else []),
                 *(["--"] + overrides if overrides else []),
             ]
             procs.append(start_worker(command, gpus[k % len(gpus)]))
@@ -582,30 +608,62 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--status", action="store_true", help="list the folds done / running / failed / not started"
     )
+    p.add_argument(
+        "--seeds",
+        help="comma-separated training seeds (e.g. 0,1,2): the experiment once per seed, each "
+        "into <run folder>/seed<N> (seed_everything of both stages)",
+    )
     slurm.add_arguments(p)
     return p
 
 
 def _dispatch(a: argparse.Namespace, overrides: list[str]) -> int:
     """Run what the options ask for; interruptions and failed folds end with their own codes."""
+    seeds: list[int | None] = [None]
+    if a.seeds is not None:
+        seeds = list(parse_seeds(a.seeds))
+        if a.status or a.launcher == "slurm":
+            raise ValueError(
+                "--seeds runs the seeds here, one after the other; with --launcher slurm or "
+                "--status, give each seed's run its own command (not supported yet)"
+            )
+        parent = open_seeded(a.config, overrides, None).run_dir
+        if (parent / EXPERIMENT_FILE).is_file():
+            raise ValueError(
+                f"{parent} is the run folder of this experiment trained without --seeds; its "
+                "seed runs would go inside it: give them another loso.name"
+            )
     try:
         with stop_on_signals():
             if a.status:
                 return slurm.print_status(a.config, overrides, STEPS)
             if a.launcher == "slurm":
                 return slurm.launch(a.config, overrides, a, STEPS, a.folds, a.wait, a.verbose)
-            if a.workers > 1 and not (a.report or a.pretrain_only):
-                gpus = a.gpus.split(",") if a.gpus else None
-                return run_parallel(a.config, a.workers, overrides, gpus, a.verbose, a.folds)
-            run(
-                a.config,
-                folds=a.folds,
-                overrides=overrides,
-                report_only=a.report,
-                verbose=a.verbose,
-                pretrain_only=a.pretrain_only,
-                skip_report=a.skip_report,
-            )
+            code = 0
+            for seed in seeds:
+                if len(seeds) > 1:
+                    print(f"[loso] seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})")
+                if a.workers > 1 and not (a.report or a.pretrain_only):
+                    gpus = a.gpus.split(",") if a.gpus else None
+                    code = run_parallel(
+                        a.config, a.workers, overrides, gpus, a.verbose, a.folds, seed
+                    )
+                    if code:
+                        return code
+                    continue
+                run(
+                    a.config,
+                    folds=a.folds,
+                    overrides=overrides,
+                    report_only=a.report,
+                    verbose=a.verbose,
+                    pretrain_only=a.pretrain_only,
+                    skip_report=a.skip_report,
+                    seed=seed,
+                )
+            if len(seeds) > 1 and not (a.pretrain_only or a.skip_report):
+                print(seeds_summary(open_seeded(a.config, overrides, None).run_dir, seeds))
+            return code
     except Interrupted as e:
         when = f" {e.when}" if e.when else ""
         print(
@@ -617,7 +675,6 @@ def _dispatch(a: argparse.Namespace, overrides: list[str]) -> int:
     except (FoldsFailed, TrainingDiverged) as e:
         print(f"moext loso: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

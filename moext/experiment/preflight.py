@@ -11,7 +11,7 @@ runner will build them, on the ``meta`` device (no memory, no weight initialisat
   ``flow_size``, else the crops' ``image_size``), its ``in_channels`` the channels served,
   and a classifier's ``num_classes`` the protocol's number of classes
   (:func:`moext.tasks.data_checks.check_data`, the checks the task repeats before its first
-  step);
+  step); an AU detector's ``aus`` the AUs the DataModule serves;
 - a DataModule's own settings checks that need no data run (``check_magnify``: the
   magnification against every database's frame rate and the crop size), and a balanced
   sampler's ``balanced_classes`` must not exceed the protocol's classes;
@@ -44,6 +44,7 @@ from lightning import Trainer
 
 from moext.experiment.config import Stage
 from moext.experiment.errors import root_cause
+from moext.tasks.au import check_au_targets
 from moext.tasks.checkpoints import CheckpointMismatchError
 from moext.tasks.data_checks import check_data
 
@@ -121,6 +122,7 @@ def _check_model_and_data(where: str, model: Any, dm: Any, classes: tuple[str, .
     stub = SimpleNamespace(datamodule=dm)
     try:
         check_data(model, stub)  # inputs, image size, channels (the classes: below)
+        check_au_targets(model, stub)
     except ValueError as e:
         raise StageConfigError(f"{where}: {e}", e) from None
     _check_data_settings(where, dm, classes)

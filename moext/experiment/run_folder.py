@@ -79,6 +79,8 @@ ADDED_SETTINGS: dict[str, Any] = {
     "data.init_args.sampler": "shuffle",
     "data.init_args.balanced_classes": None,
     "data.init_args.balanced_samples": None,
+    "data.init_args.aus": None,
+    "data.init_args.holdout": "subject",
     "data.init_args.flow_method": "tvl1",
     "data.init_args.farneback": None,
     "data.init_args.flow_size": None,

@@ -63,19 +63,32 @@ class LosoSettings:
         pretrain_config: ``moext fit`` config of the pretraining stage; None = no pretraining
             stage run here (``model.init_args.pretrained`` may still name a checkpoint).
         pretrain_per_fold: pretrain once per fold without the held-out subject.
+        protocol: what the folds hold out: ``loso`` (one subject per fold), ``cross-database``
+            (one subject per fold across the union of two or more databases: the model of a
+            fold trains on every other subject of every database), or
+            ``leave-one-database-out`` (one database per fold: train on the others, test on it;
+            sets ``data.init_args.holdout: database``). The pooled results and ``moext
+            compare`` report each database (the held-out one) beside the pooled row.
         wandb: ``auto`` (online if W&B is configured on this machine, else offline), ``online``,
             ``offline`` or ``disabled``.
         wandb_project: W&B project.
         slurm: how ``--launcher slurm`` submits the folds (:class:`SlurmSettings`).
+        record_epoch_predictions: the leakage meter (:mod:`moext.experiment.oracle`): each
+            fold also predicts its held-out subject at the end of every epoch
+            (``epoch_predictions.csv``, never used to train or stop), and the report adds what
+            picking each fold's best epoch on those test labels would have reported, marked
+            as NOT a result. Not fingerprinted: it changes nothing that is trained.
     """
 
     name: str = "experiment"
     out_dir: str = "runs"
     pretrain_config: str | None = None
     pretrain_per_fold: bool = False
+    protocol: Literal["loso", "cross-database", "leave-one-database-out"] = "loso"
     wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
     wandb_project: str = "moext"
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
+    record_epoch_predictions: bool = False
 
 
 def read_config_file(config: str | Path) -> dict[str, Any]:
@@ -110,6 +123,8 @@ def loso_settings(data: dict[str, Any], config: str | Path) -> LosoSettings:
     slurm = section.get("slurm") or {}
     _check_keys(slurm, SlurmSettings, f"{config}", "loso.slurm")
     settings = LosoSettings(**{**section, "slurm": SlurmSettings(**slurm)})
+    if not isinstance(settings.record_epoch_predictions, bool):
+        raise ValueError(f"{config}: loso.record_epoch_predictions must be true or false")
     if settings.pretrain_config:
         settings.pretrain_config = str(resolve_path(settings.pretrain_config, Path(config)))
     return settings
