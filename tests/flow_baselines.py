@@ -1,19 +1,26 @@
-"""Helpers shared by the tests of the flow-image baselines (STSTNet, OFF-ApexNet, RCN-A): a
-synthetic flow batch, one short fit + predict with a real Trainer, and the checks every
-experiment config of such a method passes."""
+"""Helpers shared by the tests of the flow-image baselines (STSTNet, OFF-ApexNet, RCN-A, HTNet):
+a synthetic flow batch, one short fit + predict with a real Trainer, the checks every experiment
+config of such a method passes, a paper config's LOSO run on the generated database through the
+CLI, and precomputed flow images written in the MEGC2019 baselines' distribution format."""
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import lightning as L
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from moext.cli import main
+from moext.data.flow.precomputed import distribution_spelling, reader_spelling
+from moext.data.protocols import load_official_list
 from moext.experiment.config import parse_config, parse_stage
 from moext.experiment.preflight import check_stages
 from moext.experiment.prepare import main as prepare
@@ -150,9 +157,117 @@ def check_experiments(method: str, class_path: str, protocols: dict[str, tuple])
         assert cfg.model.class_path == class_path and model.num_classes == 3
         assert cfg.data.class_path == "moext.data.FlowDataModule" and data.task == "classify"
         assert (data.protocol, data.datasets) == protocols[path.name]
-        assert model.net.image_size == data.image_size
+        assert model.net.image_size == (data.flow_size or data.image_size)  # the served size
         settings = read_settings(path)
         assert settings.pretrain_config is None and settings.name == f"{method}_{path.stem}"
         check_stages(parse_stage(path), None, THREE)
         configs.append(cfg)
     return configs
+
+
+# ------------------------------------------------------------------ LOSO on the generated database
+def synth_overrides(size: int = 32, landmarks: str = "none", epochs: int = 1) -> list[str]:
+    """Overrides that turn a paper config into a one-epoch run on the generated database:
+    protocol ``synth-3``, ``size`` x ``size`` crops, one CPU, small batches."""
+    return [
+        "--data.init_args.protocol", "synth-3", "--data.init_args.datasets", "[synth]",
+        "--data.init_args.image_size", str(size), "--data.init_args.landmarks", landmarks,
+        "--data.init_args.batch_size", "8", "--trainer.max_epochs", str(epochs),
+        "--trainer.accelerator", "cpu", "--trainer.log_every_n_steps", "1",
+    ]  # fmt: skip
+
+
+def loso_paper_config(config: Path, overrides: list[str], fold: str = "synth/sub01") -> dict:
+    """``moext loso --config <config> --folds <fold> -- <overrides>`` (run from the test's
+    folder: ``runs/`` lands there); returns its ``results.json``."""
+    assert main(["loso", "--config", str(config), "--folds", fold, "--", *overrides]) == 0
+    [results] = Path("runs").glob("*/results.json")
+    return json.loads(results.read_text())
+
+
+def preflight_refuses(config: Path, overrides: list[str], capsys) -> str:
+    """``moext loso`` with a wrong setting stops before anything trains or is written: exit code
+    2, one line on stderr (returned), no run folder."""
+    assert main(["loso", "--config", str(config), "--", *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert not Path("runs").exists()
+    return err
+
+
+# ------------------------------------------------------------------ precomputed flow images
+#: HTNet's copy of the STSTNet images (github.com/wangzhifengharrison/HTNet): its folder, the
+#: files' names (a space before ``.png``) and its samples list with its columns.
+HTNET_FOLDER = "datasets/STSNet_whole_norm_u_v_os"
+HTNET_PATTERN = "{subject}_{clip} .png"
+HTNET_LIST = "combined_3_class2_for_optical_flow.csv"
+HTNET_COLUMNS = ["dataset", "sub", "filename_o", "label", "apex", "imagename", "sub_filename"]
+#: STSTNet's per-subject folders (``norm_u_v_os``; HTNet's ``datasets/three_norm_u_v_os``).
+STSTNET_FOLDER = "norm_u_v_os"
+STSTNET_PATTERN = "{subject}/u_test/{label}/{subject}_{clip}.png"
+
+
+def official_rows(per_dataset: int | None = None) -> list[tuple[str, str, str, int]]:
+    """The package's MEGC2019 list as the distribution spells it (dataset, subject, clip,
+    label): all of it, or the first ``per_dataset`` clips of each database."""
+    rows, seen = [], {}
+    for e in load_official_list():
+        subject, clip = distribution_spelling(e.dataset, e.subject, e.filename)
+        seen[e.dataset] = seen.get(e.dataset, 0) + 1
+        if per_dataset is None or seen[e.dataset] <= per_dataset:
+            rows.append((e.dataset, subject, clip, e.label))
+    return rows
+
+
+def flow_png(label: int, seed: int, size: int = 28) -> np.ndarray:
+    """(size, size, 3) uint8 RGB (u, v, strain), each channel spanning 0..255 as the authors'
+    files do, with the class visible: a bright square in a class-dependent third of the image."""
+    rng = np.random.default_rng(seed)
+    image = rng.uniform(0, 0.3, (size, size, 3))
+    third = size // 3
+    image[third * label : third * (label + 1), :third] = 1.0
+    lo, hi = image.min(axis=(0, 1)), image.max(axis=(0, 1))
+    return np.rint(255 * (image - lo) / (hi - lo)).astype(np.uint8)
+
+
+def write_precomputed_flow(
+    root: Path, rows: list[tuple[str, str, str, int]], layout: str = "htnet", size: int = 28
+) -> Path:
+    """Write generated flow images in the layout the MEGC2019 baselines' authors distribute
+    (never real data).
+
+    Args:
+        root: the data root.
+        rows: (dataset, subject, clip, label) spelt as the distribution spells them.
+        layout: ``htnet``: ``root/datasets/STSNet_whole_norm_u_v_os/<subject>_<clip> .png`` and
+            ``root/combined_3_class2_for_optical_flow.csv`` with HTNet's columns; ``ststnet``:
+            ``root/norm_u_v_os/<subject>/u_test/<label>/<subject>_<clip>.png`` for a subject's
+            own samples and ``u_train/<label>/`` copies of every other subject's.
+        size: the images' side.
+
+    Returns:
+        The images' folder.
+    """
+    images = {
+        (d, s, c): flow_png(label, seed=i, size=size) for i, (d, s, c, label) in enumerate(rows)
+    }
+    if layout == "htnet":
+        folder = root / HTNET_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(root / HTNET_LIST, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(HTNET_COLUMNS)
+            for d, s, c, label in rows:
+                face = f"{s}_{reader_spelling(d, s, c)[1]}.jpg"  # s01_s1_ne_01.jpg
+                writer.writerow([d, s, c, label, "", face, ""])
+        for (_, s, c), image in images.items():
+            cv2.imwrite(str(folder / HTNET_PATTERN.format(subject=s, clip=c)), image[..., ::-1])
+        return folder
+    folder = root / STSTNET_FOLDER
+    for subject in {s for _, s, _, _ in rows}:
+        for d, s, c, label in rows:
+            part = "u_test" if s == subject else "u_train"
+            path = folder / subject / part / str(label) / f"{s}_{c}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), images[(d, s, c)][..., ::-1])
+    return folder

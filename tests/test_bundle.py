@@ -98,7 +98,7 @@ def test_an_ensemble_averages_the_fold_models(exported):
     assert "ensemble of the 3 fold models" in (folder / CARD_FILE).read_text()
 
 
-def test_export_refusals(trained_run, exported, tmp_path, capsys):
+def test_export_refusals(trained_run, exported, tmp_path, capsys, monkeypatch):
     _, run_dir = trained_run
     folder, _ = exported
     assert main(["export", str(run_dir), "--out", str(folder)]) == 2
@@ -112,6 +112,10 @@ def test_export_refusals(trained_run, exported, tmp_path, capsys):
     shutil.rmtree(copy / FINAL_DIR)
     assert main(["export", str(copy), "--out", str(tmp_path / "b")]) == 2
     assert "no final model" in capsys.readouterr().err
+    # an AU detector's run (its predictions hold true_<AU> columns) is not a classifier's
+    monkeypatch.setattr(bundle, "is_au_run", lambda columns: "label" in columns)
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "b")]) == 2
+    assert "an AU detector's run" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "b")]) == 2
     assert not (tmp_path / "b").exists()
 

@@ -1,5 +1,7 @@
 """HTNet: layer shapes and parameter count of the authors' configuration, the code's token
-order, local attention, the task's training / prediction / optimiser, and its configs."""
+order, local attention, the task's training / prediction / optimiser, and its configs (their
+flow inputs, a LOSO run of the paper config through the CLI, a wrong setting stopped by the
+preflight)."""
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,7 +12,6 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from moext.experiment.config import parse_config
 from moext.nn.htnet import (
     BlockAttention,
     ChannelLayerNorm,
@@ -20,6 +21,12 @@ from moext.nn.htnet import (
     to_blocks,
 )
 from moext.tasks import HTNetClassifyTask
+from tests.flow_baselines import (
+    check_experiments,
+    loso_paper_config,
+    preflight_refuses,
+    synth_overrides,
+)
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments" / "htnet"
 
@@ -208,26 +215,60 @@ def test_config_is_validated(bad):
         HTNetConfig(**bad)
 
 
-PAPER = {  # config -> protocol, classes, datasets, flow channels
-    "cde3.yaml": ("cde3", 3, ["casme2", "samm", "smic"], ["strain", "v", "u"]),
-    "casme3_3class.yaml": ("casme3-3", 3, ["casme3"], ["u", "v", "magnitude"]),
-    "demo.yaml": ("synth-3", 3, ["synth"], ["strain", "v", "u"]),
-}
+PAPER = {  # config -> protocol, datasets, channels, flow (method, crop size, flow size, regions)
+    "cde3.yaml": (
+        "cde3", ["casme2", "samm", "smic"], ["strain", "v", "u"], ("tvl1", 224, 28, "htnet")
+    ),
+    "cde3_precomputed.yaml": (
+        "cde3", ["casme2", "samm", "smic"], ["strain", "v", "u"], ("tvl1", 224, 28, "htnet_code")
+    ),
+    "casme3_3class.yaml": (
+        "casme3-3", ["casme3"], ["u", "v", "magnitude"], ("farneback", 28, None, "htnet")
+    ),
+    "demo.yaml": ("synth-3", ["synth"], ["strain", "v", "u"], ("tvl1", 64, 28, "htnet")),
+}  # fmt: skip
 
 
-@pytest.mark.parametrize("name", sorted(PAPER))
-def test_experiments_parse_and_fit_the_network(name, monkeypatch):
+def test_experiments_parse_and_fit_the_network(monkeypatch):
     monkeypatch.chdir(EXPERIMENTS.parents[1])
-    cfg = parse_config(str(EXPERIMENTS / name))
-    model, data = cfg.model.init_args, cfg.data.init_args
-    assert cfg.model.class_path == "moext.tasks.HTNetClassifyTask"
-    assert cfg.data.class_path == "moext.data.FlowDataModule" and data.task == "classify"
-    protocol, classes, datasets, channels = PAPER[name]
-    assert (data.protocol, model.num_classes, data.datasets) == (protocol, classes, datasets)
-    assert data.channels == channels and data.flow_scaling == "minmax"
-    assert len(data.channels) == model.net.in_channels and model.net.image_size == data.image_size
-    assert cfg.loso.pretrain_config is None
-    if name != "demo.yaml":  # the authors' settings (main_HTNet.py:161-164, 222-240)
-        assert HTNetConfig(**vars(model.net)) == HTNetConfig()
-        assert (model.lr, model.weight_decay, data.batch_size) == (5e-5, 0.0, 256)
-        assert cfg.trainer.max_epochs == 800 and data.augment == "none"
+    configs = check_experiments(
+        "htnet", "moext.tasks.HTNetClassifyTask", {k: v[:2] for k, v in PAPER.items()}
+    )
+    for name, cfg in zip(sorted(PAPER), configs, strict=True):
+        model, data = cfg.model.init_args, cfg.data.init_args
+        _, _, channels, flow = PAPER[name]
+        assert data.channels == channels and data.flow_scaling == "minmax"
+        assert (data.flow_method, data.image_size, data.flow_size, data.regions) == flow
+        assert len(data.channels) == model.net.in_channels
+        assert (data.flow_source == "precomputed") == (name == "cde3_precomputed.yaml")
+        if name != "demo.yaml":  # the authors' settings (main_HTNet.py:161-164, 222-240)
+            assert HTNetConfig(**vars(model.net)) == HTNetConfig()
+            assert (model.lr, model.weight_decay, data.batch_size) == (5e-5, 0.0, 256)
+            assert cfg.trainer.max_epochs == 800 and data.augment == "none"
+
+
+#: The authors' network shrunk for a test (the layout and the 7 x 7 patches kept).
+TINY = [
+    "--model.init_args.net.dim", "16", "--model.init_args.net.heads", "2",
+    "--model.init_args.net.block_repeats", "[1, 1, 1]", "--model.init_args.net.mlp_mult", "2",
+]  # fmt: skip
+
+
+def test_paper_config_runs_through_loso(synth_root, monkeypatch, tmp_path):
+    """`moext loso` on experiments/htnet/cde3.yaml, narrowed, one epoch of one fold of the
+    generated database: flow of the 32 x 32 dlib crops at 28 x 28, the four landmark areas."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+    overrides = [*synth_overrides(size=32, landmarks="dlib"), *TINY]
+    results = loso_paper_config(EXPERIMENTS / "cde3.yaml", overrides)
+    assert results["overall"]["n"] == 6 and len(results["folds_missing"]) == 2
+
+
+def test_preflight_refuses_a_flow_size_the_network_was_not_built_for(
+    synth_root, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+    wrong = [*synth_overrides(size=64, landmarks="dlib"), "--data.init_args.flow_size", "56"]
+    err = preflight_refuses(EXPERIMENTS / "cde3.yaml", wrong, capsys)
+    assert "net.image_size=28 but data.init_args.flow_size=56" in err

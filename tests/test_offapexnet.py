@@ -1,5 +1,6 @@
 """OFF-ApexNet: two streams (u and v, no shared weights), the layer shapes and parameter count,
-training and prediction through the task, and its experiment configs."""
+training and prediction through the task, and its experiment configs (their flow inputs, a LOSO
+run of the paper config through the CLI, a wrong setting stopped by the preflight)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ import torch
 from moext.nn.offapexnet import OffApexNet, OffApexNetConfig
 from moext.tasks import OffApexNetClassifyTask
 from tests.flow_baselines import (
+    EXPERIMENTS,
     check_experiments,
     check_predictions,
     cli_fit_then_predict,
     fit_then_predict,
+    loso_paper_config,
+    preflight_refuses,
     refuses_other_data,
+    synth_overrides,
 )
+
+CDE3 = EXPERIMENTS / "offapexnet" / "cde3.yaml"
 
 
 def test_layer_shapes_and_parameter_count():
@@ -76,13 +83,16 @@ def test_experiments():
         "moext.tasks.OffApexNetClassifyTask",
         {
             "cde3.yaml": ("cde3", ["casme2", "samm", "smic"]),
+            "cde3_precomputed.yaml": ("cde3", ["casme2", "samm", "smic"]),
             "casme3_3class.yaml": ("casme3-3", ["casme3"]),
             "demo.yaml": ("synth-3", ["synth"]),
         },
     )
     for cfg in configs:
         net, data = cfg.model.init_args.net, cfg.data.init_args
-        assert data.channels == ["u", "v"]
+        assert data.channels == ["u", "v"] and (data.flow_size, data.regions) == (28, "none")
+        if data.flow_source == "computed" and data.protocol != "synth-3":
+            assert data.image_size == 224  # flow on the full crop, then resized
         if data.protocol != "synth-3":
             assert (net.image_size, net.conv_channels, net.kernel_size, net.fc_features) == (
                 28, (6, 16), 5, 1024,
@@ -93,3 +103,20 @@ def test_demo_config_fits_and_predicts_through_the_cli(synth_root, monkeypatch, 
     monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
     preds = cli_fit_then_predict("offapexnet", size=28, tmp_path=tmp_path)
     assert len(preds) == 6  # the generated subject's six micro clips
+
+
+def test_paper_config_runs_through_loso(synth_root, monkeypatch, tmp_path):
+    """`moext loso` on experiments/offapexnet/cde3.yaml, one epoch of one fold of the generated
+    database: u and v of the 32 x 32 crops served at 28 x 28."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+    results = loso_paper_config(CDE3, synth_overrides(size=32))
+    assert results["overall"]["n"] == 6 and len(results["folds_missing"]) == 2
+
+
+def test_preflight_refuses_a_third_channel(synth_root, monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+    wrong = [*synth_overrides(), "--data.init_args.channels", "[u, v, strain]"]
+    err = preflight_refuses(CDE3, wrong, capsys)
+    assert "net.in_channels=2 but the data serves 3 channels" in err

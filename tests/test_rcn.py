@@ -1,6 +1,7 @@
 """RCN-A: the authors' layer shapes and parameter count, the parameter-free attention unit
 against a transcription of the authors' code, the recurrent layer's shared weights, training and
-prediction through the task with the code's SGD, and the experiment configs."""
+prediction through the task with the code's SGD, and the experiment configs (their flow inputs,
+a LOSO run of the paper config through the CLI, a wrong setting stopped by the preflight)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ import torch
 from moext.nn.rcn import RCN, RCNConfig, class_attention
 from moext.tasks import RCNClassifyTask
 from tests.flow_baselines import (
+    EXPERIMENTS,
     check_experiments,
     check_predictions,
     cli_fit_then_predict,
     fit_then_predict,
+    loso_paper_config,
+    preflight_refuses,
     refuses_other_data,
+    synth_overrides,
 )
+
+CDE3 = EXPERIMENTS / "rcn" / "cde3.yaml"
 
 
 def n_params(net: torch.nn.Module) -> int:
@@ -129,6 +136,7 @@ def test_experiments():
         "moext.tasks.RCNClassifyTask",
         {
             "cde3.yaml": ("cde3", ["casme2", "samm", "smic"]),
+            "cde3_precomputed.yaml": ("cde3", ["casme2", "samm", "smic"]),
             "casme3_3class.yaml": ("casme3-3", ["casme3"]),
             "demo.yaml": ("synth-3", ["synth"]),
         },
@@ -136,12 +144,36 @@ def test_experiments():
     for cfg in configs:
         model, data = cfg.model.init_args, cfg.data.init_args
         assert model.net.attention and data.channels == ["u", "v", "strain"]
-        if data.protocol != "synth-3":
-            assert (model.net.feature_maps, model.net.pool_size, model.lr) == (64, 7, 5e-4)
-            assert (data.batch_size, cfg.trainer.max_epochs) == (64, 100)
+        if data.protocol == "synth-3":
+            continue
+        assert (model.lr, cfg.trainer.max_epochs) == (5e-4, 100)
+        if data.flow_source == "computed":  # the code's defaults at the inferred 60 x 60
+            assert (model.net.feature_maps, model.net.pool_size, data.batch_size) == (64, 7, 64)
+            assert (data.image_size, data.flow_size) == (224, 60)
+        else:  # the 28 x 28 files: the README's example network
+            assert (model.net.feature_maps, model.net.pool_size, data.flow_size) == (32, 5, 28)
 
 
 def test_demo_config_fits_and_predicts_through_the_cli(synth_root, monkeypatch, tmp_path):
     monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
     preds = cli_fit_then_predict("rcn", size=28, tmp_path=tmp_path)
     assert len(preds) == 6  # the generated subject's six micro clips
+
+
+def test_paper_config_runs_through_loso(synth_root, monkeypatch, tmp_path):
+    """`moext loso` on experiments/rcn/cde3.yaml, one epoch of one fold of the generated
+    database: flow of the 64 x 64 crops served at 60 x 60."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+    results = loso_paper_config(CDE3, synth_overrides(size=64))
+    assert results["overall"]["n"] == 6 and len(results["folds_missing"]) == 2
+
+
+def test_preflight_refuses_a_flow_size_the_network_was_not_built_for(
+    synth_root, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+    wrong = [*synth_overrides(size=64), "--data.init_args.flow_size", "32"]
+    err = preflight_refuses(CDE3, wrong, capsys)
+    assert "net.image_size=60 but data.init_args.flow_size=32" in err

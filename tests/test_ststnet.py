@@ -1,5 +1,6 @@
 """STSTNet: the authors' layer shapes and parameter count, training and prediction through the
-task, its optimiser, and its experiment configs."""
+task, its optimiser, its experiment configs (their flow inputs, a LOSO run of the paper config
+and of its precomputed-flow twin through the CLI, a wrong setting stopped by the preflight)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ import torch
 from moext.nn.ststnet import STSTNet, STSTNetConfig
 from moext.tasks import STSTNetClassifyTask
 from tests.flow_baselines import (
+    EXPERIMENTS,
     check_experiments,
     check_predictions,
     cli_fit_then_predict,
     fit_then_predict,
+    loso_paper_config,
+    official_rows,
+    preflight_refuses,
     refuses_other_data,
+    synth_overrides,
+    write_precomputed_flow,
 )
+
+CDE3 = EXPERIMENTS / "ststnet" / "cde3.yaml"
 
 
 def shapes(net: STSTNet, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
@@ -91,6 +100,7 @@ def test_experiments():
         "moext.tasks.STSTNetClassifyTask",
         {
             "cde3.yaml": ("cde3", ["casme2", "samm", "smic"]),
+            "cde3_precomputed.yaml": ("cde3", ["casme2", "samm", "smic"]),
             "casme3_3class.yaml": ("casme3-3", ["casme3"]),
             "demo.yaml": ("synth-3", ["synth"]),
         },
@@ -98,9 +108,49 @@ def test_experiments():
     for cfg in configs:
         model, data = cfg.model.init_args, cfg.data.init_args
         assert data.channels == ["u", "v", "strain"] and data.flow_scaling == "minmax"
+        assert (data.flow_size, data.regions, data.flow_method) == (28, "none", "tvl1")
         if data.protocol != "synth-3":  # the paper's settings
             assert (model.net.image_size, model.net.stream_channels) == (28, (3, 5, 8))
             assert (model.lr, data.batch_size, cfg.trainer.max_epochs) == (5e-5, 256, 500)
+        if data.flow_source == "computed" and data.protocol != "synth-3":
+            assert data.image_size == 224  # flow on the full crop, then resized (P Sec. II)
+    [precomputed] = [c.data.init_args for c in configs if c.data.init_args.precomputed]
+    assert precomputed.flow_source == "precomputed" and precomputed.protocol == "cde3"
+    assert precomputed.precomputed.channels == ("u", "v", "strain")  # the files' RGB
+
+
+def test_paper_config_runs_through_loso(synth_root, monkeypatch, tmp_path):
+    """`moext loso` on experiments/ststnet/cde3.yaml, shrunk to one epoch of one fold of the
+    generated database: flow on the 32 x 32 crops, served at the paper's 28 x 28."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+    results = loso_paper_config(CDE3, synth_overrides(size=32))
+    assert results["overall"]["n"] == 6 and results["folds_missing"] == [
+        "synth/sub02", "synth/sub03",
+    ]  # fmt: skip
+
+
+def test_precomputed_config_runs_through_loso(monkeypatch, tmp_path):
+    """experiments/ststnet/cde3_precomputed.yaml on generated files in HTNet's layout (the first
+    four clips of each database), one fold: served as the computed path's samples."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(tmp_path / "data"))
+    write_precomputed_flow(tmp_path / "data" / "HTNet", official_rows(per_dataset=4))
+    config = EXPERIMENTS / "ststnet" / "cde3_precomputed.yaml"
+    small = ["--trainer.max_epochs", "1", "--trainer.accelerator", "cpu"]
+    results = loso_paper_config(config, [*small, "--data.init_args.batch_size", "4"], "samm/006")
+    assert results["overall"]["n"] == 4  # samm/006's four clips
+    assert sorted(results["folds_missing"]) == ["casme2/sub01", "casme2/sub02", "smic/s1"]
+
+
+def test_preflight_refuses_channels_the_network_does_not_take(
+    synth_root, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+    wrong = [*synth_overrides(), "--data.init_args.channels", "[u, v]"]
+    err = preflight_refuses(CDE3, wrong, capsys)
+    assert "net.in_channels=3 but the data serves 2 channels" in err
 
 
 def test_demo_config_fits_and_predicts_through_the_cli(synth_root, monkeypatch, tmp_path):

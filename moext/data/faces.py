@@ -399,6 +399,20 @@ def alignment_matrix(landmarks: np.ndarray, size: int, margin: float = 0.15) -> 
     return np.hstack([linear, offset[:, None]])
 
 
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Points of an image in the coordinates of its crop by an alignment matrix.
+
+    Args:
+        points: (N, 2) (x, y) pixel coordinates in the image (e.g. its 68 landmarks).
+        matrix: (2, 3) affine from :func:`alignment_matrix`.
+
+    Returns:
+        (N, 2) float32 (x, y) in the crop's pixel coordinates (where :func:`warp` puts them).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
 def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     """Applies an alignment matrix.
 

@@ -17,6 +17,19 @@ to samples read by :mod:`moext.data.readers`. Only micro-expression samples are 
   I, CASME II and SAMM: positive = happiness (CAS(ME) I also amusement); negative = disgust,
   sadness, contempt, fear, anger (those the database has); surprise; others = tense,
   repression and the database's own others / other. AKMNet uses ``smic-3`` on SMIC-HS.
+* ``mmew-7``: MMEW's seven emotions: happiness, surprise, anger, disgust, fear, sadness, others.
+* ``4dme-5``: 4DME's five emotion categories: positive, negative, surprise, repression,
+  others (a clip labelled with two, ``negative+surprise``, is left out, listed).
+* ``composite-3``: the MEGC2019 mapping rule on any of the seven databases (and the generated
+  one), for cross-database experiments beyond the official list: negative = repression, anger,
+  contempt, disgust, fear, sadness (CAS(ME)^3 ``sad``; SMIC's and 4DME's ``negative``);
+  positive = happiness (CAS(ME)^3 ``happy``, CAS(ME) I ``amusement``, SMIC's and 4DME's
+  ``positive``); surprise. Others, tense and two-emotion labels are left out. On CASME II, SAMM
+  and SMIC it is not the official list (``cde3``), which also leaves out rows by hand.
+* ``au``: action-unit detection: every micro sample with an AU annotation, whatever its emotion
+  (no class; ``label`` -1); a sample whose AU cell is blank or ``?`` (and every SMIC clip: SMIC
+  has no AU coding) is left out, listed. The AUs a model detects are chosen by the DataModule's
+  ``aus`` (:func:`au_targets`).
 
 Samples a protocol leaves out are listed in :attr:`LabelledSet.excluded` with the reason.
 """
@@ -30,9 +43,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 
+import numpy as np
+
+from moext.data.readers.aus import au_name
 from moext.data.records import Rejection, Sample
 
 OFFICIAL_LIST = "megc2019_combined_3class_gt.csv"
+#: Every database a protocol can draw from (the generated one included).
+ALL_DATASETS = ("casme", "casme2", "samm", "smic", "casme3", "mmew", "4dme", "synth")
+#: The AUs an AU-detection experiment detects unless it says otherwise: those frequent across
+#: the databases (each coded in at least 50 clips of MEB's six-database union).
+DEFAULT_AUS = (1, 2, 4, 6, 12, 14, 15, 17)
 THREE_CLASSES = ("negative", "positive", "surprise")
 #: AKMNet's classes, in the order of its paper's Fig. 4 (Po, Ne, Su, Ot).
 FOUR_CLASSES = ("positive", "negative", "surprise", "others")
@@ -47,18 +68,21 @@ class Protocol:
         classes: class names; a sample's label is the index of its class here.
         datasets: the databases the protocol draws from.
         emotions: emotion (as the reader spells it) -> class; empty for ``cde3``, whose labels
-            come from the official list.
+            come from the official list, and for ``au``.
+        action_units: the protocol selects the samples with an AU annotation (``au``): no
+            classes, the targets are the AUs (:func:`au_targets`).
     """
 
     name: str
     classes: tuple[str, ...]
     datasets: tuple[str, ...]
     emotions: Mapping[str, str] = field(default_factory=dict)
+    action_units: bool = False
 
     @property
     def official_list(self) -> bool:
         """Whether samples and labels come from the official MEGC2019 list."""
-        return not self.emotions
+        return not self.emotions and not self.action_units
 
 
 def _identity(classes: tuple[str, ...]) -> dict[str, str]:
@@ -160,6 +184,37 @@ PROTOCOLS.update(
 )
 
 
+#: The MEGC2019 mapping rule, spelled as every database spells its emotions.
+COMPOSITE_EMOTIONS = {
+    **dict.fromkeys(
+        ("repression", "anger", "contempt", "disgust", "fear", "sadness", "sad", "negative"),
+        "negative",
+    ),
+    **dict.fromkeys(("happiness", "happy", "amusement", "positive"), "positive"),
+    "surprise": "surprise",
+}
+
+PROTOCOLS.update(
+    (p.name, p)
+    for p in (
+        Protocol(
+            "mmew-7",
+            ("happiness", "surprise", "anger", "disgust", "fear", "sadness", "others"),
+            ("mmew",),
+            _identity(("happiness", "surprise", "anger", "disgust", "fear", "sadness", "others")),
+        ),
+        Protocol(
+            "4dme-5",
+            ("positive", "negative", "surprise", "repression", "others"),
+            ("4dme",),
+            _identity(("positive", "negative", "surprise", "repression", "others")),
+        ),
+        Protocol("composite-3", THREE_CLASSES, ALL_DATASETS, COMPOSITE_EMOTIONS),
+        Protocol("au", (), ALL_DATASETS, action_units=True),
+    )
+)
+
+
 def get_protocol(name: str) -> Protocol:
     """The protocol of a name; raises ValueError listing the known names."""
     if name not in PROTOCOLS:
@@ -230,6 +285,25 @@ def fold_id(sample: Sample) -> str:
     return f"{sample.dataset}/{sample.subject}"
 
 
+#: What a fold holds out: one subject (LOSO, also across databases) or one whole database
+#: (leave-one-database-out).
+HOLDOUTS = ("subject", "database")
+
+
+def holdout_fold(sample: Sample, holdout: str = "subject") -> str:
+    """The fold a sample is held out in: its subject's :func:`fold_id` (``"casme2/sub01"``), or
+    with ``holdout="database"`` its database (``"casme2"``).
+
+    Raises:
+        ValueError: ``holdout`` is not one of :data:`HOLDOUTS`.
+    """
+    if holdout == "subject":
+        return fold_id(sample)
+    if holdout == "database":
+        return sample.dataset
+    raise ValueError(f"holdout must be one of {HOLDOUTS}, got {holdout!r}")
+
+
 def select(protocol: str | Protocol, samples: Iterable[Sample]) -> LabelledSet:
     """Apply a protocol to samples.
 
@@ -246,6 +320,17 @@ def select(protocol: str | Protocol, samples: Iterable[Sample]) -> LabelledSet:
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     pool = [s for s in samples if s.kind == "micro" and s.dataset in protocol.datasets]
     result = LabelledSet(protocol.name, protocol.classes)
+    if protocol.action_units:
+        for sample in pool:
+            if sample.aus is None:
+                reason = "no action units annotated" + (
+                    " (SMIC has no AU coding)" if sample.dataset == "smic" else ""
+                )
+                result.excluded.append(Rejection(sample.id, reason, sample.source))
+                continue
+            result.samples.append(sample)
+            result.labels.append(-1)
+        return result
     if protocol.official_list:
         _select_official(pool, result)
         return result
@@ -289,3 +374,42 @@ def _select_official(pool: list[Sample], result: LabelledSet) -> None:
         if key not in used:
             reason = "not on the official MEGC2019 list"
             result.excluded.append(Rejection(sample.id, reason, sample.source))
+
+
+def check_aus(aus: Iterable[int]) -> tuple[int, ...]:
+    """AU numbers to detect, checked: at least one, each a whole number in 1..99, no repeat.
+
+    Raises:
+        ValueError: naming what is wrong.
+    """
+    aus = tuple(aus)
+    if not aus:
+        raise ValueError("aus is empty: name the action units to detect (e.g. [1, 2, 4, 12])")
+    bad = [a for a in aus if isinstance(a, bool) or not isinstance(a, int) or not 1 <= a <= 99]
+    if bad:
+        raise ValueError(f"aus must be AU numbers in 1..99, got {bad}")
+    repeated = sorted({a for a in aus if aus.count(a) > 1})
+    if repeated:
+        raise ValueError(f"aus names AU {repeated} more than once")
+    return aus
+
+
+def au_classes(aus: Iterable[int]) -> tuple[str, ...]:
+    """The class names of an AU set: ``(1, 12)`` -> ``("AU1", "AU12")``."""
+    return tuple(au_name(a) for a in aus)
+
+
+def au_targets(samples: Iterable[Sample], aus: Iterable[int]) -> np.ndarray:
+    """Multi-hot AU targets: 1 where a sample's annotation codes the AU (any side, any
+    intensity), else 0.
+
+    Args:
+        samples: N samples (their ``aus``; a sample without annotation gives a row of zeros).
+        aus: the A AU numbers, in target order.
+
+    Returns:
+        (N, A) float32.
+    """
+    aus = tuple(aus)
+    rows = [[float(a in s.au_numbers) for a in aus] for s in samples]
+    return np.array(rows, dtype=np.float32).reshape(len(rows), len(aus))

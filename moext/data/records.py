@@ -11,6 +11,28 @@ from pathlib import Path
 from typing import Literal
 
 Kind = Literal["micro", "macro"]
+Side = Literal["L", "R"]
+
+
+@dataclass(frozen=True, order=True)
+class ActionUnit:
+    """One coded facial action unit (FACS), normalised from a database's notation
+    (:func:`moext.data.readers.aus.parse_aus`).
+
+    Attributes:
+        number: the AU number (``12`` for ``AU12``, ``R12``, ``12B``).
+        side: ``"L"`` or ``"R"`` for a unilateral action (``L10``, ``R14A``), else None.
+        intensity: the FACS intensity letter ``"A"`` (trace) to ``"E"`` (maximum) where the
+            database codes it (SAMM's ``R14A``), else None.
+    """
+
+    number: int
+    side: Side | None = None
+    intensity: str | None = None
+
+    def __str__(self) -> str:
+        """The FACS spelling: side, number, intensity (``R14A``, ``L10``, ``12``)."""
+        return f"{self.side or ''}{self.number}{self.intensity or ''}"
 
 
 @dataclass(frozen=True)
@@ -18,9 +40,12 @@ class Sample:
     """One annotated clip of one database.
 
     Attributes:
-        dataset: database key: ``"casme2"``, ``"samm"``, ``"smic"``, ``"casme3"`` (or ``"synth"``).
+        dataset: database key: ``"casme"``, ``"casme2"``, ``"samm"``, ``"smic"``, ``"casme3"``,
+            ``"mmew"``, ``"4dme"`` (or ``"synth"``).
         subject: the subject id as the database spells it in its own folders
-            (``"sub01"``, ``"006"``, ``"s1"``, ``"spNO.1"``). LOSO folds are built on it.
+            (``"sub01"``, ``"006"``, ``"s1"``, ``"spNO.1"``; MMEW's and 4DME's subject cells, whose
+            folders do not name the subject or name it as the cell does). LOSO folds are built on
+            it.
         clip: clip id, unique within ``dataset`` (``"EP02_01f"``, ``"006_1_2"``, ``"s1_ne_01"``,
             ``"spNO.1_a_0"`` for a CAS(ME)^3 clip cut from a longer video).
         frames: every frame file of the clip's folder, sorted by frame number (never as strings).
@@ -35,6 +60,10 @@ class Sample:
         kind: ``"micro"`` or ``"macro"``.
         source: where the record came from, for error messages (``"file.xlsx row 17"``).
         action_units: the AU string as annotated, or ``""``.
+        aus: the action units of ``action_units``, normalised (:class:`ActionUnit`, in the
+            order coded); ``None`` when the clip has no AU annotation (a blank or ``?`` cell,
+            or a database without AU coding such as SMIC); ``()`` when its annotation codes no
+            AU present (4DME's only AU marked ``(k)``).
         fps: the clip's own frame rate where its recording states one (a video to predict:
             :mod:`moext.data.footage`); None: its database's
             (:data:`moext.data.readers.FRAME_RATES`).
@@ -52,6 +81,7 @@ class Sample:
     kind: Kind = "micro"
     source: str = ""
     action_units: str = ""
+    aus: tuple[ActionUnit, ...] | None = None
     notes: tuple[str, ...] = field(default=(), compare=False)
     fps: float | None = None
 
@@ -59,6 +89,11 @@ class Sample:
     def id(self) -> str:
         """Globally unique sample id: ``"{dataset}/{subject}/{clip}"``."""
         return f"{self.dataset}/{self.subject}/{self.clip}"
+
+    @property
+    def au_numbers(self) -> frozenset[int]:
+        """The numbers of the action units coded present (empty when not annotated)."""
+        return frozenset(au.number for au in self.aus or ())
 
     def frame_path(self, frame_number: int) -> Path:
         """The file of one frame, by frame number."""

@@ -3,9 +3,10 @@
     moext data summary --dataset casme2 --root /data/CASME2 [--protocol casme2-5] [--json]
 
 For ``--dataset megc2019`` the root holds ``CASME2/``, ``SAMM/`` and ``SMIC/`` (override each with
-``--casme2-root``, ``--samm-root``, ``--smic-root``). With ``--json`` the output is one JSON
-object (see :func:`summarize`). A database that cannot be read prints one line to stderr and
-exits with code 2.
+``--casme2-root``, ``--samm-root``, ``--smic-root``). ``--protocol au`` counts the clips an
+action-unit experiment would use. With ``--json`` the output is one JSON object (see
+:func:`summarize`). A database that cannot be read prints one line to stderr and exits with
+code 2.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from moext.data.protocols import PROTOCOLS, fold_id, select
 from moext.data.readers import MEGC2019_FOLDERS, read_dataset
-from moext.data.records import DatasetError
+from moext.data.readers.aus import au_name
+from moext.data.records import DatasetError, Sample
 
 DEFAULT_PROTOCOLS = {
     "casme2": "casme2-5",
@@ -30,6 +32,8 @@ DEFAULT_PROTOCOLS = {
     "megc2019": "cde3",
     "synth": "synth-3",
     "casme": "casme-4",
+    "mmew": "mmew-7",
+    "4dme": "4dme-5",
 }
 #: Command line options each dataset's reader takes (the others are refused).
 READER_OPTIONS = {
@@ -40,8 +44,28 @@ READER_OPTIONS = {
     "synth": ("spreadsheet", "macro_spreadsheet", "frames"),
     "megc2019": ("casme2_root", "samm_root", "smic_root", "frames"),
     "casme": ("spreadsheet", "frames"),
+    "mmew": ("spreadsheet",),
+    "4dme": ("spreadsheet", "frames", "keep_marked_aus"),
 }
 NO_EMOTION = "(none)"
+
+
+def au_counts(samples: list[Sample]) -> dict:
+    """How the samples' action units are coded: ``annotated`` and ``not_annotated`` (clips),
+    ``counts`` (``"AU12"`` -> clips coding it, in AU order) and ``per_dataset`` (the same
+    counts per database)."""
+
+    def count(group: list[Sample]) -> dict[str, int]:
+        numbers = Counter(n for s in group for n in s.au_numbers)
+        return {au_name(n): numbers[n] for n in sorted(numbers)}
+
+    datasets = sorted({s.dataset for s in samples})
+    return {
+        "annotated": sum(s.aus is not None for s in samples),
+        "not_annotated": sum(s.aus is None for s in samples),
+        "counts": count(samples),
+        "per_dataset": {d: count([s for s in samples if s.dataset == d]) for d in datasets},
+    }
 
 
 def summarize(
@@ -51,7 +75,7 @@ def summarize(
 
     Args:
         dataset: one of ``casme2``, ``samm``, ``smic``, ``casme3``, ``megc2019``, ``synth``,
-            ``casme``.
+            ``casme``, ``mmew``, ``4dme``.
         root: the database folder (for ``megc2019`` the folder holding ``CASME2/``, ``SAMM/``,
             ``SMIC/``).
         protocol: label protocol for ``classes``; default :data:`DEFAULT_PROTOCOLS`.
@@ -61,8 +85,8 @@ def summarize(
         ``dataset``, ``root``, ``samples`` (number read), ``subjects``, ``kinds`` and
         ``datasets`` (counts), ``emotions`` (label -> count), ``protocol``, ``labelled`` and
         ``labelled_subjects`` (the protocol's samples and subjects), ``classes``
-        (class -> count), and the lists ``rejected``, ``corrected`` and ``excluded`` of
-        ``{clip, reason, source}``.
+        (class -> count), ``aus`` (:func:`au_counts` of the samples read), and the lists
+        ``rejected``, ``corrected`` and ``excluded`` of ``{clip, reason, source}``.
 
     Raises:
         DatasetError: the database cannot be read.
@@ -82,6 +106,7 @@ def summarize(
         "labelled": len(labelled),
         "labelled_subjects": len({fold_id(s) for s in labelled.samples}),
         "classes": labelled.class_counts(),
+        "aus": au_counts(result.samples),
         "rejected": [asdict(r) for r in result.rejected],
         "corrected": [asdict(c) for c in result.corrected],
         "excluded": [asdict(e) for e in labelled.excluded],
@@ -107,6 +132,13 @@ def format_summary(summary: dict) -> str:
         f"from {summary['labelled_subjects']} subjects",
         f"  classes    {counts(summary['classes'])}",
     ]
+    aus = summary["aus"]
+    lines.append(
+        f"  AUs        {aus['annotated']} clips coded, {aus['not_annotated']} not: "
+        f"{counts(aus['counts'])}"
+    )
+    if len(aus["per_dataset"]) > 1:
+        lines += [f"             {d}: {counts(c)}" for d, c in aus["per_dataset"].items()]
     excluded = Counter(e["reason"] for e in summary["excluded"])
     lines.append(f"  excluded   {len(summary['excluded'])} by the protocol")
     lines += [f"             {n:4d}  {reason}" for reason, n in excluded.most_common()]
@@ -127,7 +159,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--spreadsheet", help="annotation spreadsheet: file name or path")
     parser.add_argument("--sheet", help="sheet name (casme3)")
     parser.add_argument("--kind", choices=("micro", "macro", "both"), help="casme2, casme3")
-    parser.add_argument("--frames", choices=("raw", "cropped"), help="CASME (II) frame folder")
+    parser.add_argument(
+        "--frames",
+        choices=("raw", "cropped", "gray", "color"),
+        help="frame folder: raw / cropped (CASME, CASME II), gray / color (4DME)",
+    )
+    parser.add_argument(
+        "--keep-marked-aus",
+        action="store_true",
+        default=None,
+        help="4dme: keep the AU codes marked (k) (default: left out, as MEB does)",
+    )
     parser.add_argument("--macro-spreadsheet", help="macro spreadsheet (synth)")
     for name, folder in MEGC2019_FOLDERS.items():
         parser.add_argument(f"--{name}-root", type=Path, help=f"megc2019: instead of ROOT/{folder}")

@@ -19,6 +19,12 @@ made from one real face photo (``skimage.data.astronaut()``):
   apex displacement (:func:`macro_profile`): the macro clip's frame N is, up to sensor noise, the
   same image as the micro apex frame of the same subject and class, so an optical-flow analysis
   (or the paper's rule) finds N = 5.
+- **Action units**: every clip's ``Action Units`` cell codes the AUs of its motion, as CASME II
+  writes them (:data:`CODING`): happiness ``12``, disgust ``4+9``, surprise ``1+2``. With
+  ``mixed_clips`` > 0 each subject also gets clips of two actions at once (:data:`MIXES`: lip
+  corners with brows up ``1+2+12``, lip corners with brows down ``4+9+12``), the sum of the two
+  displacement fields, labelled ``others`` (left out by ``synth-3``): their AUs are not one
+  emotion's, so an AU detector cannot get them by recognising the emotion.
 - Mild Gaussian sensor noise on every frame; JPEG quality 95.
 
 Frame numbers start at 46 in half of the clips and just below 100 in the others, so that numbering
@@ -66,6 +72,15 @@ CODING = {
     "happiness": ("12", 1, 2, 12),
     "disgust": ("4+9", 4, 3, 13),
     "surprise": ("1+2", 2, 4, 14),
+}
+
+#: Clips of two actions at once (``mixed_clips``): emotion label -> (the actions, their AU
+#: string, objective class, episode number).
+MIXES = {
+    "others": (
+        (("happiness", "surprise"), "1+2+12", 7, 5),
+        (("happiness", "disgust"), "4+9+12", 7, 6),
+    ),
 }
 
 #: Per emotion: moving landmarks (0-based, 68-point layout) as (index, outward, down, magnitude):
@@ -309,6 +324,7 @@ def generate(
     macro_amplitude: float = 6.0,
     seed: int = 0,
     noise: float = 1.0,
+    mixed_clips: int = 0,
 ) -> Path:
     """Writes a synthetic database in the CASME II layout.
 
@@ -327,6 +343,8 @@ def generate(
         macro_amplitude: displacement (pixels) at the macro apex (> micro_amplitude).
         seed: random seed.
         noise: standard deviation of the per-frame Gaussian sensor noise (grey levels).
+        mixed_clips: micro clips per subject of each two-action mix (:data:`MIXES`; default
+            none, which leaves the database as it always was).
 
     Returns:
         ``out_dir`` as a Path.
@@ -373,6 +391,16 @@ def generate(
                             objective,
                         )
                     )
+        for emotion, mixes in MIXES.items():
+            for m, (actions, aus, objective, episode) in enumerate(mixes):
+                field = sum(motion_field(landmarks, a, (size, size)) for a in actions)
+                for k in range(mixed_clips):
+                    filename = f"EP{episode:02d}_{k + 1:02d}f"
+                    folder = out / FRAMES_DIR / f"sub{s:02d}" / filename
+                    rng = _rng(seed, 2, s, m, k)
+                    _write_frames(folder, 46, base, field, micro, noise, rng)
+                    row = (f"{s:02d}", filename, None, 46, 46 + micro_apex, 45 + len(micro))
+                    micro_rows.append((*row, None, aus, emotion, objective))
     _write_sheet(out / MACRO_SHEET, macro_rows)
     _write_sheet(out / MICRO_SHEET, micro_rows)
     return out
@@ -394,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--macro-amplitude", type=float, default=6.0, help="pixels at the apex")
     parser.add_argument("--noise", type=float, default=1.0, help="sensor noise std (grey levels)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mixed-clips", type=int, default=0, help="clips per subject of each two-action mix"
+    )
     options = vars(parser.parse_args(argv))  # every option but --out is an argument of generate
     started = time.perf_counter()
     out = generate(options.pop("out"), **options)

@@ -64,17 +64,31 @@ def subject_confusions(
     datasets = np.asarray(datasets, dtype=str)
     if not (len(labels) == len(preds) == len(subjects) == len(datasets)):
         raise ValueError("labels, preds, subjects and datasets must have one entry per sample")
-    ids, index = np.unique(subjects, return_inverse=True)
+    ids, index, subject_dataset = subject_strata(subjects, datasets)
     k = num_classes
     flat = (index * k + labels) * k + preds
     cms = np.bincount(flat, minlength=len(ids) * k * k).reshape(len(ids), k, k)
+    return [str(i) for i in ids], cms, subject_dataset
+
+
+def subject_strata(
+    subjects: Sequence[str], datasets: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The sorted subject ids (S), each sample's position among them (n), and each subject's
+    database (S): the strata the bootstrap draws subjects within.
+
+    Raises:
+        ValueError: a subject occurs in two databases.
+    """
+    subjects, datasets = np.asarray(subjects, dtype=str), np.asarray(datasets, dtype=str)
+    ids, index = np.unique(subjects, return_inverse=True)
     subject_dataset = []
     for s in range(len(ids)):
         names = np.unique(datasets[index == s])
         if len(names) != 1:
             raise ValueError(f"subject {ids[s]} occurs in several databases: {list(names)}")
         subject_dataset.append(str(names[0]))
-    return [str(i) for i in ids], cms, subject_dataset
+    return ids, index, subject_dataset
 
 
 def draw_counts(strata: Sequence[str], n_resamples: int, rng: np.random.Generator) -> np.ndarray:

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from moext.experiment.au_metrics import is_au_run
 from moext.experiment.errors import run_command
 from moext.experiment.final import (
     FINAL_DIR,
@@ -614,6 +615,11 @@ def export_bundle(run_dir: str | Path, out: str | Path, ensemble: bool = False) 
     if out.exists():
         raise ValueError(f"{out} exists: export into a new folder (or delete it first)")
     run = verify_run(run_dir)
+    if is_au_run(run.predictions.columns):
+        raise ValueError(
+            f"{run_dir}: an AU detector's run; moext export bundles classifiers of the "
+            "protocol's classes (an AU bundle is not supported yet)"
+        )
     results = pooled_results(run, tuple(run.record["classes"])) if run.done else None
     manifest, files = build_manifest(run_dir, run, results, ensemble)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

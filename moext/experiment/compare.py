@@ -2,7 +2,10 @@
 
 For run folders of one protocol (any methods) it prints one table: per run the pooled UF1 / UAR
 / ACC with a 95% confidence interval (a bootstrap that resamples subjects, the LOSO unit, within
-each source database), per database where the protocol is a composite (CDE); and for each pair
+each source database), per database where the protocol is a composite (CDE) or the folds hold
+out whole databases (leave-one-database-out: per held-out database); AU detectors' runs show
+their mean F1 and F1 per AU instead (:func:`moext.experiment.au_metrics.compare_au_runs`); and
+for each pair
 of runs the difference in UF1 and UAR on the identical samples, the paired bootstrap CI of the
 difference and the p-value of a paired permutation test over subjects
 (:mod:`moext.experiment.bootstrap`). Runs that do not cover the same samples, the same labels
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from moext.experiment.au_metrics import au_comparison_markdown, compare_au_runs, is_au_run
 from moext.experiment.bootstrap import (
     CI_METHOD,
     DEFAULT_RESAMPLES,
@@ -39,7 +43,7 @@ from moext.experiment.bootstrap import (
     paired_seed_comparison,
 )
 from moext.experiment.errors import run_command
-from moext.experiment.results import atomic_write_text, shown_items, verify_run
+from moext.experiment.results import atomic_write_text, shown_items, subject_ids, verify_run
 from moext.experiment.run_folder import EXPERIMENT_FILE, fingerprint
 from moext.experiment.seeds import seed_folders, seed_statistics
 from moext.experiment.settings import LosoSettings
@@ -223,7 +227,20 @@ def compare_runs(
     runs = _named([d if isinstance(d, Run) else load_run(d) for d in run_dirs])
     check_comparable(runs)
     ref = runs[0].predictions
-    labels, folds, datasets = ref["label"], ref["fold"], ref["dataset"]
+    if is_au_run(ref.columns):
+        parents = [r.name for r in runs if len(r.seeds) > 1]
+        if parents:
+            raise ValueError(
+                f"AU detectors' seed parents are not compared over their seeds yet: "
+                f"{', '.join(parents)}; compare one of their seed folders"
+            )
+        out = compare_au_runs(runs, subject_ids(ref), resamples, seed, pairs=pairs)
+        p_values = [1.0 if p["p_value"] is None else p["p_value"] for p in out["pairs"]]
+        for pair, p in zip(out["pairs"], holm(p_values), strict=True):
+            pair["p_holm"] = p
+        return out
+    # the bootstrap's unit: the subject (a LOSO fold; one of a held-out database's subjects)
+    labels, folds, datasets = ref["label"], subject_ids(ref), ref["dataset"]
     k = len(runs[0].classes)
     preds = [
         np.stack(
@@ -296,6 +313,8 @@ def _p(value: float) -> str:
 
 def comparison_markdown(result: dict[str, Any]) -> str:
     """The comparison as Markdown: the runs table, the pairs table, and how they were made."""
+    if result.get("task") == "aus":
+        return au_comparison_markdown(result)
     composite = len(result["datasets"]) > 1
     level = f"{result['level']:.0%}"
     lines = [
@@ -369,15 +388,20 @@ def plot_forest(result: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metrics = ["mean_f1"] if result.get("task") == "aus" else list(METRICS)
     rows = []  # (label, metrics dict, is the pooled row)
     for run in result["runs"]:
         rows.append((f"{run['name']} (all)", run, True))
         if len(result["datasets"]) > 1:
             rows += [(f"{run['name']} / {d}", m, False) for d, m in run["per_dataset"].items()]
     height = 1.2 + 0.35 * len(rows)
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS) + 2, height), sharey=True)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4 * len(metrics) + 2, height), sharey=True, squeeze=False
+    )
+    axes = axes[0]
+    rows = [r for r in rows if all(r[1].get(f"{k}_ci") for k in metrics)]  # undefined: left out
     y = list(range(len(rows)))[::-1]
-    for ax, metric in zip(axes, METRICS, strict=True):
+    for ax, metric in zip(axes, metrics, strict=True):
         for yi, (_, m, pooled) in zip(y, rows, strict=True):
             lo, hi = m[f"{metric}_ci"]
             ax.errorbar(
@@ -438,19 +462,19 @@ def log_comparison(
     # lazy: W&B only when it logs (slow to import)
     import wandb
 
-    ends = [f"{k}{e}" for k in METRICS for e in ("", "_ci_low", "_ci_high")]
+    metrics = result.get("metrics") or METRICS
+    ends = [f"{k}{e}" for k in metrics for e in ("", "_ci_low", "_ci_high")]
     runs = []
     for run in result["runs"]:
         for scope, m in [("all (pooled)", run), *run["per_dataset"].items()]:
-            values = [v for k in METRICS for v in (m[k], *m[f"{k}_ci"])]
+            values = [v for k in metrics for v in (m[k], *(m[f"{k}_ci"] or (None, None)))]
             runs.append([run["name"], run["method"], scope, m["n"], *values])
     pairs = []
     for p in result["pairs"]:
         for scope, d in [("all (pooled)", p), *p["per_dataset"].items()]:
             p_holm = p["p_holm"] if d is p else None
-            pairs.append(
-                [p["a"], p["b"], p["metric"], scope, d["diff"], *d["diff_ci"], d["p_value"], p_holm]
-            )
+            ci = d["diff_ci"] or (None, None)
+            pairs.append([p["a"], p["b"], p["metric"], scope, d["diff"], *ci, d["p_value"], p_holm])
     with quiet_stages():
         run = wandb.init(
             project=project,

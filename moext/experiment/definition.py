@@ -115,12 +115,53 @@ class Experiment:
         return out
 
 
+#: What each ``loso.protocol`` holds out per fold (``data.init_args.holdout``).
+HOLDOUT = {"loso": "subject", "cross-database": "subject", "leave-one-database-out": "database"}
+
+
+def protocol_overrides(settings: LosoSettings) -> list[str]:
+    """The classification stage's overrides that ``loso.protocol`` implies: leaving one
+    database out holds out a database per fold (``--data.init_args.holdout database``)."""
+    if settings.protocol == "leave-one-database-out":
+        return ["--data.init_args.holdout", "database"]
+    return []
+
+
+def check_protocol(settings: LosoSettings, datasets: list[str], holdout: str) -> None:
+    """Refuse a ``loso.protocol`` the data cannot run.
+
+    Args:
+        datasets: the classification stage's databases.
+        holdout: its DataModule's ``holdout``.
+
+    Raises:
+        ValueError: a cross-database protocol on fewer than two databases, or a DataModule
+            holding out databases under a subject protocol (one line, naming both settings).
+    """
+    if settings.protocol != "loso" and len(set(datasets)) < 2:
+        raise ValueError(
+            f"loso.protocol: {settings.protocol} needs two or more databases, but "
+            f"data.init_args.datasets is {list(datasets)}"
+        )
+    if holdout != HOLDOUT[settings.protocol]:
+        raise ValueError(
+            f"data.init_args.holdout: {holdout} holds out a {holdout} per fold, but "
+            f"loso.protocol: {settings.protocol} holds out a {HOLDOUT[settings.protocol]}; "
+            "set loso.protocol: leave-one-database-out instead of the holdout"
+        )
+
+
 def open_experiment(config: str | Path, overrides: list[str] | None = None) -> Experiment:
-    """Read an experiment config and its ``loso:`` section (the stages are parsed on first use).
+    """Read an experiment config and its ``loso:`` section (the stages are parsed on first use);
+    ``loso.protocol``'s overrides (:func:`protocol_overrides`) come first, so the command
+    line's still win.
 
     Raises:
         FileNotFoundError: no such config file, or no such ``loso.pretrain_config``.
         ValueError: the file is not a YAML mapping, or its ``loso:`` section has unknown keys.
     """
     data = read_config_file(config)
-    return Experiment(Path(config), data, loso_settings(data, config), list(overrides or []))
+    settings = loso_settings(data, config)
+    return Experiment(
+        Path(config), data, settings, [*protocol_overrides(settings), *(overrides or [])]
+    )

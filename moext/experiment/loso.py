@@ -60,8 +60,9 @@ from pathlib import Path
 from typing import Any
 
 from moext.experiment import oracle, slurm
+from moext.experiment.au_metrics import au_summary_line
 from moext.experiment.config import build_run, split_overrides
-from moext.experiment.definition import Experiment, open_experiment
+from moext.experiment.definition import Experiment, check_protocol, open_experiment
 from moext.experiment.epoch_predictions import add_epoch_recorder, write_epoch_predictions
 from moext.experiment.errors import run_command
 from moext.experiment.final import WEIGHTS, WEIGHTS_DIGEST, save_weights, train_final
@@ -294,6 +295,7 @@ def experiment_data(exp: Experiment) -> tuple[list[str], tuple[str, ...], dict[s
     """The folds (held-out subjects), class names and each fold's held-out sample ids of an
     experiment, from its DataModule; prints what the readers rejected or did not read."""
     dm = exp.classify.datamodule()
+    check_protocol(exp.settings, list(dm.datasets), getattr(dm, "holdout", "subject"))
     folds = dm.subjects()
     held_out: dict[str, list[str]] = {f: [] for f in folds}
     for row in dm.sample_table():
@@ -457,10 +459,13 @@ def report_and_finish(
         results = pool_run(run_dir, classes, all_folds, extras=extras)
         print(results_markdown(results, per_fold=False))
         m = results["overall"]
-        print(
-            f"[loso] measured in this run: UF1 {m['uf1']:.4f}, UAR {m['uar']:.4f}, ACC {m['acc']:.4f} "
-            f"on {m['n']} held-out samples of {results['folds_done']} folds"
-        )
+        if results.get("task") == "aus":
+            print(au_summary_line(results))
+        else:
+            print(
+                f"[loso] measured in this run: UF1 {m['uf1']:.4f}, UAR {m['uar']:.4f}, "
+                f"ACC {m['acc']:.4f} on {m['n']} held-out samples of {results['folds_done']} folds"
+            )
         if results["folds_missing"]:
             print(
                 f"[loso] {len(results['folds_missing'])} fold(s) still missing: the pooled numbers above are PARTIAL"

@@ -7,8 +7,11 @@ runner will build them, on the ``meta`` device (no memory, no weight initialisat
 - building itself checks the hyperparameters and the network (a wrong backbone name, a bad
   width);
 - the model's ``inputs`` must be what the DataModule serves, its network's ``image_size`` (where
-  it has ``net.cfg.image_size``) the DataModule's ``image_size``, and a classifier's
-  ``num_classes`` the protocol's number of classes;
+  it has ``net.cfg.image_size``) the size of the images the DataModule serves (a flow image's
+  ``flow_size``, else the crops' ``image_size``), its ``in_channels`` the channels served,
+  and a classifier's ``num_classes`` the protocol's number of classes
+  (:func:`moext.tasks.data_checks.check_data`, the checks the task repeats before its first
+  step); an AU detector's ``aus`` the AUs the DataModule serves;
 - a DataModule's own settings checks that need no data run (``check_magnify``: the
   magnification against every database's frame rate and the crop size), and a balanced
   sampler's ``balanced_classes`` must not exceed the protocol's classes;
@@ -41,8 +44,9 @@ from lightning import Trainer
 
 from moext.experiment.config import Stage
 from moext.experiment.errors import root_cause
+from moext.tasks.au import check_au_targets
 from moext.tasks.checkpoints import CheckpointMismatchError
-from moext.tasks.data_checks import check_image_size, check_inputs
+from moext.tasks.data_checks import check_data
 
 #: Trainer settings that say where a stage runs. The preflight builds each stage's Trainer with
 #: these instead (one CPU, no logger), so that its other settings are checked on any machine,
@@ -117,10 +121,8 @@ def _check_trainer(where: str, trainer_args: dict[str, Any]) -> None:
 def _check_model_and_data(where: str, model: Any, dm: Any, classes: tuple[str, ...]) -> None:
     stub = SimpleNamespace(datamodule=dm)
     try:
-        check_inputs(model, stub)
-        size = getattr(getattr(getattr(model, "net", None), "cfg", None), "image_size", None)
-        if size is not None:
-            check_image_size(size, stub)
+        check_data(model, stub)  # inputs, image size, channels (the classes: below)
+        check_au_targets(model, stub)
     except ValueError as e:
         raise StageConfigError(f"{where}: {e}", e) from None
     _check_data_settings(where, dm, classes)

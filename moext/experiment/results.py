@@ -35,6 +35,13 @@ from typing import Any
 
 import pandas as pd
 
+from moext.experiment.au_metrics import (
+    PRED,
+    TRUE,
+    au_results_markdown,
+    is_au_run,
+    pool_au_predictions,
+)
 from moext.experiment.bootstrap import bootstrap_ci
 from moext.experiment.metrics import confusion_matrix, pooled_metrics
 from moext.io import atomic_write, atomic_write_text
@@ -99,10 +106,20 @@ def read_json_record(path: Path) -> dict[str, Any] | None:
     return record
 
 
+def subject_ids(frame: pd.DataFrame) -> pd.Series:
+    """Each prediction row's subject, ``dataset/subject``: the unit the bootstrap resamples
+    (a fold's held-out subject under LOSO; one of a held-out database's subjects under
+    leave-one-database-out)."""
+    return frame["dataset"].astype(str) + "/" + frame["subject"].astype(str)
+
+
 def predictions_csv(rows: list[dict[str, Any]], classes: Sequence[str], path: Path) -> str:
     """The CSV text of a fold's predictions: sample id, dataset, subject, fold, true label,
-    predicted label and one probability column per class (``prob_<class>``)."""
+    predicted label and one probability column per class (``prob_<class>``); an AU detector's
+    also ``true_<AU>`` and ``pred_<AU>`` per AU (:mod:`moext.experiment.au_metrics`)."""
     columns = [*PREDICTION_COLUMNS, *(f"prob_{c}" for c in classes)]
+    if rows and is_au_run(rows[0]):
+        columns += [f"{kind}{c}" for kind in (TRUE, PRED) for c in classes]
     frame = pd.DataFrame(rows, columns=columns)
     if frame.empty:
         raise ValueError(f"{path}: no predictions to write")
@@ -233,7 +250,8 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
 
 
 def prediction_rows(dm: Any, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per predicted sample: id, dataset, subject, fold, label, pred, prob_<class>."""
+    """One row per predicted sample: id, dataset, subject, fold, label, pred, prob_<class> (an AU
+    detector's: ``pred`` -1, ``true_<AU>`` from the sample table and ``pred_<AU>``)."""
     rows = []
     table = {r["sample"]: r for r in dm.sample_table()}
     for batch in outputs:
@@ -241,6 +259,9 @@ def prediction_rows(dm: Any, outputs: list[dict[str, Any]]) -> list[dict[str, An
             batch["index"].tolist(), batch["pred"].tolist(), batch["probs"].tolist(), strict=True
         ):
             row = dict(table[dm.samples[i].id])
+            if isinstance(pred, list):  # an AU detector: one 0/1 per AU
+                row.update({f"{PRED}{c}": p for c, p in zip(dm.classes, pred, strict=True)})
+                pred = -1
             row["pred"] = pred
             row.update({f"prob_{c}": p for c, p in zip(dm.classes, probs, strict=True)})
             rows.append(row)
@@ -264,7 +285,10 @@ def gather_rows(trainer: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]
 def results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
     """The pooled results as a Markdown table (overall, then per source database), each score
     followed by its 95% CI where ``results`` has one, and with ``per_fold`` a per-fold table,
-    marked as being for inspection only."""
+    marked as being for inspection only (an AU detector's run:
+    :func:`~moext.experiment.au_metrics.au_results_markdown`)."""
+    if results.get("task") == "aus":
+        return au_results_markdown(results, per_fold, status_note(results))
     ci = results.get("ci")
     mark = f" [{ci['level']:.0%} CI]" if ci else ""
     lines = [
@@ -285,12 +309,7 @@ def results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
     for ds, m in results["per_dataset"].items():
         lines.append(row(ds, m, ci and ci["per_dataset"].get(ds)))
     head = f"Pooled over {results['folds_done']} LOSO folds (MEGC rule: metrics on all folds' predictions together)"
-    if results["folds_missing"]:
-        head += f" - PARTIAL: {len(results['folds_missing'])} fold(s) missing"
-    if results.get("folds_failed"):
-        head += f" - FAILED (not pooled): {', '.join(results['folds_failed'])}"
-    if results.get("record_verified") is False:
-        head += " - UNVERIFIED RECORD (experiment.json predates record digests)"
+    head += status_note(results)
     classes = ", ".join(results["classes"])
     text = f"{head}\nClasses: {classes}\n\n" + "\n".join(lines) + "\n"
     if ci:
@@ -307,6 +326,19 @@ def results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
         )
         text += "\n".join(row(fold, m) for fold, m in folds.items()) + "\n"
     return text
+
+
+def status_note(results: dict[str, Any]) -> str:
+    """What the first line of a results table adds: missing folds (PARTIAL), failed folds,
+    an unverified record; ``""`` for a complete, verified run."""
+    note = ""
+    if results["folds_missing"]:
+        note += f" - PARTIAL: {len(results['folds_missing'])} fold(s) missing"
+    if results.get("folds_failed"):
+        note += f" - FAILED (not pooled): {', '.join(results['folds_failed'])}"
+    if results.get("record_verified") is False:
+        note += " - UNVERIFIED RECORD (experiment.json predates record digests)"
+    return note
 
 
 def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path) -> Path:
@@ -459,8 +491,11 @@ def verify_run(run_dir: str | Path) -> VerifiedRun:
     unverified = verify_record(run_dir, record)
     columns = [*PREDICTION_COLUMNS, *(f"prob_{c}" for c in record.get("classes", []))]
     preds = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    # A fold's test set is its held-out subject and nothing else.
-    foreign = preds["fold"] != preds["dataset"] + "/" + preds["subject"].astype(str)
+    # A fold's test set is its held-out subject (or, leaving one database out, its held-out
+    # database) and nothing else.
+    database_folds = "folds" in record and all("/" not in f for f in record["folds"])
+    held_out = preds["dataset"] if database_folds else subject_ids(preds)
+    foreign = preds["fold"] != held_out
     if foreign.any():
         raise FoldCheckError(
             f"{run_dir}: predictions of another subject inside a fold: "
@@ -488,6 +523,8 @@ def pooled_results(
 ) -> dict[str, Any]:
     """The pooled results of a verified run folder (:func:`verify_run`), written nowhere: what
     :func:`pool_run` writes, and what a bundle's model card reports (:mod:`moext.experiment.bundle`).
+    An AU detector's run gives the F1 per AU and their mean
+    (:func:`moext.experiment.au_metrics.pool_au_predictions`) instead of UF1 / UAR / ACC.
 
     Args:
         classes: the class names (default: the ``prob_<class>`` columns of the predictions).
@@ -503,14 +540,19 @@ def pooled_results(
         classes = tuple(c[len("prob_") :] for c in preds.columns if c.startswith("prob_"))
     expected = run.record.get("folds", []) if expected_folds is None else expected_folds
     missing = sorted(set(expected) - set(run.done))
-    n = len(classes)
-    return {
+    status = {
         "classes": list(classes),
         "folds_done": len(run.done),
         "folds_missing": missing,
         "folds_failed": run.failed,
         "complete": not missing,
         "record_verified": run.unverified is None,
+    }
+    if is_au_run(preds.columns):
+        return {**status, **pool_au_predictions(preds, classes, subject_ids(preds))}
+    n = len(classes)
+    return {
+        **status,
         "overall": pooled_metrics(preds["label"], preds["pred"], n),
         "per_dataset": {
             ds: pooled_metrics(g["label"], g["pred"], n)
@@ -521,8 +563,8 @@ def pooled_results(
             for fold, g in preds.groupby("fold", sort=True)
         },
         "confusion": confusion_matrix(preds["label"], preds["pred"], n).tolist(),
-        # resampling the held-out subjects (folds), within each source database
-        "ci": bootstrap_ci(preds["label"], preds["pred"], preds["fold"], n, preds["dataset"]),
+        # resampling the held-out subjects, within each source database
+        "ci": bootstrap_ci(preds["label"], preds["pred"], subject_ids(preds), n, preds["dataset"]),
     }
 
 
@@ -534,7 +576,9 @@ def pool_run(
 ) -> dict[str, Any]:
     """Pool every fold's predictions (``run_dir/folds/*/predictions.csv``), verified with the
     run's record (:func:`verify_run`), and write results.json, results.md and confusion.png in
-    ``run_dir``. Failed folds (``FAILED.json``) are listed, never pooled. ``ci`` holds the 95%
+    ``run_dir`` (an AU detector's run: results.json and results.md of
+    :func:`moext.experiment.au_metrics.pool_au_predictions`, F1 per AU and their mean; no
+    ``extras``). Failed folds (``FAILED.json``) are listed, never pooled. ``ci`` holds the 95%
     subject bootstrap intervals (:func:`moext.experiment.bootstrap.bootstrap_ci`, default
     resamples and seed); ``record_verified`` is False for a folder whose record predates
     record digests (its report says "unverified record"). The numbers are
@@ -553,6 +597,10 @@ def pool_run(
     """
     run = verify_run(run_dir)
     results = pooled_results(run, classes, expected_folds)
+    if is_au_run(run.predictions.columns):
+        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+        atomic_write_text(run_dir / "results.md", results_markdown(results))
+        return results
     if extras is not None:
         results |= extras(run)
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))

@@ -72,7 +72,6 @@ NOT_FINGERPRINTED = {
     "model.init_args.pretrained",
 }
 
-
 #: Settings added after run folders were recorded, each with the value that does what a folder
 #: recorded before it did: at that value a setting is left out of the fingerprint, so such a
 #: folder keeps matching (any other value is fingerprinted).
@@ -80,6 +79,14 @@ ADDED_SETTINGS: dict[str, Any] = {
     "data.init_args.sampler": "shuffle",
     "data.init_args.balanced_classes": None,
     "data.init_args.balanced_samples": None,
+    "data.init_args.aus": None,
+    "data.init_args.holdout": "subject",
+    "data.init_args.flow_method": "tvl1",
+    "data.init_args.farneback": None,
+    "data.init_args.flow_size": None,
+    "data.init_args.regions": "none",
+    "data.init_args.flow_source": "computed",
+    "data.init_args.precomputed": None,
 }
 
 

@@ -63,6 +63,12 @@ class LosoSettings:
         pretrain_config: ``moext fit`` config of the pretraining stage; None = no pretraining
             stage run here (``model.init_args.pretrained`` may still name a checkpoint).
         pretrain_per_fold: pretrain once per fold without the held-out subject.
+        protocol: what the folds hold out: ``loso`` (one subject per fold), ``cross-database``
+            (one subject per fold across the union of two or more databases: the model of a
+            fold trains on every other subject of every database), or
+            ``leave-one-database-out`` (one database per fold: train on the others, test on it;
+            sets ``data.init_args.holdout: database``). The pooled results and ``moext
+            compare`` report each database (the held-out one) beside the pooled row.
         wandb: ``auto`` (online if W&B is configured on this machine, else offline), ``online``,
             ``offline`` or ``disabled``.
         wandb_project: W&B project.
@@ -83,6 +89,7 @@ class LosoSettings:
     out_dir: str = "runs"
     pretrain_config: str | None = None
     pretrain_per_fold: bool = False
+    protocol: Literal["loso", "cross-database", "leave-one-database-out"] = "loso"
     wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
     wandb_project: str = "moext"
     slurm: SlurmSettings = field(default_factory=SlurmSettings)

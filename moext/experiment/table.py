@@ -467,6 +467,8 @@ def make_table(
         if run.unverified:
             print(f"[table] {run.name}: {run.unverified}", file=sys.stderr)
     result = compare_runs(runs, resamples, seed, pairs=False)
+    if result.get("task") == "aus":  # F1 per AU, not UF1 / UAR: moext compare lays them out
+        raise ValueError("the runs are AU detectors': `moext compare` shows their F1 per AU")
     return build_table(result, layout, numbers)
 
 

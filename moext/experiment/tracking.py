@@ -112,7 +112,7 @@ def log_summary(settings: LosoSettings, run_dir: Path, results: dict[str, Any]) 
     # lazy: W&B only when it logs (slow to import)
     import wandb
 
-    metrics = ("n", "uf1", "uar", "acc")
+    metrics = ("n", *score_names(results))
     run = wandb.init(
         project=settings.wandb_project,
         group=settings.name,
@@ -127,29 +127,35 @@ def log_summary(settings: LosoSettings, run_dir: Path, results: dict[str, Any]) 
         scopes = [("all (pooled)", results["overall"]), *results["per_dataset"].items()]
         folds = results["per_fold_for_inspection_only"].items()
         classes = results["classes"]
-        run.log(
-            {
-                "pooled": wandb.Table(
-                    columns=["scope", *metrics],
-                    data=[[s, *(m[k] for k in metrics)] for s, m in scopes],
-                ),
-                "per_fold_for_inspection_only": wandb.Table(
-                    columns=["fold", *metrics],
-                    data=[[f, *(m[k] for k in metrics)] for f, m in folds],
-                ),
-                "confusion": wandb.Table(
-                    columns=["true \\ predicted", *classes],
-                    data=[[c, *row] for c, row in zip(classes, results["confusion"], strict=True)],
-                ),
-                "confusion_matrix": wandb.Image(str(run_dir / "confusion.png")),
-                **ci_tables(results, wandb),
-            }
-        )
+        tables = {
+            "pooled": wandb.Table(
+                columns=["scope", *metrics],
+                data=[[s, *(m[k] for k in metrics)] for s, m in scopes],
+            ),
+            "per_fold_for_inspection_only": wandb.Table(
+                columns=["fold", *metrics],
+                data=[[f, *(m[k] for k in metrics)] for f, m in folds],
+            ),
+            **ci_tables(results, wandb),
+        }
+        if "confusion" in results:  # a classifier's (an AU detector's run has none)
+            tables["confusion"] = wandb.Table(
+                columns=["true \\ predicted", *classes],
+                data=[[c, *row] for c, row in zip(classes, results["confusion"], strict=True)],
+            )
+            tables["confusion_matrix"] = wandb.Image(str(run_dir / "confusion.png"))
+        run.log(tables)
         run.summary.update(summary_values(results))
         local = Path(run.dir).parent
     finally:
         run.finish()
     return local
+
+
+def score_names(results: dict[str, Any]) -> tuple[str, ...]:
+    """The scores of pooled results: ``uf1``, ``uar``, ``acc`` (a classifier's), or what the
+    results list under ``metrics`` (an AU detector's: ``mean_f1``, ``f1_<AU>``)."""
+    return tuple(results.get("metrics") or ("uf1", "uar", "acc"))
 
 
 def summary_values(results: dict[str, Any]) -> dict[str, float]:
@@ -162,9 +168,10 @@ def summary_values(results: dict[str, Any]) -> dict[str, float]:
         ("pooled", results["overall"], ci["overall"]),
         *((d, m, ci["per_dataset"].get(d, {})) for d, m in results["per_dataset"].items()),
     ]:
-        out |= {f"{name}/{k}": m[k] for k in ("n", "uf1", "uar", "acc")}
-        for k, (lo, hi) in bounds.items():
-            out |= {f"{name}/{k}_ci_low": lo, f"{name}/{k}_ci_high": hi}
+        out |= {f"{name}/{k}": m[k] for k in ("n", *score_names(results))}
+        for k, ends in bounds.items():
+            if ends:  # None: the score is undefined there (an AU neither coded nor predicted)
+                out |= {f"{name}/{k}_ci_low": ends[0], f"{name}/{k}_ci_high": ends[1]}
     return out
 
 
@@ -174,11 +181,14 @@ def ci_tables(results: dict[str, Any], wandb: Any) -> dict[str, Any]:
     ci = results.get("ci")
     if not ci:
         return {}
-    metrics = ("uf1", "uar", "acc")
+    metrics = score_names(results)
     columns = ["scope", "n"] + [f"{k}{end}" for k in metrics for end in ("", "_ci_low", "_ci_high")]
     scopes = [("all (pooled)", results["overall"], ci["overall"])]
     scopes += [(d, m, ci["per_dataset"][d]) for d, m in results["per_dataset"].items()]
-    data = [[s, m["n"], *(v for k in metrics for v in (m[k], *b[k]))] for s, m, b in scopes]
+    data = [
+        [s, m["n"], *(v for k in metrics for v in (m[k], *(b.get(k) or (None, None))))]
+        for s, m, b in scopes
+    ]
     return {"ci": wandb.Table(columns=columns, data=data)}
 
 

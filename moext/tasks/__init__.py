@@ -6,6 +6,7 @@ before other methods joined; configs and checkpoints that use them keep working.
 """
 
 from moext.tasks.akmnet import AKMNetClassifyTask
+from moext.tasks.au import MoExtAUTask, SRMCLAUTask, STSTNetAUTask
 from moext.tasks.base import BaseTask, ClassificationTask, PretrainingTask
 from moext.tasks.htnet import HTNetClassifyTask
 from moext.tasks.moext_classify import MoExtClassifyTask
@@ -25,13 +26,16 @@ __all__ = [
     "ClassificationTask",
     "ClassifyTask",
     "HTNetClassifyTask",
+    "MoExtAUTask",
     "MoExtClassifyTask",
     "MoExtPretrainTask",
     "OffApexNetClassifyTask",
     "PretrainTask",
     "PretrainingTask",
     "RCNClassifyTask",
+    "SRMCLAUTask",
     "SRMCLClassifyTask",
     "SRMCLPretrainTask",
+    "STSTNetAUTask",
     "STSTNetClassifyTask",
 ]

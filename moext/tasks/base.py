@@ -222,13 +222,18 @@ class ClassificationTask(BaseTask):
         """Cross-entropy of logits (B, num_classes) against ``batch["label"]``, label-smoothed."""
         return F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
 
+    def metric_targets(self, batch: dict[str, Tensor]) -> Tensor:
+        """What the metrics compare the logits with: ``batch["label"]`` (B,) here (an AU
+        detector's: the multi-hot ``aus``, :mod:`moext.tasks.au`)."""
+        return batch["label"]
+
     def _step(self, batch: dict[str, Tensor], metrics: MetricCollection, stage: str) -> Tensor:
         logits = self.logits(batch)
         if stage == "train":
             loss = self.training_loss(batch, logits)
         else:
             loss = self.cross_entropy(batch, logits)
-        metrics.update(logits.detach(), batch["label"])
+        metrics.update(logits.detach(), self.metric_targets(batch))
         bs = batch["label"].shape[0]
         self.log(
             f"{stage}/loss",

@@ -36,7 +36,10 @@ def check_inputs(task: Any, trainer: Any) -> None:
 
 
 def check_image_size(net_image_size: int, trainer: Any) -> None:
-    """Raise when the data's crops are not the size the network was built for.
+    """Raise when the data's images are not the size the network was built for.
+
+    The size compared is what the DataModule serves: its ``input_size`` where it states one (a
+    flow image resized to ``flow_size``), else its crops' ``image_size``.
 
     Args:
         net_image_size: ``net.image_size`` of the task.
@@ -45,11 +48,14 @@ def check_image_size(net_image_size: int, trainer: Any) -> None:
     Raises:
         ValueError: naming both settings and how to make them agree.
     """
-    size = data_setting(trainer, "image_size")
+    size = data_setting(trainer, "input_size")
+    setting = data_setting(trainer, "input_size_setting") or "data.init_args.image_size"
+    if size is None:
+        size, setting = data_setting(trainer, "image_size"), "data.init_args.image_size"
     if size is not None and size != net_image_size:
         raise ValueError(
-            f"model.init_args.net.image_size={net_image_size} but data.init_args.image_size={size}: "
-            "the network is built for one input size, so set both to the same value"
+            f"model.init_args.net.image_size={net_image_size} but {setting}={size}: the "
+            "network is built for one input size, so set both to the same value"
         )
 
 
@@ -57,7 +63,8 @@ def check_data(task: Any, trainer: Any) -> None:
     """Every check of a task against its DataModule.
 
     - what the data serves (``inputs``, :func:`check_inputs`);
-    - ``net.cfg.image_size`` against the DataModule's ``image_size`` (:func:`check_image_size`);
+    - ``net.cfg.image_size`` against the size of the images the DataModule serves
+      (:func:`check_image_size`);
     - ``net.cfg.in_channels`` against the DataModule's ``num_channels`` (the channels the
       network receives, e.g. a flow image's);
     - a classifier's ``num_classes`` against the DataModule's (its protocol's classes).

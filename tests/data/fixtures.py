@@ -470,3 +470,193 @@ def write_casme(
                 clip_dir, c.frame_numbers(), lambda n, f=c.filename: f"{prefix}{f}-{n}.jpg"
             )
     return root
+
+
+# --- MMEW --------------------------------------------------------------------------------------
+
+MMEW_SPREADSHEET = "MMEW_Micro_Exp.xlsx"
+MMEW_HEADER = [
+    "Subject",
+    "Filename",
+    "OnsetFrame",
+    "ApexFrame",
+    "OffsetFrame",
+    "remarks",
+    "Action Units",
+    "Estimated Emotion",
+]
+MMEW_FIRST_ROW = 2
+MMEW_ROWS = 300
+MMEW_SUBJECTS = 36
+#: The fixture's emotions (the paper's 300 clips in seven categories; these per-emotion counts
+#: are the fixture's, modelled on those reported for MMEW, not checked against a copy).
+MMEW_EMOTIONS = {
+    "happiness": 36,
+    "surprise": 89,
+    "anger": 8,
+    "disgust": 72,
+    "fear": 16,
+    "sadness": 13,
+    "others": 66,
+}
+#: MEB's apex and offset of its 16 rows (the fixture's cells: apex empty, offset 0).
+MMEW_WRONG_ROWS = {
+    33: (40, 75), 35: (15, 54), 36: (46, 59), 37: (20, 98), 38: (25, 80), 39: (20, 93),
+    40: (23, 58), 41: (28, 61), 42: (32, 68), 142: (56, 88), 143: (32, 80), 145: (27, 85),
+    146: (22, 61), 148: (29, 108), 154: (31, 72), 156: (38, 106),
+}  # fmt: skip
+#: Quirk rows: index -> what differs from a plain row (``emotion_folder``: the clip lies under
+#: another emotion's folder than its row says).
+MMEW_QUIRKS: dict[int, dict[str, object]] = {
+    1: {"emotion_folder": "others"},  # found under another emotion: read, noted
+    2: {"folder": ""},  # no clip folder: rejected
+    3: {"au": "R12 or R14"},  # alternatives: the first, noted
+    4: {"au": ""},  # not AU-coded
+    5: {"apex": "/"},  # apex '/': the middle frame
+    6: {"onset": "x"},  # onset not a frame number: rejected
+    7: {"onset": 20, "apex": 12, "offset": 30, "frames": range(12, 31)},  # apex < onset: middle
+}
+
+
+@dataclass(frozen=True)
+class MmewClip:
+    """One MMEW row and where its frames lie (``emotion_folder``: default its own emotion)."""
+
+    clip: Clip
+    emotion_folder: str | None = None
+
+
+def interleaved(counts: dict[str, int]) -> list[str]:
+    """Each key as many times as its count, the keys taking turns (deterministic)."""
+    pools, out = dict(counts), []
+    while len(out) < sum(counts.values()):
+        for key in counts:
+            if pools[key]:
+                out.append(key)
+                pools[key] -= 1
+    return out
+
+
+def mmew_emotions() -> list[str]:
+    """The 300 rows' emotions, the categories interleaved."""
+    return interleaved(MMEW_EMOTIONS)
+
+
+def mmew_clips() -> list[MmewClip]:
+    """300 rows of 36 subjects: the quirks, MEB's 16 rows and plain rows (AU cells cycling the
+    real notations)."""
+    notations = ("4+L10", "1+2", "R12", "4+7", "14", "12+25")
+    rows = []
+    for i, emotion in enumerate(mmew_emotions()):
+        subject = f"S{1 + i % MMEW_SUBJECTS:02d}"
+        cells: dict[str, object] = {
+            "onset": 10, "apex": 14, "offset": 20, "au": notations[i % len(notations)],
+        }  # fmt: skip
+        extra = dict(MMEW_QUIRKS.get(i, {}))
+        emotion_folder = extra.pop("emotion_folder", None)
+        if i in MMEW_WRONG_ROWS:
+            cells.update(onset=1, apex=None, offset=0, frames=range(1, MMEW_WRONG_ROWS[i][1] + 1))
+        cells.update(extra)
+        clip = Clip(subject, f"{subject}_{i:03d}", emotion=emotion, **cells)  # type: ignore[arg-type]
+        rows.append(MmewClip(clip, emotion_folder))
+    return rows
+
+
+def write_mmew(root: Path, clips: Sequence[MmewClip] | None = None) -> Path:
+    """Write an MMEW folder: ``MMEW_Micro_Exp.xlsx`` (one sheet) and
+    ``Micro_Expression/<emotion>/<Filename>/<n>.jpg``."""
+    clips = mmew_clips() if clips is None else clips
+    rows: list[list[object]] = [MMEW_HEADER]
+    for m in clips:
+        c = m.clip
+        rows.append([c.subject, c.filename, c.onset, c.apex, c.offset, None, c.au, c.emotion])
+    write_workbook(root / MMEW_SPREADSHEET, {"Sheet1": rows})
+    for m in clips:
+        c = m.clip
+        if c.folder_name():
+            folder = root / "Micro_Expression" / (m.emotion_folder or str(c.emotion)) / c.filename
+            write_frames(folder, c.frame_numbers(), lambda n: f"{n}.jpg")
+    return root
+
+
+# --- 4DME --------------------------------------------------------------------------------------
+
+FOURDME_SPREADSHEET = "4DME_Labelling_Micro_release v1.xlsx"
+FOURDME_HEADER = [
+    "sub_ID",
+    "fold_name",
+    "Emotion",
+    "Onset",
+    "Apex",
+    "Offset",
+    "AUs",
+    "Positive",
+    "Negative",
+    "Surprise",
+    "Repression",
+    "Others",
+    "eye blink",
+]
+FOURDME_FIRST_ROW = 2
+FOURDME_ROWS = 267
+FOURDME_SUBJECTS = 41
+#: The fixture's emotion cells (their counts are the fixture's own), two-emotion cells included.
+FOURDME_EMOTIONS = {
+    "Negative": 100,
+    "Positive": 40,
+    "Surprise": 50,
+    "Repression": 20,
+    "Others": 50,
+    "Negative+Surprise": 7,
+}
+#: Quirk rows: index -> what differs from a plain row.
+FOURDME_QUIRKS: dict[int, dict[str, object]] = {
+    0: {"au": "AU1+AU2+AU4(k)"},  # a marked code: left out, noted
+    1: {"au": "AU4(k)"},  # only a marked code: coded, no AU present
+    2: {"au": ""},  # not AU-coded
+    3: {"folder": ""},  # no clip folder: rejected
+    4: {"apex": 10},  # apex == onset: the middle frame
+    5: {"offset": 0},  # offset 0: not annotated
+    144: {"au": "AU12"},  # MEB swaps the AU cells of rows 144 and 145
+    145: {"au": "AU1+AU2"},
+}
+#: A stray image in the first clip folder (not named like a frame).
+FOURDME_STRAY = "img_0012 copy.jpg"
+
+
+def fourdme_emotions() -> list[str]:
+    """The 267 rows' emotion cells, the categories interleaved."""
+    return interleaved(FOURDME_EMOTIONS)
+
+
+def fourdme_clips() -> list[Clip]:
+    """267 rows of 41 subjects (``S1`` ...): the quirks and plain rows."""
+    notations = ("AU4+AU7", "AU1+AU2", "AU12", "AU6+AU12", "AU14", "AU17")
+    rows = []
+    for i, emotion in enumerate(fourdme_emotions()):
+        subject = f"S{1 + i % FOURDME_SUBJECTS}"
+        cells: dict[str, object] = {
+            "onset": 10, "apex": 14, "offset": 20, "au": notations[i % len(notations)],
+        }  # fmt: skip
+        cells.update(FOURDME_QUIRKS.get(i, {}))
+        rows.append(Clip(subject, f"{subject}_{i:03d}", emotion=emotion, **cells))  # type: ignore[arg-type]
+    return rows
+
+
+def write_fourdme(root: Path, clips: Sequence[Clip] | None = None) -> Path:
+    """Write a 4DME folder: the coding .xlsx (with its per-emotion and eye-blink columns) and
+    ``gray_micro/`` and ``color_micro/`` ``<sub_ID>/<fold_name>/img_0012.jpg``."""
+    clips = fourdme_clips() if clips is None else clips
+    rows: list[list[object]] = [FOURDME_HEADER]
+    for c in clips:
+        flags = [int(e.lower() in str(c.emotion).lower()) for e in FOURDME_HEADER[7:12]]
+        rows.append([c.subject, c.filename, c.emotion, c.onset, c.apex, c.offset, c.au, *flags, 0])
+    write_workbook(root / FOURDME_SPREADSHEET, {"Sheet1": rows})
+    for folder in ("gray_micro", "color_micro"):
+        for c in clips:
+            if c.folder_name():
+                clip_dir = root / folder / str(c.subject) / c.folder_name()
+                write_frames(clip_dir, c.frame_numbers(), lambda n: f"img_{n:04d}.jpg")
+    first = clips[0]
+    (root / "gray_micro" / str(first.subject) / first.folder_name() / FOURDME_STRAY).touch()
+    return root

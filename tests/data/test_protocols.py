@@ -190,6 +190,7 @@ def test_protocol_registry() -> None:
     assert set(PROTOCOLS) == {
         *("cde3", "casme2-5", "samm-5", "smic-3", "casme3-3", "synth-3"),
         *("casme-4", "casme2-4", "samm-4"),  # AKMNet's
+        *("mmew-7", "4dme-5", "composite-3", "au"),  # issue 23
     }
     assert get_protocol("cde3").datasets == ("casme2", "samm", "smic")
     with pytest.raises(ValueError, match="unknown protocol 'cde5'"):

@@ -197,7 +197,8 @@ class ClipDataModule(MERDataModule):
     Args:
         datasets: and ``protocol``, ``fold``, ``root``, ``paths``, ``reader_options``,
             ``image_size``, ``landmarks``, ``landmark_weights``, ``on_no_face``, ``cache_dir``,
-            ``cache_key``, ``num_workers``, ``seed``, ``prepare_workers``: as for
+            ``cache_key``, ``num_workers``, ``seed``, ``prepare_workers``, ``aus``,
+            ``holdout``: as for
             :class:`~moext.data.pairs.datamodule.MERDataModule` (``task`` is ``classify``).
         batch_size: clips per batch (AKMNet's code: 1, with gradients accumulated over 8).
         eval_batch_size: clips per test / predict batch (default ``batch_size``).
@@ -252,6 +253,8 @@ class ClipDataModule(MERDataModule):
         sampler: Literal["shuffle", "balanced"] = "shuffle",
         balanced_classes: int | None = None,
         balanced_samples: int | None = None,
+        aus: list[int] | None = None,
+        holdout: Literal["subject", "database"] = "subject",
     ) -> None:
         if augment not in ("crop", "device", "none"):
             raise ValueError(f"augment must be 'crop', 'device' or 'none', got {augment!r}")
@@ -289,6 +292,8 @@ class ClipDataModule(MERDataModule):
             sampler=sampler,
             balanced_classes=balanced_classes,
             balanced_samples=balanced_samples,
+            aus=aus,
+            holdout=holdout,
         )
         self.augment = augment  # the base class only knows its own modes
         self.max_frames = max_frames

@@ -1,18 +1,21 @@
-"""TV-L1 flow fields of the aligned onset/apex crops, computed once and stored as float16.
+"""Flow fields of the aligned onset/apex crops, computed once and stored as float16.
 
 :func:`prepare_flow` reads each sample's aligned pair from the crop cache
-(:mod:`moext.data.pairs.cache`, whose format it leaves alone), computes the onset -> apex TV-L1 flow
-on it (:func:`moext.data.flow.tvl1.optical_flow`) and stores the field beside the pair entry as one
-``(2, size, size)`` float16 ``.npy`` array ``[u, v]`` in pixels of the crop. Training reads
-them with :func:`load_flow`; the channels a network sees (magnitude, strain) and their scaling
-are derived from ``(u, v)`` on the fly (:mod:`moext.data.flow.datamodule`), so they are
-settings of the DataModule, not of the cache.
+(:mod:`moext.data.pairs.cache`, whose format it leaves alone), computes the onset -> apex flow on
+it (TV-L1, :func:`moext.data.flow.tvl1.optical_flow`, or Farneback,
+:func:`moext.data.flow.farneback.farneback_flow`) and stores the field beside the pair entry as
+one ``(2, size, size)`` float16 ``.npy`` array ``[u, v]`` in pixels of the full crop. Training
+reads them with :func:`load_flow`; the channels a network sees (magnitude, strain), their
+scaling, the size they are served at and the regions cut from them are derived from ``(u, v)``
+on the fly (:mod:`moext.data.flow.datamodule`), so they are settings of the DataModule, not of
+the cache.
 
 Layout: beside ``<clip>.<backend><size>.<pair key>.npy`` lies
 ``<clip>.<backend><size>.<pair key>.flow-<flow key>.npy`` (with its ``.crc32.json``). The flow
 key is a 16-hex-digit SHA-256 prefix over the pair entry's key (which covers the source frames,
-wherever they lie, and every crop setting), every TV-L1 parameter and :data:`FLOW_FORMAT`: a
-change to any of them gives a new entry, so a stale flow is never served.
+wherever they lie, and every crop setting), the flow algorithm with every one of its parameters
+and :data:`FLOW_FORMAT`: a change to any of them gives a new entry, so a stale flow is never
+served. (A TV-L1 entry's key is the one moext computed before Farneback existed: caches stay.)
 
 Entries and their checksums are written atomically (:mod:`moext.data.entries`): an interrupted
 run leaves no entry (a run killed outright may leave a hidden ``.*.tmp`` file, which nothing
@@ -37,7 +40,8 @@ from moext.data.entries import (
     load_entries,
     prepare_entries,
 )
-from moext.data.flow.tvl1 import TVL1Settings, optical_flow
+from moext.data.flow.farneback import FarnebackSettings
+from moext.data.flow.tvl1 import TVL1Settings
 from moext.data.pairs.cache import PairCache, PrepareSettings
 from moext.data.records import Sample
 
@@ -45,20 +49,24 @@ FLOW_FORMAT = 2
 """Version of the flow entry format and algorithm; bump it to invalidate every flow entry (2:
 entries with a checksum)."""
 
+#: The settings of a flow algorithm: its ``key`` names it, ``flow(a, b)`` computes it.
+FlowAlgorithm = TVL1Settings | FarnebackSettings
 
-def compute_flow(pair: np.ndarray, settings: TVL1Settings) -> np.ndarray:
-    """The onset -> apex TV-L1 flow of one aligned pair.
+
+def compute_flow(pair: np.ndarray, settings: FlowAlgorithm) -> np.ndarray:
+    """The onset -> apex flow of one aligned pair.
 
     Args:
         pair: ``(2, size, size, 3)`` uint8 RGB ``[onset, apex]`` (a crop cache entry).
-        settings: TV-L1 parameters.
+        settings: the algorithm and its parameters (:class:`TVL1Settings` or
+            :class:`~moext.data.flow.farneback.FarnebackSettings`).
 
     Returns:
         ``(2, size, size)`` float16 ``[u, v]`` in pixels (x right, y down).
     """
     if pair.ndim != 4 or pair.shape[0] != 2 or pair.dtype != np.uint8:
         raise ValueError(f"expected a (2, H, W, 3) uint8 pair, got {pair.shape} {pair.dtype}")
-    flow = optical_flow(pair[0], pair[1], settings)  # (H, W, 2) float32
+    flow = settings.flow(pair[0], pair[1])  # (H, W, 2) float32
     return np.ascontiguousarray(flow.transpose(2, 0, 1)).astype(np.float16)
 
 
@@ -68,7 +76,7 @@ class FlowCache(EntryCache):
     Args:
         root: the crop cache folder (the flow entries live beside the crops).
         crops: the crop settings (the pair entry's key depends on them).
-        tvl1: the TV-L1 parameters (part of every flow entry's key).
+        algorithm: the flow algorithm and its parameters (part of every flow entry's key).
     """
 
     what = "flow entry"
@@ -76,9 +84,9 @@ class FlowCache(EntryCache):
     task = "prepare flow"
     settings_words = "preprocessing and flow"
 
-    def __init__(self, root: Path | str, crops: PrepareSettings, tvl1: TVL1Settings) -> None:
+    def __init__(self, root: Path | str, crops: PrepareSettings, algorithm: FlowAlgorithm) -> None:
         self.pairs = PairCache(root, crops)
-        self.tvl1 = tvl1
+        self.algorithm = algorithm
 
     @property
     def root(self) -> Path:
@@ -90,17 +98,17 @@ class FlowCache(EntryCache):
         return (2, size, size)
 
     def describe(self) -> str:
-        return f"{self.pairs.settings} and {self.tvl1}"
+        return f"{self.pairs.settings} and {self.algorithm}"
 
     def key(self, sample: Sample) -> str:
-        """Short hash of the pair entry's key, the TV-L1 parameters and :data:`FLOW_FORMAT`.
+        """Short hash of the pair entry's key, the flow algorithm's parameters and
+        :data:`FLOW_FORMAT`.
 
         Raises:
             OSError: a source frame is missing (the pair key reads their identity).
         """
-        return key_of(
-            {"format": FLOW_FORMAT, "pair": self.pairs.key(sample), "tvl1": self.tvl1.as_dict()}
-        )
+        algorithm = {self.algorithm.key: self.algorithm.as_dict()}  # "tvl1": {...}
+        return key_of({"format": FLOW_FORMAT, "pair": self.pairs.key(sample), **algorithm})
 
     def path(self, sample: Sample) -> Path:
         """Where the sample's flow entry lives (whether or not it exists)."""
@@ -137,7 +145,7 @@ class FlowCache(EntryCache):
         return self.store(self.entry(sample), flow)
 
     def compute(self, sample: Sample, entry: Entry) -> list[str]:
-        self.put(sample, compute_flow(self.pairs.get(sample), self.tvl1))
+        self.put(sample, compute_flow(self.pairs.get(sample), self.algorithm))
         return []
 
     def failure_path(self, sample: Sample, error: Exception) -> Path | None:
@@ -163,7 +171,7 @@ def prepare_flow(
     samples: Sequence[Sample],
     cache_root: Path | str,
     crops: PrepareSettings,
-    tvl1: TVL1Settings,
+    algorithm: FlowAlgorithm,
     progress: bool = True,
     workers: int = 0,
 ) -> FlowReport:
@@ -173,7 +181,7 @@ def prepare_flow(
         samples: the samples (their crops must be prepared: :func:`moext.data.pairs.cache.prepare`).
         cache_root: the crop cache folder.
         crops: the crop settings the crops were made with.
-        tvl1: TV-L1 parameters (part of every flow entry's key).
+        algorithm: the flow algorithm and its parameters (part of every flow entry's key).
         progress: show a tqdm progress bar.
         workers: ``0`` computes here; ``n > 0`` uses ``n`` spawned processes.
 
@@ -181,12 +189,15 @@ def prepare_flow(
         The report (computed, reused, failed with the reason, corrupt entries).
     """
     report = FlowReport()
-    prepare_entries(samples, FlowCache(cache_root, crops, tvl1), report, progress, workers)
+    prepare_entries(samples, FlowCache(cache_root, crops, algorithm), report, progress, workers)
     return report
 
 
 def load_flow(
-    samples: Sequence[Sample], cache_root: Path | str, crops: PrepareSettings, tvl1: TVL1Settings
+    samples: Sequence[Sample],
+    cache_root: Path | str,
+    crops: PrepareSettings,
+    algorithm: FlowAlgorithm,
 ) -> torch.Tensor:
     """Read the prepared flow fields of ``samples`` into one tensor, each checked by its
     checksum.
@@ -198,6 +209,6 @@ def load_flow(
         CacheError: some flow entries were never prepared or are unreadable or damaged; the
             message lists them and says to run ``moext prepare``.
     """
-    cache = FlowCache(cache_root, crops, tvl1)
+    cache = FlowCache(cache_root, crops, algorithm)
     out = torch.empty((len(samples), *cache.shape), dtype=torch.float16)
     return load_entries(samples, cache, out)

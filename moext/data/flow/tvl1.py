@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
@@ -43,6 +43,9 @@ class TVL1Settings:
         prefilter: median-filter the flow between warps.
     """
 
+    #: The name of the algorithm in a flow entry's key.
+    key: ClassVar[str] = "tvl1"
+
     attachment: float = 15.0
     tightness: float = 0.3
     num_warp: int = 5
@@ -58,6 +61,10 @@ class TVL1Settings:
 
     def as_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
+
+    def flow(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """TV-L1 flow from image ``a`` to image ``b`` (:func:`optical_flow`)."""
+        return optical_flow(a, b, self)
 
 
 def _grey(image: np.ndarray) -> np.ndarray:

@@ -126,7 +126,7 @@ def _weights_identity(weights: str | None, mode: str) -> list[str | int] | str |
     return weights  # None (backend default) or a model name
 
 
-class _LandmarkRecorder:
+class LandmarkRecorder:
     """Wraps a detector and keeps the first landmarks it found: those ``align_clip`` aligns on."""
 
     def __init__(self, detector: Detector) -> None:
@@ -286,7 +286,7 @@ class PairCache(EntryCache):
             self.detector = make_detector(s.backend, s.weights, self.device)
 
     def compute(self, sample: Sample, entry: Entry) -> list[str]:
-        recorder = _LandmarkRecorder(self.detector) if self.detector is not None else None
+        recorder = LandmarkRecorder(self.detector) if self.detector is not None else None
         pair = compute_pair(sample, self.settings, recorder or self.detector)
         if pair is None:
             raise ValueError(f"no face found (on_no_face={self.settings.on_no_face!r})")

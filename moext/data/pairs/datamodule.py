@@ -6,12 +6,15 @@ One class serves both stages:
   apex is its pseudo apex: the ``pseudo_apex_n``-th frame after the onset) of ``datasets``,
   minus ``exclude_subjects``. No labels.
 * ``task: classify`` — the micro clips labelled by ``protocol``; ``fold`` names the held-out
-  subject (``"dataset/subject"``, LOSO). The held-out subject is the test and predict set and
+  subject (``"dataset/subject"``, LOSO), or with ``holdout: database`` the held-out database
+  (``"casme2"``, leave-one-database-out). The held-out subject is the test and predict set and
   is never part of training; there is deliberately no validation set, so no epoch or checkpoint
   can be chosen by looking at the held-out subject.
 
 Batches are dicts: ``onset``, ``apex`` (B, 3, H, W) float in [0, 1] once on the device,
-``label`` (B,) long (-1 when unlabelled), ``index`` (B,) long (position in ``samples``).
+``label`` (B,) long (-1 when unlabelled), ``index`` (B,) long (position in ``samples``); with
+``protocol: au`` also ``aus`` (B, A) float, the multi-hot targets of the ``aus`` the DataModule
+detects (added by ``on_before_batch_transfer``, so every DataModule of this family serves them).
 Pairs travel as uint8 and become float on the device; the geometric augmentation (mirror +
 rotation in [-max_rotation, max_rotation], shared by onset and apex) runs there on whole
 batches (``augment: device``), per item with albumentations in the workers (``augment: cpu``),
@@ -42,8 +45,18 @@ from moext.data.pairs.augment import (
     pair_transform,
 )
 from moext.data.pairs.cache import PrepareSettings, load_pairs, prepare
-from moext.data.protocols import fold_id, select
+from moext.data.protocols import (
+    DEFAULT_AUS,
+    au_classes,
+    au_targets,
+    check_aus,
+    fold_id,
+    get_protocol,
+    holdout_fold,
+    select,
+)
 from moext.data.readers import read_dataset
+from moext.data.readers.aus import au_name
 from moext.data.readers.spreadsheet import STRAY_NOTE
 from moext.data.records import Correction, DatasetError, Rejection, Sample
 from moext.data.sampler import SAMPLERS, BalancedBatchSampler, balanced_sizes
@@ -57,17 +70,23 @@ DEFAULT_FOLDERS = {
     "casme3": "CASME3",
     "synth": "synth",
     "casme": "CASME",
+    "mmew": "MMEW",
+    "4dme": "4DME",
 }
 ROOT_ENV = "MOEXT_DATA_ROOT"
 CDE_DATASETS = ("casme2", "samm", "smic")
 
 
-def split_by_fold(samples: list[Sample], fold: str | None) -> tuple[Tensor, Tensor]:
+def split_by_fold(
+    samples: list[Sample], fold: str | None, holdout: str = "subject"
+) -> tuple[Tensor, Tensor]:
     """LOSO split: positions of the training samples and of the held-out subject's samples.
 
     Args:
         samples: the labelled samples of a protocol.
-        fold: the held-out subject (``"dataset/subject"``), or None (everything trains).
+        fold: the held-out subject (``"dataset/subject"``), or database (``"casme2"``, with
+            ``holdout="database"``), or None (everything trains).
+        holdout: what a fold holds out (:func:`moext.data.protocols.holdout_fold`).
 
     Returns:
         ``(train_index, test_index)``, (N_train,) and (N_test,) long tensors.
@@ -75,7 +94,7 @@ def split_by_fold(samples: list[Sample], fold: str | None) -> tuple[Tensor, Tens
     Raises:
         AssertionError: a subject on both sides (a guard: it cannot happen by construction).
     """
-    is_test = torch.tensor([fold_id(s) == fold for s in samples], dtype=torch.bool)
+    is_test = torch.tensor([holdout_fold(s, holdout) == fold for s in samples], dtype=torch.bool)
     train_index = torch.nonzero(~is_test).flatten()
     test_index = torch.nonzero(is_test).flatten()
     shared = {fold_id(samples[i]) for i in train_index.tolist()} & {
@@ -203,16 +222,20 @@ class MERDataModule(L.LightningDataModule):
 
     Args:
         task: ``"pretrain"`` or ``"classify"``.
-        datasets: databases to draw from: ``casme2``, ``samm``, ``smic``, ``casme3``, ``synth``.
-            For ``protocol: cde3`` they default to the three MEGC2019 databases.
+        datasets: databases to draw from: ``casme``, ``casme2``, ``samm``, ``smic``, ``casme3``,
+            ``mmew``, ``4dme``, ``synth``. For ``protocol: cde3`` they default to the three
+            MEGC2019 databases.
         protocol: classification protocol (``cde3``, ``casme2-5``, ``samm-5``, ``casme3-3``,
-            ``synth-3``); unused when pretraining.
+            ``mmew-7``, ``4dme-5``, ``composite-3``, ``synth-3``, ...; ``au`` for AU detection:
+            see ``aus``); unused when pretraining.
         root: folder holding the databases (default: the ``MOEXT_DATA_ROOT`` environment variable).
         paths: per-database folder, relative to ``root`` or absolute (defaults: CASME2, SAMM,
-            SMIC, CASME3, synth).
+            SMIC, CASME3, CASME, MMEW, 4DME, synth).
         reader_options: per-database keyword arguments for its reader (e.g. a spreadsheet name).
-        fold: held-out subject, ``"dataset/subject"`` (classification; None = no test set).
-        exclude_subjects: fold ids kept out of the pretraining set (per-fold pretraining).
+        fold: held-out subject, ``"dataset/subject"`` (classification; None = no test set), or
+            database with ``holdout: database``.
+        exclude_subjects: fold ids kept out of the pretraining set (per-fold pretraining): a
+            subject (``"casme2/sub01"``) or a whole database (``"casme2"``).
         macro: pretraining also uses macro-expression clips (ablation "w/o macro": false).
         pseudo_apex_n: a macro clip's apex is the N-th frame after its onset (paper 5).
         image_size: side of the aligned face crops (paper 224).
@@ -245,6 +268,11 @@ class MERDataModule(L.LightningDataModule):
         balanced_samples: items per class in a balanced batch (default: ``batch_size //
             balanced_classes``, at least 1); a batch holds ``balanced_classes *
             balanced_samples`` items, whatever ``batch_size`` says.
+        aus: with ``protocol: au``, the AU numbers whose multi-hot targets the batches carry
+            as ``aus`` (default :data:`~moext.data.protocols.DEFAULT_AUS`); their names
+            (``AU1``, ...) are the classes.
+        holdout: what a fold holds out: ``subject`` (LOSO, across every database read) or
+            ``database`` (leave-one-database-out: ``fold`` names a database).
     """
 
     #: What the batches hold (the task's ``inputs`` must match): onset/apex pairs.
@@ -280,6 +308,8 @@ class MERDataModule(L.LightningDataModule):
         sampler: Literal["shuffle", "balanced"] = "shuffle",
         balanced_classes: int | None = None,
         balanced_samples: int | None = None,
+        aus: list[int] | None = None,
+        holdout: Literal["subject", "database"] = "subject",
     ) -> None:
         super().__init__()
         if task not in ("pretrain", "classify"):
@@ -333,6 +363,11 @@ class MERDataModule(L.LightningDataModule):
         self.prepare_workers = prepare_workers
         self.sampler = sampler
         self.balanced_classes, self.balanced_samples = balanced_classes, balanced_samples
+        self.aus = self._check_au_settings(aus)
+        if holdout not in ("subject", "database"):
+            raise ValueError(f"holdout must be 'subject' or 'database', got {holdout!r}")
+        self.holdout = holdout
+        self._au_targets: Tensor | None = None
         self.classes: tuple[str, ...] = ()
         self.samples: list[Sample] = []
         self.labels: list[int] = []
@@ -340,6 +375,23 @@ class MERDataModule(L.LightningDataModule):
         self.corrected: list[Correction] = []
         self._pairs: Tensor | None = None
         self._static: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def _check_au_settings(self, aus: list[int] | None) -> tuple[int, ...]:
+        """The AU numbers to serve: ``aus`` (default :data:`DEFAULT_AUS`) under ``protocol: au``,
+        none otherwise.
+
+        Raises:
+            ValueError: ``aus`` without ``protocol: au``, or not a valid AU list.
+        """
+        is_au = bool(self.protocol) and get_protocol(self.protocol).action_units
+        if not is_au:
+            if aus:
+                raise ValueError(
+                    f"aus {list(aus)} are AU-detection targets: they need protocol 'au', not "
+                    f"{self.protocol!r}"
+                )
+            return ()
+        return check_aus(DEFAULT_AUS if aus is None else aus)
 
     # ----------------------------------------------------------------- records
     def data_root(self) -> Path:
@@ -367,15 +419,19 @@ class MERDataModule(L.LightningDataModule):
             self.corrected += result.corrected
             samples.extend(result.samples)
         if self.task == "pretrain":
+            excluded = self.exclude_subjects
             kept = [
                 s
                 for s in samples
-                if (self.macro or s.kind == "micro") and fold_id(s) not in self.exclude_subjects
+                if (self.macro or s.kind == "micro")
+                and fold_id(s) not in excluded
+                and s.dataset not in excluded
             ]
             return kept, [-1] * len(kept), ()
         micro = [s for s in samples if s.kind == "micro"]
         labelled = select(self.protocol, micro)
-        return list(labelled.samples), list(labelled.labels), tuple(labelled.classes)
+        classes = au_classes(self.aus) if self.aus else tuple(labelled.classes)
+        return list(labelled.samples), list(labelled.labels), classes
 
     def data_notes(self, limit: int = 20) -> list[str]:
         """What the readers did not take as it was (from the last :meth:`read_samples`): every
@@ -428,10 +484,11 @@ class MERDataModule(L.LightningDataModule):
         return len(self.classes) if self.classes else None
 
     def subjects(self) -> list[str]:
-        """The LOSO folds of this stage: sorted fold ids of the samples."""
+        """The LOSO folds of this stage: sorted fold ids of the samples (their subjects, or with
+        ``holdout: database`` their databases)."""
         if not self.samples:
             self.samples, self.labels, self.classes = self.read_samples()
-        return sorted({fold_id(s) for s in self.samples})
+        return sorted({holdout_fold(s, self.holdout) for s in self.samples})
 
     # ------------------------------------------------------------------ crops
     def prepare_settings(self) -> PrepareSettings:
@@ -477,12 +534,14 @@ class MERDataModule(L.LightningDataModule):
             raise DatasetError(
                 f"no samples for task={self.task} protocol={self.protocol} datasets={self.datasets}"
             )
-        folds = {fold_id(s) for s in self.samples}
+        self._au_targets = None
+        folds = {holdout_fold(s, self.holdout) for s in self.samples}
         if self.fold is not None and self.fold not in folds:
+            what = "a subject" if self.holdout == "subject" else "a database"
             raise ValueError(
-                f"fold {self.fold!r} is not a subject of this data; subjects: {sorted(folds)}"
+                f"fold {self.fold!r} is not {what} of this data; {what[2:]}s: {sorted(folds)}"
             )
-        self.train_index, self.test_index = split_by_fold(self.samples, self.fold)
+        self.train_index, self.test_index = split_by_fold(self.samples, self.fold, self.holdout)
         self._report_lost_samples()
         self.load_inputs()
 
@@ -614,6 +673,19 @@ class MERDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader()
 
+    def au_targets(self) -> Tensor:
+        """(N, A) float multi-hot AU targets of ``self.samples`` (:attr:`aus`), made once."""
+        if self._au_targets is None:
+            self._au_targets = torch.from_numpy(au_targets(self.samples, self.aus))
+        return self._au_targets
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``aus``: the batch's multi-hot AU targets ``aus`` (B, A), by its ``index``."""
+        if not self.aus or not isinstance(batch, dict) or "index" not in batch:
+            return batch
+        index = batch["index"]
+        return {**batch, "aus": self.au_targets().to(index.device)[index]}
+
     def on_after_batch_transfer(
         self, batch: dict[str, Tensor], dataloader_idx: int
     ) -> dict[str, Tensor]:
@@ -626,15 +698,21 @@ class MERDataModule(L.LightningDataModule):
         return {**batch, "onset": onset, "apex": apex}
 
     def sample_table(self, index: Tensor | None = None) -> list[dict[str, Any]]:
-        """Id, dataset, subject, fold and label of samples (all, or those at ``index``)."""
+        """Id, dataset, subject, fold and label of samples (all, or those at ``index``); with
+        ``aus``, each AU's target too (``true_AU1``: 0 or 1)."""
         idx = range(len(self.samples)) if index is None else index.tolist()
-        return [
+        rows = [
             {
                 "sample": self.samples[i].id,
                 "dataset": self.samples[i].dataset,
                 "subject": self.samples[i].subject,
-                "fold": fold_id(self.samples[i]),
+                "fold": holdout_fold(self.samples[i], self.holdout),
                 "label": self.labels[i],
             }
             for i in idx
         ]
+        if self.aus:
+            for row, i in zip(rows, idx, strict=True):
+                present = self.samples[i].au_numbers
+                row.update({f"true_{au_name(a)}": int(a in present) for a in self.aus})
+        return rows

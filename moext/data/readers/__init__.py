@@ -1,15 +1,17 @@
 """Database readers: annotation spreadsheet + frame folders -> :class:`~moext.data.records.Sample`.
 
 One module per database (:mod:`.casme2`, :mod:`.samm`, :mod:`.smic`, :mod:`.casme3`,
-:mod:`.casme` for CAS(ME) I); each reader
+:mod:`.casme` for CAS(ME) I, :mod:`.mmew`, :mod:`.fourdme` for 4DME); each reader
 returns a :class:`~moext.data.records.ReadResult` with the usable samples, the rows it rejected
 and the rows it corrected (rules in :mod:`.spreadsheet`). The spreadsheet databases are each a
 column mapping plus quirk hooks on one row -> Sample builder
-(:class:`.spreadsheet.SpreadsheetReader`; its module says how to add one). Readers only list
-folders; they never decode an image. :func:`read_dataset` picks a reader by name:
+(:class:`.spreadsheet.SpreadsheetReader`; its module says how to add one), whose action-unit
+cells :mod:`.aus` normalises. Readers only list folders; they never decode an image.
+:func:`read_dataset` picks a reader by name:
 
-* ``casme2``, ``samm``, ``smic``, ``casme3``, ``casme``: one database; options go to its reader
-  (``kind="both"`` reads micro and macro clips of ``casme2``/``casme3``).
+* ``casme2``, ``samm``, ``smic``, ``casme3``, ``casme``, ``mmew``, ``4dme``: one database;
+  options go to its reader (``kind="both"`` reads micro and macro clips of
+  ``casme2``/``casme3``; ``frames="color"`` 4DME's colour frames).
 * ``synth``: the generated database (CASME II layout, ``dataset="synth"``): micro clips, plus
   macro clips when its macro spreadsheet is present.
 * ``megc2019``: CASME II + SAMM + SMIC-HS for the MEGC2019 composite. ``root`` holds the
@@ -29,6 +31,8 @@ from pathlib import Path
 from moext.data.readers.casme import read_casme
 from moext.data.readers.casme2 import read_casme2, read_synth
 from moext.data.readers.casme3 import read_casme3
+from moext.data.readers.fourdme import read_fourdme
+from moext.data.readers.mmew import read_mmew
 from moext.data.readers.samm import read_samm
 from moext.data.readers.smic import read_smic
 from moext.data.records import DatasetError, ReadResult
@@ -72,12 +76,15 @@ READERS: dict[str, Callable[..., ReadResult]] = {
     "synth": read_synth,
     "megc2019": read_megc2019,
     "casme": read_casme,
+    "mmew": read_mmew,
+    "4dme": read_fourdme,
 }
 DATASETS = tuple(READERS)
 
 #: Frames per second of each database's clips (by ``Sample.dataset``): CAS(ME) I 60, CASME II
 #: 200, SAMM 200, SMIC-HS 100 (its VIS and NIR parts, 25 fps, are not read), CAS(ME)^3 30 (part
-#: A's 2D video); sources in docs/magnification.md. ``synth``, the generated database, is ours:
+#: A's 2D video), MMEW 90, 4DME 60 (its 2D grey and colour videos); sources in
+#: docs/magnification.md. ``synth``, the generated database, is ours:
 #: 30, so that its default 12-frame micro clips last 0.4 s, as a real micro-expression does (0.2
 #: to 0.5 s).
 FRAME_RATES: dict[str, float] = {
@@ -86,6 +93,8 @@ FRAME_RATES: dict[str, float] = {
     "samm": 200.0,
     "smic": 100.0,
     "casme3": 30.0,
+    "mmew": 90.0,
+    "4dme": 60.0,
     "synth": 30.0,
 }
 
@@ -106,7 +115,8 @@ def read_dataset(name: str, root: str | Path, **options: object) -> ReadResult:
     """Read a database by name (one of :data:`DATASETS`).
 
     Args:
-        name: ``casme2``, ``samm``, ``smic``, ``casme3``, ``synth`` or ``megc2019``.
+        name: ``casme2``, ``samm``, ``smic``, ``casme3``, ``casme``, ``mmew``, ``4dme``,
+            ``synth`` or ``megc2019``.
         root: the database folder, as its reader documents it.
         **options: passed to the reader (``spreadsheet``, ``kind``, ``frames``, ``sheet``, ...).
             For readers with micro and macro clips (``casme2``-layout, ``casme3``), ``kind:
@@ -157,7 +167,9 @@ __all__ = [
     "read_casme2",
     "read_casme3",
     "read_dataset",
+    "read_fourdme",
     "read_megc2019",
+    "read_mmew",
     "read_samm",
     "read_smic",
     "read_synth",

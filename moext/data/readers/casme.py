@@ -34,13 +34,14 @@ from moext.data.readers.spreadsheet import (
     ColumnMap,
     Row,
     SpreadsheetReader,
-    cell_text,
     database_root,
     find_spreadsheet,
+    fix_known_row,
     frame_folder,
+    only_spreadsheet,
     read_table,
 )
-from moext.data.records import DatasetError, ReadResult
+from moext.data.records import ReadResult
 
 FRAME_FOLDERS = {"raw": "CASME_raw_selected", "cropped": "Cropped"}
 TIMING_COLUMNS = ("OnsetF", "ApexF1", "OffsetF")
@@ -75,16 +76,7 @@ def coding_sheet(root: Path, spreadsheet: str | Path | None) -> Path:
     """
     if spreadsheet is not None:
         return find_spreadsheet(spreadsheet, (), [root], "casme")
-    found = sorted(p for p in root.glob("*.xlsx") if p.is_file() and not p.name.startswith("~$"))
-    if not found:
-        raise DatasetError(f"casme: no .xlsx coding spreadsheet in {root}")
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise DatasetError(
-            f"casme: {len(found)} .xlsx files in {root} ({names}); name the coding sheet "
-            "with the spreadsheet option"
-        )
-    return found[0]
+    return only_spreadsheet(root, "casme")
 
 
 def _known_fix(row: Row, first_data_row: int) -> tuple[tuple[object, object, object], str | None]:
@@ -94,19 +86,7 @@ def _known_fix(row: Row, first_data_row: int) -> tuple[tuple[object, object, obj
     fix = KNOWN_WRONG_ROWS.get(index)
     if fix is None:
         return cells, None
-    fixed, changes = list(cells), []
-    for name, value in fix.items():
-        position = TIMING_COLUMNS.index(name)
-        old = cell_text(cells[position]) or "empty"
-        if value is None:
-            changes.append(f"{name} {old} unusable")
-            fixed[position] = None
-        elif cell_text(cells[position]) != str(value):
-            changes.append(f"{name} {old} -> {value}")
-            fixed[position] = value
-    if not changes:
-        return cells, None
-    return tuple(fixed), f"known wrong row (data row {index}): " + ", ".join(changes)
+    return fix_known_row(cells, TIMING_COLUMNS, index, fix)  # type: ignore[return-value]
 
 
 class CasmeReader(SpreadsheetReader):

@@ -54,12 +54,19 @@ How to add a spreadsheet database (what CASME II, SAMM, CAS(ME) I and CAS(ME)^3 
    * :meth:`~SpreadsheetReader.frames_of`: list that folder (default :func:`list_frames` with
      ``frame_pattern``; CAS(ME)^3 lists each long video once);
    * :meth:`~SpreadsheetReader.timing_cells`: the onset, apex and offset cells, fixed where the
-     database is known to be wrong (default as read; CAS(ME) I's known wrong rows);
+     database is known to be wrong (default as read; CAS(ME) I's and MMEW's known wrong rows,
+     with :func:`fix_known_row`);
+   * :meth:`~SpreadsheetReader.au_cell`: the action-unit cell, fixed where the database is
+     known to be wrong (default as read; 4DME's two swapped rows);
    * :meth:`~SpreadsheetReader.clip_frames`: the clip's frames and its subject and clip names
      (default every frame of the folder, named by the folder and its parent; CAS(ME)^3 cuts its
      clip out of the video, ``a_1234``; a layout whose folders do not name the subject returns
      the row's);
    * :meth:`~SpreadsheetReader.row_clip`: a row's clip id for a rejection, from its raw cells.
+
+Every row's action-unit cell is parsed by :func:`moext.data.readers.aus.parse_aus` into the
+sample's ``aus`` (its notes on alternatives, marked codes and unusable tokens become the row's
+Correction; ``keep_marked_aus`` keeps 4DME's ``(k)`` codes).
 
 Then the reader function finds the spreadsheet (:func:`find_spreadsheet`), reads it
 (:func:`read_table` with :meth:`ColumnMap.table_columns`) and returns
@@ -80,6 +87,7 @@ from pathlib import Path
 import openpyxl
 from openpyxl.utils.exceptions import InvalidFileException
 
+from moext.data.readers.aus import parse_aus
 from moext.data.records import Correction, DatasetError, Kind, ReadResult, Rejection, Sample
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
@@ -215,6 +223,63 @@ def find_spreadsheet(
         f"{what}: no annotation spreadsheet found; expected one of {accepted} in {where} "
         "(or name another file with the spreadsheet option)"
     )
+
+
+def only_spreadsheet(root: Path, what: str) -> Path:
+    """The single ``.xlsx`` file at ``root`` whatever its name (Excel's ``~$`` lock files aside),
+    for databases whose coding sheet is named differently between copies.
+
+    Raises:
+        DatasetError: none, or several (naming them: the spreadsheet option chooses one).
+    """
+    found = sorted(p for p in root.glob("*.xlsx") if p.is_file() and not p.name.startswith("~$"))
+    if not found:
+        raise DatasetError(f"{what}: no .xlsx coding spreadsheet in {root}")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise DatasetError(
+            f"{what}: {len(found)} .xlsx files in {root} ({names}); name the coding sheet "
+            "with the spreadsheet option"
+        )
+    return found[0]
+
+
+def fix_known_row(
+    cells: Sequence[object],
+    columns: Sequence[str],
+    index: int,
+    fix: dict[str, object],
+    source: str = "",
+) -> tuple[tuple[object, ...], str | None]:
+    """A known wrong row's cells with their corrections, and the note saying what changed.
+
+    Args:
+        cells: the row's cells of ``columns``, as read.
+        columns: their names.
+        index: the row's 0-based data row index (below the header; blank rows count, as
+            ``pandas.read_excel`` numbers them), for the note.
+        fix: column -> the correct value; ``None``: the cell is unusable (empty it, so the
+            shared rules apply: an apex becomes the middle frame).
+        source: where the corrections come from, ending the note (``"MEB's estimates"``).
+
+    Returns:
+        The cells, changed where the fix differs from what was read, and the note (None when
+        nothing changed).
+    """
+    fixed, changes = list(cells), []
+    for name, value in fix.items():
+        position = list(columns).index(name)
+        old = cell_text(cells[position]) or "empty"
+        if value is None:
+            changes.append(f"{name} {old} unusable")
+            fixed[position] = None
+        elif cell_text(cells[position]) != cell_text(value):
+            changes.append(f"{name} {old} -> {cell_text(value)}")
+            fixed[position] = value
+    if not changes:
+        return tuple(cells), None
+    why = f" ({source})" if source else ""
+    return tuple(fixed), f"known wrong row (data row {index}): " + ", ".join(changes) + why
 
 
 def read_table(
@@ -672,6 +737,8 @@ class SpreadsheetReader:
     #: How a subject cell holding a number names its folder: ``"sub{:02d}"`` (``'01'``, ``1``
     #: or ``'sub01'`` -> ``'sub01'``), ``"{:03d}"`` (``6`` -> ``'006'``); None: the cell's text.
     subject_format: str | None = None
+    #: Keep AU codes carrying a mark such as 4DME's ``(k)`` (default: left out, reported).
+    keep_marked_aus: bool = False
 
     def __init__(
         self,
@@ -719,6 +786,11 @@ class SpreadsheetReader:
         (default: as read, no note)."""
         return tuple(row[name] for name in self.columns.timing_names), None
 
+    def au_cell(self, row: Row) -> tuple[object, str | None]:
+        """The row's action-unit cell, and a note when the reader changed it (default: as
+        read, no note)."""
+        return row[self.columns.action_units.name], None
+
     def clip_frames(
         self, subject: str, folder: Path, frames: Frames, timing: Timing
     ) -> tuple[str, str, Frames]:
@@ -756,6 +828,8 @@ class SpreadsheetReader:
             raise RowError(f"{err} (after the {fixed})" if fixed else str(err)) from None
         stray = frames.stray_note()
         subject_name, clip, frames = self.clip_frames(subject, folder, frames, timing)
+        au_cell, au_fixed = self.au_cell(row)
+        code = parse_aus(au_cell, c.action_units.name, self.keep_marked_aus)
         return Sample(
             dataset=self.dataset,
             subject=subject_name,
@@ -768,8 +842,11 @@ class SpreadsheetReader:
             emotion=emotion_label(row[c.emotion.name]),
             kind=self.kind,
             source=source,
-            action_units=cell_text(row[c.action_units.name]),
-            notes=tuple(n for n in (*notes, fixed, *timing.notes, stray) if n),
+            action_units=cell_text(au_cell),
+            aus=code.aus,
+            notes=tuple(
+                n for n in (*notes, fixed, *timing.notes, stray, au_fixed, *code.notes) if n
+            ),
         )
 
     def read(self, table: Table) -> ReadResult:
