@@ -181,7 +181,10 @@ def test_partial_runs_are_refused_naming_the_missing_folds(tmp_path, runs, capsy
     err = capsys.readouterr().err
     assert "partial run, 1 of 12 folds have no predictions: samm/s04" in err
     assert cli(["compare", str(tmp_path / "nowhere")]) == 2
-    assert "not a moext LOSO run folder" in capsys.readouterr().err
+    assert "nowhere: no such file or folder" in capsys.readouterr().err
+    (tmp_path / "bundle").mkdir()  # not a run: skipped when beside runs, alone an error
+    assert cli(["compare", str(tmp_path / "bundle")]) == 2
+    assert "no run folder among the arguments" in capsys.readouterr().err
 
 
 def test_table_and_out_files(runs, tmp_path, capsys):

@@ -172,13 +172,21 @@ def test_runs_of_other_samples_are_refused_and_out_writes_every_format(cde_runs,
     err = capsys.readouterr().err
     assert err.startswith("moext table: error:") and "only in good" in err
     out = tmp_path / "tables"
-    (tmp_path / "comparison.json").write_text("{}")  # what a glob such as runs/demo/* catches
-    argv = ["table", *map(str, cde_runs), str(tmp_path / "comparison.json"), "--layout", "cde"]
+    # what a glob such as runs/demo/* catches besides runs: comparison.json, the demo's bundle
+    (tmp_path / "comparison.json").write_text("{}")
+    (tmp_path / "moext_bundle").mkdir()
+    strays = [str(tmp_path / "comparison.json"), str(tmp_path / "moext_bundle")]
+    argv = ["table", *map(str, cde_runs), *strays, "--layout", "cde"]
     assert cli([*argv, "--out", str(out), "--resamples", "100"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["table.csv", "table.md", "table.tex"]
     captured = capsys.readouterr()
     assert (out / "table.md").read_text() == captured.out
-    assert "skipped files (not run folders):" in captured.err
+    assert f"skipped (not run folders): {', '.join(strays)}" in captured.err
+    # a typo is never skipped, and strays alone are no table
+    assert cli(["table", str(tmp_path / "no_such_run"), "--layout", "cde"]) == 2
+    assert "no_such_run: no such file or folder" in capsys.readouterr().err
+    assert cli(["table", *strays, "--layout", "cde"]) == 2
+    assert "no run folder among the arguments" in capsys.readouterr().err
 
 
 def check_tabular(tex, folder):

@@ -109,6 +109,31 @@ def load_run(run_dir: str | Path) -> Run:
     )
 
 
+def run_arguments(paths: list[str | Path], command: str) -> list[Path]:
+    """The run folders and seed parents among a command's arguments.
+
+    A shell glob such as ``runs/demo/*`` also catches the demo's ``comparison.json`` and its
+    bundle folder: files and folders that are neither a run folder nor a seed parent are left
+    out and named on stderr. A path that does not exist is an error (a typo is never skipped).
+
+    Raises:
+        ValueError: a path does not exist, or no argument is a run folder.
+    """
+    kept, skipped = [], []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise ValueError(f"{path}: no such file or folder")
+        is_run = path.is_dir() and ((path / EXPERIMENT_FILE).is_file() or seed_folders(path))
+        (kept if is_run else skipped).append(path)
+    if skipped:
+        names = ", ".join(map(str, skipped))
+        print(f"[{command}] skipped (not run folders): {names}", file=sys.stderr)
+    if not kept:
+        raise ValueError("no run folder among the arguments (a run folder holds experiment.json)")
+    return kept
+
+
 def load_seed_parent(parent: str | Path) -> Run:
     """A seed parent (``moext loso --seeds``: ``seed<N>/`` run folders) as one run: every seed
     folder read as :func:`load_run` reads a run, all of one method, classes and samples.
@@ -541,7 +566,7 @@ def parse_with_resampling(
 
 def _compare(a: argparse.Namespace) -> int:
     """Compare, print, and write or log what the options ask for."""
-    runs = [load_run(d) for d in a.runs]
+    runs = [load_run(d) for d in run_arguments(a.runs, "compare")]
     notes = sys.stderr if a.json else sys.stdout
     for run in runs:
         if run.unverified:

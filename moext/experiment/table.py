@@ -32,7 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from moext.experiment.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
-from moext.experiment.compare import compare_runs, load_run, parse_with_resampling
+from moext.experiment.compare import (
+    compare_runs,
+    load_run,
+    parse_with_resampling,
+    run_arguments,
+)
 from moext.experiment.errors import run_command
 from moext.io import atomic_write_text
 
@@ -446,23 +451,16 @@ def make_table(
     seed: int = DEFAULT_SEED,
 ) -> dict[str, Any]:
     """:func:`build_table` of run folders or seed parents (read as ``moext compare`` reads
-    them) and, optionally, a published-numbers file. Plain files among ``run_dirs`` (a shell
-    glob such as ``runs/demo/*`` catches ``comparison.json``) are skipped, and said so.
+    them) and, optionally, a published-numbers file. Files and folders among ``run_dirs`` that
+    are not runs (a shell glob such as ``runs/demo/*`` catches ``comparison.json`` and the
+    demo's bundle) are skipped, and said so (:func:`~moext.experiment.compare.run_arguments`).
 
     Raises:
         ValueError: a folder is not a finished run or seed parent, the runs do not cover the
             same samples, the published file is malformed, or the layout does not fit.
     """
     numbers = read_published(published) if published else None
-    files = [d for d in run_dirs if Path(d).is_file()]  # runs/demo/* holds comparison.json
-    if files:
-        print(
-            f"[table] skipped files (not run folders): {', '.join(map(str, files))}",
-            file=sys.stderr,
-        )
-    runs = [load_run(d) for d in run_dirs if d not in files]
-    if not runs:
-        raise ValueError("no run folder given, only files")
+    runs = [load_run(d) for d in run_arguments(run_dirs, "table")]
     for run in runs:
         if run.unverified:
             print(f"[table] {run.name}: {run.unverified}", file=sys.stderr)
