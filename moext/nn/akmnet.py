@@ -162,7 +162,7 @@ class TimmResNet(nn.Module):
         self.out_channels = self.body.num_features
 
     def forward(self, x: Tensor) -> Tensor:
-        """(N, in_channels, H, W) -> (N, C, H/32, W/32): the last feature map (C 512 for ResNet-18)."""
+        """(N, in_channels, H, W) -> (N, C, H/32, W/32): the last feature map (ResNet-18: C 512)."""
         return self.body.forward_features(x)
 
 
