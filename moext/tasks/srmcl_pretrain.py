@@ -66,6 +66,7 @@ class SRMCLPretrainTask(PretrainingTask):
         super().__init__(net)
 
     def build_net(self, net: SRMCLConfig) -> SRMCL:
+        """An :class:`~moext.nn.srmcl.SRMCL` encoder and decoder, no classifier."""
         return SRMCL(net, num_classes=None)
 
     def losses(self, flow: Tensor) -> dict[str, Tensor]:
@@ -90,6 +91,7 @@ class SRMCLPretrainTask(PretrainingTask):
         return {"loss": terms.pop("sr")} | {f"loss_{k}": v for k, v in terms.items()}
 
     def configure_optimizers(self):
+        """AdamW with warm-up, then ``lr_schedule`` (:func:`configure_vit_optimizer`)."""
         hp = self.hparams
         return configure_vit_optimizer(
             self, self.trainer, hp.lr, hp.weight_decay, hp.lr_schedule, hp.warmup_epochs
