@@ -304,11 +304,13 @@ class EntryCache:
 
     def ready(self) -> None:
         """Called once in the process that computes, before the first :meth:`compute` (e.g.
-        to build a detector)."""
+        to build a detector).
+        """
 
     def family(self, sample: Sample) -> str:
         """A glob, in the folder of the sample's entry, matching its entries under any key, to
-        find those of an older format (default ``""``: none looked for)."""
+        find those of an older format (default ``""``: none looked for).
+        """
         return ""
 
     def entry_notes(self, sample: Sample, entry: Entry) -> list[str]:
@@ -412,7 +414,8 @@ class PrepareReport:
     def summary_lines(self, made: str, remade: str, made_suffix: str = "") -> list[str]:
         """The counts (``made`` and ``remade`` name what happened to new and corrupt entries,
         ``made_suffix`` follows the count of new ones), then one line per failed and corrupt
-        entry, and a line on entries of an older format that were not reused."""
+        entry, and a line on entries of an older format that were not reused.
+        """
         older = (
             [
                 f"  not reused: {len(self.older)} entries of an older cache format (keys "

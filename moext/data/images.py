@@ -42,7 +42,8 @@ def check_complete(path: Path, data: bytes) -> None:
 
 class FrameSizeError(ValueError):
     """A frame of another size than its clip's onset: the onset's crop cannot align it.
-    ``path`` names the frame."""
+    ``path`` names the frame.
+    """
 
     def __init__(self, path: Path, size: tuple[int, int], onset: Path, onset_size: tuple[int, int]):
         super().__init__(

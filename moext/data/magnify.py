@@ -148,7 +148,8 @@ class MagnifySettings:
 
     def key(self) -> dict[str, Any]:
         """What a magnified clip depends on (for cache keys): the method's own fields and
-        :data:`MAGNIFY_VERSION`; the phase-only fields are left out for ``linear``."""
+        :data:`MAGNIFY_VERSION`; the phase-only fields are left out for ``linear``.
+        """
         fields = asdict(self)
         if self.method == "linear":
             fields = {"method": self.method, "alpha": self.alpha}
@@ -390,7 +391,8 @@ def _riesz(band: Tensor, pad: int = RIESZ_PAD) -> Tensor:
 
 def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     """Gaussian blur of (N, C, h, w), ``sigma`` pixels, in the frequency domain (mirrored
-    edges)."""
+    edges).
+    """
     h, w = x.shape[-2:]
     padded, p = _mirror(x, math.ceil(3 * sigma))
     fy, fx = _frequencies(*padded.shape[-2:], x)

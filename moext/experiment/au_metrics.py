@@ -187,7 +187,8 @@ def pool_au_predictions(
     preds: pd.DataFrame, aus: Sequence[str], subjects: pd.Series
 ) -> dict[str, Any]:
     """The pooled AU scores of a run's verified predictions: overall, per source database, per
-    fold (for inspection only) and their CIs (``subjects``: each row's subject id)."""
+    fold (for inspection only) and their CIs (``subjects``: each row's subject id).
+    """
     y_true, y_pred = au_arrays(preds, aus)
     datasets = preds["dataset"].to_numpy(dtype=str)
     return {
@@ -218,7 +219,8 @@ def au_results_markdown(results: dict[str, Any], per_fold: bool = True, status: 
     """An AU run's pooled results as Markdown: mean F1 per scope, then F1 per AU (pooled over
     every database, then per database), each with its 95% CI; with ``per_fold`` the per-fold
     mean F1, marked as being for inspection only. ``status`` ends the first line (what
-    :func:`moext.experiment.results.status_note` says of missing or failed folds)."""
+    :func:`moext.experiment.results.status_note` says of missing or failed folds).
+    """
     ci = results.get("ci") or {"overall": {}, "per_dataset": {}}
     aus = results["classes"]
     scopes = [("all (pooled)", results["overall"], ci["overall"])]
@@ -413,7 +415,8 @@ def paired_au_comparison(
 
 def au_comparison_markdown(result: dict[str, Any]) -> str:
     """An AU comparison as Markdown: per run mean F1 and F1 per AU with CIs (per database where
-    there are several), then each pair's difference in mean F1."""
+    there are several), then each pair's difference in mean F1.
+    """
     level = f"{result['level']:.0%}"
     composite = len(result["datasets"]) > 1
     aus = result["classes"]

@@ -93,7 +93,8 @@ def subject_strata(
 
 def draw_counts(strata: Sequence[str], n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """How often each subject is drawn in each resample: (B, S) counts (as floats, for BLAS),
-    each stratum's subjects drawn with replacement as many times as the stratum has subjects."""
+    each stratum's subjects drawn with replacement as many times as the stratum has subjects.
+    """
     strata = np.asarray(strata, dtype=str)
     counts = np.zeros((n_resamples, len(strata)))
     rows = np.arange(n_resamples)[:, None]
@@ -120,7 +121,8 @@ def swap_masks(
 
 def _scopes(subject_dataset: list[str], per_dataset: bool) -> dict[str | None, np.ndarray]:
     """Column (subject) indices of each scope: None for all subjects, then (``per_dataset``)
-    one per source database."""
+    one per source database.
+    """
     names = np.asarray(subject_dataset)
     scopes: dict[str | None, np.ndarray] = {None: np.arange(len(names))}
     if per_dataset:
@@ -149,7 +151,8 @@ def _pooled(cms: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
 
 def _swapped(cms_a: np.ndarray, cms_b: np.ndarray, swaps: np.ndarray) -> dict[str, np.ndarray]:
     """Metrics of run A's pool with the subjects of ``swaps`` (R, S) taken from run B instead:
-    A's total + swaps @ (B - A) per subject."""
+    A's total + swaps @ (B - A) per subject.
+    """
     s, k = cms_a.shape[0], cms_a.shape[-1]
     delta = (cms_b - cms_a).reshape(s, k * k).astype(float)
     pooled = cms_a.reshape(s, k * k).sum(axis=0) + swaps @ delta
@@ -263,7 +266,8 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 def _seed_mean(cms: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
     """Mean over training seeds of the pooled metrics: (R, S, K, K) confusions per seed and
-    subject, (B, S) weights -> {metric: (B,)}; with R = 1 exactly :func:`_pooled`."""
+    subject, (B, S) weights -> {metric: (B,)}; with R = 1 exactly :func:`_pooled`.
+    """
     per_seed = [_pooled(c, weights) for c in cms]
     return {k: np.mean([m[k] for m in per_seed], axis=0) for k in per_seed[0]}
 
@@ -276,7 +280,8 @@ def _seed_confusions(
     datasets: Sequence[str] | None,
 ) -> tuple[np.ndarray, list[str]]:
     """(R, S, K, K) per-subject confusions of each seed's predictions, and each subject's
-    database."""
+    database.
+    """
     if not len(preds_by_seed):
         raise ValueError("no predictions: give one array per training seed")
     parts = [subject_confusions(labels, p, subjects, num_classes, datasets) for p in preds_by_seed]

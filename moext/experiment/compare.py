@@ -59,7 +59,8 @@ class Run:
     sample); ``unverified``: the note of a record that predates record digests, else None;
     ``protocol``: the recorded ``data.init_args.protocol``; ``seeds``: for a seed parent
     (:mod:`moext.experiment.seeds`), each seed folder's predictions (sorted by sample;
-    ``predictions`` is the first seed's), else empty."""
+    ``predictions`` is the first seed's), else empty.
+    """
 
     name: str
     path: Path
@@ -381,7 +382,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
 
 def plot_forest(result: dict[str, Any], path: str | Path) -> Path:
     """A forest plot: one panel per metric, each run's pooled score with its CI (and per
-    database where the protocol is a composite), saved as PNG atomically."""
+    database where the protocol is a composite), saved as PNG atomically.
+    """
     # lazy: plotting only (matplotlib is slow to import)
     import matplotlib
 
@@ -431,7 +433,8 @@ def plot_forest(result: dict[str, Any], path: str | Path) -> Path:
 
 def write_comparison(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write ``comparison.md``, ``comparison.json`` and ``comparison.png`` in ``out_dir``,
-    each atomically; returns their paths."""
+    each atomically; returns their paths.
+    """
     out = Path(out_dir)
     return {
         "md": atomic_write_text(out / "comparison.md", comparison_markdown(result)),
@@ -506,7 +509,8 @@ def log_comparison(
 
 def main(argv: list[str] | None = None) -> int:
     """``moext compare RUN_DIR [RUN_DIR ...] [--json] [--out DIR] [--wandb] [--resamples N]
-    [--seed S]``."""
+    [--seed S]``.
+    """
     p = argparse.ArgumentParser(
         prog="moext compare",
         description="Finished LOSO runs side by side: pooled scores with 95%% CIs (subjects "
@@ -525,7 +529,8 @@ def parse_with_resampling(
     p: argparse.ArgumentParser, argv: list[str] | None, what: str
 ) -> argparse.Namespace:
     """Add ``--resamples N`` (``what`` they are) and ``--seed S`` to a command's options and
-    parse ``argv`` (default ``sys.argv[1:]``); fewer than 1 resample is refused."""
+    parse ``argv`` (default ``sys.argv[1:]``); fewer than 1 resample is refused.
+    """
     p.add_argument(
         "--resamples",
         type=int,

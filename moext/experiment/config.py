@@ -97,7 +97,8 @@ def argument_error_line(message: str, subcommand: str = "fit") -> str:
 class MoExtCLI(LightningCLI):
     """LightningCLI with the LOSO settings of an experiment accepted in the same YAML file, and
     without ``validate``: MoExt's data has no validation set, on purpose (``moext validate``
-    says why)."""
+    says why).
+    """
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:  # noqa: D102
@@ -204,7 +205,8 @@ class Stage:
     def instantiate(self, **values: Any) -> tuple[LightningModule, LightningDataModule, dict]:
         """The stage's model, DataModule and Trainer arguments (callbacks built), with dotted
         ``values`` set first (``**{"model.init_args.pretrained": path}``); no Trainer is built.
-        Build under ``torch.device("meta")`` to allocate nothing."""
+        Build under ``torch.device("meta")`` to allocate nothing.
+        """
         namespace = self.namespace.clone()
         for key, value in values.items():
             namespace[key] = value

@@ -78,14 +78,16 @@ class Experiment:
     @property
     def pretrain_overrides(self) -> list[str]:
         """The overrides that reach the pretraining stage (:func:`pretrain_overrides`), and
-        the training seed."""
+        the training seed.
+        """
         seed = [] if self.seed is None else ["--seed_everything", str(self.seed)]
         return [*pretrain_overrides(self.overrides), *seed]
 
     def with_seed(self, seed: int) -> Experiment:
         """This experiment trained under ``seed_everything: seed`` (both stages; part of each
         stage's fingerprint), in its own run folder ``<loso.out_dir>/<loso.name>/seed<seed>``
-        (its W&B group ``<loso.name>/seed<seed>``)."""
+        (its W&B group ``<loso.name>/seed<seed>``).
+        """
         return replace(
             self,
             settings=replace(self.settings, name=f"{self.settings.name}/seed{seed}"),
@@ -107,7 +109,8 @@ class Experiment:
 
     def recorded_settings(self) -> dict[str, Any]:
         """What the run folder's record fingerprints: both stages' settings
-        (:func:`moext.experiment.run_folder.stage_settings`)."""
+        (:func:`moext.experiment.run_folder.stage_settings`).
+        """
         out: dict[str, Any] = {"classify": stage_settings(self.classify)}
         if self.pretrain is not None:
             out["pretrain"] = stage_settings(self.pretrain)
@@ -121,7 +124,8 @@ HOLDOUT = {"loso": "subject", "cross-database": "subject", "leave-one-database-o
 
 def protocol_overrides(settings: LosoSettings) -> list[str]:
     """The classification stage's overrides that ``loso.protocol`` implies: leaving one
-    database out holds out a database per fold (``--data.init_args.holdout database``)."""
+    database out holds out a database per fold (``--data.init_args.holdout database``).
+    """
     if settings.protocol == "leave-one-database-out":
         return ["--data.init_args.holdout", "database"]
     return []

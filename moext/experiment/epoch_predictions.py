@@ -51,7 +51,8 @@ EPOCH_DIGEST = "epoch_predictions_sha256"
 def untouched_random_state() -> Iterator[None]:
     """Run a block and restore the random state of Python, NumPy and torch (CPU and every
     initialised CUDA device) afterwards, so that the block consumes no random numbers of the
-    training that surrounds it."""
+    training that surrounds it.
+    """
     py, npy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:
@@ -66,7 +67,8 @@ def untouched_random_state() -> Iterator[None]:
 
 class EpochPredictions(Callback):
     """Predict the held-out subject at the end of every training epoch (see the module
-    docstring); ``rows`` holds one prediction row per sample and epoch, with ``epoch``."""
+    docstring); ``rows`` holds one prediction row per sample and epoch, with ``epoch``.
+    """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []

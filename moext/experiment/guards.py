@@ -52,7 +52,8 @@ class TrainingDiverged(RuntimeError):
 
 def _non_finite(value: Any, name: str) -> str | None:
     """What is not finite in ``value`` (a tensor, or a dict / list / tuple of them), as
-    ``"<name> is nan"``; None when every floating tensor in it is finite."""
+    ``"<name> is nan"``; None when every floating tensor in it is finite.
+    """
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
             return None
@@ -87,7 +88,8 @@ class FiniteGuard(Callback):
 
     def _check(self, trainer: Any, found: str | None) -> None:
         """Raise on every rank when any rank found something (one boolean all-reduce under DDP;
-        nothing to reduce on one device)."""
+        nothing to reduce on one device).
+        """
         if trainer.strategy.reduce_boolean_decision(bool(found), all=False):
             self._fail(trainer, found or "a non-finite value on another DDP rank")
 

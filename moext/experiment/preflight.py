@@ -107,7 +107,8 @@ def _build(where: str, stage: Stage, **values: Any) -> tuple[Any, Any, dict[str,
 def _check_trainer(where: str, trainer_args: dict[str, Any]) -> None:
     """Build the stage's Trainer on one CPU (:data:`WHERE_IT_RUNS`): Lightning checks the
     other settings (``max_epochs: -3``, a precision it does not know) as it would at the start
-    of the stage, but before anything is written."""
+    of the stage, but before anything is written.
+    """
     try:
         with _quiet():
             Trainer(**{**trainer_args, **WHERE_IT_RUNS})

@@ -52,7 +52,8 @@ class Interrupted(BaseException):
 @contextmanager
 def interrupted_when(phrase: str) -> Iterator[None]:
     """Record ``phrase`` as what an :class:`Interrupted` raised inside was interrupting, unless
-    something deeper already said it."""
+    something deeper already said it.
+    """
     try:
         yield
     except Interrupted as e:
@@ -71,7 +72,8 @@ def stop_on_signals() -> Iterator[None]:
     Lightning too, whose SIGTERM handler calls this one after its own), so the run unwinds:
     W&B runs are finished, workers stopped, and only temporary files of the interrupted stage
     remain (cleared when it runs again). Lightning alone would end a SIGTERM'd fit with exit
-    code 0 and go on to the next fold."""
+    code 0 and go on to the next fold.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -87,7 +89,8 @@ def stop_on_signals() -> Iterator[None]:
 
 def exit_with_parent(parent: int) -> None:
     """In a ``--workers`` child: end this process (as SIGTERM would) once its parent is gone,
-    even if the parent was killed without a chance to stop it (SIGKILL)."""
+    even if the parent was killed without a chance to stop it (SIGKILL).
+    """
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -100,7 +103,8 @@ def exit_with_parent(parent: int) -> None:
 def follow_parent() -> None:
     """In a process started by :func:`start_worker`: end with the parent that started it (see
     :func:`exit_with_parent`); elsewhere nothing. The mark is removed from the environment, so
-    this process's own workers get their own."""
+    this process's own workers get their own.
+    """
     parent = os.environ.pop(PARENT_ENV, None)
     if parent is not None and int(parent) == os.getppid():
         exit_with_parent(int(parent))
@@ -108,7 +112,8 @@ def follow_parent() -> None:
 
 def start_worker(command: list[str], gpu: str) -> subprocess.Popen:
     """Start a worker process that sees only GPU ``gpu`` (``CUDA_VISIBLE_DEVICES``) and ends
-    with this process (:func:`follow_parent`)."""
+    with this process (:func:`follow_parent`).
+    """
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu, **{PARENT_ENV: str(os.getpid())})
     return subprocess.Popen(command, env=env)
 
@@ -129,7 +134,8 @@ def stop_workers(procs: list[subprocess.Popen], signum: int, grace_s: float = 30
 
 def process_alive(pid: int, command_holds: bytes = b"") -> bool:
     """Whether process ``pid`` runs (a zombie does not) and its command line holds
-    ``command_holds`` (so that a recycled id is not taken for it; checked where ``/proc`` is)."""
+    ``command_holds`` (so that a recycled id is not taken for it; checked where ``/proc`` is).
+    """
     proc = Path(f"/proc/{pid}")
     if Path("/proc/self").exists():
         try:

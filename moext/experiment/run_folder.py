@@ -103,7 +103,8 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def canonical_class_path(path: str) -> str:
     """The defining module and name of the class a config's ``class_path`` names, so that an
     alias (``moext.tasks.ClassifyTask``) and the full path fingerprint alike; as given when the
-    class cannot be imported."""
+    class cannot be imported.
+    """
     try:
         obj = import_object(path)
     except Exception:
@@ -124,7 +125,8 @@ def canonical_settings(flat: dict[str, Any]) -> dict[str, Any]:
 def stage_settings(stage: Stage) -> dict[str, Any]:
     """The fingerprinted settings of one parsed ``moext fit`` config: its values, flattened,
     without :data:`NOT_FINGERPRINTED` (so comments, key order and data locations do not count)
-    and :data:`ADDED_SETTINGS` at their old behaviour's value, class paths canonical."""
+    and :data:`ADDED_SETTINGS` at their old behaviour's value, class paths canonical.
+    """
     parsed = stage.namespace.as_dict()
     flat = flatten(json.loads(json.dumps(parsed, default=str)))
     return canonical_settings(
@@ -139,7 +141,8 @@ def stage_settings(stage: Stage) -> dict[str, Any]:
 
 def _canonical_record(settings: dict[str, Any]) -> dict[str, Any]:
     """A recorded experiment's settings (per stage) with canonical class paths: folders written
-    before a class moved keep matching."""
+    before a class moved keep matching.
+    """
     return {
         stage: canonical_settings(value) if isinstance(value, dict) else value
         for stage, value in settings.items()
@@ -153,7 +156,8 @@ def fingerprint(value: Any, length: int = 16) -> str:
 
 def outputs(run_dir: Path) -> dict[Path, str | None]:
     """Every output kept in a run folder (fold predictions, failure records, pretraining
-    checkpoints) and the experiment fingerprint its record names (None: no record)."""
+    checkpoints) and the experiment fingerprint its record names (None: no record).
+    """
     found: dict[Path, str | None] = {}
     for pred in sorted(run_dir.glob(f"folds/*/{PREDICTIONS}")):
         found[pred] = (read_json_record(pred.parent / FOLD_RECORD) or {}).get("experiment")

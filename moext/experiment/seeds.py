@@ -46,7 +46,8 @@ def parse_seeds(text: str) -> list[int]:
 
 def seed_folders(parent: str | Path) -> list[Path]:
     """The seed run folders (``seed<N>`` holding ``experiment.json``) of a seed parent, in
-    seed order; empty when ``parent`` is not one."""
+    seed order; empty when ``parent`` is not one.
+    """
     found = []
     path = Path(parent)
     if path.is_dir():
@@ -59,7 +60,8 @@ def seed_folders(parent: str | Path) -> list[Path]:
 
 def _over_seeds(values: Sequence[dict[str, Any]], ci: dict[str, list[float]]) -> dict[str, Any]:
     """One scope's scores over the seeds: the mean of each metric, its CI, and (with several
-    seeds) its sample standard deviation over the seeds."""
+    seeds) its sample standard deviation over the seeds.
+    """
     out: dict[str, Any] = {"n": values[0]["n"]}
     for k in METRICS:
         x = np.array([v[k] for v in values], dtype=float)
@@ -108,7 +110,8 @@ def seed_statistics(
 def seeds_summary(parent: Path, seeds: Sequence[int]) -> str:
     """What ``moext loso --seeds`` prints last: each pooled score's mean, standard deviation and
     range over the seeds whose run is complete (``seed<N>/results.json``), and the seeds that
-    are not."""
+    are not.
+    """
     scores, missing = [], []
     for seed in seeds:
         results = read_json_record(parent / f"seed{seed}" / "results.json")

@@ -320,7 +320,8 @@ def _outcome(record: dict[str, Any]) -> str | None:
 
 def sacct_states(job_ids: Sequence[str]) -> dict[str, str]:
     """SLURM's state of each job (array tasks as ``"123_4"``), by one ``sacct`` call; UNKNOWN
-    for a job sacct does not list (just submitted, purged) or when there is no sacct."""
+    for a job sacct does not list (just submitted, purged) or when there is no sacct.
+    """
     watcher = SlurmInfoWatcher()  # a fresh one: no state cached from an earlier call
     for job_id in job_ids:
         watcher.register_job(job_id)
@@ -331,7 +332,8 @@ def sacct_states(job_ids: Sequence[str]) -> dict[str, str]:
 def job_states(records: Sequence[dict[str, Any]]) -> list[str]:
     """The state of each recorded job: SLURM's (``PENDING``, ``RUNNING``, ``COMPLETED``,
     ``FAILED``, ``TIMEOUT``, ``CANCELLED``, ...), or for a local job ``RUNNING``, ``COMPLETED``,
-    ``FAILED`` or ``KILLED`` (ended without a result); ``UNKNOWN`` when nothing can tell."""
+    ``FAILED`` or ``KILLED`` (ended without a result); ``UNKNOWN`` when nothing can tell.
+    """
     finished = {"success": "COMPLETED", "error": "FAILED"}
     sacct = sacct_states([r["job_id"] for r in records if r["cluster"] == "slurm"])
     states = []
@@ -383,7 +385,8 @@ def fold_statuses(
     fold_dirname: Callable[[str], str],
 ) -> list[FoldStatus]:
     """The status of every fold, from the run folder and the latest job holding each fold
-    (``states``: :func:`job_states` of ``records``)."""
+    (``states``: :func:`job_states` of ``records``).
+    """
     latest: dict[str, int] = {}
     for k, record in enumerate(records):
         for fold in record["folds"]:
@@ -415,7 +418,8 @@ def pretrain_status(
     states: Sequence[str],
 ) -> str:
     """One line on the shared pretraining stage: done, running / queued / failed / unknown
-    (with its job), or not started; "" when the experiment has no shared pretraining stage."""
+    (with its job), or not started; "" when the experiment has no shared pretraining stage.
+    """
     if not settings.pretrain_config or settings.pretrain_per_fold:
         return ""
     ckpt = run_dir / "pretrain" / "pretrained.ckpt"
@@ -452,7 +456,8 @@ class Status:
 
     def count_line(self) -> str:
         """``"3 folds: 1 done, 1 running, 0 queued, 1 failed, 0 not started"`` (and unknown /
-        unfinished when there are any)."""
+        unfinished when there are any).
+        """
         names = ["done", "running", "queued", "failed", "not started"]
         names += [n for n in ("unknown", "unfinished") if any(s.state == n for s in self.folds)]
         counts = ", ".join(f"{sum(s.state == n for s in self.folds)} {n}" for n in names)
@@ -615,7 +620,8 @@ def submit_pretraining(
     verbose: bool = False,
 ) -> str | None:
     """Submit the shared pretraining job unless its checkpoint is there or a recorded job is
-    still queued / running on it; returns the id of the job the folds must wait for, or None."""
+    still queued / running on it; returns the id of the job the folds must wait for, or None.
+    """
     if not settings.pretrain_config or settings.pretrain_per_fold:
         return None
     if (run_dir / "pretrain" / "pretrained.ckpt").is_file():

@@ -66,7 +66,8 @@ class Published:
     """One reported number: ``method`` on ``protocol``, ``database`` (``composite`` for the
     MEGC2019 composite), ``metric`` (``uf1``, ``uar``, ``acc``), ``value`` in [0, 1], where it
     was reported (``source``), how the authors' code evaluated (``evaluation``, words of
-    :data:`EVALUATIONS` joined by ``+``) and an optional ``note``."""
+    :data:`EVALUATIONS` joined by ``+``) and an optional ``note``.
+    """
 
     method: str
     protocol: str
@@ -142,7 +143,8 @@ class Cell:
 @dataclass
 class Row:
     """One table row: ``kind`` ``ours`` (a run) or ``reported``; ``cells`` keyed by
-    (database column, metric)."""
+    (database column, metric).
+    """
 
     kind: str
     method: str
@@ -164,7 +166,8 @@ def _method_name(class_path: str | None) -> str:
 
 def _our_scopes(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A run's numbers per database column: ``composite`` (pooled) and one per database for
-    the MEGC2019 composite; one column for one database; else a combined column and each."""
+    the MEGC2019 composite; one column for one database; else a combined column and each.
+    """
     datasets = sorted(run["per_dataset"])
     if sorted(CDE_DATASETS) == datasets:
         return {"composite": run, **run["per_dataset"]}
@@ -305,7 +308,8 @@ def _column_name(column: str) -> str:
 
 def table_markdown(table: dict[str, Any]) -> str:
     """The table as Markdown: the best value of each column in bold, then the numbered
-    sources and the notes."""
+    sources and the notes.
+    """
     best = _best(table)
     keys = [(c, m) for c in table["columns"] for m in table["metrics"]]
     head = [f"{_column_name(c)} {m.upper()}" for c, m in keys]
@@ -362,7 +366,8 @@ def latex_escape(text: str) -> str:
 def table_latex(table: dict[str, Any]) -> str:
     """The table as a LaTeX ``tabular`` with booktabs rules (``\\usepackage{booktabs}``): the
     best value of each column in bold, our CIs (and seed sd) in small type; the sources and
-    notes follow as comments."""
+    notes follow as comments.
+    """
     best = _best(table)
     metrics, columns = table["metrics"], table["columns"]
     width = len(metrics)
@@ -414,7 +419,8 @@ def table_latex(table: dict[str, Any]) -> str:
 
 def table_csv(table: dict[str, Any]) -> str:
     """One CSV line per row, database column and metric: kind, method, run_or_source,
-    evaluation, database, metric, value, ci_low, ci_high, seeds, seed_sd."""
+    evaluation, database, metric, value, ci_low, ci_high, seeds, seed_sd.
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
@@ -474,7 +480,8 @@ def make_table(
 
 def main(argv: list[str] | None = None) -> int:
     """``moext table RUN_DIR ... --layout cde|sde [--published FILE.csv] [--format
-    md|latex|csv] [--out DIR]``."""
+    md|latex|csv] [--out DIR]``.
+    """
     p = argparse.ArgumentParser(
         prog="moext table",
         description="A paper's results table from finished LOSO runs (and seed parents), each "

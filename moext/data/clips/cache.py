@@ -248,7 +248,8 @@ class ClipCache(EntryCache):
 
     def problem(self, sample: Sample) -> str | None:
         """Why the sample's entry is unusable (``"missing"``, wrong header, truncated, no
-        checksum), or None; reads only the header and sizes, not the bytes."""
+        checksum), or None; reads only the header and sizes, not the bytes.
+        """
         return entry_problem(self.entry(sample), verify=False)
 
     def family(self, sample: Sample) -> str:
@@ -324,7 +325,8 @@ class ClipCache(EntryCache):
 
     def _redetect(self, sample: Sample, pair: np.ndarray, detector: Detector) -> np.ndarray:
         """The alignment matrix of a pair entry that has none, found as ``align_clip`` found it
-        (onset; for ``on_no_face: next`` the apex next), checked against the stored crops."""
+        (onset; for ``on_no_face: next`` the apex next), checked against the stored crops.
+        """
         s = self.settings
         paths = [sample.onset_path, sample.frame_path(apex_frame(sample, s.pseudo_apex_n))]
         images = {}

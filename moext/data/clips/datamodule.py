@@ -312,7 +312,8 @@ class ClipDataModule(MERDataModule):
     @property
     def linear_alpha(self) -> float:
         """The alpha of :func:`magnify_clips` applied to every batch (0: none; phase
-        magnification is in the entries)."""
+        magnification is in the entries).
+        """
         s = self.magnify_settings
         return s.alpha if s is not None and s.method == "linear" else 0.0
 
@@ -371,7 +372,8 @@ class ClipDataModule(MERDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Check ``magnify`` (:meth:`check_magnify`), then as
-        :meth:`moext.data.pairs.datamodule.MERDataModule.setup`."""
+        :meth:`moext.data.pairs.datamodule.MERDataModule.setup`.
+        """
         self.check_magnify()
         super().setup(stage)
 
@@ -403,7 +405,8 @@ class ClipDataModule(MERDataModule):
 
     def frame_numbers(self, index: int) -> tuple[int, ...]:
         """The frame numbers of the frames served for sample ``index`` (e.g. to name the
-        max-key frame AKMNet finds)."""
+        max-key frame AKMNet finds).
+        """
         return self._clips.frames[index].numbers
 
     def _dataset(self, positions: Tensor) -> ClipDataset:
@@ -436,7 +439,8 @@ class ClipDataModule(MERDataModule):
         self, batch: dict[str, Tensor], dataloader_idx: int
     ) -> dict[str, Tensor]:
         """uint8 -> float in [0, 1] on the device; linear magnification; the clip augmentation
-        when training."""
+        when training.
+        """
         frames = batch["frames"].float().div_(255)
         frames = magnify_clips(frames, batch["mask"], self.linear_alpha)
         if self.trainer is not None and self.trainer.training and self.augment != "none":

@@ -123,7 +123,8 @@ class FlowCache(EntryCache):
 
     def problem(self, sample: Sample) -> str | None:
         """Why the sample's flow entry is unusable (``"missing"``, corrupt, truncated, no
-        checksum), or None; reads only the header and sizes, not the bytes."""
+        checksum), or None; reads only the header and sizes, not the bytes.
+        """
         return entry_problem(self.entry(sample), verify=False)
 
     def get(self, sample: Sample) -> np.ndarray:
@@ -159,7 +160,8 @@ class FlowCache(EntryCache):
 class FlowReport(PrepareReport):
     """What :func:`prepare_flow` did (failures are reported, never raised): the counts of
     :class:`~moext.data.entries.PrepareReport` for flow entries (failed: no crop entry, an
-    unreadable crop, ...), and ``seconds`` spent computing flow."""
+    unreadable crop, ...), and ``seconds`` spent computing flow.
+    """
 
     def summary(self) -> str:
         return "\n".join(

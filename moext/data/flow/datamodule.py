@@ -79,7 +79,8 @@ Regions = Literal["none", "htnet", "htnet_code"]
 
 def _settings(cls: type, value: Any) -> Any:
     """A settings dataclass from its config value: as it is, or built from the plain dict a
-    config parsed without instantiation hands over (``moext prepare``, the LOSO runner)."""
+    config parsed without instantiation hands over (``moext prepare``, the LOSO runner).
+    """
     return cls(**value) if isinstance(value, dict) else value
 
 
@@ -111,7 +112,8 @@ class FlowDataset(Dataset):
 @dataclass
 class FlowPrepareReport:
     """What ``FlowDataModule.prepare_data`` did: the crops, the flow fields, and the landmarks
-    where regions are cut."""
+    where regions are cut.
+    """
 
     crops: PrepareReport
     flow: FlowReport
@@ -132,7 +134,8 @@ class FlowPrepareReport:
 @dataclass
 class PrecomputedReport:
     """What ``FlowDataModule.prepare_data`` found for a precomputed source: every listed file
-    there, readable and of the flow size (anything else is raised, each file named)."""
+    there, readable and of the flow size (anything else is raised, each file named).
+    """
 
     folder: Path
     samples: int
@@ -307,7 +310,8 @@ class FlowDataModule(MERDataModule):
 
     def _read_precomputed(self, listed: list[precomputed_flow.Listed]) -> Tensor:
         """The images of ``listed``, (N, 3, S, S) uint8; every file checked (the list's other
-        databases' files are not extra)."""
+        databases' files are not extra).
+        """
         folder = self._resolve(self.precomputed.folder)
         known = self._precomputed_list()
         return precomputed_flow.check_folder(
@@ -316,7 +320,8 @@ class FlowDataModule(MERDataModule):
 
     def read_samples(self) -> tuple[list[Sample], list[int], tuple[str, ...]]:
         """All samples of this stage (before the fold split), their labels and the class names;
-        for a precomputed source, those of its list (named as the readers name them)."""
+        for a precomputed source, those of its list (named as the readers name them).
+        """
         if self.flow_source != "precomputed":
             return super().read_samples()
         if self.task != "classify":
@@ -360,14 +365,16 @@ class FlowDataModule(MERDataModule):
         they are: when nothing about them is random (``augment: none``) and they are made small
         (``flow_size``, ``regions`` or a precomputed source). Each sample's image depends on
         that sample alone, so they are the images a batch would make; the per-batch work (at
-        224 x 224, most of a CPU second per batch of 256) is done once."""
+        224 x 224, most of a CPU second per batch of 256) is done once.
+        """
         made_small = self.flow_size is not None or self.regions != "none"
         return self.augment == "none" and (made_small or self.flow_source == "precomputed")
 
     def load_inputs(self) -> None:
         """Load the flow of ``self.samples``: the cached fields, (N, 2, H, W) float16, or the
         precomputed images' channels, (N, C, S, S) uint8, and the region points, if any; with
-        :attr:`images_once`, the flow images themselves, (N, C, S, S) float32 in [0, 1]."""
+        :attr:`images_once`, the flow images themselves, (N, C, S, S) float32 in [0, 1].
+        """
         n, size = len(self.samples), self.input_size
         if self.flow_source == "precomputed":
             images = self._read_precomputed(self._listed)
@@ -441,7 +448,8 @@ class FlowDataModule(MERDataModule):
         self, batch: dict[str, Tensor], dataloader_idx: int
     ) -> dict[str, Tensor]:
         """The served flow -> the flow image (B, C, S, S) in [0, 1]; augmented when training
-        (with :attr:`images_once`, the loaders serve the images: nothing to do)."""
+        (with :attr:`images_once`, the loaders serve the images: nothing to do).
+        """
         if self.images_once:
             return batch
         training = self.trainer is not None and self.trainer.training

@@ -99,7 +99,8 @@ class PrecomputedFlow:
 @dataclass(frozen=True)
 class Listed:
     """One sample of a precomputed set: the record (named as the readers name it), its label and
-    its fields as the distribution spells them (for the file pattern)."""
+    its fields as the distribution spells them (for the file pattern).
+    """
 
     sample: Sample
     label: int
@@ -112,7 +113,8 @@ class Listed:
 
 def distribution_spelling(dataset: str, subject: str, clip: str) -> tuple[str, str]:
     """``(subject, clip)`` as the MEGC2019 distribution spells them: SMIC ``s01`` / ``s01_ne_01``,
-    SAMM ``006``, CASME II unchanged (from any of the spellings :func:`match_key` accepts)."""
+    SAMM ``006``, CASME II unchanged (from any of the spellings :func:`match_key` accepts).
+    """
     if dataset == "smic":
         pad = lambda m: f"s{int(m.group(1)):02d}"  # noqa: E731
         return _SMIC_NUMBER.sub(pad, subject), _SMIC_NUMBER.sub(pad, clip)
@@ -123,7 +125,8 @@ def distribution_spelling(dataset: str, subject: str, clip: str) -> tuple[str, s
 
 def reader_spelling(dataset: str, subject: str, clip: str) -> tuple[str, str]:
     """``(subject, clip)`` as the database readers spell them (their folders): SMIC ``s1`` /
-    ``s1_ne_01``, SAMM ``006``, CASME II unchanged."""
+    ``s1_ne_01``, SAMM ``006``, CASME II unchanged.
+    """
     if dataset == "smic":
         bare = lambda m: f"s{int(m.group(1))}"  # noqa: E731
         return _SMIC_NUMBER.sub(bare, subject), _SMIC_NUMBER.sub(bare, clip)

@@ -225,7 +225,8 @@ class PairCache(EntryCache):
 
     def problem(self, sample: Sample) -> str | None:
         """Why the sample's entry is unusable (``"missing"``, corrupt header, truncated, no
-        checksum), or None. Cheap: reads only the ``.npy`` header and sizes, not the bytes."""
+        checksum), or None. Cheap: reads only the ``.npy`` header and sizes, not the bytes.
+        """
         return entry_problem(self.entry(sample), verify=False)
 
     def has(self, sample: Sample) -> bool:

@@ -436,7 +436,8 @@ class MERDataModule(L.LightningDataModule):
     def data_notes(self, limit: int = 20) -> list[str]:
         """What the readers did not take as it was (from the last :meth:`read_samples`): every
         rejected row (a clip lost: a frame missing, a bad cell) and every file in a clip folder
-        that is not named like a frame, one line each; other corrections as a count."""
+        that is not named like a frame, one line each; other corrections as a count.
+        """
         lines = []
         if self.rejected:
             lines.append(
@@ -485,7 +486,8 @@ class MERDataModule(L.LightningDataModule):
 
     def subjects(self) -> list[str]:
         """The LOSO folds of this stage: sorted fold ids of the samples (their subjects, or with
-        ``holdout: database`` their databases)."""
+        ``holdout: database`` their databases).
+        """
         if not self.samples:
             self.samples, self.labels, self.classes = self.read_samples()
         return sorted({holdout_fold(s, self.holdout) for s in self.samples})
@@ -643,7 +645,8 @@ class MERDataModule(L.LightningDataModule):
 
     def balanced_batches(self, dataset: Dataset) -> BalancedBatchSampler:
         """The class-balanced batch sampler of a training dataset (``sampler: balanced``), seeded
-        by ``seed``; an epoch counts ``len(dataset)`` items (``expansion`` included)."""
+        by ``seed``; an epoch counts ``len(dataset)`` items (``expansion`` included).
+        """
         base = dataset.base if isinstance(dataset, ExpandedPairs) else dataset
         labels = torch.as_tensor(base.labels, dtype=torch.long)
         n_classes, n_samples = balanced_sizes(
@@ -699,7 +702,8 @@ class MERDataModule(L.LightningDataModule):
 
     def sample_table(self, index: Tensor | None = None) -> list[dict[str, Any]]:
         """Id, dataset, subject, fold and label of samples (all, or those at ``index``); with
-        ``aus``, each AU's target too (``true_AU1``: 0 or 1)."""
+        ``aus``, each AU's target too (``true_AU1``: 0 or 1).
+        """
         idx = range(len(self.samples)) if index is None else index.tolist()
         rows = [
             {

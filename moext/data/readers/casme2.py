@@ -100,7 +100,8 @@ def read_synth(
     frames: str = "raw",
 ) -> ReadResult:
     """Read the generated database: its micro clips, plus its macro clips when their spreadsheet
-    (``macro_spreadsheet``, default :data:`MACRO_SPREADSHEETS` in ``root``) is present."""
+    (``macro_spreadsheet``, default :data:`MACRO_SPREADSHEETS` in ``root``) is present.
+    """
     result = read_casme2(root, spreadsheet, kind="micro", frames=frames, dataset="synth")
     macro = macro_spreadsheet is not None or any(
         (Path(root) / n).is_file() for n in MACRO_SPREADSHEETS

@@ -66,7 +66,8 @@ COLUMNS = ColumnMap(
 class Casme3Reader(SpreadsheetReader):
     """CAS(ME)^3 rows: a clip is cut from its video's ``color/`` frames and named
     ``<video>_<onset>``; each video is listed once (its stray files reported with its first
-    clip)."""
+    clip).
+    """
 
     dataset = "casme3"
     columns = COLUMNS

@@ -77,7 +77,8 @@ class FourDMEReader(SpreadsheetReader):
 
     def read(self, table: Table) -> ReadResult:
         """Every row as a sample (see :meth:`SpreadsheetReader.read`), after finding the rows
-        whose AU cells are swapped."""
+        whose AU cells are swapped.
+        """
         self._swapped = {}
         if self.fix_known_rows:
             by_index = {row.number - (table.header_row + 1): row for row in table.rows}

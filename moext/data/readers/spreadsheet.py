@@ -108,7 +108,8 @@ class RowError(Exception):
 @dataclass(frozen=True)
 class Column:
     """A column a reader needs: its name as the database spells it, accepted aliases, and
-    whether the table is unusable without it. Names match ignoring case and extra spaces."""
+    whether the table is unusable without it. Names match ignoring case and extra spaces.
+    """
 
     name: str
     aliases: tuple[str, ...] = ()
@@ -471,7 +472,8 @@ class Frames:
 
     def missing(self, first: int, last: int | None) -> list[int]:
         """Frame numbers absent from the folder between ``first`` and ``last`` (to the folder's
-        last frame when ``last`` is None or lies beyond it): the gaps of that clip."""
+        last frame when ``last`` is None or lies beyond it): the gaps of that clip.
+        """
         end = self.numbers[-1] if self.numbers else first
         if last is not None:
             end = min(last, end)
@@ -505,7 +507,8 @@ class Frames:
 
 def frame_pattern(pattern: str) -> re.Pattern[str]:
     """A frame-name pattern: a regular expression with one group, the frame number, matched
-    against the whole file name, ignoring case (``r"img(\d+)\.jpg"``)."""
+    against the whole file name, ignoring case (``r"img(\d+)\.jpg"``).
+    """
     compiled = re.compile(pattern, re.IGNORECASE)
     if compiled.groups != 1:
         raise ValueError(f"frame pattern {pattern!r} must have exactly one group (the number)")
@@ -703,7 +706,8 @@ class ColumnMap:
 
     def table_columns(self, kind: Kind) -> list[Column]:
         """The columns to read for ``kind`` clips: the emotion is optional for macro clips, the
-        action units always; the subject comes first (it locates the header row)."""
+        action units always; the subject comes first (it locates the header row).
+        """
         return [
             self.subject,
             self.filename,
@@ -783,12 +787,14 @@ class SpreadsheetReader:
 
     def timing_cells(self, row: Row) -> tuple[tuple[object, object, object], str | None]:
         """The row's onset, apex and offset cells, and a note when the reader changed them
-        (default: as read, no note)."""
+        (default: as read, no note).
+        """
         return tuple(row[name] for name in self.columns.timing_names), None
 
     def au_cell(self, row: Row) -> tuple[object, str | None]:
         """The row's action-unit cell, and a note when the reader changed it (default: as
-        read, no note)."""
+        read, no note).
+        """
         return row[self.columns.action_units.name], None
 
     def clip_frames(
@@ -797,7 +803,8 @@ class SpreadsheetReader:
         """The sample's subject and clip names and its frames, given the row's subject folder
         name, the clip folder and its frames (default: the clip folder's parent and its name,
         as found on disk, and every frame of the folder; a layout whose folders do not name the
-        subject, such as MMEW's ``<emotion>/<clip>``, returns ``subject``)."""
+        subject, such as MMEW's ``<emotion>/<clip>``, returns ``subject``).
+        """
         return folder.parent.name, folder.name, frames
 
     def row_clip(self, row: Row) -> str:
