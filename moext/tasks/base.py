@@ -128,7 +128,7 @@ class PretrainingTask(BaseTask):
         raise NotImplementedError
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """One training step: :meth:`batch_losses` logged per epoch (``train/loss`` per step too)."""
+        """One training step: log :meth:`batch_losses` per epoch (``train/loss`` per step too)."""
         values = self.batch_losses(batch)
         loss, bs = values.pop("loss"), batch_size(batch)
         self.log(
