@@ -63,10 +63,12 @@ OURS = "last epoch, pooled (moext)"
 
 @dataclass(frozen=True)
 class Published:
-    """One reported number: ``method`` on ``protocol``, ``database`` (``composite`` for the
-    MEGC2019 composite), ``metric`` (``uf1``, ``uar``, ``acc``), ``value`` in [0, 1], where it
-    was reported (``source``), how the authors' code evaluated (``evaluation``, words of
-    :data:`EVALUATIONS` joined by ``+``) and an optional ``note``.
+    """One reported number, where it was reported and how it was evaluated.
+
+    ``method`` on ``protocol``, ``database`` (``composite`` for the MEGC2019 composite), ``metric``
+    (``uf1``, ``uar``, ``acc``), ``value`` in [0, 1], where it was reported (``source``), how the
+    authors' code evaluated (``evaluation``, words of :data:`EVALUATIONS` joined by ``+``) and an
+    optional ``note``.
     """
 
     method: str
@@ -142,8 +144,9 @@ class Cell:
 
 @dataclass
 class Row:
-    """One table row: ``kind`` ``ours`` (a run) or ``reported``; ``cells`` keyed by
-    (database column, metric).
+    """One table row: ``kind`` ``ours`` (a run) or ``reported``.
+
+    ``cells`` keyed by (database column, metric).
     """
 
     kind: str
@@ -165,8 +168,10 @@ def _method_name(class_path: str | None) -> str:
 
 
 def _our_scopes(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A run's numbers per database column: ``composite`` (pooled) and one per database for
-    the MEGC2019 composite; one column for one database; else a combined column and each.
+    """A run's numbers per database column.
+
+    ``composite`` (pooled) and one per database for the MEGC2019 composite; one column for one
+    database; else a combined column and each.
     """
     datasets = sorted(run["per_dataset"])
     if sorted(CDE_DATASETS) == datasets:
@@ -192,8 +197,9 @@ def _evaluation_text(items: list[Published]) -> str:
 def build_table(
     result: dict[str, Any], layout: str, published: list[Published] | None = None
 ) -> dict[str, Any]:
-    """The table of a comparison (:func:`~moext.experiment.compare.compare_runs`) and, beside
-    it, the reported numbers that fit the layout.
+    """The table of a comparison and, beside it, the reported numbers that fit the layout.
+
+    The comparison is :func:`~moext.experiment.compare.compare_runs`'.
 
     Returns:
         ``{"layout", "metrics", "columns": [database column, ...], "rows": [Row], "sources":
@@ -307,8 +313,9 @@ def _column_name(column: str) -> str:
 
 
 def table_markdown(table: dict[str, Any]) -> str:
-    """The table as Markdown: the best value of each column in bold, then the numbered
-    sources and the notes.
+    """The table as Markdown.
+
+    The best value of each column in bold, then the numbered sources and the notes.
     """
     best = _best(table)
     keys = [(c, m) for c in table["columns"] for m in table["metrics"]]
@@ -364,8 +371,9 @@ def latex_escape(text: str) -> str:
 
 
 def table_latex(table: dict[str, Any]) -> str:
-    """The table as a LaTeX ``tabular`` with booktabs rules (``\\usepackage{booktabs}``): the
-    best value of each column in bold, our CIs (and seed sd) in small type; the sources and
+    r"""The table as a LaTeX ``tabular`` with booktabs rules (``\usepackage{booktabs}``).
+
+    The best value of each column in bold, our CIs (and seed sd) in small type; the sources and
     notes follow as comments.
     """
     best = _best(table)
@@ -418,8 +426,10 @@ def table_latex(table: dict[str, Any]) -> str:
 
 
 def table_csv(table: dict[str, Any]) -> str:
-    """One CSV line per row, database column and metric: kind, method, run_or_source,
-    evaluation, database, metric, value, ci_low, ci_high, seeds, seed_sd.
+    """One CSV line per row, database column and metric.
+
+    Columns: kind, method, run_or_source, evaluation, database, metric, value, ci_low, ci_high,
+    seeds, seed_sd.
     """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -451,9 +461,11 @@ def make_table(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
 ) -> dict[str, Any]:
-    """:func:`build_table` of run folders or seed parents (read as ``moext compare`` reads
-    them) and, optionally, a published-numbers file. Plain files among ``run_dirs`` (a shell
-    glob such as ``runs/demo/*`` catches ``comparison.json``) are skipped, and said so.
+    """:func:`build_table` of run folders or seed parents and, optionally, published numbers.
+
+    The folders are read as ``moext compare`` reads them; the published numbers come from a file.
+    Plain files among ``run_dirs`` (a shell glob such as ``runs/demo/*`` catches
+    ``comparison.json``) are skipped, and said so.
 
     Raises:
         ValueError: a folder is not a finished run or seed parent, the runs do not cover the
@@ -479,7 +491,9 @@ def make_table(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``moext table RUN_DIR ... --layout cde|sde [--published FILE.csv] [--format
+    """``moext table``: a paper table of finished runs beside the reported numbers.
+
+    ``moext table RUN_DIR ... --layout cde|sde [--published FILE.csv] [--format
     md|latex|csv] [--out DIR]``.
     """
     p = argparse.ArgumentParser(
