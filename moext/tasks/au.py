@@ -192,8 +192,13 @@ class MoExtAUTask(AUDetection, MoExtClassifyTask):
     Batches: ``onset``, ``apex`` (B, 3, H, W), ``aus`` (B, A), ``index`` (B,).
 
     Args:
-        net, pretrained, lr, weight_decay, channels_last, compile, dropout: as for
-            :class:`~moext.tasks.MoExtClassifyTask`.
+        net: the MoExt architecture, as for :class:`~moext.tasks.MoExtClassifyTask`.
+        pretrained: path of a MoExt pretraining checkpoint, as for ``MoExtClassifyTask``.
+        lr: Adam learning rate, as for ``MoExtClassifyTask``.
+        weight_decay: Adam weight decay, as for ``MoExtClassifyTask``.
+        channels_last: NHWC memory format, as for ``MoExtClassifyTask``.
+        compile: ``torch.compile`` the feature separator, as for ``MoExtClassifyTask``.
+        dropout: dropout before the linear layer, as for ``MoExtClassifyTask``.
         aus: the AU numbers detected, in target order (default :data:`DEFAULT_AUS`); the
             DataModule's ``aus`` must be the same.
         threshold: probability from which an AU is predicted present.
@@ -230,11 +235,19 @@ class SRMCLAUTask(AUDetection, SRMCLClassifyTask):
     Batches: ``flow`` (B, C, H, W), ``aus`` (B, A), ``index`` (B,).
 
     Args:
-        net, pretrained, mask_ratio, mask_rounds, mask_site, weight_sr: as for
-            :class:`~moext.tasks.SRMCLClassifyTask`.
-        lr, weight_decay, lr_schedule, warmup_epochs: as for
-            :class:`~moext.tasks.SRMCLClassifyTask`.
-        aus, threshold, pos_weight: as for :class:`MoExtAUTask`.
+        net: the architecture, as for :class:`~moext.tasks.SRMCLClassifyTask`.
+        pretrained: path of an SRMCL pretraining checkpoint, as for ``SRMCLClassifyTask``.
+        mask_ratio: share of the patch positions masked per round, as for ``SRMCLClassifyTask``.
+        mask_rounds: cascaded masking rounds, as for ``SRMCLClassifyTask``.
+        mask_site: ``tokens`` or ``patches``, as for ``SRMCLClassifyTask``.
+        weight_sr: w_sr, weight of L_SR, as for ``SRMCLClassifyTask``.
+        lr: AdamW learning rate, as for ``SRMCLClassifyTask``.
+        weight_decay: AdamW weight decay, as for ``SRMCLClassifyTask``.
+        lr_schedule: ``cosine`` or ``constant``, per step, as for ``SRMCLClassifyTask``.
+        warmup_epochs: epochs of linear learning-rate warm-up, as for ``SRMCLClassifyTask``.
+        aus: the AU numbers detected, as for :class:`MoExtAUTask`.
+        threshold: probability from which an AU is predicted present, as for ``MoExtAUTask``.
+        pos_weight: ``none`` or ``balanced``, as for ``MoExtAUTask``.
     """
 
     def __init__(
@@ -280,8 +293,12 @@ class STSTNetAUTask(AUDetection, STSTNetClassifyTask):
     Batches: ``flow`` (B, 3, S, S), ``aus`` (B, A), ``index`` (B,).
 
     Args:
-        net, lr, weight_decay: as for :class:`~moext.tasks.STSTNetClassifyTask`.
-        aus, threshold, pos_weight: as for :class:`MoExtAUTask`.
+        net: the architecture, as for :class:`~moext.tasks.STSTNetClassifyTask`.
+        lr: Adam learning rate, as for ``STSTNetClassifyTask``.
+        weight_decay: L2 on every parameter, as for ``STSTNetClassifyTask``.
+        aus: the AU numbers detected, as for :class:`MoExtAUTask`.
+        threshold: probability from which an AU is predicted present, as for ``MoExtAUTask``.
+        pos_weight: ``none`` or ``balanced``, as for ``MoExtAUTask``.
     """
 
     def __init__(

@@ -65,7 +65,8 @@ class SRMCLClassifyTask(ClassificationTask):
         memory_init: ``epoch`` (every epoch starts from the normalised class means of the
             training set's masked features, computed without gradients in eval mode) or
             ``none`` (the memory starts at zero and only the momentum rule updates it).
-        lr, weight_decay: AdamW (ours).
+        lr: AdamW learning rate (ours).
+        weight_decay: AdamW weight decay (ours).
         lr_schedule: ``cosine`` or ``constant``, per step.
         warmup_epochs: epochs of linear learning-rate warm-up.
         label_smoothing: cross-entropy label smoothing (code: none).

@@ -42,7 +42,8 @@ class SRMCLPretrainTask(PretrainingTask):
             reconstruction-only path: 1; its joint path and moext before: 2).
         mask_site: ``tokens`` (the code: encoder output tokens) or ``patches`` (the README:
             input patches, never seen by the encoder).
-        lr, weight_decay: AdamW (ours: the code has no training script).
+        lr: AdamW learning rate (ours: the code has no training script).
+        weight_decay: AdamW weight decay (ours, likewise).
         lr_schedule: ``cosine`` or ``constant``, per step.
         warmup_epochs: epochs of linear learning-rate warm-up.
     """

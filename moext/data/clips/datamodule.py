@@ -209,15 +209,16 @@ class ClipDataModule(MERDataModule):
         augment: ``"crop"`` (AKMNet's code), ``"device"`` (mirror + rotation) or ``"none"``.
         crop_zoom: enlargement of ``augment: crop`` (code: 144 / 128).
         crop_p: probability of ``augment: crop`` zooming a clip (code: 0.5).
-        max_rotation, flip_p: ``augment: device``'s rotation range (degrees) and mirror
-            probability.
+        max_rotation: ``augment: device``'s rotation range (degrees).
+        flip_p: ``augment: device``'s mirror probability.
         balance: oversample each class of the training fold to the largest class's count
             (:func:`balanced_positions`; AKMNet's paper does; not with ``sampler: balanced``).
         magnify: a number, the alpha of :func:`magnify_clips` (linear, on the device; 0: off),
             or :class:`~moext.data.magnify.MagnifySettings` (``{method: phase | linear, alpha,
             ...}``; phase is cached by ``moext prepare``); see the module docstring.
-        sampler, balanced_classes, balanced_samples: training batches, as for
-            :class:`~moext.data.pairs.datamodule.MERDataModule`.
+        sampler: training batches, as for :class:`~moext.data.pairs.datamodule.MERDataModule`.
+        balanced_classes: as for ``MERDataModule`` (``sampler: balanced``).
+        balanced_samples: as for ``MERDataModule`` (``sampler: balanced``).
     """
 
     #: What the batches hold (the task's ``inputs`` must match): whole clips.

@@ -145,7 +145,8 @@ class DeviceBatches:
         batch_size: pairs per batch.
         expansion: times each pair appears per epoch.
         device: where the tensors are kept.
-        rank, world_size: this process's place among the data-parallel ranks.
+        rank: this process's place among the data-parallel ranks.
+        world_size: the number of data-parallel ranks.
         seed: base seed of the per-epoch permutations.
     """
 
