@@ -2,9 +2,10 @@
 
 Every command is one row of :data:`COMMANDS` (name, one-line summary, handler): ``moext
 --help`` (or ``moext`` alone) lists them, ``moext <command> --help`` shows a command's options,
-``moext --version`` the package's version. ``fit`` / ``test`` / ``predict`` are LightningCLI's;
-the others are the package's own. ``moext validate`` is not listed and is refused with the
-reason (there is no validation set, on purpose).
+``moext --version`` the package's version. ``fit`` / ``test`` are LightningCLI's, and so is
+``predict`` without ``--bundle`` (with it, a bundle on a recording:
+:mod:`moext.experiment.predict`); the others are the package's own. ``moext validate`` is not
+listed and is refused with the reason (there is no validation set, on purpose).
 
 Every handler runs through :func:`moext.experiment.errors.run_command`: an error that is the
 user's to fix (a setting, a missing file, the data, a checkpoint that does not fit the model)
@@ -23,7 +24,7 @@ from functools import partial
 
 import moext
 from moext.data import summary, synth
-from moext.experiment import compare, demo, flow_analysis, loso, prepare, table
+from moext.experiment import bundle, compare, demo, flow_analysis, loso, predict, prepare, table
 from moext.experiment.config import lightning_cli
 from moext.experiment.errors import run_command
 
@@ -48,6 +49,14 @@ class Command:
 def _lightning(subcommand: str | None, argv: list[str]) -> None:
     """``moext fit|test|predict``: LightningCLI (a refused setting is one line, exit code 2)."""
     lightning_cli([subcommand, *argv] if subcommand else argv)
+
+
+def _predict(argv: list[str]) -> int | None:
+    """``moext predict --bundle ...`` (a recording, :mod:`moext.experiment.predict`); without
+    ``--bundle``, LightningCLI's predict of a held-out subject."""
+    if predict.wants_bundle(argv):
+        return predict.main(argv)
+    return _lightning("predict", argv)
 
 
 DATA_USAGE = "usage: moext data summary --dataset NAME --root PATH [--protocol P] [--json]"
@@ -90,11 +99,14 @@ COMMANDS = (
     ),
     Command(
         "predict",
-        "predict a held-out subject, written as predictions.csv (LightningCLI)",
-        partial(_lightning, "predict"),
+        "a bundle on a recording (--bundle); else a held-out subject (LightningCLI)",
+        _predict,
     ),
     Command("loso", "every leave-one-subject-out fold of an experiment, pooled", loso.main),
     Command("prepare", "align the faces and cache what an experiment needs", prepare.main),
+    Command(
+        "export", "a run's trained model as a bundle (weights, config, model card)", bundle.main
+    ),
     Command("compare", "finished LOSO runs side by side: CIs and paired tests", compare.main),
     Command("table", "a paper's results table from runs, reported numbers beside", table.main),
     Command("demo", "every method on a generated database, on a CPU, in minutes", demo.main),

@@ -1,5 +1,5 @@
-"""The README's demo, end to end: every method tells the generated classes apart, and the
-demo ends with their comparison."""
+"""The README's demo, end to end: every method tells the generated classes apart, the demo
+compares them, then exports MoExt's final model and predicts a clip with it."""
 
 import json
 
@@ -31,3 +31,14 @@ def test_demo_runs_every_method_and_compares_them(tmp_path, monkeypatch):
     pairs = len(METHODS) * (len(METHODS) - 1) // 2
     assert len({(p["a"], p["b"]) for p in comparison["pairs"]}) == pairs
     assert (runs / "comparison.md").is_file() and (runs / "comparison.png").is_file()
+    # the demo ends with MoExt's final model, exported and predicting an unseen subject's clip
+    manifest = json.loads((runs / "moext_bundle" / "bundle.json").read_text())
+    moext_results = json.loads((runs / "moext_demo" / "results.json").read_text())
+    assert manifest["kind"] == "final" and manifest["loso"]["overall"] == moext_results["overall"]
+    for source in ("frames", "video"):
+        prediction = json.loads((runs / "predict" / f"moext_{source}.json").read_text())
+        assert prediction["predicted"] in manifest["classes"] and prediction["frames"] == 12
+        assert (
+            prediction["clip"]["apex"]["estimated"]
+            and (runs / "predict" / f"moext_{source}.png").is_file()
+        )

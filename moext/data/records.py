@@ -64,6 +64,9 @@ class Sample:
             order coded); ``None`` when the clip has no AU annotation (a blank or ``?`` cell,
             or a database without AU coding such as SMIC); ``()`` when its annotation codes no
             AU present (4DME's only AU marked ``(k)``).
+        fps: the clip's own frame rate where its recording states one (a video to predict:
+            :mod:`moext.data.footage`); None: its database's
+            (:data:`moext.data.readers.FRAME_RATES`).
     """
 
     dataset: str
@@ -80,6 +83,7 @@ class Sample:
     action_units: str = ""
     aus: tuple[ActionUnit, ...] | None = None
     notes: tuple[str, ...] = field(default=(), compare=False)
+    fps: float | None = None
 
     @property
     def id(self) -> str:

@@ -7,19 +7,28 @@
    has one, then one classification fold per synthetic subject, pooled UF1 / UAR / ACC;
 3. compares the methods on their identical samples (``moext compare``: subject-bootstrap
    confidence intervals, paired permutation tests) and writes ``runs/demo/comparison.json``
-   (+ ``.md``, ``.png``).
+   (+ ``.md``, ``.png``);
+4. uses a trained model (:func:`use_a_trained_model`): trains the first method's final model
+   on every subject (``moext loso --final``), exports it (``moext export`` ->
+   ``runs/demo/<method>_bundle``) and predicts a clip of a subject it never saw with it
+   (``moext predict``), from the clip's frames and from a video written from them, without
+   annotations (onset, apex and offset estimated).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from moext.data import synth
-from moext.experiment import compare, loso, prepare
+from moext.data.footage import write_video
+from moext.data.images import read_rgb
+from moext.data.readers.spreadsheet import list_frames
+from moext.experiment import bundle, compare, loso, predict, prepare
 from moext.experiment.settings import read_settings
 
 #: Where the comparison of the demo's runs is written (each run's folder is its loso.out_dir).
@@ -42,6 +51,32 @@ def demo_configs(experiments: Path) -> dict[str, Path]:
     in name order (a new method's demo is found, not registered)."""
     found = {path.parent.name: path for path in sorted(experiments.glob("*/demo.yaml"))}
     return dict(sorted(found.items(), key=lambda item: (item[0] != MAIN_METHOD, item[0])))
+
+
+def use_a_trained_model(method: str, config: Path, run_dir: Path, root: Path, subjects: int) -> int:
+    """Train ``method``'s final model, export it and predict an unseen subject's clip with it,
+    from its frames and from a video of them; returns the exit code. Everything goes to
+    ``runs/demo/``: ``<method>_bundle/`` (rewritten by every demo) and ``predict/``."""
+    code = loso.main(["--config", str(config), "--final"])
+    if code != 0:
+        return code
+    out = COMPARISON_DIR / f"{method}_bundle"
+    shutil.rmtree(out, ignore_errors=True)
+    bundle.export_bundle(run_dir, out)
+    print(f"[demo] exported {run_dir}'s final model -> {out} (model card {out / 'README.md'})")
+    unseen = subjects + 1  # the generated subjects keep their faces when more are added
+    footage = synth.generate(
+        root / "unseen", subjects=unseen, clips_per_class=1, macro_clips_per_class=0
+    )
+    clip = footage / synth.FRAMES_DIR / f"sub{unseen:02d}" / "EP02_01f"  # happiness: positive
+    video = write_video([read_rgb(p) for p in list_frames(clip).paths], root / "unseen.mp4")
+    print(f"[demo] a clip of subject {unseen}, whom no model saw (its class: positive): {clip}")
+    for name, source in (("frames", ["--frames", str(clip)]), ("video", ["--video", str(video)])):
+        target = COMPARISON_DIR / "predict" / f"{method}_{name}.json"
+        code = predict.main(["--bundle", str(out), *source, "--out", str(target)])
+        if code != 0:
+            return code
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         written = compare.write_comparison(result, COMPARISON_DIR)
         print(compare.comparison_markdown(result))
         print(f"[demo] comparison -> {written['json']} (also .md, .png)")
+    began = time.time()
+    method = next(iter(chosen))
+    code = use_a_trained_model(method, chosen[method], run_dirs[0], root, a.subjects)
+    if code != 0:
+        print(
+            f"moext demo: using {method}'s trained model failed (exit code {code})", file=sys.stderr
+        )
+        return code
+    timings["final model, export, predict"] = time.time() - began
     spent = ", ".join(f"{m} {s:.0f} s" for m, s in timings.items())
     print(f"[demo] done in {time.time() - start:.0f} s ({spent})")
     return 0

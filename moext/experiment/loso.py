@@ -29,6 +29,11 @@ so that fold fails again under the same settings, and a change of settings start
 folder; training the remaining folds could not complete this one. Finished folds are kept, the
 report lists the failed fold and never pools it, and the command exits with code 1.
 
+``moext loso --config X --final`` trains the recipe once more on every subject, into
+``<run>/final/``, for ``moext export`` (:mod:`moext.experiment.final`); the folds stay the
+estimate of how well it does. ``loso.keep_fold_weights: true`` keeps each fold's last weights
+beside its predictions (for ``moext export --ensemble``).
+
 Exit codes of ``moext loso``: 0 done (or partial, with the missing folds named); 1 a stage
 diverged; 2 a configuration, file or data error (one line, no traceback); 130 / 143 interrupted by
 SIGINT / SIGTERM (a cluster's preemption): the workers are stopped, what was interrupted is named
@@ -60,6 +65,7 @@ from moext.experiment.config import build_run, split_overrides
 from moext.experiment.definition import Experiment, check_protocol, open_experiment
 from moext.experiment.epoch_predictions import add_epoch_recorder, write_epoch_predictions
 from moext.experiment.errors import run_command
+from moext.experiment.final import WEIGHTS, WEIGHTS_DIGEST, save_weights, train_final
 from moext.experiment.guards import TrainingDiverged, add_guard
 from moext.experiment.preflight import check_stages
 from moext.experiment.processes import (
@@ -254,6 +260,7 @@ def run_fold(
     finally:
         finish_wandb()
     rows = gather_rows(trainer, prediction_rows(dm, outputs))
+    weights = save_weights(trainer, fold_dir / WEIGHTS) if exp.settings.keep_fold_weights else None
     path = fold_dir / PREDICTIONS
     if not trainer.is_global_zero:
         return path
@@ -277,6 +284,8 @@ def run_fold(
         "global_step": trainer.global_step,
         "pretrained": str(pretrained) if pretrained else None,
     }
+    if weights is not None:
+        record[WEIGHTS_DIGEST] = weights
     if recorder is not None:  # the leakage meter's input, written before predictions.csv
         record |= write_epoch_predictions(fold_dir, recorder.rows, dm.classes)
     return write_fold(fold_dir, rows, dm.classes, record)
@@ -405,6 +414,34 @@ def open_seeded(config: str | Path, overrides: list[str] | None, seed: int | Non
     None."""
     exp = open_experiment(config, overrides)
     return exp if seed is None else exp.with_seed(seed)
+
+
+def run_final(
+    config: str | Path,
+    overrides: list[str] | None = None,
+    verbose: bool = False,
+    seed: int | None = None,
+) -> Path:
+    """``--final``: the experiment's recipe trained once on every subject
+    (:func:`moext.experiment.final.train_final`), after the same checks as the folds and with
+    the shared pretraining checkpoint (trained here if it is not there yet; with
+    ``pretrain_per_fold`` too, as nothing is held out), under training seed ``seed`` (into
+    that seed's run folder) unless None. Returns the weights file."""
+    exp = open_seeded(config, overrides, seed)
+    start(exp)
+    pretrained = None
+    with quiet_stages(verbose):
+        if exp.settings.pretrain_config:
+            with interrupted_when("during the pretraining stage"):
+                pretrained = run_pretraining(exp)
+        with interrupted_when("while training the final model on every subject"):
+            path = train_final(exp, pretrained)
+    print(
+        f"[loso] final model: {path}; its estimate is the LOSO folds' pooled result "
+        f"(moext loso --config {config} --report); export it with `moext export {exp.run_dir} "
+        "--out DIR`"
+    )
+    return path
 
 
 def report_and_finish(
@@ -596,6 +633,12 @@ def parser() -> argparse.ArgumentParser:
         help="train the pretraining stage and stop (run it once before spreading folds over jobs)",
     )
     p.add_argument(
+        "--final",
+        action="store_true",
+        help="train the recipe once on every subject into <run>/final/ (for moext export); "
+        "the folds stay its estimate",
+    )
+    p.add_argument(
         "--verbose", action="store_true", help="show every Lightning and W&B message of each fold"
     )
     p.add_argument("--skip-report", action="store_true", help=argparse.SUPPRESS)
@@ -643,6 +686,9 @@ def _dispatch(a: argparse.Namespace, overrides: list[str]) -> int:
             for seed in seeds:
                 if len(seeds) > 1:
                     print(f"[loso] seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})")
+                if a.final:
+                    run_final(a.config, overrides, a.verbose, seed)
+                    continue
                 if a.workers > 1 and not (a.report or a.pretrain_only):
                     gpus = a.gpus.split(",") if a.gpus else None
                     code = run_parallel(
@@ -661,7 +707,7 @@ def _dispatch(a: argparse.Namespace, overrides: list[str]) -> int:
                     skip_report=a.skip_report,
                     seed=seed,
                 )
-            if len(seeds) > 1 and not (a.pretrain_only or a.skip_report):
+            if len(seeds) > 1 and not (a.pretrain_only or a.skip_report or a.final):
                 print(seeds_summary(open_seeded(a.config, overrides, None).run_dir, seeds))
             return code
     except Interrupted as e:
@@ -681,6 +727,14 @@ def main(argv: list[str] | None = None) -> int:
     """``moext loso --config X.yaml [--folds F ...] [--report] [--workers N] [-- overrides]``;
     ``--launcher slurm`` submits the folds as cluster jobs, ``--status`` says where they stand."""
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
-    a = parser().parse_args(argv)
+    p = parser()
+    a = p.parse_args(argv)
+    if a.final and (a.folds or a.report or a.pretrain_only or a.status or a.workers > 1):
+        p.error(
+            "--final trains one model on every subject: without --folds, --report, "
+            "--pretrain-only, --status or --workers"
+        )
+    if a.final and a.launcher != "local":
+        p.error("--final runs here (--launcher local)")
     follow_parent()
     return run_command("moext loso", lambda: _dispatch(a, overrides))

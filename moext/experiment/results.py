@@ -516,35 +516,25 @@ def verify_run(run_dir: str | Path) -> VerifiedRun:
     )
 
 
-def pool_run(
-    run_dir: Path,
+def pooled_results(
+    run: VerifiedRun,
     classes: tuple[str, ...] | None = None,
     expected_folds: list[str] | None = None,
-    extras: Callable[[VerifiedRun], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Pool every fold's predictions (``run_dir/folds/*/predictions.csv``), verified with the
-    run's record (:func:`verify_run`), and write results.json, results.md and confusion.png in
-    ``run_dir`` (an AU detector's run: results.json and results.md of
-    :func:`moext.experiment.au_metrics.pool_au_predictions`, F1 per AU and their mean; no
-    ``extras``). Failed folds (``FAILED.json``) are listed, never pooled. ``ci`` holds the 95%
-    subject bootstrap intervals (:func:`moext.experiment.bootstrap.bootstrap_ci`, default
-    resamples and seed); ``record_verified`` is False for a folder whose record predates
-    record digests (its report says "unverified record").
+    """The pooled results of a verified run folder (:func:`verify_run`), written nowhere: what
+    :func:`pool_run` writes, and what a bundle's model card reports (:mod:`moext.experiment.bundle`).
+    An AU detector's run gives the F1 per AU and their mean
+    (:func:`moext.experiment.au_metrics.pool_au_predictions`) instead of UF1 / UAR / ACC.
 
     Args:
+        classes: the class names (default: the ``prob_<class>`` columns of the predictions).
         expected_folds: the folds the run must have (default: the recorded ones).
-        extras: more keys for results.json, computed from the verified run (the leakage
-            meter's ``oracle``: :func:`moext.experiment.oracle.measure`).
 
     Raises:
-        FileNotFoundError: no experiment.json, or no fold has predictions yet.
-        RecordCheckError: experiment.json was edited after the run wrote it.
-        FoldCheckError: a fold's files do not match its record or the experiment's, a fold
-            holds another subject's predictions, or a sample is predicted twice.
+        FileNotFoundError: no fold has predictions yet.
     """
-    run = verify_run(run_dir)
     if not run.done:
-        raise FileNotFoundError(f"no fold predictions under {run_dir / 'folds'}")
+        raise FileNotFoundError(f"no fold predictions under {run.run_dir / 'folds'}")
     preds = run.predictions
     if classes is None:
         classes = tuple(c[len("prob_") :] for c in preds.columns if c.startswith("prob_"))
@@ -559,12 +549,9 @@ def pool_run(
         "record_verified": run.unverified is None,
     }
     if is_au_run(preds.columns):
-        results = {**status, **pool_au_predictions(preds, classes, subject_ids(preds))}
-        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
-        atomic_write_text(run_dir / "results.md", results_markdown(results))
-        return results
+        return {**status, **pool_au_predictions(preds, classes, subject_ids(preds))}
     n = len(classes)
-    results: dict[str, Any] = {
+    return {
         **status,
         "overall": pooled_metrics(preds["label"], preds["pred"], n),
         "per_dataset": {
@@ -579,9 +566,44 @@ def pool_run(
         # resampling the held-out subjects, within each source database
         "ci": bootstrap_ci(preds["label"], preds["pred"], subject_ids(preds), n, preds["dataset"]),
     }
+
+
+def pool_run(
+    run_dir: Path,
+    classes: tuple[str, ...] | None = None,
+    expected_folds: list[str] | None = None,
+    extras: Callable[[VerifiedRun], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Pool every fold's predictions (``run_dir/folds/*/predictions.csv``), verified with the
+    run's record (:func:`verify_run`), and write results.json, results.md and confusion.png in
+    ``run_dir`` (an AU detector's run: results.json and results.md of
+    :func:`moext.experiment.au_metrics.pool_au_predictions`, F1 per AU and their mean; no
+    ``extras``). Failed folds (``FAILED.json``) are listed, never pooled. ``ci`` holds the 95%
+    subject bootstrap intervals (:func:`moext.experiment.bootstrap.bootstrap_ci`, default
+    resamples and seed); ``record_verified`` is False for a folder whose record predates
+    record digests (its report says "unverified record"). The numbers are
+    :func:`pooled_results`'.
+
+    Args:
+        expected_folds: the folds the run must have (default: the recorded ones).
+        extras: more keys for results.json, computed from the verified run (the leakage
+            meter's ``oracle``: :func:`moext.experiment.oracle.measure`).
+
+    Raises:
+        FileNotFoundError: no experiment.json, or no fold has predictions yet.
+        RecordCheckError: experiment.json was edited after the run wrote it.
+        FoldCheckError: a fold's files do not match its record or the experiment's, a fold
+            holds another subject's predictions, or a sample is predicted twice.
+    """
+    run = verify_run(run_dir)
+    results = pooled_results(run, classes, expected_folds)
+    if is_au_run(run.predictions.columns):
+        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+        atomic_write_text(run_dir / "results.md", results_markdown(results))
+        return results
     if extras is not None:
         results |= extras(run)
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     atomic_write_text(run_dir / "results.md", results_markdown(results))
-    plot_confusion(results["confusion"], classes, run_dir / "confusion.png")
+    plot_confusion(results["confusion"], results["classes"], run_dir / "confusion.png")
     return results

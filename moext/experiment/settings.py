@@ -73,6 +73,11 @@ class LosoSettings:
             ``offline`` or ``disabled``.
         wandb_project: W&B project.
         slurm: how ``--launcher slurm`` submits the folds (:class:`SlurmSettings`).
+        keep_fold_weights: keep each fold's last weights (``folds/<fold>/model.safetensors``)
+            so that ``moext export --ensemble`` can average the fold models; costs one copy
+            of the classifier's weights per fold on disk (docs/predict.md). Not
+            fingerprinted: switching it on keeps the run folder, and only folds trained after
+            that keep weights.
         record_epoch_predictions: the leakage meter (:mod:`moext.experiment.oracle`): each
             fold also predicts its held-out subject at the end of every epoch
             (``epoch_predictions.csv``, never used to train or stop), and the report adds what
@@ -88,6 +93,7 @@ class LosoSettings:
     wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
     wandb_project: str = "moext"
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
+    keep_fold_weights: bool = False
     record_epoch_predictions: bool = False
 
 

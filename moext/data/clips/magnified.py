@@ -7,7 +7,8 @@ serves cached entries: one ``(T, size, size, 3)`` uint8 entry per sample, the sa
 (:func:`moext.data.magnify.magnify`), rounded to uint8. They are made by ``moext prepare``
 (:func:`prepare_magnified`, with a progress bar), after the clip entries.
 
-The frame rate is the database's (:data:`moext.data.readers.FRAME_RATES`, by ``Sample.dataset``),
+The frame rate is the database's (:data:`moext.data.readers.FRAME_RATES`, by ``Sample.dataset``;
+a recording's own, ``Sample.fps``, where it states one),
 measured over the frames the clip entry holds: a clip subsampled to ``max_frames`` is magnified
 at its mean frame rate, ``fps * (frames kept - 1) / (last frame number - onset frame number)``
 (noted in the report), so its band is still in Hz; a band that no longer fits under half of that
@@ -120,7 +121,8 @@ class MagnifiedClipCache(EntryCache):
             KeyError, OSError: as :meth:`ClipCache.entry`.
         """
         clip = self.clips.entry(sample)
-        fps = clip_frame_rate(frame_rate(sample.dataset), clip.detail)
+        own = sample.fps if sample.fps is not None else frame_rate(sample.dataset)
+        fps = clip_frame_rate(own, clip.detail)
         clip_key = clip.path.name.rsplit(".", 2)[1]  # <clip>.<backend><size>.clip.<key>.npy
         key = key_of(
             {
