@@ -1,6 +1,6 @@
 """moext: micro-expression recognition methods (MoExt, SRMCL, AKMNet) for PyTorch Lightning.
 
-On one data layer, one leave-one-subject-out protocol and one evaluation.
+All of them stand on one data layer, one leave-one-subject-out protocol and one evaluation.
 """
 
 __version__ = "0.1.0"
