@@ -1,5 +1,7 @@
-"""moext: micro-expression recognition methods (MoExt, SRMCL, AKMNet) for PyTorch Lightning, on one
-data layer, one leave-one-subject-out protocol and one evaluation."""
+"""moext: micro-expression recognition methods (MoExt, SRMCL, AKMNet) for PyTorch Lightning.
+
+All of them stand on one data layer, one leave-one-subject-out protocol and one evaluation.
+"""
 
 __version__ = "0.1.0"
 
@@ -7,8 +9,10 @@ __all__ = ["__version__", "load_bundle"]
 
 
 def __getattr__(name: str):
-    """``moext.load_bundle``: :func:`moext.experiment.bundle.load_bundle`, imported on first use
-    (importing ``moext`` stays free of Lightning)."""
+    """``moext.load_bundle``: :func:`moext.experiment.bundle.load_bundle`, imported on first use.
+
+    Importing ``moext`` stays free of Lightning.
+    """
     if name == "load_bundle":
         # lazy: the package's front; the experiment layer loads only when a bundle is loaded
         from moext.experiment.bundle import load_bundle

@@ -52,8 +52,10 @@ def _lightning(subcommand: str | None, argv: list[str]) -> None:
 
 
 def _predict(argv: list[str]) -> int | None:
-    """``moext predict --bundle ...`` (a recording, :mod:`moext.experiment.predict`); without
-    ``--bundle``, LightningCLI's predict of a held-out subject."""
+    """``moext predict --bundle ...`` (a recording, :mod:`moext.experiment.predict`).
+
+    Without ``--bundle``, LightningCLI's predict of a held-out subject.
+    """
     if predict.wants_bundle(argv):
         return predict.main(argv)
     return _lightning("predict", argv)

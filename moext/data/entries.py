@@ -1,5 +1,6 @@
-"""Cache entries: one ``.npy`` array per sample, keyed by its sources, checked by a checksum; the
-one prepare loop and the one loader that every cache of derived inputs shares.
+"""Cache entries: one ``.npy`` array per sample, keyed by its sources, checked by a checksum.
+
+Also the one prepare loop and the one loader that every cache of derived inputs shares.
 
 A cache (the crops of :mod:`moext.data.pairs.cache`, the flow fields of
 :mod:`moext.data.flow.cache`, the clips of :mod:`moext.data.clips.cache`) is an
@@ -76,8 +77,10 @@ class CacheError(Exception):
 
 
 def source_identity(path: Path, mode: str = "stat") -> list[str | int]:
-    """What a key holds of a source file: ``[name, bytes, mtime in whole seconds]`` (``stat``)
-    or ``[name, bytes, SHA-256 of the bytes]`` (``content``); never its folder.
+    """What a key holds of a source file; never its folder.
+
+    ``[name, bytes, mtime in whole seconds]`` (``stat``) or ``[name, bytes, SHA-256 of the
+    bytes]`` (``content``).
 
     Raises:
         OSError: the file is missing.
@@ -167,8 +170,10 @@ def _layout_problem(entry: Entry, header: tuple, size: int) -> str | None:
 
 
 def npy_problem(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
-    """Why a ``.npy`` file cannot hold a ``shape`` ``dtype`` array (``"missing"``, an unreadable
-    header, another shape or dtype, a truncated or padded file), or None.
+    """Why a ``.npy`` file cannot hold a ``shape`` ``dtype`` array, or None.
+
+    The reasons: ``"missing"``, an unreadable header, another shape or dtype, a truncated or
+    padded file.
 
     Cheap: reads only the header and compares the file size.
     """
@@ -204,10 +209,12 @@ def _damage(data: bytes | np.ndarray, stored: tuple[int, int]) -> str | None:
 
 
 def entry_problem(entry: Entry, verify: bool = True) -> str | None:
-    """Why an entry is unusable (``"missing"``, its header or size, its checksum file, damaged
-    bytes), or None.
+    """Why an entry is unusable, or None.
+
+    The reasons: ``"missing"``, its header or size, its checksum file, damaged bytes.
 
     Args:
+        entry: the entry to check.
         verify: also read the whole file and compare its CRC-32 with the stored one; without
             it only the header, the size and the checksum file's presence are checked.
     """
@@ -229,6 +236,7 @@ def read_entry(entry: Entry, what: str) -> np.ndarray:
     """The array of an entry, its bytes checked against its checksum.
 
     Args:
+        entry: the entry to read.
         what: names the entry in errors (``"casme2/sub01/EP02_01f: cache entry"``).
 
     Raises:
@@ -303,12 +311,16 @@ class EntryCache:
         raise NotImplementedError
 
     def ready(self) -> None:
-        """Called once in the process that computes, before the first :meth:`compute` (e.g.
-        to build a detector)."""
+        """Called once in the process that computes, before the first :meth:`compute`.
+
+        E.g. to build a detector.
+        """
 
     def family(self, sample: Sample) -> str:
-        """A glob, in the folder of the sample's entry, matching its entries under any key, to
-        find those of an older format (default ``""``: none looked for)."""
+        """A glob, in the folder of the sample's entry, matching its entries under any key.
+
+        It finds those of an older format (default ``""``: none looked for).
+        """
         return ""
 
     def entry_notes(self, sample: Sample, entry: Entry) -> list[str]:
@@ -397,6 +409,7 @@ class PrepareReport:
 
     @property
     def ok(self) -> bool:
+        """Whether no entry failed."""
         return not self.failed
 
     def record(self, sample_id: str, failure: Failure | None) -> None:
@@ -407,12 +420,17 @@ class PrepareReport:
             self.failed.append(failure)
 
     def summary(self) -> str:
+        """The report ``moext prepare`` prints: counts, then failed, corrupt and older entries."""
         return "\n".join(self.summary_lines("prepared", "recomputed"))
 
     def summary_lines(self, made: str, remade: str, made_suffix: str = "") -> list[str]:
-        """The counts (``made`` and ``remade`` name what happened to new and corrupt entries,
-        ``made_suffix`` follows the count of new ones), then one line per failed and corrupt
-        entry, and a line on entries of an older format that were not reused."""
+        """The counts, one line per failed and corrupt entry, one on older entries not reused.
+
+        Args:
+            made: what happened to new entries (``"prepared"``).
+            remade: what happened to corrupt entries (``"recomputed"``).
+            made_suffix: follows the count of new ones.
+        """
         older = (
             [
                 f"  not reused: {len(self.older)} entries of an older cache format (keys "
@@ -436,6 +454,7 @@ class PrepareReport:
         Args:
             title: the message's first line, ``{n}`` the number of failures (``"{n} clip(s)
                 could not be prepared"``).
+            limit: the most failures listed (the rest are counted).
         """
         if self.failed:
             lines = "\n".join(f"  {f}" for f in self.failed[:limit])
@@ -554,6 +573,8 @@ def find_entries(samples: Sequence[Sample], cache: EntryCache, check: bool = Fal
     """The entries of ``samples``, in order.
 
     Args:
+        samples: the samples, in order.
+        cache: the cache that holds their entries.
         check: also check each entry's header, size and checksum file (not its bytes).
 
     Raises:
@@ -587,8 +608,9 @@ def load_entries(
     out: torch.Tensor,
     layout: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
 ) -> torch.Tensor:
-    """Read the entries of ``samples`` into ``out`` (``out[i]`` = ``layout`` of entry ``i``),
-    each checked against its checksum.
+    """Read the entries of ``samples`` into ``out``, each checked against its checksum.
+
+    ``out[i]`` = ``layout`` of entry ``i``.
 
     Raises:
         CacheError: some entries were never prepared, or are unreadable or damaged; the message

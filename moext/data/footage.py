@@ -1,5 +1,6 @@
-"""Footage: a recording to predict (a video file or a folder of frames), made into the inputs a
-trained method takes by the data layer's own path.
+"""Footage: a recording to predict (a video file or a folder of frames), made into inputs.
+
+The inputs a trained method takes, made by the data layer's own path.
 
 A recording becomes a :class:`Footage`: a folder's frames are listed by the readers' rule
 (:func:`moext.data.readers.spreadsheet.list_frames`: image files numbered by the last run of
@@ -136,9 +137,10 @@ def _checked(footage: Footage) -> Footage:
 
 
 def read_frames(folder: str | Path, fps: float | None = None) -> Footage:
-    """The frames of a folder, by the readers' rule (numbered by the last run of digits in
-    their names, sorted by number; other files are not frames), recorded at ``fps`` (None:
-    unknown).
+    """The frames of a folder, by the readers' rule, recorded at ``fps`` (None: unknown).
+
+    The readers' rule: numbered by the last run of digits in their names, sorted by number;
+    other files are not frames.
 
     Raises:
         FootageError: no such folder, two files with one number, fewer than 2 frames.
@@ -154,8 +156,10 @@ def read_frames(folder: str | Path, fps: float | None = None) -> Footage:
 
 
 def decode_video(path: str | Path, folder: str | Path, fps: float | None = None) -> Footage:
-    """Decode every frame of a video with PyAV into lossless PNG files ``folder/frameNNNNNN.png``
-    (RGB, as decoded), numbered from 1; its frame rate is ``fps``, else its stream's average.
+    """Decode every frame of a video with PyAV into lossless PNG files.
+
+    ``folder/frameNNNNNN.png`` (RGB, as decoded), numbered from 1; its frame rate is ``fps``,
+    else its stream's average.
 
     Raises:
         FootageError: no such file, not a video PyAV can decode, no video stream, fewer than 2
@@ -189,9 +193,11 @@ def decode_video(path: str | Path, folder: str | Path, fps: float | None = None)
 
 
 def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 30) -> Path:
-    """Write ``(H, W, 3)`` uint8 RGB frames as a lossless H.264 MP4 (``yuv444p``, ``qp 0``),
-    atomically: decoded, its frames differ from the given ones by at most 2 grey levels (the
-    RGB <-> YUV conversion). The demo and the tests make videos of generated clips with it.
+    """Write ``(H, W, 3)`` uint8 RGB frames as a lossless H.264 MP4, atomically.
+
+    ``yuv444p``, ``qp 0``: decoded, its frames differ from the given ones by at most 2 grey
+    levels (the RGB <-> YUV conversion). The demo and the tests make videos of generated clips
+    with it.
     """
     # lazy: PyAV loads only when a video is written
     import av
@@ -214,16 +220,17 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 30) -
 
 
 def detector_for(settings: PrepareSettings) -> Detector | None:
-    """The landmark detector of the crop settings (None for ``backend: none``), built once per
-    recording and shared by every crop of it."""
+    """The landmark detector of the crop settings (None for ``backend: none``).
+
+    Built once per recording and shared by every crop of it.
+    """
     if settings.backend == "none":
         return None
     return make_detector(settings.backend, settings.weights)
 
 
 def raise_failures(footage: Footage, report: PrepareReport) -> None:
-    """A failed crop, flow or clip of ``footage`` as one line naming the file (and a video's
-    frame).
+    """A failed crop, flow or clip of ``footage`` as one line naming the file (a video's frame).
 
     Raises:
         FootageError: the first failure of ``report``.
@@ -244,8 +251,9 @@ def prepare_crops(
     settings: PrepareSettings,
     detector: Detector | None,
 ) -> None:
-    """The aligned onset/apex crops of ``samples`` (the pair cache's entries under
-    ``cache_root``), the face found on each onset with ``detector``.
+    """The aligned onset/apex crops of ``samples``, the face found on each onset with ``detector``.
+
+    They are the pair cache's entries under ``cache_root``.
 
     Raises:
         FootageError: no face on an onset, an unreadable frame, frames of different sizes.
@@ -278,8 +286,9 @@ def onset_motion(
     settings: PrepareSettings,
     detector: Detector | None,
 ) -> np.ndarray:
-    """The motion (:func:`motion`) of every frame from ``onset`` to ``last`` (frame numbers),
-    every frame cropped with the crop found on the onset, as the clip cache crops a clip.
+    """The motion (:func:`motion`) of every frame from ``onset`` to ``last`` (frame numbers).
+
+    Every frame is cropped with the crop found on the onset, as the clip cache crops a clip.
 
     Returns:
         (T,) float64, one value per frame of the window, the onset's 0.
@@ -296,8 +305,9 @@ def onset_motion(
 
 
 def windows(count: int, size: int | None) -> list[tuple[int, int]]:
-    """``(first, last)`` positions of the windows a recording of ``count`` frames is searched
-    in: ``size`` frames each, every ``size // 2`` frames, the last one ending on the last frame;
+    """``(first, last)`` positions of the windows a recording of ``count`` frames is searched in.
+
+    ``size`` frames each, every ``size // 2`` frames, the last one ending on the last frame;
     one window of every frame when ``size`` is None or covers them.
 
     Raises:
@@ -343,8 +353,9 @@ def estimate_clip(
     offset: int | None = None,
     window: int | None = None,
 ) -> Timing:
-    """The clip to predict: the given frame numbers, the others estimated (onset: the first
-    frame; offset: the last; apex: :data:`APEX_RULE`).
+    """The clip to predict: the given frame numbers, the others estimated.
+
+    Onset: the first frame; offset: the last; apex: :data:`APEX_RULE`.
 
     With ``window`` (none of the three given), the recording is searched in :func:`windows`;
     each window's apex is found the same way from its first frame, and the strongest window is
@@ -413,10 +424,12 @@ def footage_batches(
     cache_root: Path,
     device: torch.device | str = "cpu",
 ) -> list[dict[str, Tensor]]:
-    """The batches ``dm`` (the bundle's DataModule, any input) serves for one footage clip, as
-    the model takes them: its own ``prepare_data``, ``setup``, ``predict_dataloader`` and
-    ``on_after_batch_transfer``, on a sample list holding ``sample`` only (its entries cached
-    under ``cache_root``, its crops prepared first by :func:`prepare_crops`).
+    """The batches ``dm`` serves for one footage clip, as the model takes them.
+
+    ``dm`` is the bundle's DataModule, any input: its own ``prepare_data``, ``setup``,
+    ``predict_dataloader`` and ``on_after_batch_transfer``, on a sample list holding ``sample``
+    only (its entries cached under ``cache_root``, its crops prepared first by
+    :func:`prepare_crops`).
 
     Raises:
         FootageError: what ``prepare_data`` could not make (one line).
@@ -444,8 +457,10 @@ def footage_batches(
 
 @contextmanager
 def _without_progress_bars() -> Iterator[None]:
-    """Run a DataModule's ``prepare_data`` on one clip without its progress bars (tqdm, on
-    stderr); anything else it writes there is passed on."""
+    """Run a DataModule's ``prepare_data`` on one clip without its progress bars.
+
+    The bars are tqdm's, on stderr; anything else it writes there is passed on.
+    """
     captured = io.StringIO()
     try:
         with redirect_stderr(captured):
@@ -457,8 +472,10 @@ def _without_progress_bars() -> Iterator[None]:
 
 
 def served_frames(dm: Any, sample: Sample) -> list[int]:
-    """The frame numbers the DataModule's input is made of: a clip's frames where it serves
-    clips (``frame_numbers``), else the onset and the apex."""
+    """The frame numbers the DataModule's input is made of.
+
+    A clip's frames where it serves clips (``frame_numbers``), else the onset and the apex.
+    """
     numbers = getattr(dm, "frame_numbers", None)
     if callable(numbers):
         return list(numbers(0))

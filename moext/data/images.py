@@ -23,8 +23,10 @@ class ImageReadError(OSError):
 
 
 def check_complete(path: Path, data: bytes) -> None:
-    """Decode ``data`` fully with Pillow, which refuses a cut file (``image file is truncated``)
-    where a decoder may fill the missing part with grey (libjpeg only warns).
+    """Decode ``data`` fully with Pillow, which refuses a cut file.
+
+    Pillow says ``image file is truncated`` where a decoder may fill the missing part with grey
+    (libjpeg only warns).
 
     Formats Pillow does not know are left to OpenCV.
 
@@ -42,7 +44,9 @@ def check_complete(path: Path, data: bytes) -> None:
 
 class FrameSizeError(ValueError):
     """A frame of another size than its clip's onset: the onset's crop cannot align it.
-    ``path`` names the frame."""
+
+    ``path`` names the frame.
+    """
 
     def __init__(self, path: Path, size: tuple[int, int], onset: Path, onset_size: tuple[int, int]):
         super().__init__(
@@ -58,8 +62,10 @@ def check_same_size(
     """Refuse a frame whose size differs from its clip's onset.
 
     Args:
-        path, onset: the frame's and the onset's files (for the message).
-        image, onset_image: their ``(H, W, 3)`` pixels, or their ``(H, W)`` sizes.
+        path: the frame's file (for the message).
+        image: its ``(H, W, 3)`` pixels, or its ``(H, W)`` size.
+        onset: the onset's file (for the message).
+        onset_image: its ``(H, W, 3)`` pixels, or its ``(H, W)`` size.
 
     Raises:
         FrameSizeError: naming the frame, the onset and both sizes.
@@ -73,8 +79,10 @@ def check_same_size(
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """``(H, W)`` of an image file, from its header where Pillow knows the format (no decode),
-    else by decoding it (:func:`read_rgb`).
+    """``(H, W)`` of an image file.
+
+    Read from its header where Pillow knows the format (no decode), else by decoding it
+    (:func:`read_rgb`).
 
     Raises:
         FileNotFoundError: the file is missing; ImageReadError: it cannot be read.

@@ -147,8 +147,11 @@ class MagnifySettings:
             )
 
     def key(self) -> dict[str, Any]:
-        """What a magnified clip depends on (for cache keys): the method's own fields and
-        :data:`MAGNIFY_VERSION`; the phase-only fields are left out for ``linear``."""
+        """What a magnified clip depends on (for cache keys).
+
+        The method's own fields and :data:`MAGNIFY_VERSION`; the phase-only fields are left out
+        for ``linear``.
+        """
         fields = asdict(self)
         if self.method == "linear":
             fields = {"method": self.method, "alpha": self.alpha}
@@ -277,7 +280,8 @@ def magnify_phase(
     Args:
         frames: (T, H, W) float in [0, 1], grey; on any device.
         alpha: magnification factor.
-        low, high: temporal band, Hz, 0 < low < high < fps / 2.
+        low: the temporal band's low edge, Hz, 0 < low < high.
+        high: its high edge, Hz, high < fps / 2.
         fps: the clip's frame rate.
         levels: band levels of the pyramid (None: :func:`max_levels` of the frame size).
         attenuate: remove the motion outside the band too.
@@ -324,8 +328,9 @@ def _reduce(x: Tensor) -> Tensor:
 
 
 def _expand(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Burt-Adelson EXPAND to ``size``: zeros between the samples, the binomial blur times 4,
-    computed as its two phases (even: (1, 6, 1) / 8, odd: (1, 1) / 2; mirrored edges).
+    """Burt-Adelson EXPAND to ``size``: zeros between the samples, the binomial blur times 4.
+
+    Computed as its two phases (even: (1, 6, 1) / 8, odd: (1, 1) / 2; mirrored edges).
 
     Shapes: (N, h, w) -> (N, *size), ``size`` at most (2h, 2w).
     """
@@ -352,8 +357,10 @@ def _fast_length(n: int) -> int:
 
 
 def _mirror(x: Tensor, pad: int) -> tuple[Tensor, int]:
-    """Mirror (N, C, H, W) by ``pad`` pixels before its top and left edges and by a few more
-    after its bottom and right ones, to a fast FFT size (less where a side is too short).
+    """Mirror (N, C, H, W) by ``pad`` pixels and more, to a fast FFT size.
+
+    By ``pad`` pixels before its top and left edges and by a few more after its bottom and right
+    ones, to a fast FFT size (less where a side is too short).
 
     Returns:
         The padded tensor and the pad before the edges (the image starts there).
@@ -373,8 +380,10 @@ def _frequencies(h: int, w: int, like: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _riesz(band: Tensor, pad: int = RIESZ_PAD) -> Tensor:
-    """The Riesz transform of a band level, in the frequency domain (the image mirrored by
-    ``pad`` pixels first, so its edges do not wrap around): R_j = IFFT(-i f_j / |f| FFT(I)).
+    """The Riesz transform of a band level, in the frequency domain.
+
+    The image is mirrored by ``pad`` pixels first, so its edges do not wrap around:
+    R_j = IFFT(-i f_j / |f| FFT(I)).
 
     Shapes: (T, h, w) -> (T, 2, h, w): R1 (across), R2 (down).
     """
@@ -389,8 +398,7 @@ def _riesz(band: Tensor, pad: int = RIESZ_PAD) -> Tensor:
 
 
 def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Gaussian blur of (N, C, h, w), ``sigma`` pixels, in the frequency domain (mirrored
-    edges)."""
+    """Gaussian blur of (N, C, h, w), ``sigma`` pixels, in the frequency domain (mirrored edges)."""
     h, w = x.shape[-2:]
     padded, p = _mirror(x, math.ceil(3 * sigma))
     fy, fx = _frequencies(*padded.shape[-2:], x)
@@ -431,9 +439,10 @@ def _magnify_band(
 
 
 def butter_bandpass(low: float, high: float, fps: float) -> tuple[float, float, float]:
-    """A first-order Butterworth band-pass (two poles), as ``scipy.signal.butter(1, [low, high],
-    "bandpass", fs=fps)``: bilinear transform of ``B s / (s^2 + B s + W0^2)`` at pre-warped
-    edges.
+    """A first-order Butterworth band-pass (two poles).
+
+    As ``scipy.signal.butter(1, [low, high], "bandpass", fs=fps)``: bilinear transform of
+    ``B s / (s^2 + B s + W0^2)`` at pre-warped edges.
 
     Returns:
         ``(b0, a1, a2)``: ``y_t = b0 (x_t - x_{t-2}) - a1 y_{t-1} - a2 y_{t-2}`` (b1 = 0, b2 =

@@ -252,6 +252,7 @@ class OfficialEntry:
 
     @property
     def source(self) -> str:
+        """Where the row comes from, for messages: the list's file name and the row's cells."""
         return f"{OFFICIAL_LIST} ({self.dataset},{self.subject},{self.filename})"
 
 
@@ -291,8 +292,10 @@ HOLDOUTS = ("subject", "database")
 
 
 def holdout_fold(sample: Sample, holdout: str = "subject") -> str:
-    """The fold a sample is held out in: its subject's :func:`fold_id` (``"casme2/sub01"``), or
-    with ``holdout="database"`` its database (``"casme2"``).
+    """The fold a sample is held out in.
+
+    Its subject's :func:`fold_id` (``"casme2/sub01"``), or with ``holdout="database"`` its
+    database (``"casme2"``).
 
     Raises:
         ValueError: ``holdout`` is not one of :data:`HOLDOUTS`.
@@ -400,8 +403,9 @@ def au_classes(aus: Iterable[int]) -> tuple[str, ...]:
 
 
 def au_targets(samples: Iterable[Sample], aus: Iterable[int]) -> np.ndarray:
-    """Multi-hot AU targets: 1 where a sample's annotation codes the AU (any side, any
-    intensity), else 0.
+    """Multi-hot AU targets: 1 where a sample's annotation codes the AU, else 0.
+
+    Any side and any intensity count.
 
     Args:
         samples: N samples (their ``aus``; a sample without annotation gives a row of zeros).

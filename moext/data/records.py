@@ -16,8 +16,9 @@ Side = Literal["L", "R"]
 
 @dataclass(frozen=True, order=True)
 class ActionUnit:
-    """One coded facial action unit (FACS), normalised from a database's notation
-    (:func:`moext.data.readers.aus.parse_aus`).
+    """One coded facial action unit (FACS), normalised from a database's notation.
+
+    See :func:`moext.data.readers.aus.parse_aus`.
 
     Attributes:
         number: the AU number (``12`` for ``AU12``, ``R12``, ``12B``).
@@ -104,16 +105,19 @@ class Sample:
 
     @property
     def onset_path(self) -> Path:
+        """The onset's frame file."""
         return self.frame_path(self.onset)
 
     @property
     def apex_path(self) -> Path:
+        """The apex's frame file."""
         return self.frame_path(self.apex)
 
     def pseudo_apex(self, n: int) -> int:
-        """Frame number of the clip's ``n``-th frame, counting the onset as the 1st: the paper's
-        pseudo apex (N = 5: the onset and 4 frames later; as its Fig. 6 counts flow "between
-        the 1st and each frame").
+        """Frame number of the clip's ``n``-th frame, counting the onset as the 1st.
+
+        The paper's pseudo apex (N = 5: the onset and 4 frames later; as its Fig. 6 counts flow
+        "between the 1st and each frame").
 
         For a clip whose onset is ``img46.jpg`` and whose frames are consecutive, ``n = 5``
         gives frame 50. Counted in frames present on disk, so gaps in numbering do not shift
@@ -159,6 +163,7 @@ class ReadResult:
     corrected: list[Correction] = field(default_factory=list)
 
     def extend(self, other: ReadResult) -> None:
+        """Add another result's samples, rejections and corrections to this one."""
         self.samples.extend(other.samples)
         self.rejected.extend(other.rejected)
         self.corrected.extend(other.corrected)

@@ -51,9 +51,11 @@ NO_EMOTION = "(none)"
 
 
 def au_counts(samples: list[Sample]) -> dict:
-    """How the samples' action units are coded: ``annotated`` and ``not_annotated`` (clips),
-    ``counts`` (``"AU12"`` -> clips coding it, in AU order) and ``per_dataset`` (the same
-    counts per database)."""
+    """How the samples' action units are coded.
+
+    ``annotated`` and ``not_annotated`` (clips), ``counts`` (``"AU12"`` -> clips coding it, in
+    AU order) and ``per_dataset`` (the same counts per database).
+    """
 
     def count(group: list[Sample]) -> dict[str, int]:
         numbers = Counter(n for s in group for n in s.au_numbers)

@@ -93,7 +93,8 @@ def pooled_au_metrics(y_true: np.ndarray, y_pred: np.ndarray, aus: Sequence[str]
     """F1 per AU and their mean on pooled predictions.
 
     Args:
-        y_true, y_pred: (n, A) 0/1, every fold's held-out samples together.
+        y_true: (n, A) 0/1 targets, every fold's held-out samples together.
+        y_pred: (n, A) 0/1 predictions of the same samples.
         aus: the A AU names (``AU1``, ...).
 
     Returns:
@@ -158,8 +159,9 @@ def bootstrap_au_ci(
     seed: int = DEFAULT_SEED,
     level: float = LEVEL,
 ) -> dict[str, Any]:
-    """Percentile intervals of ``mean_f1`` and every ``f1_<AU>``, overall and per database,
-    resampling subjects within their database (the draws of
+    """Percentile intervals of ``mean_f1`` and every ``f1_<AU>``, overall and per database.
+
+    Subjects are resampled within their database (the draws of
     :func:`moext.experiment.bootstrap.bootstrap_ci` for the same seed).
 
     Returns:
@@ -186,8 +188,11 @@ def bootstrap_au_ci(
 def pool_au_predictions(
     preds: pd.DataFrame, aus: Sequence[str], subjects: pd.Series
 ) -> dict[str, Any]:
-    """The pooled AU scores of a run's verified predictions: overall, per source database, per
-    fold (for inspection only) and their CIs (``subjects``: each row's subject id)."""
+    """The pooled AU scores of a run's verified predictions, and their CIs.
+
+    Overall, per source database and per fold (for inspection only); ``subjects``: each row's
+    subject id.
+    """
     y_true, y_pred = au_arrays(preds, aus)
     datasets = preds["dataset"].to_numpy(dtype=str)
     return {
@@ -215,10 +220,13 @@ def _cell(value: float | None, bounds: list[float] | None = None) -> str:
 
 
 def au_results_markdown(results: dict[str, Any], per_fold: bool = True, status: str = "") -> str:
-    """An AU run's pooled results as Markdown: mean F1 per scope, then F1 per AU (pooled over
-    every database, then per database), each with its 95% CI; with ``per_fold`` the per-fold
-    mean F1, marked as being for inspection only. ``status`` ends the first line (what
-    :func:`moext.experiment.results.status_note` says of missing or failed folds)."""
+    """An AU run's pooled results as Markdown.
+
+    Mean F1 per scope, then F1 per AU (pooled over every database, then per database), each
+    with its 95% CI; with ``per_fold`` the per-fold mean F1, marked as being for inspection
+    only. ``status`` ends the first line (what :func:`moext.experiment.results.status_note`
+    says of missing or failed folds).
+    """
     ci = results.get("ci") or {"overall": {}, "per_dataset": {}}
     aus = results["classes"]
     scopes = [("all (pooled)", results["overall"], ci["overall"])]
@@ -275,15 +283,19 @@ def compare_au_runs(
     level: float = LEVEL,
     pairs: bool = True,
 ) -> dict[str, Any]:
-    """AU detectors side by side on their identical samples (:func:`moext.experiment.compare.
-    compare_runs` calls it for AU runs): per run ``mean_f1`` and each ``f1_<AU>`` with CIs,
-    overall and per database; per pair the difference in ``mean_f1``, its paired bootstrap CI
-    and the paired permutation test over subjects.
+    """AU detectors side by side on their identical samples.
+
+    :func:`moext.experiment.compare.compare_runs` calls it for AU runs: per run ``mean_f1``
+    and each ``f1_<AU>`` with CIs, overall and per database; per pair the difference in
+    ``mean_f1``, its paired bootstrap CI and the paired permutation test over subjects.
 
     Args:
         runs: the loaded runs (``name``, ``path``, ``method``, ``classes`` (the AUs),
             ``predictions`` sorted alike, ``unverified``).
         subjects: each (sorted) sample's subject id.
+        resamples: bootstrap resamples (and the most random permutations).
+        seed: the generator's seed.
+        level: the CIs' coverage.
         pairs: compare every pair (False: the runs' own numbers only).
 
     Raises:
@@ -366,13 +378,20 @@ def paired_au_comparison(
     seed: int = DEFAULT_SEED,
     level: float = LEVEL,
 ) -> dict[str, Any]:
-    """Run A minus run B in ``mean_f1`` on the same subjects: the difference, its paired
-    bootstrap CI and the two-sided paired permutation p-value over subjects (the procedure of
-    :func:`moext.experiment.bootstrap.paired_comparison`, on per-subject AU counts).
+    """Run A minus run B in ``mean_f1`` on the same subjects: difference, CI and p-value.
+
+    The difference, its paired bootstrap CI and the two-sided paired permutation p-value over
+    subjects (the procedure of :func:`moext.experiment.bootstrap.paired_comparison`, on
+    per-subject AU counts).
 
     Args:
-        counts_a, counts_b: (S, A, 3) per-subject TP / FP / FN of each run, subjects alike.
+        counts_a: (S, A, 3) per-subject TP / FP / FN of run A.
+        counts_b: (S, A, 3) the same of run B, subjects alike.
         subject_dataset: (S) each subject's database (the bootstrap's strata).
+        aus: the A AU names.
+        n_resamples: bootstrap resamples (and the most random permutations).
+        seed: the generator's seed.
+        level: the CI's coverage.
 
     Returns:
         ``{"diff", "diff_ci", "p_value", "per_dataset": {name: {...}}, "permutations",
@@ -412,8 +431,11 @@ def paired_au_comparison(
 
 
 def au_comparison_markdown(result: dict[str, Any]) -> str:
-    """An AU comparison as Markdown: per run mean F1 and F1 per AU with CIs (per database where
-    there are several), then each pair's difference in mean F1."""
+    """An AU comparison as Markdown.
+
+    Per run mean F1 and F1 per AU with CIs (per database where there are several), then each
+    pair's difference in mean F1.
+    """
     level = f"{result['level']:.0%}"
     composite = len(result["datasets"]) > 1
     aus = result["classes"]

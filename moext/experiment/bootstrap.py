@@ -47,8 +47,10 @@ def subject_confusions(
     """One confusion matrix per subject.
 
     Args:
-        labels, preds: (n,) true and predicted class per sample.
+        labels: (n,) true class per sample.
+        preds: (n,) predicted class per sample.
         subjects: (n,) the subject (LOSO fold id) of each sample.
+        num_classes: K.
         datasets: (n,) the source database of each sample (None: one database).
 
     Returns:
@@ -74,7 +76,9 @@ def subject_confusions(
 def subject_strata(
     subjects: Sequence[str], datasets: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The sorted subject ids (S), each sample's position among them (n), and each subject's
+    """The sorted subject ids, each sample's subject, each subject's database.
+
+    The sorted subject ids (S), each sample's position among them (n), and each subject's
     database (S): the strata the bootstrap draws subjects within.
 
     Raises:
@@ -92,8 +96,11 @@ def subject_strata(
 
 
 def draw_counts(strata: Sequence[str], n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """How often each subject is drawn in each resample: (B, S) counts (as floats, for BLAS),
-    each stratum's subjects drawn with replacement as many times as the stratum has subjects."""
+    """How often each subject is drawn in each resample: (B, S) counts (as floats, for BLAS).
+
+    Each stratum's subjects are drawn with replacement as many times as the stratum has
+    subjects.
+    """
     strata = np.asarray(strata, dtype=str)
     counts = np.zeros((n_resamples, len(strata)))
     rows = np.arange(n_resamples)[:, None]
@@ -119,8 +126,10 @@ def swap_masks(
 
 
 def _scopes(subject_dataset: list[str], per_dataset: bool) -> dict[str | None, np.ndarray]:
-    """Column (subject) indices of each scope: None for all subjects, then (``per_dataset``)
-    one per source database."""
+    """Column (subject) indices of each scope.
+
+    None for all subjects, then (``per_dataset``) one per source database.
+    """
     names = np.asarray(subject_dataset)
     scopes: dict[str | None, np.ndarray] = {None: np.arange(len(names))}
     if per_dataset:
@@ -148,8 +157,10 @@ def _pooled(cms: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _swapped(cms_a: np.ndarray, cms_b: np.ndarray, swaps: np.ndarray) -> dict[str, np.ndarray]:
-    """Metrics of run A's pool with the subjects of ``swaps`` (R, S) taken from run B instead:
-    A's total + swaps @ (B - A) per subject."""
+    """Metrics of run A's pool with the subjects of ``swaps`` (R, S) taken from run B instead.
+
+    A's total + swaps @ (B - A) per subject.
+    """
     s, k = cms_a.shape[0], cms_a.shape[-1]
     delta = (cms_b - cms_a).reshape(s, k * k).astype(float)
     pooled = cms_a.reshape(s, k * k).sum(axis=0) + swaps @ delta
@@ -169,12 +180,15 @@ def bootstrap_ci(
     """Percentile intervals of the pooled UF1 / UAR / ACC, overall and per source database.
 
     Args:
-        labels, preds: (n,) true and predicted class of every pooled sample.
+        labels: (n,) true class of every pooled sample.
+        preds: (n,) predicted class of every pooled sample.
         subjects: (n,) each sample's subject (LOSO fold id, e.g. ``casme2/sub01``).
+        num_classes: K.
         datasets: (n,) each sample's source database; subjects are drawn within their
             database. None: one database.
         n_resamples: bootstrap resamples B.
         seed: the generator's seed; the same seed and data give identical intervals.
+        level: the intervals' coverage (0.95).
 
     Returns:
         ``{"method", "unit", "level", "resamples", "seed", "overall": {"uf1": [lo, hi], "uar":
@@ -217,8 +231,15 @@ def paired_comparison(
     their samples' correlation, as the bootstrap does. Two identical runs give p = 1.
 
     Args:
-        labels: (n,) true class per sample; preds_a, preds_b: (n,) each run's predictions of
-            the same samples in the same order.
+        labels: (n,) true class per sample.
+        preds_a: (n,) run A's predictions of the samples, in the same order.
+        preds_b: (n,) run B's predictions of the same samples.
+        subjects: (n,) each sample's subject, as for :func:`bootstrap_ci`.
+        num_classes: K.
+        datasets: (n,) each sample's source database, as for :func:`bootstrap_ci`.
+        n_resamples: bootstrap resamples, and the most random permutations.
+        seed: the generator's seed.
+        level: the CI's coverage.
         metrics: the scores compared (names of :func:`confusion_metrics`' outputs).
 
     Returns:
@@ -262,8 +283,11 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def _seed_mean(cms: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean over training seeds of the pooled metrics: (R, S, K, K) confusions per seed and
-    subject, (B, S) weights -> {metric: (B,)}; with R = 1 exactly :func:`_pooled`."""
+    """Mean over training seeds of the pooled metrics.
+
+    (R, S, K, K) confusions per seed and subject, (B, S) weights -> {metric: (B,)}; with R = 1
+    exactly :func:`_pooled`.
+    """
     per_seed = [_pooled(c, weights) for c in cms]
     return {k: np.mean([m[k] for m in per_seed], axis=0) for k in per_seed[0]}
 
@@ -275,8 +299,7 @@ def _seed_confusions(
     num_classes: int,
     datasets: Sequence[str] | None,
 ) -> tuple[np.ndarray, list[str]]:
-    """(R, S, K, K) per-subject confusions of each seed's predictions, and each subject's
-    database."""
+    """Per-subject confusions of each seed's predictions, (R, S, K, K), and subjects' databases."""
     if not len(preds_by_seed):
         raise ValueError("no predictions: give one array per training seed")
     parts = [subject_confusions(labels, p, subjects, num_classes, datasets) for p in preds_by_seed]
@@ -301,8 +324,14 @@ def seed_mean_ci(
     :func:`bootstrap_ci`'s.
 
     Args:
-        preds_by_seed: (R, n) each training seed's predictions of the same samples; the other
-            arguments are :func:`bootstrap_ci`'s.
+        labels: (n,) true class of every pooled sample.
+        preds_by_seed: (R, n) each training seed's predictions of the same samples.
+        subjects: (n,) each sample's subject, as for :func:`bootstrap_ci`.
+        num_classes: K.
+        datasets: (n,) each sample's source database, as for :func:`bootstrap_ci`.
+        n_resamples: bootstrap resamples B.
+        seed: the generator's seed.
+        level: the intervals' coverage.
 
     Returns:
         :func:`bootstrap_ci`'s dict with ``"seeds": R``.
@@ -337,8 +366,9 @@ def paired_seed_comparison(
     level: float = LEVEL,
     metrics: Sequence[str] = ("uf1", "uar"),
 ) -> dict[str, Any]:
-    """:func:`paired_comparison` of two runs trained under several seeds each: every score is
-    the mean over the run's training seeds.
+    """:func:`paired_comparison` of two runs trained under several seeds each.
+
+    Every score is the mean over the run's training seeds.
 
     Seed i of run A is paired with seed i of run B (a run with one seed is paired with every
     seed of the other); the bootstrap draws the same subjects for both runs and every seed, and
@@ -346,8 +376,16 @@ def paired_seed_comparison(
     each it is exactly :func:`paired_comparison`.
 
     Args:
-        preds_a, preds_b: (R_a, n) and (R_b, n) predictions per training seed; R_a = R_b, or
-            one of them 1.
+        labels: (n,) true class per sample.
+        preds_a: (R_a, n) run A's predictions per training seed.
+        preds_b: (R_b, n) run B's; R_a = R_b, or one of them 1.
+        subjects: (n,) each sample's subject, as for :func:`bootstrap_ci`.
+        num_classes: K.
+        datasets: (n,) each sample's source database, as for :func:`bootstrap_ci`.
+        n_resamples: bootstrap resamples, and the most random permutations.
+        seed: the generator's seed.
+        level: the CI's coverage.
+        metrics: the scores compared.
 
     Raises:
         ValueError: both runs have several seeds, but not as many.

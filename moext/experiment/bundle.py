@@ -142,9 +142,11 @@ def package_version() -> str:
 
 
 def recorded_section(settings: dict[str, Any], section: str) -> dict[str, Any]:
-    """One section (``model``, ``data``) of a stage's recorded settings, nested again:
+    """One section (``model``, ``data``) of a stage's recorded settings, nested again.
+
     ``{"model.init_args.lr": 1e-3}`` -> ``{"class_path": ..., "init_args": {"lr": 1e-3}}``
-    (jsonargparse's ``__path__`` notes of included files left out)."""
+    (jsonargparse's ``__path__`` notes of included files left out).
+    """
     out: dict[str, Any] = {}
     for key, value in settings.items():
         parts = key.split(".")
@@ -158,8 +160,10 @@ def recorded_section(settings: dict[str, Any], section: str) -> dict[str, Any]:
 
 
 def bundle_model_config(model: dict[str, Any]) -> dict[str, Any]:
-    """The model section of a bundle: no pretraining checkpoint and no external weights
-    (:data:`EXTERNAL_WEIGHTS`), since the bundle's weights replace them."""
+    """The model section of a bundle: no pretraining checkpoint and no external weights.
+
+    No :data:`EXTERNAL_WEIGHTS`, since the bundle's weights replace them.
+    """
     init = dict(model.get("init_args") or {})
     if "pretrained" in init:
         init["pretrained"] = None
@@ -214,8 +218,9 @@ def build_datamodule(manifest: dict[str, Any], source: str = "bundle") -> Any:
 
 
 class BundleModel(nn.Module):
-    """A bundle's classifier(s): one task (the final model) or several (an ensemble of fold
-    models, their probabilities averaged).
+    """A bundle's classifier(s): one task (the final model) or several (an ensemble).
+
+    An ensemble of fold models averages their probabilities.
 
     Call it on a batch as the bundle's DataModule serves it on the device (what ``moext
     predict`` prepares: ``onset`` / ``apex`` (B, 3, S, S) for ``inputs`` ``pairs``, ``flow``
@@ -265,8 +270,10 @@ class BundleModel(nn.Module):
 
 
 def resolve_bundle(source: str | Path) -> Path:
-    """The local folder of a bundle: ``source`` itself, or a Hub repository's download
-    (``hf://owner/name[@revision]``, or ``owner/name`` where no such folder exists).
+    """The local folder of a bundle: ``source`` itself, or a Hub repository's download.
+
+    The repository: ``hf://owner/name[@revision]``, or ``owner/name`` where no such folder
+    exists.
 
     Raises:
         FileNotFoundError: no such folder, and no such repository (or the Hub cannot be reached).
@@ -406,8 +413,10 @@ CROP_SETTINGS = {"image_size", "landmarks", "landmark_weights", "on_no_face"}
 
 
 def _crop(dm: Any) -> dict[str, Any]:
-    """How a frame is cropped: the DataModule's crop settings, those that training only uses
-    (cache keys, macro clips' pseudo apex) left out."""
+    """How a frame is cropped: the DataModule's crop settings.
+
+    Those that training only uses (cache keys, macro clips' pseudo apex) are left out.
+    """
     crop = asdict(dm.prepare_settings())
     crop.pop("cache_key", None)
     crop.pop("pseudo_apex_n", None)
@@ -425,8 +434,10 @@ def run_name(run_dir: Path) -> str:
 def build_manifest(
     run_dir: Path, run: Any, results: dict[str, Any] | None, ensemble: bool
 ) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
-    """The manifest of a bundle of ``run`` and the weights files it copies (source, name in
-    the bundle)."""
+    """The manifest of a bundle of ``run`` and the weights files it copies.
+
+    Each weights file as (source, name in the bundle).
+    """
     settings = (run.record.get("settings") or {}).get("classify") or {}
     model = bundle_model_config(recorded_section(settings, "model"))
     data = recorded_section(settings, "data")
@@ -502,8 +513,11 @@ def licence_notes(datasets: list[str]) -> list[str]:
 
 
 def model_card(manifest: dict[str, Any], results: dict[str, Any] | None) -> str:
-    """The bundle's README.md: what it is, how well it does (the run's LOSO estimate), what it
-    was trained on and the licences of those databases."""
+    """The bundle's README.md: what it is, how well it does, what it was trained on.
+
+    How well it does: the run's LOSO estimate; and the licences of the databases it was
+    trained on.
+    """
     trained = manifest["trained_on"]
     method = manifest["method"].rsplit(".", 1)[-1]
     n = len(manifest["members"])
@@ -638,8 +652,11 @@ def export_bundle(run_dir: str | Path, out: str | Path, ensemble: bool = False) 
 
 
 def push_bundle(folder: str | Path, repo_id: str, private: bool = True) -> str:
-    """Upload a bundle folder to a Hugging Face Hub model repository (created if needed);
-    returns its address. Needs a Hub token (``huggingface-cli login`` or ``HF_TOKEN``)."""
+    """Upload a bundle folder to a Hugging Face Hub model repository; returns its address.
+
+    The repository is created if needed. Needs a Hub token (``huggingface-cli login`` or
+    ``HF_TOKEN``).
+    """
     folder = Path(folder)
     manifest = read_manifest(folder)
     # lazy: the Hub client only when pushing

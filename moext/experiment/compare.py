@@ -55,11 +55,13 @@ COMPARED = ("uf1", "uar")  # the scores of the paired tests
 
 @dataclass
 class Run:
-    """One finished LOSO run: its name, folder, method and pooled predictions (sorted by
-    sample); ``unverified``: the note of a record that predates record digests, else None;
-    ``protocol``: the recorded ``data.init_args.protocol``; ``seeds``: for a seed parent
-    (:mod:`moext.experiment.seeds`), each seed folder's predictions (sorted by sample;
-    ``predictions`` is the first seed's), else empty."""
+    """One finished LOSO run: its name, folder, method and pooled predictions.
+
+    The predictions are sorted by sample; ``unverified``: the note of a record that predates record
+    digests, else None; ``protocol``: the recorded ``data.init_args.protocol``; ``seeds``: for a
+    seed parent (:mod:`moext.experiment.seeds`), each seed folder's predictions (sorted by sample;
+    ``predictions`` is the first seed's), else empty.
+    """
 
     name: str
     path: Path
@@ -72,9 +74,10 @@ class Run:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Read a finished run folder as ``moext loso --report`` reads it
-    (:func:`moext.experiment.results.verify_run`: the record against its digest, every fold
-    against its ``fold.json``), refusing failed or missing folds.
+    """Read a finished run folder as ``moext loso --report`` reads it; refuse failed folds.
+
+    :func:`moext.experiment.results.verify_run`: the record against its digest, every fold
+    against its ``fold.json``; failed or missing folds are refused.
 
     Raises:
         ValueError: not a run folder, an edited record, folds missing or failed (named), a fold
@@ -135,8 +138,10 @@ def run_arguments(paths: list[str | Path], command: str) -> list[Path]:
 
 
 def load_seed_parent(parent: str | Path) -> Run:
-    """A seed parent (``moext loso --seeds``: ``seed<N>/`` run folders) as one run: every seed
-    folder read as :func:`load_run` reads a run, all of one method, classes and samples.
+    """A seed parent (``moext loso --seeds``: ``seed<N>/`` run folders) as one run.
+
+    Every seed folder read as :func:`load_run` reads a run, all of one method, classes and
+    samples.
 
     Raises:
         ValueError: as :func:`load_run` for any seed folder; seed folders of different methods,
@@ -405,8 +410,10 @@ def comparison_markdown(result: dict[str, Any]) -> str:
 
 
 def plot_forest(result: dict[str, Any], path: str | Path) -> Path:
-    """A forest plot: one panel per metric, each run's pooled score with its CI (and per
-    database where the protocol is a composite), saved as PNG atomically."""
+    """A forest plot: one panel per metric, each run's pooled score with its CI.
+
+    Per database too where the protocol is a composite; saved as PNG atomically.
+    """
     # lazy: plotting only (matplotlib is slow to import)
     import matplotlib
 
@@ -455,8 +462,11 @@ def plot_forest(result: dict[str, Any], path: str | Path) -> Path:
 
 
 def write_comparison(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``comparison.md``, ``comparison.json`` and ``comparison.png`` in ``out_dir``,
-    each atomically; returns their paths."""
+    """Write the comparison as Markdown, JSON and PNG; returns their paths.
+
+    ``comparison.md``, ``comparison.json`` and ``comparison.png`` in ``out_dir``, each
+    atomically.
+    """
     out = Path(out_dir)
     return {
         "md": atomic_write_text(out / "comparison.md", comparison_markdown(result)),
@@ -468,10 +478,11 @@ def write_comparison(result: dict[str, Any], out_dir: str | Path) -> dict[str, P
 def log_comparison(
     result: dict[str, Any], save_dir: Path, project: str = LosoSettings.wandb_project
 ) -> Path | None:
-    """Log the comparison as one W&B run (``job_type`` ``comparison``): the ``comparison``
-    table (run, method, scope, n, each score with its CI ends) and ``comparison_pairs`` (a, b,
-    metric, scope, a - b, its CI ends, p, p Holm). Offline unless W&B is configured
-    (:func:`moext.experiment.tracking.wandb_mode`).
+    """Log the comparison as one W&B run (``job_type`` ``comparison``).
+
+    The ``comparison`` table (run, method, scope, n, each score with its CI ends) and
+    ``comparison_pairs`` (a, b, metric, scope, a - b, its CI ends, p, p Holm). Offline unless
+    W&B is configured (:func:`moext.experiment.tracking.wandb_mode`).
 
     Returns:
         The run's local folder, or None when W&B is disabled or this comparison was logged
@@ -530,8 +541,11 @@ def log_comparison(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``moext compare RUN_DIR [RUN_DIR ...] [--json] [--out DIR] [--wandb] [--resamples N]
-    [--seed S]``."""
+    """``moext compare``: compare finished runs on their identical samples.
+
+    ``moext compare RUN_DIR [RUN_DIR ...] [--json] [--out DIR] [--wandb] [--resamples N]
+    [--seed S]``.
+    """
     p = argparse.ArgumentParser(
         prog="moext compare",
         description="Finished LOSO runs side by side: pooled scores with 95%% CIs (subjects "
@@ -549,8 +563,10 @@ def main(argv: list[str] | None = None) -> int:
 def parse_with_resampling(
     p: argparse.ArgumentParser, argv: list[str] | None, what: str
 ) -> argparse.Namespace:
-    """Add ``--resamples N`` (``what`` they are) and ``--seed S`` to a command's options and
-    parse ``argv`` (default ``sys.argv[1:]``); fewer than 1 resample is refused."""
+    """Add ``--resamples N`` (``what`` they are) and ``--seed S`` to the options; parse ``argv``.
+
+    ``argv`` defaults to ``sys.argv[1:]``; fewer than 1 resample is refused.
+    """
     p.add_argument(
         "--resamples",
         type=int,

@@ -47,8 +47,9 @@ _NOISE = (
 
 
 def argument_error_line(message: str, subcommand: str = "fit") -> str:
-    """One line for a jsonargparse error: the key (``model.init_args.lr``) and what is wrong
-    with it, without the union subtypes and value types the parser lists.
+    """One line for a jsonargparse error: the key (``model.init_args.lr``) and what is wrong.
+
+    Without the union subtypes and value types the parser lists.
 
     Example: ``model.init_args.bogus_key: not an option of moext.tasks.MoExtClassifyTask``.
     """
@@ -95,9 +96,10 @@ def argument_error_line(message: str, subcommand: str = "fit") -> str:
 
 
 class MoExtCLI(LightningCLI):
-    """LightningCLI with the LOSO settings of an experiment accepted in the same YAML file, and
-    without ``validate``: MoExt's data has no validation set, on purpose (``moext validate``
-    says why)."""
+    """LightningCLI accepting an experiment's LOSO settings in the same YAML; no ``validate``.
+
+    MoExt's data has no validation set, on purpose (``moext validate`` says why).
+    """
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:  # noqa: D102
@@ -121,8 +123,9 @@ class MoExtCLI(LightningCLI):
 def lightning_cli(
     args: list[str] | None = None, run: bool = True, cli_class: type = MoExtCLI, **kwargs
 ) -> MoExtCLI:
-    """Build the LightningCLI (subclass mode for the task and the data); ``cli_class`` chooses
-    what it instantiates (everything, only the DataModule, nothing).
+    """Build the LightningCLI (subclass mode for the task and the data).
+
+    ``cli_class`` chooses what it instantiates (everything, only the DataModule, nothing).
 
     Raises:
         ConfigError: the parser refused a setting (one line naming the key).
@@ -176,9 +179,10 @@ def build_datamodule(config: Namespace) -> LightningDataModule:
 
 @dataclass
 class Stage:
-    """One stage's ``moext fit`` config (an experiment file, or its pretraining config), parsed
-    and validated once with its overrides: what the LOSO runner fingerprints, checks and
-    builds from, without parsing the file again.
+    """One stage's ``moext fit`` config, parsed and validated once with its overrides.
+
+    An experiment file, or its pretraining config: what the LOSO runner fingerprints, checks
+    and builds from, without parsing the file again.
 
     Attributes:
         path: the config file.
@@ -202,9 +206,11 @@ class Stage:
         return build_datamodule(self.namespace)
 
     def instantiate(self, **values: Any) -> tuple[LightningModule, LightningDataModule, dict]:
-        """The stage's model, DataModule and Trainer arguments (callbacks built), with dotted
-        ``values`` set first (``**{"model.init_args.pretrained": path}``); no Trainer is built.
-        Build under ``torch.device("meta")`` to allocate nothing."""
+        """The stage's model, DataModule and Trainer arguments (callbacks built).
+
+        Dotted ``values`` are set first (``**{"model.init_args.pretrained": path}``); no
+        Trainer is built. Build under ``torch.device("meta")`` to allocate nothing.
+        """
         namespace = self.namespace.clone()
         for key, value in values.items():
             namespace[key] = value

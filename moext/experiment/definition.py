@@ -77,15 +77,19 @@ class Experiment:
 
     @property
     def pretrain_overrides(self) -> list[str]:
-        """The overrides that reach the pretraining stage (:func:`pretrain_overrides`), and
-        the training seed."""
+        """The overrides that reach the pretraining stage (:func:`pretrain_overrides`), and seed.
+
+        The seed is the training seed.
+        """
         seed = [] if self.seed is None else ["--seed_everything", str(self.seed)]
         return [*pretrain_overrides(self.overrides), *seed]
 
     def with_seed(self, seed: int) -> Experiment:
-        """This experiment trained under ``seed_everything: seed`` (both stages; part of each
-        stage's fingerprint), in its own run folder ``<loso.out_dir>/<loso.name>/seed<seed>``
-        (its W&B group ``<loso.name>/seed<seed>``)."""
+        """This experiment trained under ``seed_everything: seed``, in a run folder of its own.
+
+        Both stages, part of each stage's fingerprint; its run folder is
+        ``<loso.out_dir>/<loso.name>/seed<seed>`` (its W&B group ``<loso.name>/seed<seed>``).
+        """
         return replace(
             self,
             settings=replace(self.settings, name=f"{self.settings.name}/seed{seed}"),
@@ -106,8 +110,10 @@ class Experiment:
         return parse_stage(self.settings.pretrain_config, self.pretrain_overrides)
 
     def recorded_settings(self) -> dict[str, Any]:
-        """What the run folder's record fingerprints: both stages' settings
-        (:func:`moext.experiment.run_folder.stage_settings`)."""
+        """What the run folder's record fingerprints: both stages' settings.
+
+        See :func:`moext.experiment.run_folder.stage_settings`.
+        """
         out: dict[str, Any] = {"classify": stage_settings(self.classify)}
         if self.pretrain is not None:
             out["pretrain"] = stage_settings(self.pretrain)
@@ -120,8 +126,11 @@ HOLDOUT = {"loso": "subject", "cross-database": "subject", "leave-one-database-o
 
 
 def protocol_overrides(settings: LosoSettings) -> list[str]:
-    """The classification stage's overrides that ``loso.protocol`` implies: leaving one
-    database out holds out a database per fold (``--data.init_args.holdout database``)."""
+    """The classification stage's overrides that ``loso.protocol`` implies.
+
+    Leaving one database out holds out a database per fold (``--data.init_args.holdout
+    database``).
+    """
     if settings.protocol == "leave-one-database-out":
         return ["--data.init_args.holdout", "database"]
     return []
@@ -131,6 +140,7 @@ def check_protocol(settings: LosoSettings, datasets: list[str], holdout: str) ->
     """Refuse a ``loso.protocol`` the data cannot run.
 
     Args:
+        settings: the ``loso:`` section (its ``protocol``).
         datasets: the classification stage's databases.
         holdout: its DataModule's ``holdout``.
 
@@ -152,7 +162,8 @@ def check_protocol(settings: LosoSettings, datasets: list[str], holdout: str) ->
 
 
 def open_experiment(config: str | Path, overrides: list[str] | None = None) -> Experiment:
-    """Read an experiment config and its ``loso:`` section (the stages are parsed on first use);
+    """Read an experiment config and its ``loso:`` section (the stages are parsed on first use).
+
     ``loso.protocol``'s overrides (:func:`protocol_overrides`) come first, so the command
     line's still win.
 

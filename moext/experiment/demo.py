@@ -47,16 +47,21 @@ def find_experiments() -> Path:
 
 
 def demo_configs(experiments: Path) -> dict[str, Path]:
-    """Method name -> its demo experiment ``<method>/demo.yaml``: MoExt's first, then the others
-    in name order (a new method's demo is found, not registered)."""
+    """Method name -> its demo experiment ``<method>/demo.yaml``.
+
+    MoExt's first, then the others in name order (a new method's demo is found, not
+    registered).
+    """
     found = {path.parent.name: path for path in sorted(experiments.glob("*/demo.yaml"))}
     return dict(sorted(found.items(), key=lambda item: (item[0] != MAIN_METHOD, item[0])))
 
 
 def use_a_trained_model(method: str, config: Path, run_dir: Path, root: Path, subjects: int) -> int:
-    """Train ``method``'s final model, export it and predict an unseen subject's clip with it,
-    from its frames and from a video of them; returns the exit code. Everything goes to
-    ``runs/demo/``: ``<method>_bundle/`` (rewritten by every demo) and ``predict/``."""
+    """Train ``method``'s final model, export it and predict an unseen subject's clip with it.
+
+    From the clip's frames and from a video of them; returns the exit code. Everything goes to
+    ``runs/demo/``: ``<method>_bundle/`` (rewritten by every demo) and ``predict/``.
+    """
     code = loso.main(["--config", str(config), "--final"])
     if code != 0:
         return code

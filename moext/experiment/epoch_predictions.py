@@ -49,9 +49,11 @@ EPOCH_DIGEST = "epoch_predictions_sha256"
 
 @contextmanager
 def untouched_random_state() -> Iterator[None]:
-    """Run a block and restore the random state of Python, NumPy and torch (CPU and every
-    initialised CUDA device) afterwards, so that the block consumes no random numbers of the
-    training that surrounds it."""
+    """Run a block and restore the random state of Python, NumPy and torch afterwards.
+
+    Torch's on the CPU and every initialised CUDA device, so that the block consumes no random
+    numbers of the training that surrounds it.
+    """
     py, npy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:
@@ -65,13 +67,17 @@ def untouched_random_state() -> Iterator[None]:
 
 
 class EpochPredictions(Callback):
-    """Predict the held-out subject at the end of every training epoch (see the module
-    docstring); ``rows`` holds one prediction row per sample and epoch, with ``epoch``."""
+    """Predict the held-out subject at the end of every training epoch.
+
+    See the module docstring; ``rows`` holds one prediction row per sample and epoch, with
+    ``epoch``.
+    """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Predict the held-out subject (eval mode, random state kept) and keep the rows."""
         dm = trainer.datamodule
         modes = {m: m.training for m in pl_module.modules()}
         stage = trainer.state.stage
@@ -104,8 +110,9 @@ def add_epoch_recorder(trainer: Any) -> EpochPredictions:
 def write_epoch_predictions(
     fold_dir: Path, rows: list[dict[str, Any]], classes: tuple[str, ...] | list[str]
 ) -> dict[str, Any]:
-    """Write ``epoch_predictions.csv`` atomically; returns what ``fold.json`` records of it
-    (its SHA-256 and the number of epochs).
+    """Write ``epoch_predictions.csv`` atomically; returns what ``fold.json`` records of it.
+
+    That is its SHA-256 and the number of epochs.
 
     Raises:
         ValueError: no rows (the fold trained no epoch).
@@ -124,8 +131,9 @@ def write_epoch_predictions(
 
 
 def read_epoch_predictions(fold_dir: Path) -> pd.DataFrame | None:
-    """A finished fold's epoch predictions, checked against its ``fold.json``; None when the
-    fold recorded none (trained with the setting off, or by an older moext).
+    """A finished fold's epoch predictions, checked against its ``fold.json``; or None.
+
+    None when the fold recorded none (trained with the setting off, or by an older moext).
 
     Raises:
         FoldCheckError: the file changed after the fold wrote it, or an epoch does not hold

@@ -30,8 +30,11 @@ CLOSED_PIPE = 128 + signal.SIGPIPE
 
 
 def root_cause(error: BaseException) -> BaseException:
-    """The first exception of a chain: jsonargparse reports a class that fails to build as a
-    ValueError listing the whole config, with the class's own error as its cause."""
+    """The first exception of a chain.
+
+    jsonargparse reports a class that fails to build as a ValueError listing the whole config,
+    with the class's own error as its cause.
+    """
     while True:
         cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
         if cause is None:
@@ -40,9 +43,11 @@ def root_cause(error: BaseException) -> BaseException:
 
 
 def error_line(error: BaseException) -> str:
-    """A user's error as one line: its root cause (see :func:`root_cause`), named by type when
-    it is not the error caught; where that cause looks like a bug rather than a setting, how
-    to see the traceback."""
+    """A user's error as one line.
+
+    Its root cause (see :func:`root_cause`), named by type when it is not the error caught;
+    where that cause looks like a bug rather than a setting, how to see the traceback.
+    """
     root = root_cause(error)
     text = str(root) if root is error else f"{type(root).__name__}: {root}"
     if not isinstance(root, USER_ERRORS):

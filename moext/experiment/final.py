@@ -95,8 +95,10 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def save_weights(trainer: Any, path: Path) -> str | None:
-    """The trained model's weights (every rank calls it: a sharded strategy gathers them), written
-    by global rank 0; returns their SHA-256 there, None on the other ranks."""
+    """Write the trained model's weights from global rank 0; their SHA-256 there, else None.
+
+    Every rank calls it: a sharded strategy gathers them. None on the other ranks.
+    """
     state = trainer.strategy.lightning_module_state_dict()
     digest = write_weights(state, path) if trainer.is_global_zero else None
     trainer.strategy.barrier()  # no rank goes on before the weights are there
@@ -107,6 +109,7 @@ def check_weights(folder: Path, record: dict[str, Any], what: str) -> Path:
     """The weights file of ``folder`` after checking it against the SHA-256 its record carries.
 
     Args:
+        folder: the stage's folder (``final/``, or a fold's).
         record: ``final.json`` or ``fold.json``.
         what: names the stage in messages (``"the final model"``, ``"fold casme2/sub01"``).
 
@@ -126,9 +129,10 @@ def check_weights(folder: Path, record: dict[str, Any], what: str) -> Path:
 
 
 def verify_final(run_dir: Path, record: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-    """The final model's weights and record, checked against the run's record
-    (``experiment.json``): the same configuration and record, the same classes, trained on as
-    many samples as the folds hold out together, weights unchanged.
+    """The final model's weights and record, checked against the run's record.
+
+    The run's record is ``experiment.json``: the same configuration and record, the same
+    classes, trained on as many samples as the folds hold out together, weights unchanged.
 
     Raises:
         FileNotFoundError: no final model (``moext loso --config ... --final`` trains it).
@@ -165,10 +169,12 @@ def verify_final(run_dir: Path, record: dict[str, Any]) -> tuple[Path, dict[str,
 
 
 def train_final(exp: Experiment, pretrained: Path | None) -> Path:
-    """Train the experiment's classification stage on every subject into ``<run>/final/``
-    (reused when it is there); returns the weights file.
+    """Train the experiment's classification stage on every subject into ``<run>/final/``.
+
+    Reused when it is there; returns the weights file.
 
     Args:
+        exp: the experiment.
         pretrained: the pretraining stage's checkpoint (the one every fold loads), or None.
 
     Raises:

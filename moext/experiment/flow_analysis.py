@@ -273,8 +273,10 @@ def make_cropper(
 
 
 def _panel(ax: Any, result: FlowAnalysis, quantity: str, micro: float, ylabel: str) -> None:
-    """One panel of Figure 6: the macro profile of ``quantity`` (with its std where the table
-    has one) against t, the micro level and the chosen N marked."""
+    """One panel of Figure 6: the macro profile of ``quantity`` against t.
+
+    With its std where the table has one; the micro level and the chosen N marked.
+    """
     macro = result.macro
     spread = macro.get(f"{quantity}_std")
     ax.errorbar(
@@ -327,8 +329,11 @@ def report(result: FlowAnalysis) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``moext flow-analysis --config X.yaml [--out DIR] [--size 128] [--max-frames 16]
-    [--max-clips K] [-- overrides]``."""
+    """``moext flow-analysis``: the flow analysis of the pseudo apex (Figure 6).
+
+    ``moext flow-analysis --config X.yaml [--out DIR] [--size 128] [--max-frames 16]
+    [--max-clips K] [-- overrides]``.
+    """
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(
         prog="moext flow-analysis",

@@ -1,5 +1,6 @@
-"""A diverging stage stops loudly: :class:`FiniteGuard`, a callback on every Trainer the LOSO
-runner builds, whatever the method.
+"""A diverging stage stops loudly: :class:`FiniteGuard`, a callback on every LOSO Trainer.
+
+It is on every Trainer the LOSO runner builds, whatever the method.
 
 A training loss that is NaN or infinite, parameters that became non-finite during an epoch, or a
 predicted output (the class probabilities) that is not finite all raise
@@ -51,8 +52,10 @@ class TrainingDiverged(RuntimeError):
 
 
 def _non_finite(value: Any, name: str) -> str | None:
-    """What is not finite in ``value`` (a tensor, or a dict / list / tuple of them), as
-    ``"<name> is nan"``; None when every floating tensor in it is finite."""
+    """What is not finite in ``value`` (a tensor, or a dict / list / tuple of them), or None.
+
+    As ``"<name> is nan"``; None when every floating tensor in it is finite.
+    """
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
             return None
@@ -86,19 +89,23 @@ class FiniteGuard(Callback):
         )
 
     def _check(self, trainer: Any, found: str | None) -> None:
-        """Raise on every rank when any rank found something (one boolean all-reduce under DDP;
-        nothing to reduce on one device)."""
+        """Raise on every rank when any rank found something.
+
+        One boolean all-reduce under DDP; nothing to reduce on one device.
+        """
         if trainer.strategy.reduce_boolean_decision(bool(found), all=False):
             self._fail(trainer, found or "a non-finite value on another DDP rank")
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        """Check the batch's training loss."""
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         found = _non_finite(loss, "the training loss")
         self._check(trainer, found and f"{found} (batch {batch_idx})")
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Check every parameter after the epoch."""
         found = next(
             (
                 f"parameter {name} is not finite after the epoch"
@@ -118,6 +125,7 @@ class FiniteGuard(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        """Check the batch's predicted outputs."""
         found = _non_finite(outputs, "the prediction")
         self._check(trainer, found and f"{found} (predict batch {batch_idx})")
 

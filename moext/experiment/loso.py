@@ -130,9 +130,11 @@ def _fingerprint(run_dir: Path) -> str | None:
 
 
 def ran_with(cli: Any) -> dict[str, Any]:
-    """What a stage's Trainer runs with, which the config may not say: the precision (Lightning
-    runs ``16-mixed`` as ``bf16-mixed`` on a CPU) and the accelerator; printed when the
-    precision differs from the config's."""
+    """What a stage's Trainer runs with, which the config may not say.
+
+    The precision (Lightning runs ``16-mixed`` as ``bf16-mixed`` on a CPU) and the accelerator;
+    printed when the precision differs from the config's.
+    """
     trainer = cli.trainer
     asked = str(cli.config.get("trainer", {}).get("precision"))
     ran = {"precision": str(trainer.precision), "accelerator": type(trainer.accelerator).__name__}
@@ -160,6 +162,7 @@ def run_pretraining(
     names the experiment it belongs to; a checkpoint of another experiment is refused.
 
     Args:
+        exp: the experiment.
         exclude: the held-out subject to leave out (``pretrain_per_fold``), or None.
         overrides: the pretraining stage's overrides (default: the experiment's, those of
             :data:`~moext.experiment.definition.PASSED_TO_PRETRAINING`).
@@ -226,6 +229,9 @@ def run_fold(
     (:func:`write_fold`).
 
     Args:
+        exp: the experiment.
+        fold: the held-out subject.
+        pretrained: the pretraining stage's checkpoint, or None.
         overrides: the classification stage's overrides (default: the experiment's).
 
     Raises:
@@ -292,8 +298,11 @@ def run_fold(
 
 
 def experiment_data(exp: Experiment) -> tuple[list[str], tuple[str, ...], dict[str, list[str]]]:
-    """The folds (held-out subjects), class names and each fold's held-out sample ids of an
-    experiment, from its DataModule; prints what the readers rejected or did not read."""
+    """The folds, class names and each fold's held-out sample ids of an experiment.
+
+    From its DataModule (the folds are the held-out subjects); prints what the readers rejected
+    or did not read.
+    """
     dm = exp.classify.datamodule()
     check_protocol(exp.settings, list(dm.datasets), getattr(dm, "holdout", "subject"))
     folds = dm.subjects()
@@ -315,10 +324,13 @@ def verify_finished_folds(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def start(exp: Experiment, preflight: bool = True) -> tuple[list[str], tuple[str, ...]]:
-    """Folds and classes of an experiment about to train. Builds and cross-checks both stages
-    (:func:`check_stages`; not in ``--workers`` children, whose parent did), then records the
-    experiment in (or checks it against) the run folder's ``experiment.json`` and verifies the
-    finished folds: nothing is written before every check has passed."""
+    """Folds and classes of an experiment about to train.
+
+    Builds and cross-checks both stages (:func:`check_stages`; not in ``--workers`` children,
+    whose parent did), then records the experiment in (or checks it against) the run folder's
+    ``experiment.json`` and verifies the finished folds: nothing is written before every check
+    has passed.
+    """
     with interrupted_when("while checking the experiment, before anything trained"):
         all_folds, classes, held_out = experiment_data(exp)
         if preflight:
@@ -332,10 +344,12 @@ def start(exp: Experiment, preflight: bool = True) -> tuple[list[str], tuple[str
 
 
 def open_for_report(exp: Experiment) -> tuple[list[str], tuple[str, ...]]:
-    """Folds and classes of an experiment to pool (``--report``): from ``experiment.json`` (no
-    database needed), after checking that the config is the one it records; without
-    ``experiment.json``, from the data, re-recording the folder only if every output there
-    belongs to this configuration."""
+    """Folds and classes of an experiment to pool (``--report``).
+
+    From ``experiment.json`` (no database needed), after checking that the config is the one it
+    records; without ``experiment.json``, from the data, re-recording the folder only if every
+    output there belongs to this configuration.
+    """
     recorded = read_experiment(exp.run_dir)
     if recorded is not None:
         folds, classes, held_out = recorded["folds"], tuple(recorded["classes"]), None
@@ -374,9 +388,12 @@ def run(
     """Run (or resume) an experiment's LOSO folds, then pool and report.
 
     Args:
+        config: the experiment config file.
         folds: train only these folds (the report still pools every finished fold).
+        overrides: ``--key value`` overrides of the config.
         report_only: pool the saved predictions; needs no database when ``experiment.json``
             is there.
+        verbose: print tracebacks and Lightning's own output.
         pretrain_only: train the shared pretraining stage (or, per fold, those of ``folds``)
             and stop, e.g. before a SLURM array runs the folds.
         skip_report: train and write the folds' predictions only (``--workers`` children).
@@ -410,8 +427,7 @@ def run(
 
 
 def open_seeded(config: str | Path, overrides: list[str] | None, seed: int | None) -> Experiment:
-    """The experiment, under training seed ``seed`` (its ``seed<seed>`` run folder) unless
-    None."""
+    """The experiment, under training seed ``seed`` (its ``seed<seed>`` run folder) unless None."""
     exp = open_experiment(config, overrides)
     return exp if seed is None else exp.with_seed(seed)
 
@@ -422,11 +438,13 @@ def run_final(
     verbose: bool = False,
     seed: int | None = None,
 ) -> Path:
-    """``--final``: the experiment's recipe trained once on every subject
-    (:func:`moext.experiment.final.train_final`), after the same checks as the folds and with
-    the shared pretraining checkpoint (trained here if it is not there yet; with
-    ``pretrain_per_fold`` too, as nothing is held out), under training seed ``seed`` (into
-    that seed's run folder) unless None. Returns the weights file."""
+    """``--final``: the experiment's recipe trained once on every subject.
+
+    :func:`moext.experiment.final.train_final`, after the same checks as the folds and with the
+    shared pretraining checkpoint (trained here if it is not there yet; with
+    ``pretrain_per_fold`` too, as nothing is held out), under training seed ``seed`` (into that
+    seed's run folder) unless None. Returns the weights file.
+    """
     exp = open_seeded(config, overrides, seed)
     start(exp)
     pretrained = None
@@ -448,7 +466,9 @@ def report_and_finish(
     exp: Experiment, classes: tuple[str, ...], all_folds: list[str], verbose: bool
 ) -> dict[str, Any] | None:
     """Pool, write and print the results; log the W&B summary run; say where everything is.
-    Returns None when no fold has predictions yet (every trained fold failed)."""
+
+    Returns None when no fold has predictions yet (every trained fold failed).
+    """
     run_dir = exp.run_dir
     if not any((run_dir / "folds").glob(f"*/{PREDICTIONS}")):
         print(f"[loso] no fold of {run_dir} has predictions yet: nothing to pool")
@@ -555,9 +575,10 @@ def run_parallel(
     folds: list[str] | None = None,
     seed: int | None = None,
 ) -> int:
-    """Spread the folds (all, or ``folds``) over ``workers`` processes; worker k sees GPU
-    ``gpus[k % len(gpus)]`` (CUDA_VISIBLE_DEVICES), so there can be one fold per GPU or
-    several folds sharing one GPU when one fold cannot fill it. ``gpus`` defaults to
+    """Spread the folds (all, or ``folds``) over ``workers`` processes.
+
+    Worker k sees GPU ``gpus[k % len(gpus)]`` (CUDA_VISIBLE_DEVICES), so there can be one fold
+    per GPU or several folds sharing one GPU when one fold cannot fill it. ``gpus`` defaults to
     ``0 .. workers - 1``. The shared pretraining runs first, once.
 
     A signal that stops this process (:class:`Interrupted`) stops the workers too, and a worker
@@ -724,8 +745,11 @@ def _dispatch(a: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``moext loso --config X.yaml [--folds F ...] [--report] [--workers N] [-- overrides]``;
-    ``--launcher slurm`` submits the folds as cluster jobs, ``--status`` says where they stand."""
+    """``moext loso``: leave-one-subject-out training and evaluation of an experiment.
+
+    ``moext loso --config X.yaml [--folds F ...] [--report] [--workers N] [-- overrides]``;
+    ``--launcher slurm`` submits the folds as cluster jobs, ``--status`` says where they stand.
+    """
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     p = parser()
     a = p.parse_args(argv)

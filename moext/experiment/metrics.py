@@ -47,8 +47,10 @@ def pooled_metrics(
 
 
 def confusion_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """UF1, UAR and ACC of one or many pooled confusion matrices: the definition
-    :func:`pooled_metrics` uses, batched for the bootstrap (:mod:`moext.experiment.bootstrap`).
+    """UF1, UAR and ACC of one or many pooled confusion matrices.
+
+    The definition :func:`pooled_metrics` uses, batched for the bootstrap
+    (:mod:`moext.experiment.bootstrap`).
 
     Args:
         cm: (..., K, K) counts, rows = true class, columns = predicted class; every matrix

@@ -49,12 +49,15 @@ RULES = {
 def subject_scores(
     labels: Sequence[int], preds: Sequence[int], num_classes: int
 ) -> dict[str, float]:
-    """One subject's UF1 / UAR / ACC the way the MEGC scripts score a subject: F1 and recall of
-    each class that occurs in the subject's labels (a class only predicted does not count),
-    averaged.
+    """One subject's UF1 / UAR / ACC the way the MEGC scripts score a subject.
+
+    F1 and recall of each class that occurs in the subject's labels (a class only predicted
+    does not count), averaged.
 
     Args:
-        labels, preds: (n,) true and predicted class of the subject's samples, n >= 1.
+        labels: (n,) true class of the subject's samples, n >= 1.
+        preds: (n,) predicted class of the same samples.
+        num_classes: K.
     """
     cm = confusion_matrix(labels, preds, num_classes).astype(float)
     tp, true, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
@@ -69,6 +72,7 @@ def best_epochs(frame: pd.DataFrame, num_classes: int, by: str) -> dict[str, int
 
     Args:
         frame: epoch predictions (``epoch``, ``fold``, ``label``, ``pred``), every fold's.
+        num_classes: K.
         by: ``"acc"`` (best test accuracy, ties to the later epoch) or ``"uf1"`` (best
             per-subject UF1 of :func:`subject_scores`, ties to the earlier epoch).
     """

@@ -150,8 +150,10 @@ def bundle_summary(model: BundleModel) -> dict[str, Any]:
 def read_footage(
     frames: str | Path | None, video: str | Path | None, workdir: Path, fps: float | None = None
 ) -> Footage:
-    """The recording: a folder of frames, or a video decoded into ``workdir``; ``fps`` its
-    frame rate (default: a video's own, a folder's unknown)."""
+    """The recording: a folder of frames, or a video decoded into ``workdir``.
+
+    ``fps`` is its frame rate (default: a video's own, a folder's unknown).
+    """
     if (frames is None) == (video is None):
         raise ValueError("give one recording: frames (a folder) or video (a file)")
     if fps is not None and fps <= 0:
@@ -177,8 +179,11 @@ def predict_footage(
 
     Args:
         model: the bundle (:func:`~moext.experiment.bundle.load_bundle`).
-        frames, video: the recording, a folder of frames or a video file (one of them).
-        onset, apex, offset: the clip's frame numbers; those not given are estimated.
+        frames: the recording as a folder of frames (or ``video``).
+        video: the recording as a video file (or ``frames``).
+        onset: the clip's onset frame number; estimated if not given.
+        apex: the clip's apex frame number; estimated if not given.
+        offset: the clip's offset frame number; estimated if not given.
         window: search windows of this many frames for the strongest segment.
         strip: where to write the PNG strip (None: not written).
         detector: the landmark detector of the bundle's crop settings (:func:`detector_for`),
@@ -334,8 +339,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def wants_bundle(argv: list[str]) -> bool:
-    """Whether ``moext predict ARGV`` is this command (``--bundle``, or help without
-    ``--config``) rather than LightningCLI's."""
+    """Whether ``moext predict ARGV`` is this command rather than LightningCLI's.
+
+    It is with ``--bundle``, or help without ``--config``.
+    """
     if any(a == "--bundle" or a.startswith("--bundle=") for a in argv):
         return True
     asks_help = any(a in ("-h", "--help") for a in argv)
@@ -363,7 +370,10 @@ def _predict(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``moext predict --bundle DIR (--frames DIR | --video FILE) [--onset N --apex N --offset
-    N] [--window N] [--out FILE.json|.csv] [--strip PNG]``."""
+    """``moext predict --bundle``: a trained model's prediction of a recording.
+
+    ``moext predict --bundle DIR (--frames DIR | --video FILE) [--onset N --apex N --offset
+    N] [--window N] [--out FILE.json|.csv] [--strip PNG]``.
+    """
     a = parser().parse_args(sys.argv[1:] if argv is None else argv)
     return run_command("moext predict", lambda: _predict(a))

@@ -24,6 +24,7 @@ class PredictionsCSV(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: Any, pl_module: Any, predictions: Any, batch_indices: Any
     ) -> None:
+        """Gather every rank's prediction rows; rank 0 writes them in the log dir (atomically)."""
         dm = trainer.datamodule
         outputs = (
             predictions[0] if predictions and isinstance(predictions[0], list) else predictions

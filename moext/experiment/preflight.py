@@ -1,5 +1,7 @@
-"""Check an experiment's stages before anything trains: ``moext loso`` runs :func:`check_stages`
-first, so a configuration error surfaces in seconds, not after hours of pretraining.
+"""Check an experiment's stages before anything trains.
+
+``moext loso`` runs :func:`check_stages` first, so a configuration error surfaces in seconds,
+not after hours of pretraining.
 
 For every method alike, each stage's model and DataModule are built from the config as the
 runner will build them, on the ``meta`` device (no memory, no weight initialisation), and then:
@@ -105,9 +107,11 @@ def _build(where: str, stage: Stage, **values: Any) -> tuple[Any, Any, dict[str,
 
 
 def _check_trainer(where: str, trainer_args: dict[str, Any]) -> None:
-    """Build the stage's Trainer on one CPU (:data:`WHERE_IT_RUNS`): Lightning checks the
-    other settings (``max_epochs: -3``, a precision it does not know) as it would at the start
-    of the stage, but before anything is written."""
+    """Build the stage's Trainer on one CPU (:data:`WHERE_IT_RUNS`).
+
+    Lightning checks the other settings (``max_epochs: -3``, a precision it does not know) as
+    it would at the start of the stage, but before anything is written.
+    """
     try:
         with _quiet():
             Trainer(**{**trainer_args, **WHERE_IT_RUNS})
@@ -160,8 +164,9 @@ def check_stages(
     pretrain: Stage | None = None,
     classes: tuple[str, ...] = (),
 ) -> None:
-    """Build and cross-check an experiment's stages (see the module docstring); trains nothing
-    and writes nothing outside a temporary folder.
+    """Build and cross-check an experiment's stages (see the module docstring).
+
+    Trains nothing and writes nothing outside a temporary folder.
 
     Args:
         classify: the classification stage (the experiment file and its overrides), parsed.

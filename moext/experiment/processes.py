@@ -28,8 +28,10 @@ PARENT_ENV = "MOEXT_LOSO_PARENT"
 
 
 class Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived. A BaseException, so that no ``except Exception`` (Lightning's
-    or a per-sample handler's) swallows it.
+    """SIGTERM or SIGINT arrived.
+
+    A BaseException, so that no ``except Exception`` (Lightning's or a per-sample handler's)
+    swallows it.
 
     Attributes:
         signum: the signal.
@@ -51,8 +53,10 @@ class Interrupted(BaseException):
 
 @contextmanager
 def interrupted_when(phrase: str) -> Iterator[None]:
-    """Record ``phrase`` as what an :class:`Interrupted` raised inside was interrupting, unless
-    something deeper already said it."""
+    """Record ``phrase`` as what an :class:`Interrupted` raised inside was interrupting.
+
+    Unless something deeper already said it.
+    """
     try:
         yield
     except Interrupted as e:
@@ -67,11 +71,13 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Make SIGTERM and SIGINT raise :class:`Interrupted` wherever the run is (inside
-    Lightning too, whose SIGTERM handler calls this one after its own), so the run unwinds:
-    W&B runs are finished, workers stopped, and only temporary files of the interrupted stage
-    remain (cleared when it runs again). Lightning alone would end a SIGTERM'd fit with exit
-    code 0 and go on to the next fold."""
+    """Make SIGTERM and SIGINT raise :class:`Interrupted` wherever the run is.
+
+    Inside Lightning too, whose SIGTERM handler calls this one after its own, so the run
+    unwinds: W&B runs are finished, workers stopped, and only temporary files of the
+    interrupted stage remain (cleared when it runs again). Lightning alone would end a
+    SIGTERM'd fit with exit code 0 and go on to the next fold.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -86,8 +92,10 @@ def stop_on_signals() -> Iterator[None]:
 
 
 def exit_with_parent(parent: int) -> None:
-    """In a ``--workers`` child: end this process (as SIGTERM would) once its parent is gone,
-    even if the parent was killed without a chance to stop it (SIGKILL)."""
+    """In a ``--workers`` child: end this process (as SIGTERM would) once its parent is gone.
+
+    Even if the parent was killed without a chance to stop it (SIGKILL).
+    """
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -98,17 +106,21 @@ def exit_with_parent(parent: int) -> None:
 
 
 def follow_parent() -> None:
-    """In a process started by :func:`start_worker`: end with the parent that started it (see
-    :func:`exit_with_parent`); elsewhere nothing. The mark is removed from the environment, so
-    this process's own workers get their own."""
+    """In a process started by :func:`start_worker`: end with the parent that started it.
+
+    See :func:`exit_with_parent`; elsewhere nothing. The mark is removed from the environment,
+    so this process's own workers get their own.
+    """
     parent = os.environ.pop(PARENT_ENV, None)
     if parent is not None and int(parent) == os.getppid():
         exit_with_parent(int(parent))
 
 
 def start_worker(command: list[str], gpu: str) -> subprocess.Popen:
-    """Start a worker process that sees only GPU ``gpu`` (``CUDA_VISIBLE_DEVICES``) and ends
-    with this process (:func:`follow_parent`)."""
+    """Start a worker process that sees only GPU ``gpu`` and ends with this process.
+
+    ``CUDA_VISIBLE_DEVICES`` names the GPU; :func:`follow_parent` ends it with this process.
+    """
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu, **{PARENT_ENV: str(os.getpid())})
     return subprocess.Popen(command, env=env)
 
@@ -128,8 +140,11 @@ def stop_workers(procs: list[subprocess.Popen], signum: int, grace_s: float = 30
 
 
 def process_alive(pid: int, command_holds: bytes = b"") -> bool:
-    """Whether process ``pid`` runs (a zombie does not) and its command line holds
-    ``command_holds`` (so that a recycled id is not taken for it; checked where ``/proc`` is)."""
+    """Whether process ``pid`` runs (a zombie does not) and its command line holds a string.
+
+    The string is ``command_holds``, so that a recycled id is not taken for it (checked where
+    ``/proc`` is).
+    """
     proc = Path(f"/proc/{pid}")
     if Path("/proc/self").exists():
         try:

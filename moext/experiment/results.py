@@ -107,16 +107,21 @@ def read_json_record(path: Path) -> dict[str, Any] | None:
 
 
 def subject_ids(frame: pd.DataFrame) -> pd.Series:
-    """Each prediction row's subject, ``dataset/subject``: the unit the bootstrap resamples
-    (a fold's held-out subject under LOSO; one of a held-out database's subjects under
-    leave-one-database-out)."""
+    """Each prediction row's subject, ``dataset/subject``: the unit the bootstrap resamples.
+
+    A fold's held-out subject under LOSO; one of a held-out database's subjects under
+    leave-one-database-out.
+    """
     return frame["dataset"].astype(str) + "/" + frame["subject"].astype(str)
 
 
 def predictions_csv(rows: list[dict[str, Any]], classes: Sequence[str], path: Path) -> str:
-    """The CSV text of a fold's predictions: sample id, dataset, subject, fold, true label,
-    predicted label and one probability column per class (``prob_<class>``); an AU detector's
-    also ``true_<AU>`` and ``pred_<AU>`` per AU (:mod:`moext.experiment.au_metrics`)."""
+    """The CSV text of a fold's predictions.
+
+    Sample id, dataset, subject, fold, true label, predicted label and one probability column
+    per class (``prob_<class>``); an AU detector's also ``true_<AU>`` and ``pred_<AU>`` per AU
+    (:mod:`moext.experiment.au_metrics`).
+    """
     columns = [*PREDICTION_COLUMNS, *(f"prob_{c}" for c in classes)]
     if rows and is_au_run(rows[0]):
         columns += [f"{kind}{c}" for kind in (TRUE, PRED) for c in classes]
@@ -137,6 +142,9 @@ def write_fold(
     """Write a finished fold: ``fold.json`` first, ``predictions.csv`` last (both atomic).
 
     Args:
+        fold_dir: the fold's folder.
+        rows: the prediction rows (:func:`prediction_rows`).
+        classes: the class names (an AU detector's: its AUs).
         record: ``fold``, ``experiment`` (the fingerprint), ``held_out`` (the sample ids the
             fold covers), and what else is worth keeping (``precision`` that ran, ...);
             ``held_out_digest`` and ``predictions_sha256`` are added here.
@@ -250,8 +258,10 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
 
 
 def prediction_rows(dm: Any, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per predicted sample: id, dataset, subject, fold, label, pred, prob_<class> (an AU
-    detector's: ``pred`` -1, ``true_<AU>`` from the sample table and ``pred_<AU>``)."""
+    """One row per predicted sample: id, dataset, subject, fold, label, pred, prob_<class>.
+
+    An AU detector's: ``pred`` -1, ``true_<AU>`` from the sample table and ``pred_<AU>``.
+    """
     rows = []
     table = {r["sample"]: r for r in dm.sample_table()}
     for batch in outputs:
@@ -269,8 +279,10 @@ def prediction_rows(dm: Any, outputs: list[dict[str, Any]]) -> list[dict[str, An
 
 
 def gather_rows(trainer: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every rank's prediction rows on every rank (DDP predicts a share of the subject on each
-    rank, padded with repeats): merged, one row per sample, sorted by sample id."""
+    """Every rank's prediction rows on every rank: merged, one row per sample, sorted by id.
+
+    DDP predicts a share of the subject on each rank, padded with repeats.
+    """
     if trainer.world_size > 1:
         # lazy: only under DDP
         import torch.distributed as dist
@@ -283,10 +295,12 @@ def gather_rows(trainer: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 def results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
-    """The pooled results as a Markdown table (overall, then per source database), each score
-    followed by its 95% CI where ``results`` has one, and with ``per_fold`` a per-fold table,
-    marked as being for inspection only (an AU detector's run:
-    :func:`~moext.experiment.au_metrics.au_results_markdown`)."""
+    """The pooled results as a Markdown table (overall, then per source database).
+
+    Each score is followed by its 95% CI where ``results`` has one, and with ``per_fold`` a
+    per-fold table, marked as being for inspection only (an AU detector's run:
+    :func:`~moext.experiment.au_metrics.au_results_markdown`).
+    """
     if results.get("task") == "aus":
         return au_results_markdown(results, per_fold, status_note(results))
     ci = results.get("ci")
@@ -329,8 +343,11 @@ def results_markdown(results: dict[str, Any], per_fold: bool = True) -> str:
 
 
 def status_note(results: dict[str, Any]) -> str:
-    """What the first line of a results table adds: missing folds (PARTIAL), failed folds,
-    an unverified record; ``""`` for a complete, verified run."""
+    """What the first line of a results table adds.
+
+    Missing folds (PARTIAL), failed folds, an unverified record; ``""`` for a complete,
+    verified run.
+    """
     note = ""
     if results["folds_missing"]:
         note += f" - PARTIAL: {len(results['folds_missing'])} fold(s) missing"
@@ -390,8 +407,10 @@ def shown_items(items: Sequence[Any]) -> str:
 
 
 def verify_record(run_dir: Path, record: dict[str, Any]) -> str | None:
-    """Check a run's record (``experiment.json``) against its own digest and the digest every
-    finished fold's ``fold.json`` carries (:func:`record_digest`).
+    """Check a run's record (``experiment.json``) against its own digest and its folds'.
+
+    The folds' digest is the one every finished fold's ``fold.json`` carries
+    (:func:`record_digest`).
 
     Returns:
         None when the record is verified; the "unverified record" note when nothing carries a
@@ -465,8 +484,10 @@ class VerifiedRun:
 
 
 def verify_run(run_dir: str | Path) -> VerifiedRun:
-    """Read a run folder as far as it proves what it holds: the one check behind ``moext loso
-    --report``, ``moext compare`` and any other reader of finished runs.
+    """Read a run folder as far as it proves what it holds.
+
+    The one check behind ``moext loso --report``, ``moext compare`` and any other reader of
+    finished runs.
 
     The record (``experiment.json``) must match its digest and its folds' (:func:`verify_record`);
     every fold's predictions must match its ``fold.json`` and the record (:func:`verify_fold`);
@@ -521,12 +542,14 @@ def pooled_results(
     classes: tuple[str, ...] | None = None,
     expected_folds: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The pooled results of a verified run folder (:func:`verify_run`), written nowhere: what
-    :func:`pool_run` writes, and what a bundle's model card reports (:mod:`moext.experiment.bundle`).
-    An AU detector's run gives the F1 per AU and their mean
+    """The pooled results of a verified run folder (:func:`verify_run`), written nowhere.
+
+    What :func:`pool_run` writes, and what a bundle's model card reports
+    (:mod:`moext.experiment.bundle`). An AU detector's run gives the F1 per AU and their mean
     (:func:`moext.experiment.au_metrics.pool_au_predictions`) instead of UF1 / UAR / ACC.
 
     Args:
+        run: the verified run folder.
         classes: the class names (default: the ``prob_<class>`` columns of the predictions).
         expected_folds: the folds the run must have (default: the recorded ones).
 
@@ -574,17 +597,20 @@ def pool_run(
     expected_folds: list[str] | None = None,
     extras: Callable[[VerifiedRun], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Pool every fold's predictions (``run_dir/folds/*/predictions.csv``), verified with the
-    run's record (:func:`verify_run`), and write results.json, results.md and confusion.png in
-    ``run_dir`` (an AU detector's run: results.json and results.md of
+    """Pool every fold's verified predictions and write the results in ``run_dir``.
+
+    The predictions are ``run_dir/folds/*/predictions.csv``, verified with the run's record
+    (:func:`verify_run`); results.json, results.md and confusion.png are written in ``run_dir`` (an
+    AU detector's run: results.json and results.md of
     :func:`moext.experiment.au_metrics.pool_au_predictions`, F1 per AU and their mean; no
     ``extras``). Failed folds (``FAILED.json``) are listed, never pooled. ``ci`` holds the 95%
-    subject bootstrap intervals (:func:`moext.experiment.bootstrap.bootstrap_ci`, default
-    resamples and seed); ``record_verified`` is False for a folder whose record predates
-    record digests (its report says "unverified record"). The numbers are
-    :func:`pooled_results`'.
+    subject bootstrap intervals (:func:`moext.experiment.bootstrap.bootstrap_ci`, default resamples
+    and seed); ``record_verified`` is False for a folder whose record predates record digests (its
+    report says "unverified record"). The numbers are :func:`pooled_results`'.
 
     Args:
+        run_dir: the run folder.
+        classes: the class names (default: the ``prob_<class>`` columns of the predictions).
         expected_folds: the folds the run must have (default: the recorded ones).
         extras: more keys for results.json, computed from the verified run (the leakage
             meter's ``oracle``: :func:`moext.experiment.oracle.measure`).

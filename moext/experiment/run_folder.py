@@ -101,9 +101,11 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def canonical_class_path(path: str) -> str:
-    """The defining module and name of the class a config's ``class_path`` names, so that an
-    alias (``moext.tasks.ClassifyTask``) and the full path fingerprint alike; as given when the
-    class cannot be imported."""
+    """The defining module and name of the class a config's ``class_path`` names.
+
+    So that an alias (``moext.tasks.ClassifyTask``) and the full path fingerprint alike; as
+    given when the class cannot be imported.
+    """
     try:
         obj = import_object(path)
     except Exception:
@@ -122,9 +124,12 @@ def canonical_settings(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_settings(stage: Stage) -> dict[str, Any]:
-    """The fingerprinted settings of one parsed ``moext fit`` config: its values, flattened,
-    without :data:`NOT_FINGERPRINTED` (so comments, key order and data locations do not count)
-    and :data:`ADDED_SETTINGS` at their old behaviour's value, class paths canonical."""
+    """The fingerprinted settings of one parsed ``moext fit`` config.
+
+    Its values, flattened, without :data:`NOT_FINGERPRINTED` (so comments, key order and data
+    locations do not count) and :data:`ADDED_SETTINGS` at their old behaviour's value, class
+    paths canonical.
+    """
     parsed = stage.namespace.as_dict()
     flat = flatten(json.loads(json.dumps(parsed, default=str)))
     return canonical_settings(
@@ -138,8 +143,10 @@ def stage_settings(stage: Stage) -> dict[str, Any]:
 
 
 def _canonical_record(settings: dict[str, Any]) -> dict[str, Any]:
-    """A recorded experiment's settings (per stage) with canonical class paths: folders written
-    before a class moved keep matching."""
+    """A recorded experiment's settings (per stage) with canonical class paths.
+
+    Folders written before a class moved keep matching.
+    """
     return {
         stage: canonical_settings(value) if isinstance(value, dict) else value
         for stage, value in settings.items()
@@ -152,8 +159,10 @@ def fingerprint(value: Any, length: int = 16) -> str:
 
 
 def outputs(run_dir: Path) -> dict[Path, str | None]:
-    """Every output kept in a run folder (fold predictions, failure records, pretraining
-    checkpoints) and the experiment fingerprint its record names (None: no record)."""
+    """Every output kept in a run folder and the experiment fingerprint its record names.
+
+    Fold predictions, failure records, pretraining checkpoints; the fingerprint None: no record.
+    """
     found: dict[Path, str | None] = {}
     for pred in sorted(run_dir.glob(f"folds/*/{PREDICTIONS}")):
         found[pred] = (read_json_record(pred.parent / FOLD_RECORD) or {}).get("experiment")
@@ -165,8 +174,9 @@ def outputs(run_dir: Path) -> dict[Path, str | None]:
 
 
 def _adopt_outputs(run_dir: Path, record: dict[str, Any]) -> None:
-    """No experiment.json: accept the folder only when every output there was made by this
-    configuration (each one's record names its fingerprint).
+    """No experiment.json: accept the folder only if this configuration made every output.
+
+    Each one's record names its fingerprint.
 
     Raises:
         ValueError: some outputs carry another fingerprint or none; names them.
@@ -217,6 +227,10 @@ def check_experiment(
     holds outputs, except to add what an older moext did not record (then it stays unsealed).
 
     Args:
+        run_dir: the run folder.
+        settings: both stages' fingerprinted settings (by stage).
+        folds: the run's folds.
+        classes: the protocol's class names.
         held_out: each fold's held-out sample ids (recorded as count + digest, so that every
             fold's predictions can be checked against them, also by ``--report``).
 
@@ -263,8 +277,10 @@ def check_experiment(
 
 
 def _first_record(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """A new record, sealed: accepted where the folder holds no outputs, or only outputs of
-    this configuration (:func:`_adopt_outputs`) made under this very record.
+    """A new record, sealed: accepted where the folder holds no outputs of another record.
+
+    Accepted where the folder holds no outputs, or only outputs of this configuration
+    (:func:`_adopt_outputs`) made under this very record.
 
     Raises:
         ValueError: outputs of another configuration, or folds recorded with other folds,

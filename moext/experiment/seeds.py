@@ -45,8 +45,10 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def seed_folders(parent: str | Path) -> list[Path]:
-    """The seed run folders (``seed<N>`` holding ``experiment.json``) of a seed parent, in
-    seed order; empty when ``parent`` is not one."""
+    """The seed run folders (``seed<N>`` holding ``experiment.json``) of a seed parent.
+
+    In seed order; empty when ``parent`` is not one.
+    """
     found = []
     path = Path(parent)
     if path.is_dir():
@@ -58,8 +60,10 @@ def seed_folders(parent: str | Path) -> list[Path]:
 
 
 def _over_seeds(values: Sequence[dict[str, Any]], ci: dict[str, list[float]]) -> dict[str, Any]:
-    """One scope's scores over the seeds: the mean of each metric, its CI, and (with several
-    seeds) its sample standard deviation over the seeds."""
+    """One scope's scores over the seeds: each metric's mean, CI and standard deviation.
+
+    The sample standard deviation over the seeds, with several seeds.
+    """
     out: dict[str, Any] = {"n": values[0]["n"]}
     for k in METRICS:
         x = np.array([v[k] for v in values], dtype=float)
@@ -79,15 +83,22 @@ def seed_statistics(
     resamples: int,
     seed: int,
 ) -> dict[str, Any]:
-    """A run's scores over its training seeds, overall and per database: the mean of each
-    seed's pooled score, its standard deviation over the seeds (``<metric>_seed_sd``, when there
-    are several) and the subject-bootstrap CI of the mean (``<metric>_ci``). With one seed the
-    score and CI are exactly :func:`~moext.experiment.bootstrap.point_estimates` and
+    """A run's scores over its training seeds, overall and per database.
+
+    The mean of each seed's pooled score, its standard deviation over the seeds
+    (``<metric>_seed_sd``, when there are several) and the subject-bootstrap CI of the mean
+    (``<metric>_ci``). With one seed the score and CI are exactly
+    :func:`~moext.experiment.bootstrap.point_estimates` and
     :func:`~moext.experiment.bootstrap.bootstrap_ci`'s.
 
     Args:
-        labels, folds, datasets: (n,) per sample; preds_by_seed: (R, n) predictions.
-        resamples, seed: of the bootstrap.
+        labels: (n,) true class per sample.
+        preds_by_seed: (R, n) predictions.
+        folds: (n,) each sample's fold.
+        num_classes: K.
+        datasets: (n,) each sample's database.
+        resamples: the bootstrap's resamples.
+        seed: the bootstrap's seed.
 
     Returns:
         ``{"seeds": R, "n", "uf1", "uf1_ci", ["uf1_seed_sd"], ..., "per_dataset": {db: {...}}}``.
@@ -106,9 +117,11 @@ def seed_statistics(
 
 
 def seeds_summary(parent: Path, seeds: Sequence[int]) -> str:
-    """What ``moext loso --seeds`` prints last: each pooled score's mean, standard deviation and
-    range over the seeds whose run is complete (``seed<N>/results.json``), and the seeds that
-    are not."""
+    """What ``moext loso --seeds`` prints last.
+
+    Each pooled score's mean, standard deviation and range over the seeds whose run is
+    complete (``seed<N>/results.json``), and the seeds that are not.
+    """
     scores, missing = [], []
     for seed in seeds:
         results = read_json_record(parent / f"seed{seed}" / "results.json")

@@ -1,5 +1,7 @@
-"""The ``loso:`` section of an experiment config (:class:`LosoSettings`, with its ``slurm:``
-part :class:`SlurmSettings`) and where its paths point."""
+"""The ``loso:`` section of an experiment config and where its paths point.
+
+:class:`LosoSettings`, with its ``slurm:`` part :class:`SlurmSettings`.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ import yaml
 
 @dataclass
 class SlurmSettings:
-    """The ``loso.slurm:`` section: how ``moext loso --launcher slurm`` submits the folds
-    (:mod:`moext.experiment.slurm`). Every key can also be given on the command line, which wins.
+    """The ``loso.slurm:`` section: how ``moext loso --launcher slurm`` submits the folds.
+
+    See :mod:`moext.experiment.slurm`. Every key can also be given on the command line, which
+    wins.
 
     Attributes:
         cluster: ``slurm`` (sbatch) or ``local`` (submitit's local executor: the jobs are
@@ -117,8 +121,9 @@ def read_config_file(config: str | Path) -> dict[str, Any]:
 
 
 def loso_settings(data: dict[str, Any], config: str | Path) -> LosoSettings:
-    """The ``loso:`` section of a config's YAML (``data``, read from ``config``), with
-    ``pretrain_config`` resolved to a path.
+    """The ``loso:`` section of a config's YAML, with ``pretrain_config`` resolved to a path.
+
+    ``data`` is the YAML, read from ``config``.
 
     Raises:
         ValueError: the section is not a mapping of the known keys (naming the file and keys).
@@ -137,14 +142,18 @@ def loso_settings(data: dict[str, Any], config: str | Path) -> LosoSettings:
 
 
 def read_settings(config: str | Path) -> LosoSettings:
-    """The ``loso:`` section of an experiment config file (:func:`read_config_file`,
-    :func:`loso_settings`)."""
+    """The ``loso:`` section of an experiment config file.
+
+    Read by :func:`read_config_file` and :func:`loso_settings`.
+    """
     return loso_settings(read_config_file(config), config)
 
 
 def _check_keys(section: Any, cls: type, config: str, name: str) -> None:
-    """Raise unless the config's section ``name`` is a mapping of ``cls``'s fields (naming the
-    unknown keys)."""
+    """Raise unless the config's section ``name`` is a mapping of ``cls``'s fields.
+
+    The message names the unknown keys.
+    """
     known = [f.name for f in fields(cls)]
     if not isinstance(section, dict):
         raise ValueError(f"{config}: {name}: must be a mapping of {sorted(known)}")
@@ -156,9 +165,12 @@ def _check_keys(section: Any, cls: type, config: str, name: str) -> None:
 
 
 def resolve_path(path: str, config: Path) -> Path:
-    """A path from a config: as given (absolute or relative to the working folder), else
-    relative to the config file's folder or the nearest folder above it that holds it (the
-    repository of ``experiments/moext/ablations/x.yaml`` is four levels up)."""
+    """A path from a config, found where it lies.
+
+    As given (absolute or relative to the working folder), else relative to the config file's
+    folder or the nearest folder above it that holds it (the repository of
+    ``experiments/moext/ablations/x.yaml`` is four levels up).
+    """
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
         return p

@@ -1,5 +1,7 @@
-"""LOSO on a cluster: ``moext loso --config X --launcher slurm`` submits the folds as SLURM jobs
-through submitit; ``moext loso --config X --status`` says where every fold stands.
+"""LOSO on a cluster: SLURM jobs through submitit, and where every fold stands.
+
+``moext loso --config X --launcher slurm`` submits the folds as SLURM jobs through submitit;
+``moext loso --config X --status`` says where every fold stands.
 
 How a run is spread (settings: the config's ``loso.slurm:`` section,
 :class:`~moext.experiment.settings.SlurmSettings`, or the command line, which wins):
@@ -80,8 +82,10 @@ TO_SUBMIT = ("failed", "not started", "unfinished")
 
 @dataclass(frozen=True)
 class LosoSteps:
-    """The LOSO runner's functions that a launch and its jobs call (:mod:`moext.experiment.loso`
-    hands them over; module-level functions, so they pickle by reference into the jobs).
+    """The LOSO runner's functions that a launch and its jobs call.
+
+    :mod:`moext.experiment.loso` hands them over; module-level functions, so they pickle by
+    reference into the jobs.
 
     Attributes:
         start: ``(experiment) -> (folds, classes)``; checks the stages and records or checks
@@ -101,8 +105,10 @@ class LosoSteps:
 
 
 def minutes(limit: int | str) -> int:
-    """A time limit in whole minutes: an int (minutes), or SLURM's ``MM``, ``MM:SS``,
-    ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS`` (seconds round up).
+    """A time limit in whole minutes.
+
+    An int (minutes), or SLURM's ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``,
+    ``D-HH:MM:SS`` (seconds round up).
 
     Raises:
         ValueError: not one of those forms.
@@ -262,6 +268,7 @@ class LosoJob(Checkpointable):
         workers: int = 1,
         verbose: bool = False,
     ) -> list[str]:
+        """Run the pretraining stage (no ``folds``) or the folds (over ``workers`` GPUs)."""
         if not folds:
             steps.run(config, overrides=overrides, pretrain_only=True, verbose=verbose)
             return []
@@ -319,8 +326,10 @@ def _outcome(record: dict[str, Any]) -> str | None:
 
 
 def sacct_states(job_ids: Sequence[str]) -> dict[str, str]:
-    """SLURM's state of each job (array tasks as ``"123_4"``), by one ``sacct`` call; UNKNOWN
-    for a job sacct does not list (just submitted, purged) or when there is no sacct."""
+    """SLURM's state of each job (array tasks as ``"123_4"``), by one ``sacct`` call.
+
+    UNKNOWN for a job sacct does not list (just submitted, purged) or when there is no sacct.
+    """
     watcher = SlurmInfoWatcher()  # a fresh one: no state cached from an earlier call
     for job_id in job_ids:
         watcher.register_job(job_id)
@@ -329,9 +338,12 @@ def sacct_states(job_ids: Sequence[str]) -> dict[str, str]:
 
 
 def job_states(records: Sequence[dict[str, Any]]) -> list[str]:
-    """The state of each recorded job: SLURM's (``PENDING``, ``RUNNING``, ``COMPLETED``,
-    ``FAILED``, ``TIMEOUT``, ``CANCELLED``, ...), or for a local job ``RUNNING``, ``COMPLETED``,
-    ``FAILED`` or ``KILLED`` (ended without a result); ``UNKNOWN`` when nothing can tell."""
+    """The state of each recorded job.
+
+    SLURM's (``PENDING``, ``RUNNING``, ``COMPLETED``, ``FAILED``, ``TIMEOUT``, ``CANCELLED``,
+    ...), or for a local job ``RUNNING``, ``COMPLETED``, ``FAILED`` or ``KILLED`` (ended
+    without a result); ``UNKNOWN`` when nothing can tell.
+    """
     finished = {"success": "COMPLETED", "error": "FAILED"}
     sacct = sacct_states([r["job_id"] for r in records if r["cluster"] == "slurm"])
     states = []
@@ -382,8 +394,10 @@ def fold_statuses(
     states: Sequence[str],
     fold_dirname: Callable[[str], str],
 ) -> list[FoldStatus]:
-    """The status of every fold, from the run folder and the latest job holding each fold
-    (``states``: :func:`job_states` of ``records``)."""
+    """The status of every fold, from the run folder and the latest job holding each fold.
+
+    ``states``: :func:`job_states` of ``records``.
+    """
     latest: dict[str, int] = {}
     for k, record in enumerate(records):
         for fold in record["folds"]:
@@ -414,8 +428,11 @@ def pretrain_status(
     records: Sequence[dict[str, Any]],
     states: Sequence[str],
 ) -> str:
-    """One line on the shared pretraining stage: done, running / queued / failed / unknown
-    (with its job), or not started; "" when the experiment has no shared pretraining stage."""
+    """One line on the shared pretraining stage.
+
+    Done, running / queued / failed / unknown (with its job), or not started; "" when the
+    experiment has no shared pretraining stage.
+    """
     if not settings.pretrain_config or settings.pretrain_per_fold:
         return ""
     ckpt = run_dir / "pretrain" / "pretrained.ckpt"
@@ -451,8 +468,10 @@ class Status:
     states: list[str]
 
     def count_line(self) -> str:
-        """``"3 folds: 1 done, 1 running, 0 queued, 1 failed, 0 not started"`` (and unknown /
-        unfinished when there are any)."""
+        """``"3 folds: 1 done, 1 running, 0 queued, 1 failed, 0 not started"``.
+
+        Unknown / unfinished are counted too when there are any.
+        """
         names = ["done", "running", "queued", "failed", "not started"]
         names += [n for n in ("unknown", "unfinished") if any(s.state == n for s in self.folds)]
         counts = ", ".join(f"{sum(s.state == n for s in self.folds)} {n}" for n in names)
@@ -519,8 +538,9 @@ def wait_for(records: Sequence[dict[str, Any]], poll_s: float) -> None:
 
 
 def check_can_submit(s: SlurmSettings, config: str) -> None:
-    """Raise unless this machine can submit to ``s.cluster`` (SLURM: ``srun`` on the PATH, as
-    submitit requires; the local executor needs nothing).
+    """Raise unless this machine can submit to ``s.cluster``.
+
+    SLURM: ``srun`` on the PATH, as submitit requires; the local executor needs nothing.
 
     Raises:
         ValueError: no SLURM here, naming the ways to run the folds on this machine.
@@ -542,8 +562,10 @@ def launch(
     wait: bool = False,
     verbose: bool = False,
 ) -> int:
-    """``moext loso --launcher slurm``: submit the pretraining job (if needed) and the folds
-    that are neither done nor queued / running, in groups; with ``wait``, wait and pool.
+    """``moext loso --launcher slurm``: submit the pretraining job (if needed) and the folds.
+
+    The folds that are neither done nor queued / running, in groups; with ``wait``, wait and
+    pool.
 
     Returns:
         The exit code: 0 when submitted (or, waiting, when every chosen fold is done), else 1.
@@ -614,8 +636,11 @@ def submit_pretraining(
     steps: LosoSteps,
     verbose: bool = False,
 ) -> str | None:
-    """Submit the shared pretraining job unless its checkpoint is there or a recorded job is
-    still queued / running on it; returns the id of the job the folds must wait for, or None."""
+    """Submit the shared pretraining job unless it is done or queued / running.
+
+    Unless its checkpoint is there or a recorded job is still queued / running on it; returns
+    the id of the job the folds must wait for, or None.
+    """
     if not settings.pretrain_config or settings.pretrain_per_fold:
         return None
     if (run_dir / "pretrain" / "pretrained.ckpt").is_file():

@@ -68,10 +68,13 @@ OURS = "last epoch, pooled (moext)"
 
 @dataclass(frozen=True)
 class Published:
-    """One reported number: ``method`` on ``protocol``, ``database`` (``composite`` for the
-    MEGC2019 composite), ``metric`` (``uf1``, ``uar``, ``acc``), ``value`` in [0, 1], where it
-    was reported (``source``), how the authors' code evaluated (``evaluation``, words of
-    :data:`EVALUATIONS` joined by ``+``) and an optional ``note``."""
+    """One reported number, where it was reported and how it was evaluated.
+
+    ``method`` on ``protocol``, ``database`` (``composite`` for the MEGC2019 composite), ``metric``
+    (``uf1``, ``uar``, ``acc``), ``value`` in [0, 1], where it was reported (``source``), how the
+    authors' code evaluated (``evaluation``, words of :data:`EVALUATIONS` joined by ``+``) and an
+    optional ``note``.
+    """
 
     method: str
     protocol: str
@@ -146,8 +149,10 @@ class Cell:
 
 @dataclass
 class Row:
-    """One table row: ``kind`` ``ours`` (a run) or ``reported``; ``cells`` keyed by
-    (database column, metric)."""
+    """One table row: ``kind`` ``ours`` (a run) or ``reported``.
+
+    ``cells`` keyed by (database column, metric).
+    """
 
     kind: str
     method: str
@@ -168,8 +173,11 @@ def _method_name(class_path: str | None) -> str:
 
 
 def _our_scopes(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A run's numbers per database column: ``composite`` (pooled) and one per database for
-    the MEGC2019 composite; one column for one database; else a combined column and each."""
+    """A run's numbers per database column.
+
+    ``composite`` (pooled) and one per database for the MEGC2019 composite; one column for one
+    database; else a combined column and each.
+    """
     datasets = sorted(run["per_dataset"])
     if sorted(CDE_DATASETS) == datasets:
         return {"composite": run, **run["per_dataset"]}
@@ -194,8 +202,9 @@ def _evaluation_text(items: list[Published]) -> str:
 def build_table(
     result: dict[str, Any], layout: str, published: list[Published] | None = None
 ) -> dict[str, Any]:
-    """The table of a comparison (:func:`~moext.experiment.compare.compare_runs`) and, beside
-    it, the reported numbers that fit the layout.
+    """The table of a comparison and, beside it, the reported numbers that fit the layout.
+
+    The comparison is :func:`~moext.experiment.compare.compare_runs`'.
 
     Returns:
         ``{"layout", "metrics", "columns": [database column, ...], "rows": [Row], "sources":
@@ -309,8 +318,10 @@ def _column_name(column: str) -> str:
 
 
 def table_markdown(table: dict[str, Any]) -> str:
-    """The table as Markdown: the best value of each column in bold, then the numbered
-    sources and the notes."""
+    """The table as Markdown.
+
+    The best value of each column in bold, then the numbered sources and the notes.
+    """
     best = _best(table)
     keys = [(c, m) for c in table["columns"] for m in table["metrics"]]
     head = [f"{_column_name(c)} {m.upper()}" for c, m in keys]
@@ -365,9 +376,11 @@ def latex_escape(text: str) -> str:
 
 
 def table_latex(table: dict[str, Any]) -> str:
-    """The table as a LaTeX ``tabular`` with booktabs rules (``\\usepackage{booktabs}``): the
-    best value of each column in bold, our CIs (and seed sd) in small type; the sources and
-    notes follow as comments."""
+    r"""The table as a LaTeX ``tabular`` with booktabs rules (``\usepackage{booktabs}``).
+
+    The best value of each column in bold, our CIs (and seed sd) in small type; the sources and
+    notes follow as comments.
+    """
     best = _best(table)
     metrics, columns = table["metrics"], table["columns"]
     width = len(metrics)
@@ -418,8 +431,11 @@ def table_latex(table: dict[str, Any]) -> str:
 
 
 def table_csv(table: dict[str, Any]) -> str:
-    """One CSV line per row, database column and metric: kind, method, run_or_source,
-    evaluation, database, metric, value, ci_low, ci_high, seeds, seed_sd."""
+    """One CSV line per row, database column and metric.
+
+    Columns: kind, method, run_or_source, evaluation, database, metric, value, ci_low, ci_high,
+    seeds, seed_sd.
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
@@ -450,10 +466,12 @@ def make_table(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
 ) -> dict[str, Any]:
-    """:func:`build_table` of run folders or seed parents (read as ``moext compare`` reads
-    them) and, optionally, a published-numbers file. Files and folders among ``run_dirs`` that
-    are not runs (a shell glob such as ``runs/demo/*`` catches ``comparison.json`` and the
-    demo's bundle) are skipped, and said so (:func:`~moext.experiment.compare.run_arguments`).
+    """:func:`build_table` of run folders or seed parents and, optionally, published numbers.
+
+    The folders are read as ``moext compare`` reads them; the published numbers come from a file.
+    Files and folders among ``run_dirs`` that are not runs (a shell glob such as
+    ``runs/demo/*`` catches ``comparison.json`` and the demo's bundle) are skipped, and said so
+    (:func:`~moext.experiment.compare.run_arguments`).
 
     Raises:
         ValueError: a folder is not a finished run or seed parent, the runs do not cover the
@@ -471,8 +489,11 @@ def make_table(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``moext table RUN_DIR ... --layout cde|sde [--published FILE.csv] [--format
-    md|latex|csv] [--out DIR]``."""
+    """``moext table``: a paper table of finished runs beside the reported numbers.
+
+    ``moext table RUN_DIR ... --layout cde|sde [--published FILE.csv] [--format
+    md|latex|csv] [--out DIR]``.
+    """
     p = argparse.ArgumentParser(
         prog="moext table",
         description="A paper's results table from finished LOSO runs (and seed parents), each "

@@ -29,8 +29,11 @@ from moext.experiment.settings import LosoSettings
 
 
 def wandb_mode(setting: str) -> str | None:
-    """The W&B mode to use, or None for no W&B logger. ``auto`` never prompts or calls out
-    unless an API key is configured (``WANDB_API_KEY`` or a netrc entry for api.wandb.ai)."""
+    """The W&B mode to use, or None for no W&B logger.
+
+    ``auto`` never prompts or calls out unless an API key is configured (``WANDB_API_KEY`` or a
+    netrc entry for api.wandb.ai).
+    """
     if setting == "disabled" or os.environ.get("WANDB_MODE") == "disabled":
         return None
     if setting in ("online", "offline"):
@@ -83,8 +86,10 @@ def finish_wandb() -> None:
 
 
 def summary_run_id(settings: LosoSettings, results: dict[str, Any]) -> str:
-    """A W&B run id fixed by the experiment and its pooled results: re-reporting unchanged
-    results does not add a second summary run."""
+    """A W&B run id fixed by the experiment and its pooled results.
+
+    Re-reporting unchanged results does not add a second summary run.
+    """
     return f"pooled-{fingerprint([settings.name, results], length=12)}"
 
 
@@ -153,15 +158,20 @@ def log_summary(settings: LosoSettings, run_dir: Path, results: dict[str, Any]) 
 
 
 def score_names(results: dict[str, Any]) -> tuple[str, ...]:
-    """The scores of pooled results: ``uf1``, ``uar``, ``acc`` (a classifier's), or what the
-    results list under ``metrics`` (an AU detector's: ``mean_f1``, ``f1_<AU>``)."""
+    """The scores of pooled results.
+
+    ``uf1``, ``uar``, ``acc`` (a classifier's), or what the results list under ``metrics`` (an
+    AU detector's: ``mean_f1``, ``f1_<AU>``).
+    """
     return tuple(results.get("metrics") or ("uf1", "uar", "acc"))
 
 
 def summary_values(results: dict[str, Any]) -> dict[str, float]:
-    """The summary run's headline numbers: ``pooled/uf1`` (n, uf1, uar, acc) and, where
-    ``results`` has CIs, ``pooled/uf1_ci_low`` / ``pooled/uf1_ci_high`` etc.; the same with
-    ``<dataset>/`` per source database."""
+    """The summary run's headline numbers.
+
+    ``pooled/uf1`` (n, uf1, uar, acc) and, where ``results`` has CIs, ``pooled/uf1_ci_low`` /
+    ``pooled/uf1_ci_high`` etc.; the same with ``<dataset>/`` per source database.
+    """
     ci = results.get("ci") or {"overall": {}, "per_dataset": {}}
     out: dict[str, float] = {}
     for name, m, bounds in [
@@ -176,8 +186,10 @@ def summary_values(results: dict[str, Any]) -> dict[str, float]:
 
 
 def ci_tables(results: dict[str, Any], wandb: Any) -> dict[str, Any]:
-    """``ci``: per scope the point estimate and the 95% CI ends of UF1 / UAR / ACC (the
-    subject bootstrap of ``results["ci"]``); nothing for results written without CIs."""
+    """``ci``: per scope the point estimate and the 95% CI ends of UF1 / UAR / ACC.
+
+    The subject bootstrap of ``results["ci"]``; nothing for results written without CIs.
+    """
     ci = results.get("ci")
     if not ci:
         return {}

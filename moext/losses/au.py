@@ -32,8 +32,10 @@ def au_bce(logits: Tensor, targets: Tensor, pos_weight: Tensor | None = None) ->
 
 
 def balanced_pos_weight(targets: Tensor, max_weight: float = 20.0) -> Tensor:
-    """Per-AU positive weights that balance its positives against its negatives: n_neg / n_pos,
-    clipped to [1, ``max_weight``] (an AU without a positive in ``targets`` gets ``max_weight``).
+    """Per-AU positive weights that balance its positives against its negatives.
+
+    The weight is n_neg / n_pos, clipped to [1, ``max_weight``] (an AU without a positive in
+    ``targets`` gets ``max_weight``).
 
     Args:
         targets: (N, A) multi-hot targets of the training set.

@@ -113,8 +113,9 @@ def shape_shape_terms(z_shape: Tensor, is_apex: Tensor, margin: float) -> tuple[
 
 
 def shape_shape_loss(z_shape: Tensor, is_apex: Tensor, margin: float) -> Tensor:
-    """L_ss (Eq. 8): within a set, shape features of the same frame type together, of onset and
-    apex at least ``margin`` apart.
+    """L_ss (Eq. 8): shape features of the same frame type together, of onset and apex apart.
+
+    Within a set, the onset's and the apex's shape features are at least ``margin`` apart.
 
     L_ss = 1/(n (2m)^2) sum_i sum_j sum_k ( [y_j = y_k] ||f(S_ij) - f(S_ik)||
                                            + [y_j != y_k] max(0, eps - ||f(S_ij) - f(S_ik)||) )

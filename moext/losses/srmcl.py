@@ -42,8 +42,10 @@ def masked_reconstruction_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Te
 def self_expression_loss(
     preds: Sequence[Tensor], target: Tensor, masks: Sequence[Tensor]
 ) -> Tensor:
-    """L_SR: the sum of the rounds' masked reconstruction losses (``loss_m[0] + loss_m[1]``,
-    VIT_SRMCL.py:266), each against the same target with its own round's mask.
+    """L_SR: the sum of the rounds' masked reconstruction losses.
+
+    ``loss_m[0] + loss_m[1]`` (VIT_SRMCL.py:266), each against the same target with its own
+    round's mask.
 
     Args:
         preds: one (B, L, P) prediction per round.
@@ -77,7 +79,7 @@ def prototype_logits(features: Tensor, prototypes: Tensor, temperature: float) -
 def prototype_contrastive_loss(
     features: Tensor, labels: Tensor, prototypes: Tensor, temperature: float
 ) -> Tensor:
-    """L_PMCL, the prototype memory contrastive loss (memory.py:83-92):
+    """L_PMCL, the prototype memory contrastive loss (memory.py:83-92).
 
     L_PMCL = -(1/B) sum_i log( exp(f_i . c_{y_i} / tau) / sum_{k=1}^{K} exp(f_i . c_k / tau) )
 

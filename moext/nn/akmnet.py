@@ -110,8 +110,10 @@ class AKMNetConfig:
 
 
 class TinyFrameCNN(nn.Sequential):
-    """Four stride-2 Conv-BN-ReLU layers (widths C/4, C/2, C, C), a stand-in for ResNet-18 in
-    tests and CPU demos; like the code's 128 -> 4 x 4, a 64 x 64 frame gives 4 x 4 positions.
+    """Four stride-2 Conv-BN-ReLU layers (widths C/4, C/2, C, C), a stand-in for ResNet-18.
+
+    Used in tests and CPU demos; like the code's 128 -> 4 x 4, a 64 x 64 frame gives 4 x 4
+    positions.
 
     Shapes: (N, in_channels, H, W) -> (N, C, H/16, W/16).
     """
@@ -160,6 +162,7 @@ class TimmResNet(nn.Module):
         self.out_channels = self.body.num_features
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N, in_channels, H, W) -> (N, C, H/32, W/32): the last feature map (ResNet-18: C 512)."""
         return self.body.forward_features(x)
 
 
@@ -178,9 +181,11 @@ AUTHORS_NAMES = {
 
 
 def _names_in_model(key: str) -> list[str]:
-    """Where a saved tensor's name may sit in :class:`AKMNet`, most specific first: our own
-    layout, the authors' (``conv1``, ``layer1``, ``alpha``, ``gru``, ``fc``), or a backbone-only
-    file (a timm / torchvision ResNet or a ``backbone.``-prefixed one)."""
+    """Where a saved tensor's name may sit in :class:`AKMNet`, most specific first.
+
+    Our own layout, the authors' (``conv1``, ``layer1``, ``alpha``, ``gru``, ``fc``), or a
+    backbone-only file (a timm / torchvision ResNet or a ``backbone.``-prefixed one).
+    """
     name = key
     while name.startswith(WRAPPER_PREFIXES):
         name = name.split(".", 1)[1]
@@ -198,8 +203,9 @@ def _names_in_model(key: str) -> list[str]:
 
 
 def load_weights(net: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
-    """Load a local weights file into the whole network by name and shape, as the authors'
-    ``--premodel`` does (``main.py:81-90``), and say what was left.
+    """Load a local weights file into the whole network by name and shape; say what was left.
+
+    As the authors' ``--premodel`` does (``main.py:81-90``).
 
     Accepts a state dict or ``{"state_dict": ...}`` in any of these layouts: the authors'
     ``models/resnet.py`` (``conv1``, ``layer1``..., ``alpha``, ``gru``, ``fc``), ours (an
@@ -247,10 +253,13 @@ def load_weights(net: nn.Module, path: str | Path) -> tuple[list[str], list[str]
 
 
 class ClipBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d that normalises with its input's own statistics in evaluation too (the
-    running statistics are still tracked in training, and unused)."""
+    """BatchNorm2d that normalises with its input's own statistics in evaluation too.
+
+    The running statistics are still tracked in training, and unused.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
+        """Batch statistics in training and evaluation alike (running statistics only tracked)."""
         if self.training:
             return super().forward(x)
         return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
@@ -297,6 +306,7 @@ class FrameEncoder(nn.Module):
         return self.backbone(images)
 
     def forward(self, frames: Tensor, mask: Tensor) -> Tensor:
+        """Features of the real frames, scattered back into the padded (B, T, C, h, w) layout."""
         if self.per_clip:
             real = torch.cat(
                 [self.encode(clip[keep]) for clip, keep in zip(frames, mask, strict=True)]
@@ -385,6 +395,7 @@ class KeyFrameMining(nn.Module):
         self.alpha = nn.Sequential(nn.Linear(channels, 1), nn.Sigmoid())  # s1, Eq. 5
 
     def forward(self, pooled: Tensor, mask: Tensor) -> Mining:
+        """Score and select each clip's key frames (the ``mining`` variant chooses the stages)."""
         valid = mask.to(pooled.dtype)
         if self.mining == "off":
             return Mining(None, None, None, valid, valid, selects=False)
@@ -423,6 +434,7 @@ class TemporalAggregation(nn.Module):
         self.gru = nn.GRU(channels, hidden, layers, bidirectional=True, batch_first=True)
 
     def forward(self, features: Tensor, count: Tensor) -> Tensor:
+        """Each position's GRU outputs averaged over the key frames, flattened (h, w, channel)."""
         b, n, c, h, w = features.shape
         seq = features.permute(0, 3, 4, 1, 2).reshape(b * h * w, n, c)
         lengths = count.repeat_interleave(h * w)
@@ -453,8 +465,11 @@ class AKMNetOutput:
 
     @property
     def max_key(self) -> Tensor:
-        """(B,) long: position in the clip of the max-key frame, the key frame with the highest
-        score (P Sec. IV.F); the first frame for ``mining: off``."""
+        """(B,) long: position in the clip of the max-key frame.
+
+        The max-key frame is the key frame with the highest score (P Sec. IV.F); the first frame
+        for ``mining: off``.
+        """
         if self.mining.score is None:
             return torch.zeros(len(self.mask), dtype=torch.long, device=self.mask.device)
         score = self.mining.score.detach().masked_fill(self.mining.key.detach() <= 0, -torch.inf)
@@ -497,13 +512,16 @@ class AKMNet(nn.Module):
         return out.shape[-2], out.shape[-1]
 
     def _init_weights(self, skip_backbone: bool) -> None:
-        """The code's initialisation (``resnet.py:186-203``): conv kaiming normal (fan_out),
-        BN 1 / 0, linear xavier normal / 0; the GRU's forward-direction weights orthogonal and
-        biases uniform [0, 1) (the code names ``weight_ih_l0`` ... ``bias_hh_l1`` only, so the
-        reverse direction keeps PyTorch's default).
+        """The code's initialisation (``resnet.py:186-203``).
+
+        Conv kaiming normal (fan_out), BN 1 / 0, linear xavier normal / 0; the GRU's
+        forward-direction weights orthogonal and biases uniform [0, 1) (the code names
+        ``weight_ih_l0`` ... ``bias_hh_l1`` only, so the reverse direction keeps PyTorch's
+        default).
 
         ``skip_backbone``: the backbone holds loaded weights and keeps them, except a first
-        convolution that replaced the loaded one (another kernel size)."""
+        convolution that replaced the loaded one (another kernel size).
+        """
         replaced = getattr(self.encoder.backbone, "conv1_replaced", False)
         fresh = {"encoder.backbone.body.conv1"} if replaced else set()
         for name, m in self.named_modules():
@@ -527,6 +545,7 @@ class AKMNet(nn.Module):
                         nn.init.uniform_(p, 0.0, 1.0)
 
     def forward(self, frames: Tensor, mask: Tensor) -> AKMNetOutput:
+        """Encode the frames, mine key frames, aggregate them and classify (shapes: the class's)."""
         if frames.ndim != 5 or frames.shape[-1] != self.cfg.image_size:
             raise ValueError(
                 f"AKMNet expects frames (B, T, 3, {self.cfg.image_size}, {self.cfg.image_size}), "

@@ -57,6 +57,7 @@ class TinyBackbone(nn.Module):
         self.out_channels = c
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) -> (N, channels, H/32, W/32)."""
         return self.layers(x)
 
 
@@ -86,6 +87,7 @@ class TimmBackbone(nn.Module):
         self.out_channels = self.body.feature_info.channels()[-1]
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) -> the timm model's last feature map."""
         return self.body(x)[-1]
 
 

@@ -112,8 +112,9 @@ class HTNetConfig:
 
 
 class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channels at every position (code ``Model.py:11-21``: biased
-    variance, eps 1e-5).
+    """LayerNorm over the channels at every position.
+
+    As the code's (``Model.py:11-21``): biased variance, eps 1e-5.
 
     Shapes: (B, C, H, W) -> (B, C, H, W).
     """
@@ -125,6 +126,7 @@ class ChannelLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        """Normalise each position's channels."""
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
@@ -148,6 +150,7 @@ class BlockAttention(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: Tensor) -> Tensor:
+        """Attention among each block's positions; (N, width, h, w) -> (N, width, h, w)."""
         n, _, h, w = x.shape
         q, k, v = (
             t.reshape(n, self.heads, self.head_dim, h * w).transpose(-1, -2)
@@ -159,8 +162,9 @@ class BlockAttention(nn.Module):
 
 
 class FeedForward(nn.Sequential):
-    """1 x 1 Conv to ``mlp_mult`` x width, GELU, 1 x 1 Conv back, with dropout (code
-    ``Model.py:32-43``).
+    """1 x 1 Conv to ``mlp_mult`` x width, GELU, 1 x 1 Conv back, with dropout.
+
+    The code's ``Model.py:32-43``.
 
     Shapes: (N, width, h, w) -> (N, width, h, w).
     """
@@ -203,6 +207,7 @@ class LocalTransformer(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """Add the position embedding, then the pre-norm attention and feed-forward blocks."""
         x = x + self.pos_emb.view(1, 1, *x.shape[-2:])
         for attention_norm, attention, ff_norm, ff in self.blocks:
             x = x + attention(attention_norm(x))
@@ -275,8 +280,10 @@ class HTNet(nn.Module):
         self.head = nn.Linear(widths[-1], num_classes)
 
     def patches(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, p p C, H / p, W / p): each patch's pixels as channels, in the
-        code's order (row in the patch, column in the patch, channel)."""
+        """(B, C, H, W) -> (B, p p C, H / p, W / p): each patch's pixels as channels.
+
+        In the code's order: row in the patch, column in the patch, channel.
+        """
         b, c, h, w = x.shape
         p = self.cfg.patch_size
         x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 3, 5, 1, 2, 4)
@@ -299,4 +306,5 @@ class HTNet(nn.Module):
         return self.head_norm(x).mean(dim=(2, 3))
 
     def forward(self, flow: Tensor) -> Tensor:
+        """Flow images -> logits: :meth:`features`, then the classifier head."""
         return self.head(self.features(flow))

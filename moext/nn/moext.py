@@ -95,6 +95,7 @@ class Branch(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """Conv blocks, then the pool and fully connected layers in fp32."""
         x = self.convs(x)
         with full_precision(self.fc, x) as (x,):
             return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
@@ -114,6 +115,7 @@ class MotionExtractor(nn.Module):
         self.c2 = ConvBlock(2 * feature_dim, feature_dim)
 
     def forward(self, s_onset: Tensor, s_apex: Tensor) -> Tensor:
+        """Motion features M of an onset and apex's shape features, in fp32."""
         with full_precision(self, s_onset, s_apex) as (s_onset, s_apex):
             delta = (s_apex - s_onset).abs()[:, :, None, None]
             m = self.c2(torch.cat([self.c1(delta), s_apex[:, :, None, None]], dim=1))
@@ -127,6 +129,7 @@ class ShapeDifference(nn.Module):
     """
 
     def forward(self, s_onset: Tensor, s_apex: Tensor) -> Tensor:
+        """|S_a - S_o| in fp32."""
         with full_precision(self, s_onset, s_apex) as (s_onset, s_apex):
             return (s_apex - s_onset).abs()
 
@@ -190,8 +193,10 @@ class ApexDecoder(nn.Module):
         )
 
     def stages(self) -> list[nn.Module]:
-        """The modules whose outputs Table 2 lists, in order (up rows unpacked); then the
-        resize to ``image_size`` where it is not a multiple of 32."""
+        """The modules whose outputs Table 2 lists, in order (up rows unpacked).
+
+        Then the resize to ``image_size`` where it is not a multiple of 32.
+        """
         stages = [self.stem, self.pool, *self.up, self.refine, self.upsample, self.head]
         return stages if self.resize is None else [*stages, self.resize]
 
@@ -233,6 +238,7 @@ class ProjectionHead(nn.Module):
         self.normalize = normalize
 
     def forward(self, x: Tensor) -> Tensor:
+        """Project (and L2-normalise, with ``normalize``) in fp32."""
         with full_precision(self, x) as (x,):
             z = self.mlp(x)
             return F.normalize(z, dim=-1) if self.normalize else z
@@ -250,6 +256,7 @@ class ClassifierHead(nn.Sequential):
         super().__init__(nn.Dropout(dropout), nn.Linear(in_dim, num_classes))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Dropout and linear layer in fp32."""
         with full_precision(self, x) as (x,):
             return super().forward(x)
 
@@ -354,6 +361,7 @@ class FeatureSeparator(nn.Module):
         self.fp32 = cfg.fp32_separator
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Shape and texture features of normalised images (in fp32 with ``fp32_separator``)."""
         if not self.fp32:
             return self._features(images)
         with full_precision(self, images) as (images,):
@@ -365,8 +373,9 @@ class FeatureSeparator(nn.Module):
 
 
 class MoExt(nn.Module):
-    """The whole family under fixed names: ``separator``, ``motion``, ``decoder``,
-    ``projection``, ``classifier``.
+    """The whole family under fixed names.
+
+    The names: ``separator``, ``motion``, ``decoder``, ``projection``, ``classifier``.
 
     Args:
         cfg: the architecture.

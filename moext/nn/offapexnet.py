@@ -1,5 +1,6 @@
-"""OFF-ApexNet (Gan, Liong, Yau, Huang, Tan, Signal Processing: Image Communication 74, 2019;
-arXiv 1805.08699): a two-stream CNN on the onset -> apex optical flow (pure ``torch.nn``).
+"""OFF-ApexNet: a two-stream CNN on the onset -> apex optical flow (pure ``torch.nn``).
+
+Gan, Liong, Yau, Huang, Tan, Signal Processing: Image Communication 74, 2019; arXiv 1805.08699.
 
 Input ``flow`` (B, 2, S, S) float, S = 28: the horizontal (u) and the vertical (v) flow image.
 Stream 1 sees u, stream 2 sees v; they share no weights. No authors' code is public; the layers

@@ -1,6 +1,7 @@
-"""RCN-A (Xia, Peng, Khor, Feng, Zhao, "Revealing the invisible with model and data shrinking for
-composite-database micro-expression recognition", IEEE TIP 2020): a shallow recurrent
-convolutional network with a parameter-free attention unit (pure ``torch.nn``).
+"""RCN-A: a shallow recurrent CNN with a parameter-free attention unit (pure ``torch.nn``).
+
+Xia, Peng, Khor, Feng, Zhao, "Revealing the invisible with model and data shrinking for
+composite-database micro-expression recognition", IEEE TIP 2020.
 
 Input ``flow`` (B, C, S, S) float in [0, 1]: a 3-channel onset -> apex flow image, scaled as
 torchvision's ``ToTensor`` scales the authors' PNGs (``ModelTrain_Final.py:120-122``).
@@ -80,8 +81,10 @@ class RCNConfig:
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel_size: int) -> nn.Sequential:
-    """Conv (stride 1, "same" padding for odd kernels) -> BatchNorm -> ReLU; (B, c_in, H, W) ->
-    (B, c_out, H, W)."""
+    """Conv (stride 1, "same" padding for odd kernels) -> BatchNorm -> ReLU.
+
+    Shapes: (B, c_in, H, W) -> (B, c_out, H, W).
+    """
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2),
         nn.BatchNorm2d(c_out),
@@ -90,8 +93,10 @@ def conv_bn_relu(c_in: int, c_out: int, kernel_size: int) -> nn.Sequential:
 
 
 class RecurrentConvLayer(nn.Module):
-    """The code's ``RclBlock``: a feed-forward 1x1 unit, then ``steps`` applications of one
-    recurrent 3x3 unit to the input plus the previous state, then MaxPool 2x2/2 and Dropout.
+    """The code's ``RclBlock``: a recurrent convolutional layer, then MaxPool 2x2/2 and Dropout.
+
+    A feed-forward 1x1 unit, then ``steps`` applications of one recurrent 3x3 unit to the input
+    plus the previous state, then MaxPool 2x2/2 and Dropout.
 
     Shapes: (B, F, H, W) -> (B, F, H // 2, W // 2).
     """
@@ -104,6 +109,7 @@ class RecurrentConvLayer(nn.Module):
         self.downsample = nn.Sequential(nn.MaxPool2d(2, stride=2), nn.Dropout(dropout))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Feed-forward unit, ``steps`` recurrent applications, then the downsampling."""
         y = self.feedforward(x)
         for _ in range(self.steps):
             y = self.recurrent(x + y)
@@ -171,8 +177,11 @@ class RCN(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The code's initialisation: Kaiming-normal convolutions (fan out), BatchNorm 1 / 0,
-        classifier N(0, 0.01) with zero bias."""
+        """The code's initialisation.
+
+        Kaiming-normal convolutions (fan out), BatchNorm 1 / 0, classifier N(0, 0.01) with zero
+        bias.
+        """
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

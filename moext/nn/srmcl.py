@@ -118,6 +118,7 @@ class SRMCLConfig:
 
     @property
     def num_patches(self) -> int:
+        """Patches per image: (image_size / patch_size) squared."""
         return (self.image_size // self.patch_size) ** 2
 
     @classmethod
@@ -187,8 +188,10 @@ def sincos_pos_embed(dim: int, grid: int, cls_token: bool = True) -> Tensor:
 
 
 def patchify(images: Tensor, patch_size: int) -> Tensor:
-    """(B, C, H, W) -> (B, L, p * p * C), patches in raster order, each (p, p, C) flattened
-    (the code's ``patchify``)."""
+    """(B, C, H, W) -> (B, L, p * p * C), patches in raster order, each (p, p, C) flattened.
+
+    The code's ``patchify``.
+    """
     b, c, h, w = images.shape
     p = patch_size
     if h % p or w % p:
@@ -204,8 +207,9 @@ def random_token_mask(
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Per-sample random mask of ``length - int(length * (1 - ratio))`` positions (the code's
-    ``random_masking``: keep the ``int(L (1 - r))`` smallest of uniform noise).
+    """Per-sample random mask of ``length - int(length * (1 - ratio))`` positions.
+
+    The code's ``random_masking``: keep the ``int(L (1 - r))`` smallest of uniform noise.
 
     Returns:
         (batch, length) bool, True = masked (removed); the same count in every row.
@@ -249,8 +253,11 @@ class SRMCLEncoder(nn.Module):
         self.norm = nn.LayerNorm(d, eps=1e-6)
 
     def forward(self, x: Tensor, patch_mask: Tensor | None = None) -> Tensor:
-        """Encode; with ``patch_mask`` (B, L) bool, the masked patches are dropped before the
-        blocks (the blocks never see them) and only the kept ones come out, in raster order."""
+        """Encode images, optionally without their masked patches.
+
+        With ``patch_mask`` (B, L) bool, the masked patches are dropped before the blocks (the
+        blocks never see them) and only the kept ones come out, in raster order.
+        """
         tokens = self.patch_embed(x) + self.pos_embed[:, 1:]
         if patch_mask is not None:
             b, _, d = tokens.shape
@@ -285,6 +292,7 @@ class SRMCLDecoder(nn.Module):
         self.pred = nn.Linear(e, cfg.patch_size**2 * cfg.in_channels)
 
     def forward(self, x: Tensor, prenorm: bool = True) -> Tensor:
+        """Decode a masked sequence (LayerNorm first with ``prenorm``) into predicted patches."""
         x = self.embed(x)
         x = (self.norm(x) if prenorm else x) + self.pos_embed
         for block in self.blocks:
@@ -293,8 +301,9 @@ class SRMCLDecoder(nn.Module):
 
 
 class PrototypeMemory(nn.Module):
-    """One unit-norm prototype per class (``Model/memory.py`` ``ClusterMemory``), a persistent
-    buffer: saved in checkpoints, never a parameter (no gradient reaches it).
+    """One unit-norm prototype per class (``Model/memory.py`` ``ClusterMemory``).
+
+    A persistent buffer: saved in checkpoints, never a parameter (no gradient reaches it).
 
     Shapes: ``prototypes`` (num_classes, dim), zeros until first set.
     """
@@ -346,9 +355,11 @@ def class_sums(features: Tensor, labels: Tensor, num_classes: int) -> tuple[Tens
 
 
 def prototypes_from_sums(sums: Tensor, counts: Tensor, previous: Tensor) -> Tensor:
-    """Normalised class means (the per-epoch initialisation of the memory from the training
-    features); a class without samples keeps its ``previous`` prototype. Shapes: (K, D), (K,),
-    (K, D) -> (K, D)."""
+    """Normalised class means: the per-epoch initialisation of the memory.
+
+    The means are of the training features; a class without samples keeps its ``previous``
+    prototype. Shapes: (K, D), (K,), (K, D) -> (K, D).
+    """
     present = counts > 0
     out = previous.clone()
     out[present] = F.normalize(sums[present] / counts[present, None], dim=1)
@@ -356,8 +367,10 @@ def prototypes_from_sums(sums: Tensor, counts: Tensor, previous: Tensor) -> Tens
 
 
 class SRMCL(nn.Module):
-    """The whole network under fixed names: ``encoder``, ``decoder``, and for a classifier
-    ``last_block``, ``head`` and ``memory``.
+    """The whole network under fixed names.
+
+    The names: ``encoder``, ``decoder``, and for a classifier ``last_block``, ``head`` and
+    ``memory``.
 
     Args:
         cfg: the architecture.
@@ -387,8 +400,11 @@ class SRMCL(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """The code's init [60-89, 301-310]: xavier-uniform Linear weights and flattened patch
-        projection, zero biases, LayerNorm (1, 0), cls and mask tokens ~ N(0, 0.02)."""
+        """The code's init [60-89, 301-310].
+
+        Xavier-uniform Linear weights and flattened patch projection, zero biases, LayerNorm
+        (1, 0), cls and mask tokens ~ N(0, 0.02).
+        """
         w = self.encoder.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.encoder.cls_token, std=0.02)
@@ -404,8 +420,10 @@ class SRMCL(nn.Module):
 
     @property
     def decoder_prenorm(self) -> bool:
-        """Whether the decoder normalises its input (``cfg.decoder_prenorm``; ``code``: in a
-        classifier's network only)."""
+        """Whether the decoder normalises its input.
+
+        ``cfg.decoder_prenorm``; ``code``: in a classifier's network only.
+        """
         if self.cfg.decoder_prenorm == "code":
             return self.last_block is not None
         return self.cfg.decoder_prenorm == "always"

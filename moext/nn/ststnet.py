@@ -1,5 +1,6 @@
-"""STSTNet (Liong, Gan, See, Khor, Huang, FG 2019): the shallow triple-stream CNN on onset -> apex
-optical flow images (pure ``torch.nn``).
+"""STSTNet: the shallow triple-stream CNN on onset -> apex optical flow (pure ``torch.nn``).
+
+Liong, Gan, See, Khor, Huang, FG 2019.
 
 Input ``flow`` (B, 3, S, S) float, S = 28 in the paper: three flow images stacked as channels,
 (u, v, optical strain) in the authors' MATLAB order (their Python port reads the same PNGs with

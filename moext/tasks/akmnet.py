@@ -23,8 +23,10 @@ SCHEDULES = ("code", "cosine", "constant")
 
 
 def code_schedule(epoch: int, lr: float, period: int, eta_min: float) -> float:
-    """The learning rate of the authors' ``CosineAnnealingLR(T_max=period, eta_min)`` stepped
-    with ``scheduler.step(epoch)``: its closed form, periodic (back up after ``period`` epochs).
+    """The learning rate of the authors' cosine schedule at ``epoch``, in closed form.
+
+    The authors' ``CosineAnnealingLR(T_max=period, eta_min)`` stepped with
+    ``scheduler.step(epoch)``: periodic (back up after ``period`` epochs).
 
     lr(e) = eta_min + (lr - eta_min) (1 + cos(pi e / period)) / 2, e = 0, 1, ... (epoch 0 trains
     at ``lr``).
@@ -79,6 +81,7 @@ class AKMNetClassifyTask(ClassificationTask):
         self._last: AKMNetOutput | None = None
 
     def build_net(self, net: AKMNetConfig) -> AKMNet:
+        """An :class:`~moext.nn.akmnet.AKMNet` with ``num_classes`` outputs."""
         return AKMNet(net, self.hparams.num_classes)
 
     def forward(self, frames: Tensor, mask: Tensor) -> AKMNetOutput:
@@ -86,6 +89,7 @@ class AKMNetClassifyTask(ClassificationTask):
         return self.net(frames, mask)
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        """Logits of ``frames`` and ``mask``; the whole output is kept for :meth:`training_loss`."""
         self._last = self(batch["frames"], batch["mask"])
         return self._last.logits
 

@@ -71,8 +71,9 @@ def detected_aus(aus: list[int] | tuple[int, ...] | None) -> tuple[int, ...]:
 
 
 def check_au_targets(task: Any, trainer: Any) -> None:
-    """Raise when the DataModule does not serve the AU targets the task detects (where both
-    state them: a task's ``aus``, a DataModule's ``aus``).
+    """Raise when the DataModule does not serve the AU targets the task detects.
+
+    Checked where both state them: a task's ``aus``, a DataModule's ``aus``.
 
     Raises:
         ValueError: naming both lists and the settings that make them agree.
@@ -101,9 +102,12 @@ def detection_metrics(num_aus: int, threshold: float) -> MetricCollection:
 
 
 class AUDetection:
-    """What every AU detector shares; the first base of a method's detector (see the module
-    docstring). After the classifier's ``__init__`` (built with ``num_classes = len(aus)``),
-    :meth:`init_detection` sets the detected AUs, the metrics and the loss weights."""
+    """What every AU detector shares; the first base of a method's detector.
+
+    See the module docstring. After the classifier's ``__init__`` (built with
+    ``num_classes = len(aus)``), :meth:`init_detection` sets the detected AUs, the metrics and
+    the loss weights.
+    """
 
     aus: tuple[int, ...]
     threshold: float
@@ -136,16 +140,21 @@ class AUDetection:
         self.register_buffer("pos_weight", torch.ones(len(aus)), persistent=False)
 
     def build_net(self, net: Any) -> Any:
-        """The classifier's network with one output per detected AU (its ``num_classes``: a
-        task that LightningCLI built records only the config's arguments, which name ``aus``)."""
+        """The classifier's network with one output per detected AU.
+
+        Its ``num_classes``: a task that LightningCLI built records only the config's
+        arguments, which name ``aus``.
+        """
         hparams = self.hparams  # type: ignore[attr-defined]
         hparams.setdefault("num_classes", len(detected_aus(hparams.get("aus"))))
         return super().build_net(net)  # type: ignore[misc]
 
     def setup(self, stage: str) -> None:
-        """The AU targets the data serves (first: a different list is named as such, not as
-        another number of classes), then the classifier's checks; with ``pos_weight:
-        balanced``, the weights from the training fold's targets."""
+        """Check the AU targets the data serves, then the classifier's checks; weigh the AUs.
+
+        The AU targets come first: a different list is named as such, not as another number of
+        classes. With ``pos_weight: balanced``, the weights from the training fold's targets.
+        """
         check_au_targets(self, self.trainer)
         super().setup(stage)  # type: ignore[misc]
         dm = getattr(self.trainer, "datamodule", None)
@@ -154,8 +163,11 @@ class AUDetection:
             self.pos_weight.copy_(balanced_pos_weight(targets).to(self.pos_weight))
 
     def cross_entropy(self, batch: dict[str, Tensor], logits: Tensor) -> Tensor:
-        """The label loss of a detector: binary cross-entropy per AU (logits (B, A) against
-        ``batch["aus"]`` (B, A)), positive terms weighted by ``pos_weight``."""
+        """The label loss of a detector: binary cross-entropy per AU.
+
+        Logits (B, A) against ``batch["aus"]`` (B, A), positive terms weighted by
+        ``pos_weight``.
+        """
         return au_bce(logits, batch["aus"], self.pos_weight.to(logits.dtype))
 
     def metric_targets(self, batch: dict[str, Tensor]) -> Tensor:
@@ -163,22 +175,30 @@ class AUDetection:
         return batch["aus"].long()
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """Returns ``index`` (B,), ``probs`` (B, A) sigmoid per AU and ``pred`` (B, A) 0/1
-        (``probs >= threshold``), on the CPU."""
+        """Returns ``index`` (B,), ``probs`` (B, A) sigmoid per AU and ``pred`` (B, A) 0/1.
+
+        ``pred`` is ``probs >= threshold``; all on the CPU.
+        """
         probs = self.logits(batch).float().sigmoid()  # type: ignore[attr-defined]
         pred = (probs >= self.threshold).long()
         return {"index": batch["index"].cpu(), "probs": probs.cpu(), "pred": pred.cpu()}
 
 
 class MoExtAUTask(AUDetection, MoExtClassifyTask):
-    """MoExt's classifier (pretrained separator and motion extractor) detecting AUs from the
-    motion M.
+    """MoExt's classifier detecting AUs from the motion M.
+
+    The classifier's separator and motion extractor are pretrained.
 
     Batches: ``onset``, ``apex`` (B, 3, H, W), ``aus`` (B, A), ``index`` (B,).
 
     Args:
-        net, pretrained, lr, weight_decay, channels_last, compile, dropout: as for
-            :class:`~moext.tasks.MoExtClassifyTask`.
+        net: the MoExt architecture, as for :class:`~moext.tasks.MoExtClassifyTask`.
+        pretrained: path of a MoExt pretraining checkpoint, as for ``MoExtClassifyTask``.
+        lr: Adam learning rate, as for ``MoExtClassifyTask``.
+        weight_decay: Adam weight decay, as for ``MoExtClassifyTask``.
+        channels_last: NHWC memory format, as for ``MoExtClassifyTask``.
+        compile: ``torch.compile`` the feature separator, as for ``MoExtClassifyTask``.
+        dropout: dropout before the linear layer, as for ``MoExtClassifyTask``.
         aus: the AU numbers detected, in target order (default :data:`DEFAULT_AUS`); the
             DataModule's ``aus`` must be the same.
         threshold: probability from which an AU is predicted present.
@@ -207,18 +227,27 @@ class MoExtAUTask(AUDetection, MoExtClassifyTask):
 
 
 class SRMCLAUTask(AUDetection, SRMCLClassifyTask):
-    """SRMCL's classifier detecting AUs from its ViT features, trained with BCE per AU +
-    ``weight_sr`` L_SR (the self-expression reconstruction of the masked rounds; the prototype
-    contrastive loss needs classes and is off).
+    """SRMCL's classifier detecting AUs from its ViT features.
+
+    Trained with BCE per AU + ``weight_sr`` L_SR (the self-expression reconstruction of the
+    masked rounds; the prototype contrastive loss needs classes and is off).
 
     Batches: ``flow`` (B, C, H, W), ``aus`` (B, A), ``index`` (B,).
 
     Args:
-        net, pretrained, mask_ratio, mask_rounds, mask_site, weight_sr: as for
-            :class:`~moext.tasks.SRMCLClassifyTask`.
-        lr, weight_decay, lr_schedule, warmup_epochs: as for
-            :class:`~moext.tasks.SRMCLClassifyTask`.
-        aus, threshold, pos_weight: as for :class:`MoExtAUTask`.
+        net: the architecture, as for :class:`~moext.tasks.SRMCLClassifyTask`.
+        pretrained: path of an SRMCL pretraining checkpoint, as for ``SRMCLClassifyTask``.
+        mask_ratio: share of the patch positions masked per round, as for ``SRMCLClassifyTask``.
+        mask_rounds: cascaded masking rounds, as for ``SRMCLClassifyTask``.
+        mask_site: ``tokens`` or ``patches``, as for ``SRMCLClassifyTask``.
+        weight_sr: w_sr, weight of L_SR, as for ``SRMCLClassifyTask``.
+        lr: AdamW learning rate, as for ``SRMCLClassifyTask``.
+        weight_decay: AdamW weight decay, as for ``SRMCLClassifyTask``.
+        lr_schedule: ``cosine`` or ``constant``, per step, as for ``SRMCLClassifyTask``.
+        warmup_epochs: epochs of linear learning-rate warm-up, as for ``SRMCLClassifyTask``.
+        aus: the AU numbers detected, as for :class:`MoExtAUTask`.
+        threshold: probability from which an AU is predicted present, as for ``MoExtAUTask``.
+        pos_weight: ``none`` or ``balanced``, as for ``MoExtAUTask``.
     """
 
     def __init__(
@@ -257,14 +286,19 @@ class SRMCLAUTask(AUDetection, SRMCLClassifyTask):
 
 
 class STSTNetAUTask(AUDetection, STSTNetClassifyTask):
-    """STSTNet detecting AUs from the onset -> apex flow image (a baseline's detector: the
-    few lines every further method's takes).
+    """STSTNet detecting AUs from the onset -> apex flow image.
+
+    A baseline's detector: the few lines every further method's takes.
 
     Batches: ``flow`` (B, 3, S, S), ``aus`` (B, A), ``index`` (B,).
 
     Args:
-        net, lr, weight_decay: as for :class:`~moext.tasks.STSTNetClassifyTask`.
-        aus, threshold, pos_weight: as for :class:`MoExtAUTask`.
+        net: the architecture, as for :class:`~moext.tasks.STSTNetClassifyTask`.
+        lr: Adam learning rate, as for ``STSTNetClassifyTask``.
+        weight_decay: L2 on every parameter, as for ``STSTNetClassifyTask``.
+        aus: the AU numbers detected, as for :class:`MoExtAUTask`.
+        threshold: probability from which an AU is predicted present, as for ``MoExtAUTask``.
+        pos_weight: ``none`` or ``balanced``, as for ``MoExtAUTask``.
     """
 
     def __init__(

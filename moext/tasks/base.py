@@ -1,8 +1,8 @@
-"""The bases of every method's stages: :class:`BaseTask`, :class:`PretrainingTask` and
-:class:`ClassificationTask`.
+"""The bases of every method's stages.
 
-A method's stage subclasses one of them and fills its hooks (as torchgeo's ``BaseTask``): it
-builds its network in :meth:`BaseTask.build_net`, a pretraining stage computes its losses in
+They are :class:`BaseTask`, :class:`PretrainingTask` and :class:`ClassificationTask`. A method's
+stage subclasses one of them and fills its hooks (as torchgeo's ``BaseTask``): it builds its
+network in :meth:`BaseTask.build_net`, a pretraining stage computes its losses in
 :meth:`PretrainingTask.batch_losses`, a classifier its logits in
 :meth:`ClassificationTask.logits`. Hyper-parameters, the checks against the data, logging,
 metrics, prediction rows, the default optimiser and the load of a pretraining checkpoint are
@@ -77,14 +77,18 @@ class BaseTask(L.LightningModule):
         self._sped_up = False
 
     def build_net(self, net: Any) -> nn.Module:
-        """The stage's network for the architecture ``net`` (other settings: ``self.hparams``);
-        each method implements it."""
+        """The stage's network for the architecture ``net``; each method implements it.
+
+        Other settings: ``self.hparams``.
+        """
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
+        """Check the DataModule against the task (:func:`~moext.tasks.data_checks.check_data`)."""
         check_data(self, self.trainer)
 
     def configure_model(self) -> None:
+        """Switch on ``channels_last`` and ``compile`` where the hyper-parameters ask (once)."""
         if not self._sped_up:
             hp = self.hparams
             apply_speedups(self.net, hp.get("channels_last", False), hp.get("compile", False))
@@ -101,6 +105,7 @@ class BaseTask(L.LightningModule):
         )
 
     def configure_optimizers(self) -> Any:
+        """Adam on ``lr`` and ``weight_decay``."""
         return torch.optim.Adam(
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
@@ -116,11 +121,14 @@ class PretrainingTask(BaseTask):
     """
 
     def batch_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Scalars of one batch: ``loss`` (what training minimises) and any terms or diagnostics
-        to log beside it; each method implements it."""
+        """Scalars of one batch; each method implements it.
+
+        ``loss`` (what training minimises) and any terms or diagnostics to log beside it.
+        """
         raise NotImplementedError
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """One training step: log :meth:`batch_losses` per epoch (``train/loss`` per step too)."""
         values = self.batch_losses(batch)
         loss, bs = values.pop("loss"), batch_size(batch)
         self.log(
@@ -136,6 +144,7 @@ class PretrainingTask(BaseTask):
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """One validation step: :meth:`batch_losses`, logged as ``val/<name>`` per epoch."""
         self.log_epoch("val", self.batch_losses(batch), batch_size(batch))
 
 
@@ -223,8 +232,10 @@ class ClassificationTask(BaseTask):
         return F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
 
     def metric_targets(self, batch: dict[str, Tensor]) -> Tensor:
-        """What the metrics compare the logits with: ``batch["label"]`` (B,) here (an AU
-        detector's: the multi-hot ``aus``, :mod:`moext.tasks.au`)."""
+        """What the metrics compare the logits with: ``batch["label"]`` (B,) here.
+
+        An AU detector's: the multi-hot ``aus`` (:mod:`moext.tasks.au`).
+        """
         return batch["label"]
 
     def _step(self, batch: dict[str, Tensor], metrics: MetricCollection, stage: str) -> Tensor:
@@ -248,12 +259,15 @@ class ClassificationTask(BaseTask):
         return loss
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """One training step: :meth:`training_loss`, logged with the epoch's UF1 / UAR / ACC."""
         return self._step(batch, self.train_metrics, "train")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """One validation step: cross-entropy and metrics logged as ``val/<name>``."""
         self._step(batch, self.val_metrics, "val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """One test step: cross-entropy and metrics logged as ``test/<name>``."""
         self._step(batch, self.test_metrics, "test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:

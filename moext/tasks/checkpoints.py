@@ -37,9 +37,12 @@ class Transfer:
 
 
 def allow_in_checkpoints(cls: type, *old_names: str) -> None:
-    """Let ``torch.load(weights_only=True)`` (the default of ``load_from_checkpoint``) rebuild
-    ``cls``, a config class kept in a checkpoint's hyper-parameters, also where older
-    checkpoints pickled it under ``old_names`` (full dotted paths)."""
+    """Let ``torch.load(weights_only=True)`` rebuild ``cls``, also under ``old_names``.
+
+    ``weights_only=True`` is the default of ``load_from_checkpoint``; ``cls`` is a config class
+    kept in a checkpoint's hyper-parameters, and older checkpoints pickled it under
+    ``old_names`` (full dotted paths).
+    """
     torch.serialization.add_safe_globals([cls, *((cls, name) for name in old_names)])
 
 

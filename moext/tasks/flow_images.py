@@ -1,6 +1,7 @@
-"""The part of a classifier that every network on flow images shares (STSTNet, OFF-ApexNet,
-RCN-A): it reads the ``flow`` the flow DataModule serves and checks, before the first step, that
-the data's channels and size are the network's.
+"""The part of a classifier that every network on flow images shares.
+
+Shared by STSTNet, OFF-ApexNet and RCN-A: it reads the ``flow`` the flow DataModule serves and
+checks, before the first step, that the data's channels and size are the network's.
 
 A method subclasses :class:`FlowImageClassifyTask`, gives its init arguments their defaults and
 hands them to ``super().__init__``, implements :meth:`build_net` (a network whose ``cfg`` has
@@ -29,4 +30,5 @@ class FlowImageClassifyTask(ClassificationTask):
         return self.net(flow)
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        """Logits of the batch's ``flow``."""
         return self(batch["flow"])

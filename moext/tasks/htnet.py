@@ -43,4 +43,5 @@ class HTNetClassifyTask(FlowImageClassifyTask):
         super().__init__(net or HTNetConfig(), num_classes, lr, weight_decay, label_smoothing)
 
     def build_net(self, net: HTNetConfig) -> HTNet:
+        """An :class:`~moext.nn.htnet.HTNet` with ``num_classes`` outputs."""
         return HTNet(net, self.hparams.num_classes)

@@ -19,7 +19,10 @@ def reconstruction_rows(
     The two difference rows are multiplied by ``diff_gain`` so that small motions are visible.
 
     Args:
-        onset, apex, recon: (k, 3, H, W) in [0, 1].
+        onset: (k, 3, H, W) in [0, 1].
+        apex: (k, 3, H, W) in [0, 1].
+        recon: (k, 3, H, W) in [0, 1], the reconstructed apexes.
+        diff_gain: the factor of the two difference rows.
 
     Returns:
         (5k, 3, H, W) in [0, 1], row-major for ``make_grid(nrow=k)``.

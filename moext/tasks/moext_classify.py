@@ -1,5 +1,8 @@
-"""MoExt objective learning: the pretrained separator (shape branch) and motion extractor,
-fine-tuned with cross-entropy on micro-expressions."""
+"""MoExt objective learning: the pretrained separator and motion extractor, fine-tuned.
+
+The separator's shape branch and the motion extractor are fine-tuned with cross-entropy on
+micro-expressions.
+"""
 
 from __future__ import annotations
 
@@ -55,10 +58,12 @@ class MoExtClassifyTask(ClassificationTask):
         super().__init__(net, num_classes, lr, weight_decay, label_smoothing)
 
     def build_net(self, net: MoExtConfig) -> MoExt:
+        """A :class:`~moext.nn.moext.MoExt` classifier: separator, motion extractor and head."""
         hp = self.hparams
         return MoExt(net, pretraining=False, num_classes=hp.num_classes, dropout=hp.dropout)
 
     def from_scratch(self) -> str:
+        """Without ``pretrained``: from the backbone's ImageNet weights or at random (ablation)."""
         start = (
             "from the backbone's ImageNet weights"
             if self.net.cfg.pretrained_backbone
@@ -72,4 +77,5 @@ class MoExtClassifyTask(ClassificationTask):
         return self.net.classify(memory_format(onset, cl), memory_format(apex, cl))
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        """Logits of the batch's ``onset`` and ``apex``."""
         return self(batch["onset"], batch["apex"])

@@ -102,6 +102,7 @@ class MoExtPretrainTask(PretrainingTask):
         self._inactive_warned: set[str] = set()
 
     def build_net(self, net: MoExtConfig) -> MoExt:
+        """A :class:`~moext.nn.moext.MoExt` with the texture branch, decoder and projection head."""
         return MoExt(net, pretraining=True)
 
     def forward(self, onset: Tensor, apex: Tensor) -> Tensor:
@@ -114,7 +115,8 @@ class MoExtPretrainTask(PretrainingTask):
         """All loss terms of one batch.
 
         Args:
-            onset, apex: (n, 3, H, W) in [0, 1].
+            onset: (n, 3, H, W) in [0, 1].
+            apex: (n, 3, H, W) in [0, 1].
 
         Returns:
             The terms switched on (``re``, ``st``, ``ss``) and the reconstruction (n, 3, H, W).
@@ -163,9 +165,11 @@ class MoExtPretrainTask(PretrainingTask):
         return terms, active, recon
 
     def batch_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``loss`` = L_re + a1 L_st + a2 L_ss (the terms switched on), each term (``loss_re``,
-        ``loss_st``, ``loss_ss``) and the active shares (``active_st``, ``active_ss``). In
-        training, the first batch of an epoch that logs images keeps its grid."""
+        """``loss`` = L_re + a1 L_st + a2 L_ss (the terms switched on), each term, active shares.
+
+        The terms are ``loss_re``, ``loss_st``, ``loss_ss``, the active shares ``active_st``,
+        ``active_ss``. In training, the first batch of an epoch that logs images keeps its grid.
+        """
         hp = self.hparams
         onset = memory_format(batch["onset"], hp.channels_last)
         apex = memory_format(batch["apex"], hp.channels_last)
@@ -191,6 +195,7 @@ class MoExtPretrainTask(PretrainingTask):
         return self.current_epoch % n == 0 or last
 
     def on_train_epoch_end(self) -> None:
+        """Warn of inactive terms; save (and log to W&B) the epoch's reconstruction grid if kept."""
         self._warn_inactive_terms()
         if self._grid is None:
             return

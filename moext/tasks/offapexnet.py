@@ -38,4 +38,5 @@ class OffApexNetClassifyTask(FlowImageClassifyTask):
         super().__init__(net or OffApexNetConfig(), num_classes, lr, weight_decay, label_smoothing)
 
     def build_net(self, net: OffApexNetConfig) -> OffApexNet:
+        """An :class:`~moext.nn.offapexnet.OffApexNet` with ``num_classes`` outputs."""
         return OffApexNet(net, self.hparams.num_classes)

@@ -1,5 +1,6 @@
-"""RCN-A's classifier: cross-entropy on a 3-channel onset -> apex flow image, SGD with momentum
-at a constant learning rate (the authors' ``ModelTrain_Final.py``).
+"""RCN-A's classifier: cross-entropy on a 3-channel onset -> apex flow image.
+
+SGD with momentum at a constant learning rate (the authors' ``ModelTrain_Final.py``).
 
 The code builds a ``StepLR(step_size=10, gamma=0.5)`` but never steps it
 (``ModelTrain_Final.py:32``), so its learning rate stays constant; ours too. Each LOSO fold trains
@@ -47,6 +48,7 @@ class RCNClassifyTask(FlowImageClassifyTask):
         super().__init__(net or RCNConfig(), num_classes, lr, weight_decay, label_smoothing)
 
     def build_net(self, net: RCNConfig) -> RCN:
+        """An :class:`~moext.nn.rcn.RCN` with ``num_classes`` outputs."""
         return RCN(net, self.hparams.num_classes)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

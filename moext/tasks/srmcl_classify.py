@@ -1,4 +1,4 @@
-"""SRMCL classification: the joint objective of the authors' code on flow images,
+"""SRMCL classification: the joint objective of the authors' code on flow images.
 
     L = L_CE + w_sr L_SR + w_pmcl L_PMCL            (VIT_SRMCL.py:323-334: w_sr = w_pmcl = 0.5)
 
@@ -65,7 +65,8 @@ class SRMCLClassifyTask(ClassificationTask):
         memory_init: ``epoch`` (every epoch starts from the normalised class means of the
             training set's masked features, computed without gradients in eval mode) or
             ``none`` (the memory starts at zero and only the momentum rule updates it).
-        lr, weight_decay: AdamW (ours).
+        lr: AdamW learning rate (ours).
+        weight_decay: AdamW weight decay (ours).
         lr_schedule: ``cosine`` or ``constant``, per step.
         warmup_epochs: epochs of linear learning-rate warm-up.
         label_smoothing: cross-entropy label smoothing (code: none).
@@ -107,9 +108,11 @@ class SRMCLClassifyTask(ClassificationTask):
         self._update: tuple[Tensor, Tensor] | None = None
 
     def build_net(self, net: SRMCLConfig) -> SRMCL:
+        """An :class:`~moext.nn.srmcl.SRMCL` with its last block, head and prototype memory."""
         return SRMCL(net, num_classes=self.hparams.num_classes)
 
     def from_scratch(self) -> str:
+        """Without ``pretrained``: at random, as the authors' code trains."""
         return "at random (as the authors' code trains)"
 
     # ------------------------------------------------------------------ forward
@@ -118,8 +121,11 @@ class SRMCLClassifyTask(ClassificationTask):
         return self.net.classify(flow)
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
-        """Training: the masked path (its SER predictions kept for :meth:`training_loss`);
-        evaluation and prediction: the unmasked path."""
+        """Logits of the batch's ``flow``: masked in training, unmasked otherwise.
+
+        Training: the masked path (its SER predictions kept for :meth:`training_loss`);
+        evaluation and prediction: the unmasked path.
+        """
         flow = batch["flow"]
         if not self.training:
             return self(flow)
@@ -132,8 +138,10 @@ class SRMCLClassifyTask(ClassificationTask):
 
     # ------------------------------------------------------------------ losses
     def loss_terms(self, batch: dict[str, Tensor], logits: Tensor) -> dict[str, Tensor]:
-        """The switched-on terms ``ce``, ``sr``, ``pmcl`` of a training batch (after
-        :meth:`logits`); stores the normalised features for the memory update."""
+        """The switched-on terms ``ce``, ``sr``, ``pmcl`` of a training batch.
+
+        Called after :meth:`logits`; stores the normalised features for the memory update.
+        """
         if self._train_out is None:
             raise RuntimeError("loss_terms needs the training forward of logits() first")
         feature, preds, masks, flow = self._train_out
@@ -151,6 +159,7 @@ class SRMCLClassifyTask(ClassificationTask):
         return terms
 
     def training_loss(self, batch: dict[str, Tensor], logits: Tensor) -> Tensor:
+        """CE + ``weight_sr`` L_SR + ``weight_pmcl`` L_PMCL (the terms switched on), each logged."""
         terms = self.loss_terms(batch, logits)
         weights = {"ce": 1.0, "sr": self.hparams.weight_sr, "pmcl": self.hparams.weight_pmcl}
         self.log_epoch("train", {f"loss_{k}": v for k, v in terms.items()}, len(logits))
@@ -169,8 +178,11 @@ class SRMCLClassifyTask(ClassificationTask):
         memory.copy_(momentum_update(memory, features.to(memory), labels, self.hparams.momentum))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """After the optimiser step (the code: inside the memory's backward), so the loss of
-        this batch used the prototypes as they were."""
+        """Update the memory with the batch's features (momentum rule).
+
+        After the optimiser step (the code: inside the memory's backward), so the loss of this
+        batch used the prototypes as they were.
+        """
         if self._update is not None:
             features, labels = self._update
             self._update = None
@@ -178,9 +190,12 @@ class SRMCLClassifyTask(ClassificationTask):
 
     @torch.no_grad()
     def initialise_memory(self) -> None:
-        """Prototypes <- normalised class means of the training set's masked features, in eval
-        mode, without gradients; class sums are reduced over the DDP ranks (each sees its
-        share of the training set). A class absent from the training set keeps its prototype."""
+        """Prototypes <- normalised class means of the training set's masked features.
+
+        In eval mode, without gradients; class sums are reduced over the DDP ranks (each sees
+        its share of the training set). A class absent from the training set keeps its
+        prototype.
+        """
         hp, trainer = self.hparams, self.trainer
         memory = self.net.memory.prototypes
         sums = torch.zeros_like(memory)
@@ -204,10 +219,12 @@ class SRMCLClassifyTask(ClassificationTask):
         memory.copy_(prototypes_from_sums(sums, counts, memory))
 
     def on_train_epoch_start(self) -> None:
+        """Re-initialise the memory from the class means (``memory_init: epoch``, L_PMCL on)."""
         if self.hparams.weight_pmcl > 0 and self.hparams.memory_init == "epoch":
             self.initialise_memory()
 
     def configure_optimizers(self):
+        """AdamW with warm-up, then ``lr_schedule`` (:func:`configure_vit_optimizer`)."""
         hp = self.hparams
         return configure_vit_optimizer(
             self, self.trainer, hp.lr, hp.weight_decay, hp.lr_schedule, hp.warmup_epochs

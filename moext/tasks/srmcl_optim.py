@@ -25,8 +25,10 @@ def check_schedule(lr: float, weight_decay: float, lr_schedule: str, warmup_epoc
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: LrSchedule) -> float:
-    """Multiplier of the base learning rate at optimiser step ``step`` (0-based) of ``total``:
-    linear from 1 / warmup to 1 over ``warmup`` steps, then constant or a cosine to 0."""
+    """Multiplier of the base learning rate at optimiser step ``step`` (0-based) of ``total``.
+
+    Linear from 1 / warmup to 1 over ``warmup`` steps, then constant or a cosine to 0.
+    """
     if step < warmup:
         return (step + 1) / warmup
     if schedule == "constant" or total <= warmup:
@@ -48,7 +50,8 @@ def configure_vit_optimizer(
     Args:
         module: the LightningModule (its trainable parameters are optimised).
         trainer: its Trainer (``estimated_stepping_batches`` and ``max_epochs`` give the steps).
-        lr, weight_decay: AdamW's.
+        lr: AdamW's learning rate.
+        weight_decay: AdamW's weight decay (not on biases, norms and tokens).
         lr_schedule: ``cosine`` (decay to 0 over the run) or ``constant``.
         warmup_epochs: epochs of linear warm-up (may be fractional).
     """

@@ -42,7 +42,8 @@ class SRMCLPretrainTask(PretrainingTask):
             reconstruction-only path: 1; its joint path and moext before: 2).
         mask_site: ``tokens`` (the code: encoder output tokens) or ``patches`` (the README:
             input patches, never seen by the encoder).
-        lr, weight_decay: AdamW (ours: the code has no training script).
+        lr: AdamW learning rate (ours: the code has no training script).
+        weight_decay: AdamW weight decay (ours, likewise).
         lr_schedule: ``cosine`` or ``constant``, per step.
         warmup_epochs: epochs of linear learning-rate warm-up.
     """
@@ -66,6 +67,7 @@ class SRMCLPretrainTask(PretrainingTask):
         super().__init__(net)
 
     def build_net(self, net: SRMCLConfig) -> SRMCL:
+        """An :class:`~moext.nn.srmcl.SRMCL` encoder and decoder, no classifier."""
         return SRMCL(net, num_classes=None)
 
     def losses(self, flow: Tensor) -> dict[str, Tensor]:
@@ -90,6 +92,7 @@ class SRMCLPretrainTask(PretrainingTask):
         return {"loss": terms.pop("sr")} | {f"loss_{k}": v for k, v in terms.items()}
 
     def configure_optimizers(self):
+        """AdamW with warm-up, then ``lr_schedule`` (:func:`configure_vit_optimizer`)."""
         hp = self.hparams
         return configure_vit_optimizer(
             self, self.trainer, hp.lr, hp.weight_decay, hp.lr_schedule, hp.warmup_epochs

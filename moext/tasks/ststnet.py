@@ -40,4 +40,5 @@ class STSTNetClassifyTask(FlowImageClassifyTask):
         super().__init__(net or STSTNetConfig(), num_classes, lr, weight_decay, label_smoothing)
 
     def build_net(self, net: STSTNetConfig) -> STSTNet:
+        """An :class:`~moext.nn.ststnet.STSTNet` with ``num_classes`` outputs."""
         return STSTNet(net, self.hparams.num_classes)

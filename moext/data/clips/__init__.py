@@ -1,5 +1,7 @@
-"""Whole-clip inputs: the clip cache (every frame onset -> offset, the pair's crop) and the
-clip DataModule (padded batches with a mask).
+"""Whole-clip inputs: the clip cache and the clip DataModule.
+
+The clip cache holds every frame onset -> offset with the pair's crop; the clip DataModule
+serves padded batches with a mask.
 
 Stands on :mod:`moext.data.pairs` (a clip reuses its pair entry's crop transform).
 """

@@ -75,8 +75,9 @@ Detector = Callable[[np.ndarray], "np.ndarray | None"]
 
 
 def subsample(length: int, keep: int, frames: int) -> list[int]:
-    """Positions of ``frames`` of ``length`` frames, uniformly spread, always with the first,
-    the last and ``keep`` (the apex).
+    """Positions of ``frames`` of ``length`` frames, spread, with the first, last and ``keep``.
+
+    Uniformly spread; ``keep`` is the apex.
 
     ``round(linspace(0, length - 1, frames))`` (distinct, as the spacing exceeds 1), then the
     position nearest to ``keep`` (not the first or the last) is moved onto ``keep``.
@@ -121,6 +122,7 @@ class ClipFrames:
 
     @property
     def subsampled(self) -> bool:
+        """Whether frames were left out (the clip is longer than ``max_frames``)."""
         return len(self.numbers) < self.total
 
 
@@ -205,6 +207,7 @@ class ClipCache(EntryCache):
         self.detector, self.device = detector, device
 
     def describe(self) -> str:
+        """The crop settings and ``max_frames``, for messages."""
         return f"{self.settings} and max_frames={self.max_frames}"
 
     def frames(self, sample: Sample) -> ClipFrames:
@@ -234,6 +237,7 @@ class ClipCache(EntryCache):
         return pair.parent / f"{stem}.clip.{self.key(sample, frames)}.npy"
 
     def shape(self, frames: ClipFrames) -> tuple[int, int, int, int]:
+        """``(T, size, size, 3)``: the entry's shape for these frames."""
         return (len(frames.numbers), self.settings.size, self.settings.size, 3)
 
     def entry(self, sample: Sample) -> Entry:
@@ -247,11 +251,15 @@ class ClipCache(EntryCache):
         return Entry(self.path(sample, frames), self.shape(frames), np.dtype(np.uint8), frames)
 
     def problem(self, sample: Sample) -> str | None:
-        """Why the sample's entry is unusable (``"missing"``, wrong header, truncated, no
-        checksum), or None; reads only the header and sizes, not the bytes."""
+        """Why the sample's entry is unusable, or None.
+
+        The reasons: ``"missing"``, wrong header, truncated, no checksum. Reads only the header
+        and sizes, not the bytes.
+        """
         return entry_problem(self.entry(sample), verify=False)
 
     def family(self, sample: Sample) -> str:
+        """A glob of the sample's clip entries under any key."""
         return f"{safe_name(sample.clip)}.{self.settings.backend}{self.settings.size}.clip.*.npy"
 
     def get(self, sample: Sample) -> np.ndarray:
@@ -323,8 +331,10 @@ class ClipCache(EntryCache):
         return out, notes
 
     def _redetect(self, sample: Sample, pair: np.ndarray, detector: Detector) -> np.ndarray:
-        """The alignment matrix of a pair entry that has none, found as ``align_clip`` found it
-        (onset; for ``on_no_face: next`` the apex next), checked against the stored crops."""
+        """The alignment matrix of a pair entry that has none, checked against the stored crops.
+
+        Found as ``align_clip`` found it (onset; for ``on_no_face: next`` the apex next).
+        """
         s = self.settings
         paths = [sample.onset_path, sample.frame_path(apex_frame(sample, s.pseudo_apex_n))]
         images = {}
@@ -354,9 +364,11 @@ class ClipCache(EntryCache):
     # --- computing (EntryCache) -----------------------------------------------------------------
 
     def entry_notes(self, sample: Sample, entry: Entry) -> list[str]:
+        """The frame selection's notes, less the ``max_frames`` ones (the report counts those)."""
         return [n for n in entry.detail.notes if "max_frames" not in n]
 
     def compute(self, sample: Sample, entry: Entry) -> list[str]:
+        """Build and store the clip with its pair entry's crop (the pair entry must be usable)."""
         pair_problem = self.pairs.problem(sample)
         if pair_problem is not None:
             raise CacheError(f"no usable pair entry ({pair_problem}): prepare the pairs first")
@@ -373,10 +385,11 @@ class ClipCache(EntryCache):
 
 @dataclass
 class ClipReport(PrepareReport):
-    """What :func:`prepare_clips` did (and, in ``pairs``, what the pair cache did before it):
-    the counts of :class:`~moext.data.entries.PrepareReport` for clip entries (failed: no pair
+    """What :func:`prepare_clips` did (and, in ``pairs``, what the pair cache did before it).
+
+    The counts of :class:`~moext.data.entries.PrepareReport` for clip entries (failed: no pair
     entry, an unreadable frame, a frame of another size, ...; ``notes``: offsets not annotated,
-    re-detected alignments), plus
+    re-detected alignments), plus the attributes below.
 
     Attributes:
         subsampled: ``(id, frames onset..offset, frames kept)`` of clips over ``max_frames``.
@@ -391,6 +404,7 @@ class ClipReport(PrepareReport):
 
     @property
     def ok(self) -> bool:
+        """Whether nothing failed: the clips, and the pairs and magnified clips made with them."""
         return (
             not self.failed
             and (self.pairs is None or self.pairs.ok)
@@ -398,6 +412,7 @@ class ClipReport(PrepareReport):
         )
 
     def summary(self) -> str:
+        """The pairs' report, then the clips' counts and details, then the magnified clips'."""
         lines = [self.pairs.summary()] if self.pairs is not None else []
         counts, *details = self.summary_lines("clips: prepared", "rebuilt")
         lines.append(f"{counts}, subsampled to max_frames {len(self.subsampled)}")
@@ -465,8 +480,9 @@ class ClipIndex:
 def index_clips(
     samples: Sequence[Sample], cache_root: Path | str, settings: PrepareSettings, max_frames: int
 ) -> ClipIndex:
-    """Find and check (headers, sizes and checksum files; the bytes are checked as each item
-    is read) the prepared clip entries of ``samples``.
+    """Find and check the prepared clip entries of ``samples``.
+
+    Checked: headers, sizes and checksum files; the bytes are checked as each item is read.
 
     Raises:
         CacheError: some entries are missing or unusable; the message lists them and says to

@@ -173,6 +173,7 @@ def balanced_positions(positions: Tensor, labels: Tensor, seed: int = 0) -> Tens
     Args:
         positions: (N,) long sample positions.
         labels: (N_samples,) long labels of all samples.
+        seed: seeds the draw of the extra clips.
 
     Returns:
         (K * M,) long positions, K = classes present; classes in order, clips in order.
@@ -208,15 +209,16 @@ class ClipDataModule(MERDataModule):
         augment: ``"crop"`` (AKMNet's code), ``"device"`` (mirror + rotation) or ``"none"``.
         crop_zoom: enlargement of ``augment: crop`` (code: 144 / 128).
         crop_p: probability of ``augment: crop`` zooming a clip (code: 0.5).
-        max_rotation, flip_p: ``augment: device``'s rotation range (degrees) and mirror
-            probability.
+        max_rotation: ``augment: device``'s rotation range (degrees).
+        flip_p: ``augment: device``'s mirror probability.
         balance: oversample each class of the training fold to the largest class's count
             (:func:`balanced_positions`; AKMNet's paper does; not with ``sampler: balanced``).
         magnify: a number, the alpha of :func:`magnify_clips` (linear, on the device; 0: off),
             or :class:`~moext.data.magnify.MagnifySettings` (``{method: phase | linear, alpha,
             ...}``; phase is cached by ``moext prepare``); see the module docstring.
-        sampler, balanced_classes, balanced_samples: training batches, as for
-            :class:`~moext.data.pairs.datamodule.MERDataModule`.
+        sampler: training batches, as for :class:`~moext.data.pairs.datamodule.MERDataModule`.
+        balanced_classes: as for ``MERDataModule`` (``sampler: balanced``).
+        balanced_samples: as for ``MERDataModule`` (``sampler: balanced``).
     """
 
     #: What the batches hold (the task's ``inputs`` must match): whole clips.
@@ -311,8 +313,10 @@ class ClipDataModule(MERDataModule):
     # ------------------------------------------------------------ magnification
     @property
     def linear_alpha(self) -> float:
-        """The alpha of :func:`magnify_clips` applied to every batch (0: none; phase
-        magnification is in the entries)."""
+        """The alpha of :func:`magnify_clips` applied to every batch.
+
+        0: none; phase magnification is in the entries.
+        """
         s = self.magnify_settings
         return s.alpha if s is not None and s.method == "linear" else 0.0
 
@@ -370,12 +374,15 @@ class ClipDataModule(MERDataModule):
         return report
 
     def setup(self, stage: str | None = None) -> None:
-        """Check ``magnify`` (:meth:`check_magnify`), then as
-        :meth:`moext.data.pairs.datamodule.MERDataModule.setup`."""
+        """Check ``magnify`` (:meth:`check_magnify`), then set up as the pairs' DataModule.
+
+        See :meth:`moext.data.pairs.datamodule.MERDataModule.setup`.
+        """
         self.check_magnify()
         super().setup(stage)
 
     def inputs_loaded(self) -> bool:
+        """Whether :meth:`load_inputs` has run (a second ``setup`` does nothing)."""
         return self._clips is not None
 
     def load_inputs(self) -> None:
@@ -402,8 +409,10 @@ class ClipDataModule(MERDataModule):
             )
 
     def frame_numbers(self, index: int) -> tuple[int, ...]:
-        """The frame numbers of the frames served for sample ``index`` (e.g. to name the
-        max-key frame AKMNet finds)."""
+        """The frame numbers of the frames served for sample ``index``.
+
+        E.g. to name the max-key frame AKMNet finds.
+        """
         return self._clips.frames[index].numbers
 
     def _dataset(self, positions: Tensor) -> ClipDataset:
@@ -421,6 +430,7 @@ class ClipDataModule(MERDataModule):
         return balanced_positions(self.train_index, labels, self.seed)
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled (or class-balanced) padded batches of the training clips."""
         ds = ExpandedPairs(self._dataset(self.train_positions()), self.expansion)
         return self.shuffled_loader(ds, collate_fn=collate_clips)
 
@@ -435,8 +445,10 @@ class ClipDataModule(MERDataModule):
     def on_after_batch_transfer(
         self, batch: dict[str, Tensor], dataloader_idx: int
     ) -> dict[str, Tensor]:
-        """uint8 -> float in [0, 1] on the device; linear magnification; the clip augmentation
-        when training."""
+        """uint8 -> float in [0, 1] on the device; linear magnification; augmentation.
+
+        The clip augmentation applies when training.
+        """
         frames = batch["frames"].float().div_(255)
         frames = magnify_clips(frames, batch["mask"], self.linear_alpha)
         if self.trainer is not None and self.trainer.training and self.augment != "none":

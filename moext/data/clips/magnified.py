@@ -112,6 +112,7 @@ class MagnifiedClipCache(EntryCache):
         self.device = device
 
     def describe(self) -> str:
+        """The clip cache's settings and the magnification, for messages."""
         return f"{self.clips.describe()} and magnify={self.settings}"
 
     def entry(self, sample: Sample) -> Entry:
@@ -145,6 +146,7 @@ class MagnifiedClipCache(EntryCache):
         return self.read(sample)
 
     def entry_notes(self, sample: Sample, entry: Entry) -> list[str]:
+        """A note on a subsampled clip magnified at its mean frame rate."""
         clip, fps = entry.detail
         if not clip.detail.subsampled or fps is None:
             return []
@@ -154,6 +156,7 @@ class MagnifiedClipCache(EntryCache):
         ]
 
     def compute(self, sample: Sample, entry: Entry) -> list[str]:
+        """Magnify the sample's clip entry and store it (the clip entry must be usable)."""
         clip, fps = entry.detail
         problem = entry_problem(clip, verify=False)
         if problem is not None:
@@ -176,8 +179,9 @@ def prepare_magnified(
     workers: int = 0,
     device: str = "cpu",
 ) -> PrepareReport:
-    """Magnify every clip whose magnified entry is missing or damaged (the clip entries must be
-    prepared first); reuse the others.
+    """Magnify every clip whose magnified entry is missing or damaged; reuse the others.
+
+    The clip entries must be prepared first.
 
     Args:
         samples: the clips.

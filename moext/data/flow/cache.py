@@ -90,19 +90,23 @@ class FlowCache(EntryCache):
 
     @property
     def root(self) -> Path:
+        """The crop cache's folder: flow entries lie beside their crops."""
         return self.pairs.root
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """``(2, size, size)``: the ``[u, v]`` field at the crop size."""
         size = self.pairs.settings.size
         return (2, size, size)
 
     def describe(self) -> str:
+        """The crop settings and the flow algorithm, for messages."""
         return f"{self.pairs.settings} and {self.algorithm}"
 
     def key(self, sample: Sample) -> str:
-        """Short hash of the pair entry's key, the flow algorithm's parameters and
-        :data:`FLOW_FORMAT`.
+        """Short hash of the pair entry's key, the flow algorithm's parameters and the format.
+
+        The format: :data:`FLOW_FORMAT`.
 
         Raises:
             OSError: a source frame is missing (the pair key reads their identity).
@@ -116,14 +120,19 @@ class FlowCache(EntryCache):
         return pair.with_name(f"{pair.stem}.flow-{self.key(sample)}.npy")
 
     def entry(self, sample: Sample) -> Entry:
+        """The sample's ``(2, size, size)`` float16 entry beside its crop entry."""
         return Entry(self.path(sample), self.shape, np.dtype(np.float16))
 
     def family(self, sample: Sample) -> str:
+        """A glob of the sample's flow entries under any key."""
         return self.pairs.family(sample).removesuffix(".npy") + ".flow-*.npy"
 
     def problem(self, sample: Sample) -> str | None:
-        """Why the sample's flow entry is unusable (``"missing"``, corrupt, truncated, no
-        checksum), or None; reads only the header and sizes, not the bytes."""
+        """Why the sample's flow entry is unusable, or None.
+
+        The reasons: ``"missing"``, corrupt, truncated, no checksum. Reads only the header and
+        sizes, not the bytes.
+        """
         return entry_problem(self.entry(sample), verify=False)
 
     def get(self, sample: Sample) -> np.ndarray:
@@ -145,10 +154,12 @@ class FlowCache(EntryCache):
         return self.store(self.entry(sample), flow)
 
     def compute(self, sample: Sample, entry: Entry) -> list[str]:
+        """Compute the flow of the sample's crop pair and store it."""
         self.put(sample, compute_flow(self.pairs.get(sample), self.algorithm))
         return []
 
     def failure_path(self, sample: Sample, error: Exception) -> Path | None:
+        """The pair entry the flow was computed from."""
         try:  # the flow is computed from the pair entry
             return self.pairs.path(sample)
         except (OSError, KeyError):
@@ -157,11 +168,14 @@ class FlowCache(EntryCache):
 
 @dataclass
 class FlowReport(PrepareReport):
-    """What :func:`prepare_flow` did (failures are reported, never raised): the counts of
-    :class:`~moext.data.entries.PrepareReport` for flow entries (failed: no crop entry, an
-    unreadable crop, ...), and ``seconds`` spent computing flow."""
+    """What :func:`prepare_flow` did (failures are reported, never raised).
+
+    The counts of :class:`~moext.data.entries.PrepareReport` for flow entries (failed: no crop
+    entry, an unreadable crop, ...), and ``seconds`` spent computing flow.
+    """
 
     def summary(self) -> str:
+        """The counts (with the seconds spent), then one line per failed and corrupt entry."""
         return "\n".join(
             self.summary_lines("flow: computed", "recomputed", f" in {self.seconds:.1f} s")
         )
@@ -199,8 +213,7 @@ def load_flow(
     crops: PrepareSettings,
     algorithm: FlowAlgorithm,
 ) -> torch.Tensor:
-    """Read the prepared flow fields of ``samples`` into one tensor, each checked by its
-    checksum.
+    """Read the prepared flow fields of ``samples`` into one tensor, each checked by its checksum.
 
     Returns:
         ``(N, 2, size, size)`` float16 ``[u, v]`` in pixels, in the order of ``samples``.

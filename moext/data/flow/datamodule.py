@@ -78,8 +78,11 @@ Regions = Literal["none", "htnet", "htnet_code"]
 
 
 def _settings(cls: type, value: Any) -> Any:
-    """A settings dataclass from its config value: as it is, or built from the plain dict a
-    config parsed without instantiation hands over (``moext prepare``, the LOSO runner)."""
+    """A settings dataclass from its config value.
+
+    As it is, or built from the plain dict a config parsed without instantiation hands over
+    (``moext prepare``, the LOSO runner).
+    """
     return cls(**value) if isinstance(value, dict) else value
 
 
@@ -110,8 +113,10 @@ class FlowDataset(Dataset):
 
 @dataclass
 class FlowPrepareReport:
-    """What ``FlowDataModule.prepare_data`` did: the crops, the flow fields, and the landmarks
-    where regions are cut."""
+    """What ``FlowDataModule.prepare_data`` did: the crops, the flow fields, the landmarks.
+
+    The landmarks, where regions are cut.
+    """
 
     crops: PrepareReport
     flow: FlowReport
@@ -119,10 +124,12 @@ class FlowPrepareReport:
 
     @property
     def failed(self) -> list:
+        """Every failure of the crops, the flow fields and the landmarks."""
         extra = self.landmarks.failed if self.landmarks is not None else []
         return [*self.crops.failed, *self.flow.failed, *extra]
 
     def summary(self) -> str:
+        """The crops', the flow fields' and the landmarks' summaries, one after the other."""
         lines = [self.crops.summary(), self.flow.summary()]
         if self.landmarks is not None:
             lines += self.landmarks.summary_lines("landmarks: found", "recomputed")
@@ -131,14 +138,18 @@ class FlowPrepareReport:
 
 @dataclass
 class PrecomputedReport:
-    """What ``FlowDataModule.prepare_data`` found for a precomputed source: every listed file
-    there, readable and of the flow size (anything else is raised, each file named)."""
+    """What ``FlowDataModule.prepare_data`` found for a precomputed source.
+
+    Every listed file there, readable and of the flow size (anything else is raised, each file
+    named).
+    """
 
     folder: Path
     samples: int
     failed: list = field(default_factory=list)
 
     def summary(self) -> str:
+        """How many images were checked, and where."""
         return f"precomputed flow: {self.samples} images checked in {self.folder}"
 
 
@@ -306,8 +317,10 @@ class FlowDataModule(MERDataModule):
         return precomputed_flow.read_samples(csv)
 
     def _read_precomputed(self, listed: list[precomputed_flow.Listed]) -> Tensor:
-        """The images of ``listed``, (N, 3, S, S) uint8; every file checked (the list's other
-        databases' files are not extra)."""
+        """The images of ``listed``, (N, 3, S, S) uint8; every file checked.
+
+        The list's other databases' files are not extra.
+        """
         folder = self._resolve(self.precomputed.folder)
         known = self._precomputed_list()
         return precomputed_flow.check_folder(
@@ -315,8 +328,10 @@ class FlowDataModule(MERDataModule):
         )
 
     def read_samples(self) -> tuple[list[Sample], list[int], tuple[str, ...]]:
-        """All samples of this stage (before the fold split), their labels and the class names;
-        for a precomputed source, those of its list (named as the readers name them)."""
+        """All samples of this stage (before the fold split), their labels and the class names.
+
+        For a precomputed source, those of its list (named as the readers name them).
+        """
         if self.flow_source != "precomputed":
             return super().read_samples()
         if self.task != "classify":
@@ -327,8 +342,9 @@ class FlowDataModule(MERDataModule):
 
     # ------------------------------------------------------------------ flow
     def prepare_data(self) -> FlowPrepareReport | PrecomputedReport:
-        """Align and cache the crops, then compute and cache their flow (once), and the
-        landmarks where regions are cut; for a precomputed source, check its files.
+        """Align and cache the crops, their flow and landmarks (once); or check precomputed files.
+
+        The landmarks where regions are cut; for a precomputed source, check its files.
 
         Raises:
             DatasetError: some clips could not be prepared (each named with its file and why),
@@ -352,22 +368,28 @@ class FlowDataModule(MERDataModule):
         return FlowPrepareReport(crops, flow, landmarks)
 
     def inputs_loaded(self) -> bool:
+        """Whether :meth:`load_inputs` has run (a second ``setup`` does nothing)."""
         return self._flow is not None
 
     @property
     def images_once(self) -> bool:
-        """Whether the flow images are made once, when a fold's data is loaded, and served as
-        they are: when nothing about them is random (``augment: none``) and they are made small
-        (``flow_size``, ``regions`` or a precomputed source). Each sample's image depends on
-        that sample alone, so they are the images a batch would make; the per-batch work (at
-        224 x 224, most of a CPU second per batch of 256) is done once."""
+        """Whether the flow images are made once, when a fold's data is loaded.
+
+        They are then served as they are: when nothing about them is random (``augment: none``)
+        and they are made small (``flow_size``, ``regions`` or a precomputed source). Each
+        sample's image depends on that sample alone, so they are the images a batch would make;
+        the per-batch work (at 224 x 224, most of a CPU second per batch of 256) is done once.
+        """
         made_small = self.flow_size is not None or self.regions != "none"
         return self.augment == "none" and (made_small or self.flow_source == "precomputed")
 
     def load_inputs(self) -> None:
-        """Load the flow of ``self.samples``: the cached fields, (N, 2, H, W) float16, or the
-        precomputed images' channels, (N, C, S, S) uint8, and the region points, if any; with
-        :attr:`images_once`, the flow images themselves, (N, C, S, S) float32 in [0, 1]."""
+        """Load the flow of ``self.samples``, and the region points, if any.
+
+        The cached fields, (N, 2, H, W) float16, or the precomputed images' channels,
+        (N, C, S, S) uint8; with :attr:`images_once`, the flow images themselves, (N, C, S, S)
+        float32 in [0, 1].
+        """
         n, size = len(self.samples), self.input_size
         if self.flow_source == "precomputed":
             images = self._read_precomputed(self._listed)
@@ -400,9 +422,11 @@ class FlowDataModule(MERDataModule):
 
     # ------------------------------------------------------------ dataloaders
     def training_pairs(self, device: torch.device | str = "cpu"):
+        """Refused (``NotImplementedError``): a flow DataModule serves flow fields, not pairs."""
         raise NotImplementedError("FlowDataModule serves flow fields, not pairs")
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled (or class-balanced) batches of the training flow, ``expansion`` times each."""
         ds = ExpandedPairs(self._subset(self.train_index), self.expansion)
         # no batch of one (BatchNorm, batch statistics)
         return self.shuffled_loader(ds, drop_last=len(ds) > self.batch_size)
@@ -440,8 +464,10 @@ class FlowDataModule(MERDataModule):
     def on_after_batch_transfer(
         self, batch: dict[str, Tensor], dataloader_idx: int
     ) -> dict[str, Tensor]:
-        """The served flow -> the flow image (B, C, S, S) in [0, 1]; augmented when training
-        (with :attr:`images_once`, the loaders serve the images: nothing to do)."""
+        """The served flow -> the flow image (B, C, S, S) in [0, 1]; augmented when training.
+
+        With :attr:`images_once`, the loaders serve the images: nothing to do.
+        """
         if self.images_once:
             return batch
         training = self.trainer is not None and self.trainer.training

@@ -1,5 +1,6 @@
-"""Farneback optical flow between aligned face crops (OpenCV's
-:func:`cv2.calcOpticalFlowFarneback`), the second flow algorithm of the flow layer.
+"""Farneback optical flow between aligned face crops, the flow layer's second algorithm.
+
+OpenCV's :func:`cv2.calcOpticalFlowFarneback`.
 
 HTNet's code computes the CAS(ME)^3 flow with it (``calcOpticalFlowFarneback(onset, apex, None,
 0.5, 3, 15, 3, 5, 1.2, 0)`` on grey 28 x 28 crops; docs/methods/htnet.md): those are the
@@ -50,6 +51,7 @@ class FarnebackSettings:
             raise ValueError("Farneback poly_n must be >= 1 and poly_sigma > 0")
 
     def as_dict(self) -> dict[str, float | int | bool]:
+        """The settings as a dict (part of a flow entry's key)."""
         return asdict(self)
 
     def flow(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""The onset's 68 facial landmarks in the coordinates of its aligned crop, computed once per clip
-and stored beside its crop entry: where the flow layer cuts facial regions (HTNet's eye and
-mouth areas, :mod:`moext.data.flow.regions`).
+"""The onset's 68 facial landmarks in the coordinates of its aligned crop.
+
+Computed once per clip and stored beside its crop entry: where the flow layer cuts facial
+regions (HTNet's eye and mouth areas, :mod:`moext.data.flow.regions`).
 
 They cannot be recovered from what the crop cache keeps: its ``<entry>.affine.npy`` is a
 similarity transform fitted to five of the points, not the points. So :class:`LandmarkCache`
@@ -41,8 +42,9 @@ LANDMARK_FORMAT = 1
 
 
 class LandmarkCache(EntryCache):
-    """One ``(68, 2)`` float32 entry per sample: the landmarks its crop was aligned on, in crop
-    pixels (x right, y down).
+    """One ``(68, 2)`` float32 entry per sample: the landmarks its crop was aligned on.
+
+    In crop pixels (x right, y down).
 
     Args:
         root: the crop cache folder (the entries live beside the crops).
@@ -65,6 +67,7 @@ class LandmarkCache(EntryCache):
 
     @property
     def root(self) -> Path:
+        """The crop cache's folder: landmark entries lie beside their crops."""
         return self.pairs.root
 
     def key(self, sample: Sample) -> str:
@@ -76,14 +79,17 @@ class LandmarkCache(EntryCache):
         return key_of({"format": LANDMARK_FORMAT, "pair": self.pairs.key(sample)})
 
     def entry(self, sample: Sample) -> Entry:
+        """The sample's ``(68, 2)`` float32 entry beside its crop entry."""
         pair = self.pairs.path(sample)
         path = pair.with_name(f"{pair.stem}.landmarks-{self.key(sample)}.npy")
         return Entry(path, (68, 2), np.dtype(np.float32))
 
     def ready(self) -> None:
+        """Build the crop cache's detector."""
         self.pairs.ready()  # the crop cache's detector
 
     def compute(self, sample: Sample, entry: Entry) -> list[str]:
+        """Align the pair as its crop was aligned; store the onset's landmarks in crop pixels."""
         recorder = LandmarkRecorder(self.pairs.detector)
         compute_pair(sample, self.settings, recorder)  # aligns as the crop was aligned
         if recorder.landmarks is None:
@@ -93,6 +99,7 @@ class LandmarkCache(EntryCache):
         return []
 
     def failure_path(self, sample: Sample, error: Exception) -> Path | None:
+        """The file to blame, as the crop cache says."""
         return self.pairs.failure_path(sample, error)
 
 

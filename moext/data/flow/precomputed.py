@@ -1,5 +1,6 @@
-"""Precomputed flow images as a source of the flow DataModule: the MEGC2019 baselines' inputs as
-their authors distribute them.
+"""Precomputed flow images as a source of the flow DataModule.
+
+The MEGC2019 baselines' inputs as their authors distribute them.
 
 STSTNet's authors (github.com/christy1206/STSTNet, README: "Input data (28x28x3) ... The resized
 images of: 1) horizontal optical flow images; 2) vertical optical flow images, and; 3) optical
@@ -98,8 +99,11 @@ class PrecomputedFlow:
 
 @dataclass(frozen=True)
 class Listed:
-    """One sample of a precomputed set: the record (named as the readers name it), its label and
-    its fields as the distribution spells them (for the file pattern)."""
+    """One sample of a precomputed set: the record, its label and its fields.
+
+    The record is named as the readers name it, the fields are spelt as the distribution spells
+    them (for the file pattern).
+    """
 
     sample: Sample
     label: int
@@ -111,8 +115,11 @@ class Listed:
 
 
 def distribution_spelling(dataset: str, subject: str, clip: str) -> tuple[str, str]:
-    """``(subject, clip)`` as the MEGC2019 distribution spells them: SMIC ``s01`` / ``s01_ne_01``,
-    SAMM ``006``, CASME II unchanged (from any of the spellings :func:`match_key` accepts)."""
+    """``(subject, clip)`` as the MEGC2019 distribution spells them.
+
+    SMIC ``s01`` / ``s01_ne_01``, SAMM ``006``, CASME II unchanged (from any of the spellings
+    :func:`match_key` accepts).
+    """
     if dataset == "smic":
         pad = lambda m: f"s{int(m.group(1)):02d}"  # noqa: E731
         return _SMIC_NUMBER.sub(pad, subject), _SMIC_NUMBER.sub(pad, clip)
@@ -122,8 +129,10 @@ def distribution_spelling(dataset: str, subject: str, clip: str) -> tuple[str, s
 
 
 def reader_spelling(dataset: str, subject: str, clip: str) -> tuple[str, str]:
-    """``(subject, clip)`` as the database readers spell them (their folders): SMIC ``s1`` /
-    ``s1_ne_01``, SAMM ``006``, CASME II unchanged."""
+    """``(subject, clip)`` as the database readers spell them (their folders).
+
+    SMIC ``s1`` / ``s1_ne_01``, SAMM ``006``, CASME II unchanged.
+    """
     if dataset == "smic":
         bare = lambda m: f"s{int(m.group(1))}"  # noqa: E731
         return _SMIC_NUMBER.sub(bare, subject), _SMIC_NUMBER.sub(bare, clip)
@@ -223,8 +232,10 @@ def check_folder(
     size: int,
     known: Sequence[Listed] = (),
 ) -> torch.Tensor:
-    """Read every listed sample's image; refuse the set unless each one is there, readable and
-    ``size`` x ``size``, and unless every other file the pattern matches is a known sample's.
+    """Read every listed sample's image; refuse the set unless all is as listed.
+
+    Each one must be there, readable and ``size`` x ``size``, and every other file the pattern
+    matches must be a known sample's.
 
     Args:
         listed: the samples to read (:func:`read_samples`, maybe some databases only).

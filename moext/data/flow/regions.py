@@ -102,8 +102,10 @@ def points_in_flow_image(points: Tensor, crop_size: int, size: int) -> Tensor:
 
 
 def fallback_points(n: int, size: int) -> Tensor:
-    """HTNet's fallback points (:data:`HTNET_FALLBACK_POINTS`) for ``n`` flow images of side
-    ``size``: (n, 4, 2) float32 (x, y)."""
+    """HTNet's fallback points (:data:`HTNET_FALLBACK_POINTS`) for ``n`` flow images.
+
+    Shapes: (n, 4, 2) float32 (x, y), for images of side ``size``.
+    """
     points = torch.tensor(HTNET_FALLBACK_POINTS, dtype=torch.float32)
     return points_in_flow_image(points, HTNET_FALLBACK_SIZE, size).expand(n, 4, 2).clone()
 

@@ -1,6 +1,6 @@
-"""TV-L1 optical flow between aligned face crops (scikit-image's
-:func:`~skimage.registration.optical_flow_tvl1`), its summary statistics, and the flow images a
-network sees.
+"""TV-L1 optical flow between aligned face crops, its statistics, and the images a network sees.
+
+The flow is scikit-image's :func:`~skimage.registration.optical_flow_tvl1`.
 
 Used by the flow analysis of the pseudo apex (:mod:`moext.experiment.flow_analysis`) and by the
 flow inputs of SRMCL (:mod:`moext.data.flow.cache`, :mod:`moext.data.flow.datamodule`).
@@ -60,6 +60,7 @@ class TVL1Settings:
             raise ValueError("TV-L1 num_warp and num_iter must be >= 1")
 
     def as_dict(self) -> dict[str, float | int | bool]:
+        """The settings as a dict (part of a flow entry's key)."""
         return asdict(self)
 
     def flow(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -226,6 +226,10 @@ def expand_statically(
     Args:
         pairs: ``(N, 2, C, H, W)`` uint8 or float pairs.
         expansion: total copies per pair (paper 10; 1 returns ``pairs``).
+        max_rotation: the largest rotation, degrees.
+        flip_p: probability of a horizontal flip.
+        seed: seeds the generator of the draws.
+        chunk: pairs augmented at a time.
 
     Returns:
         ``(expansion * N, 2, C, H, W)`` tensor, dtype and device of ``pairs``.

@@ -186,6 +186,7 @@ class PairCache(EntryCache):
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
+        """``(2, size, size, 3)``: onset and apex crops, RGB."""
         return (2, self.settings.size, self.settings.size, 3)
 
     def key(self, sample: Sample) -> str:
@@ -217,15 +218,20 @@ class PairCache(EntryCache):
         return self.root / safe_name(sample.dataset) / safe_name(sample.subject) / name
 
     def entry(self, sample: Sample) -> Entry:
+        """The sample's ``(2, size, size, 3)`` uint8 entry."""
         return Entry(self.path(sample), self.shape, np.dtype(np.uint8))
 
     def family(self, sample: Sample) -> str:
+        """A glob of the sample's crop entries under any key."""
         s = self.settings
         return f"{safe_name(sample.clip)}.{s.backend}{s.size}.{'[0-9a-f]' * 16}.npy"
 
     def problem(self, sample: Sample) -> str | None:
-        """Why the sample's entry is unusable (``"missing"``, corrupt header, truncated, no
-        checksum), or None. Cheap: reads only the ``.npy`` header and sizes, not the bytes."""
+        """Why the sample's entry is unusable, or None.
+
+        The reasons: ``"missing"``, corrupt header, truncated, no checksum. Cheap: reads only
+        the ``.npy`` header and sizes, not the bytes.
+        """
         return entry_problem(self.entry(sample), verify=False)
 
     def has(self, sample: Sample) -> bool:
@@ -252,8 +258,10 @@ class PairCache(EntryCache):
         return self.path(sample).with_suffix(MATRIX_SUFFIX)
 
     def get_matrix(self, sample: Sample) -> np.ndarray | None:
-        """The ``(2, 3)`` float64 matrix the sample's entry was cropped with, or ``None`` when
-        none is stored (backend ``"none"``, or an entry written before matrices were kept).
+        """The ``(2, 3)`` float64 matrix the sample's entry was cropped with, or ``None``.
+
+        ``None`` when none is stored (backend ``"none"``, or an entry written before matrices
+        were kept).
 
         Raises:
             CacheError: the matrix file exists but is unreadable.
@@ -281,11 +289,13 @@ class PairCache(EntryCache):
     # --- computing (EntryCache) -----------------------------------------------------------------
 
     def ready(self) -> None:
+        """Build the face detector of the backend (none for ``"none"``), once."""
         if self.detector is None and self.settings.backend != "none":
             s = self.settings
             self.detector = make_detector(s.backend, s.weights, self.device)
 
     def compute(self, sample: Sample, entry: Entry) -> list[str]:
+        """Align, crop and store the pair, and its alignment matrix where landmarks were found."""
         recorder = LandmarkRecorder(self.detector) if self.detector is not None else None
         pair = compute_pair(sample, self.settings, recorder or self.detector)
         if pair is None:
@@ -296,6 +306,7 @@ class PairCache(EntryCache):
         return []
 
     def failure_path(self, sample: Sample, error: Exception) -> Path | None:
+        """The file the error names, else the onset frame (where the face is detected)."""
         path = super().failure_path(sample, error)
         if path is not None:
             return path

@@ -145,7 +145,8 @@ class DeviceBatches:
         batch_size: pairs per batch.
         expansion: times each pair appears per epoch.
         device: where the tensors are kept.
-        rank, world_size: this process's place among the data-parallel ranks.
+        rank: this process's place among the data-parallel ranks.
+        world_size: the number of data-parallel ranks.
         seed: base seed of the per-epoch permutations.
     """
 
@@ -377,8 +378,9 @@ class MERDataModule(L.LightningDataModule):
         self._static: tuple[Tensor, Tensor, Tensor] | None = None
 
     def _check_au_settings(self, aus: list[int] | None) -> tuple[int, ...]:
-        """The AU numbers to serve: ``aus`` (default :data:`DEFAULT_AUS`) under ``protocol: au``,
-        none otherwise.
+        """The AU numbers to serve.
+
+        ``aus`` (default :data:`DEFAULT_AUS`) under ``protocol: au``, none otherwise.
 
         Raises:
             ValueError: ``aus`` without ``protocol: au``, or not a valid AU list.
@@ -395,6 +397,7 @@ class MERDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------- records
     def data_root(self) -> Path:
+        """``root``, else the environment variable :data:`ROOT_ENV` names."""
         root = self.root or os.environ.get(ROOT_ENV)
         if not root:
             raise DatasetError(
@@ -403,6 +406,7 @@ class MERDataModule(L.LightningDataModule):
         return Path(root).expanduser()
 
     def dataset_root(self, name: str) -> Path:
+        """The folder of database ``name``: ``paths``' or the default, under :meth:`data_root`."""
         folder = Path(self.paths.get(name, DEFAULT_FOLDERS.get(name, name))).expanduser()
         return folder if folder.is_absolute() else self.data_root() / folder
 
@@ -434,9 +438,14 @@ class MERDataModule(L.LightningDataModule):
         return list(labelled.samples), list(labelled.labels), classes
 
     def data_notes(self, limit: int = 20) -> list[str]:
-        """What the readers did not take as it was (from the last :meth:`read_samples`): every
-        rejected row (a clip lost: a frame missing, a bad cell) and every file in a clip folder
-        that is not named like a frame, one line each; other corrections as a count."""
+        """What the readers did not take as it was (from the last :meth:`read_samples`).
+
+        Every rejected row (a clip lost: a frame missing, a bad cell) and every file in a clip
+        folder that is not named like a frame, one line each; other corrections as a count.
+
+        Args:
+            limit: the most lines of each kind.
+        """
         lines = []
         if self.rejected:
             lines.append(
@@ -481,11 +490,14 @@ class MERDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int | None:
+        """The number of classes once the samples are read, else None."""
         return len(self.classes) if self.classes else None
 
     def subjects(self) -> list[str]:
-        """The LOSO folds of this stage: sorted fold ids of the samples (their subjects, or with
-        ``holdout: database`` their databases)."""
+        """The LOSO folds of this stage: sorted fold ids of the samples.
+
+        Their subjects, or with ``holdout: database`` their databases.
+        """
         if not self.samples:
             self.samples, self.labels, self.classes = self.read_samples()
         return sorted({holdout_fold(s, self.holdout) for s in self.samples})
@@ -503,6 +515,7 @@ class MERDataModule(L.LightningDataModule):
         )
 
     def cache_root(self) -> Path:
+        """``cache_dir``, else ``.moext_cache`` under :meth:`data_root`."""
         return (
             Path(self.cache_dir).expanduser()
             if self.cache_dir
@@ -565,8 +578,9 @@ class MERDataModule(L.LightningDataModule):
     def training_pairs(
         self, device: torch.device | str = "cpu"
     ) -> tuple[Tensor, Tensor, Tensor, int]:
-        """The training set as served: pairs, labels, sample positions and the times each row
-        appears per epoch.
+        """The training set as served: pairs, labels, positions, times each row appears.
+
+        The times each row appears per epoch.
 
         Returns:
             ``(pairs, labels, index, expansion)``: (M, 2, 3, H, W) uint8 on ``device``, (M,) long,
@@ -603,6 +617,7 @@ class MERDataModule(L.LightningDataModule):
         return (*self._static, 1)
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
+        """Shuffled training batches: on the device (``device_cache``) or through a DataLoader."""
         if self.device_cache:
             strategy = self.trainer.strategy if self.trainer is not None else None
             device = strategy.root_device if strategy else "cpu"
@@ -626,9 +641,11 @@ class MERDataModule(L.LightningDataModule):
         return self.shuffled_loader(ds, drop_last=len(ds) > self.batch_size)  # BatchNorm: > 1
 
     def shuffled_loader(self, dataset: Dataset, **options: Any) -> DataLoader:
-        """The training DataLoader over ``dataset``: shuffled, ``batch_size`` (or, with ``sampler:
-        balanced``, :meth:`balanced_batches`, and ``drop_last`` ignored), this module's workers
-        (kept between epochs); ``options`` go to the DataLoader (``collate_fn``, ...).
+        """The training DataLoader over ``dataset``.
+
+        Shuffled, ``batch_size`` (or, with ``sampler: balanced``, :meth:`balanced_batches`, and
+        ``drop_last`` ignored), this module's workers (kept between epochs); ``options`` go to
+        the DataLoader (``collate_fn``, ...).
 
         ``dataset`` is a training dataset with ``labels``, one per item, or an
         :class:`~moext.data.pairs.augment.ExpandedPairs` of one.
@@ -642,8 +659,10 @@ class MERDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, **workers, **options)
 
     def balanced_batches(self, dataset: Dataset) -> BalancedBatchSampler:
-        """The class-balanced batch sampler of a training dataset (``sampler: balanced``), seeded
-        by ``seed``; an epoch counts ``len(dataset)`` items (``expansion`` included)."""
+        """The class-balanced batch sampler of a training dataset (``sampler: balanced``).
+
+        Seeded by ``seed``; an epoch counts ``len(dataset)`` items (``expansion`` included).
+        """
         base = dataset.base if isinstance(dataset, ExpandedPairs) else dataset
         labels = torch.as_tensor(base.labels, dtype=torch.long)
         n_classes, n_samples = balanced_sizes(
@@ -668,9 +687,11 @@ class MERDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
+        """Batches of the held-out subject's samples (:meth:`held_out_index`), in order."""
         return self._eval_loader()
 
     def predict_dataloader(self) -> DataLoader:
+        """Batches of the held-out subject's samples (:meth:`held_out_index`), in order."""
         return self._eval_loader()
 
     def au_targets(self) -> Tensor:
@@ -698,8 +719,10 @@ class MERDataModule(L.LightningDataModule):
         return {**batch, "onset": onset, "apex": apex}
 
     def sample_table(self, index: Tensor | None = None) -> list[dict[str, Any]]:
-        """Id, dataset, subject, fold and label of samples (all, or those at ``index``); with
-        ``aus``, each AU's target too (``true_AU1``: 0 or 1)."""
+        """Id, dataset, subject, fold and label of samples (all, or those at ``index``).
+
+        With ``aus``, each AU's target too (``true_AU1``: 0 or 1).
+        """
         idx = range(len(self.samples)) if index is None else index.tolist()
         rows = [
             {

@@ -105,8 +105,10 @@ def frame_rate(dataset: str) -> float | None:
 
 
 def frame_rates(name: str) -> dict[str, float | None]:
-    """The frame rate of every database a :func:`read_dataset` name reads (``megc2019``: CASME
-    II, SAMM and SMIC-HS), by ``Sample.dataset``; None where unknown."""
+    """The frame rate of every database a :func:`read_dataset` name reads.
+
+    By ``Sample.dataset`` (``megc2019``: CASME II, SAMM and SMIC-HS); None where unknown.
+    """
     parts = MEGC2019_FOLDERS if name == "megc2019" else (name,)
     return {part: frame_rate(part) for part in parts}
 

@@ -69,8 +69,10 @@ class AUCode:
 
 
 def parse_token(token: str) -> tuple[ActionUnit, str | None] | None:
-    """One code (``R14A``, ``AU4(k)``, ``12``) -> the action unit and its mark (``"k"``), or
-    None when the token is no action unit."""
+    """One code (``R14A``, ``AU4(k)``, ``12``) -> the action unit and its mark (``"k"``).
+
+    None when the token is no action unit.
+    """
     match = _TOKEN.fullmatch(token.replace(" ", ""))
     if match is None or (match["pre"] and match["post"]):
         return None

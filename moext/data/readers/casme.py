@@ -106,6 +106,7 @@ class CasmeReader(SpreadsheetReader):
         self.first_data_row = first_data_row
 
     def timing_cells(self, row: Row) -> tuple[tuple[object, object, object], str | None]:
+        """The cells as read, or with :data:`KNOWN_WRONG_ROWS` fixed (``first_data_row`` given)."""
         if self.first_data_row is None:
             return super().timing_cells(row)
         return _known_fix(row, self.first_data_row)

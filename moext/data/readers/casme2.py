@@ -99,8 +99,11 @@ def read_synth(
     macro_spreadsheet: str | Path | None = None,
     frames: str = "raw",
 ) -> ReadResult:
-    """Read the generated database: its micro clips, plus its macro clips when their spreadsheet
-    (``macro_spreadsheet``, default :data:`MACRO_SPREADSHEETS` in ``root``) is present."""
+    """Read the generated database: its micro clips, plus its macro clips if any.
+
+    The macro clips are read when their spreadsheet (``macro_spreadsheet``, default
+    :data:`MACRO_SPREADSHEETS` in ``root``) is present.
+    """
     result = read_casme2(root, spreadsheet, kind="micro", frames=frames, dataset="synth")
     macro = macro_spreadsheet is not None or any(
         (Path(root) / n).is_file() for n in MACRO_SPREADSHEETS

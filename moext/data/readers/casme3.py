@@ -64,9 +64,11 @@ COLUMNS = ColumnMap(
 
 
 class Casme3Reader(SpreadsheetReader):
-    """CAS(ME)^3 rows: a clip is cut from its video's ``color/`` frames and named
-    ``<video>_<onset>``; each video is listed once (its stray files reported with its first
-    clip)."""
+    """CAS(ME)^3 rows: a clip is cut from its video's ``color/`` frames.
+
+    A clip is named ``<video>_<onset>``; each video is listed once (its stray files reported
+    with its first clip).
+    """
 
     dataset = "casme3"
     columns = COLUMNS
@@ -77,11 +79,13 @@ class Casme3Reader(SpreadsheetReader):
         self.listed: dict[Path, Frames] = {}
 
     def locate(self, row: Row, subject: str, filename: str) -> tuple[Path, list[str]]:
+        """The ``color/`` folder of the row's video ``<subject>/<filename>``."""
         video, notes = find_folder(self.frames_dir, subject, filename)
         color, _ = find_folder(video, COLOR_FOLDER)
         return color, notes
 
     def frames_of(self, folder: Path) -> Frames:
+        """The video's frames, listed once; its strays are reported with its first clip only."""
         if folder in self.listed:
             return replace(self.listed[folder], strays=())
         self.listed[folder] = super().frames_of(folder)
@@ -90,6 +94,7 @@ class Casme3Reader(SpreadsheetReader):
     def clip_frames(
         self, subject: str, folder: Path, frames: Frames, timing: Timing
     ) -> tuple[str, str, Frames]:
+        """The clip ``<video>_<onset>``: the video's frames from the onset to the offset."""
         video = folder.parent
         return (
             video.parent.name,
@@ -98,6 +103,7 @@ class Casme3Reader(SpreadsheetReader):
         )
 
     def row_clip(self, row: Row) -> str:
+        """``casme3/<subject>/<filename>_<onset>`` from the row's raw cells."""
         subject = cell_text(row["Subject"]) or "?"
         return f"casme3/{subject}/{cell_text(row['Filename']) or '?'}_{cell_text(row['Onset'])}"
 

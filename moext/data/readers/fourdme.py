@@ -56,8 +56,9 @@ SWAPPED_AU_ROWS = (144, 145)
 
 
 class FourDMEReader(SpreadsheetReader):
-    """4DME rows: ``<sub_ID>/<fold_name>`` clip folders; the AU cells of
-    :data:`SWAPPED_AU_ROWS` swapped back (when ``fix_known_rows``).
+    """4DME rows: ``<sub_ID>/<fold_name>`` clip folders, two rows' AU cells swapped back.
+
+    The AU cells of :data:`SWAPPED_AU_ROWS` are swapped back when ``fix_known_rows``.
 
     Args:
         frames_dir: the chosen frame folder (``gray_micro``, ``color_micro``, ...).
@@ -76,8 +77,10 @@ class FourDMEReader(SpreadsheetReader):
         self._swapped: dict[int, tuple[object, str]] = {}
 
     def read(self, table: Table) -> ReadResult:
-        """Every row as a sample (see :meth:`SpreadsheetReader.read`), after finding the rows
-        whose AU cells are swapped."""
+        """Every row as a sample (see :meth:`SpreadsheetReader.read`).
+
+        After finding the rows whose AU cells are swapped.
+        """
         self._swapped = {}
         if self.fix_known_rows:
             by_index = {row.number - (table.header_row + 1): row for row in table.rows}
@@ -94,6 +97,7 @@ class FourDMEReader(SpreadsheetReader):
         return super().read(table)
 
     def au_cell(self, row: Row) -> tuple[object, str | None]:
+        """The row's AU cell, swapped back for a row of :data:`SWAPPED_AU_ROWS`."""
         if row.number in self._swapped:
             return self._swapped[row.number]
         return super().au_cell(row)

@@ -1,5 +1,6 @@
-"""MMEW (Micro-and-Macro Expression Warehouse; Ben et al., TPAMI 2021) reader: 300
-micro-expression clips of 36 subjects at 90 fps.
+"""MMEW reader: 300 micro-expression clips of 36 subjects at 90 fps.
+
+MMEW: Micro-and-Macro Expression Warehouse; Ben et al., TPAMI 2021.
 
 Layout under ``root`` (the MMEW folder)::
 
@@ -94,6 +95,7 @@ class MMEWReader(SpreadsheetReader):
         self.first_data_row = first_data_row
 
     def locate(self, row: Row, subject: str, filename: str) -> tuple[Path, list[str]]:
+        """The clip folder under the row's emotion; else under another emotion's folder, noted."""
         emotion = cell_text(row[self.columns.emotion.name])
         if emotion:
             try:
@@ -113,6 +115,7 @@ class MMEWReader(SpreadsheetReader):
         return found[0], [f"clip found under '{found[0].parent.name}/', while the row has {said}"]
 
     def timing_cells(self, row: Row) -> tuple[tuple[object, object, object], str | None]:
+        """The cells as read, or MEB's estimates for a row of :data:`KNOWN_WRONG_ROWS` (noted)."""
         cells = tuple(row[name] for name in TIMING_COLUMNS)
         if self.first_data_row is None:
             return cells, None
@@ -125,6 +128,7 @@ class MMEWReader(SpreadsheetReader):
     def clip_frames(
         self, subject: str, folder: Path, frames: Frames, timing: Timing
     ) -> tuple[str, str, Frames]:
+        """The row's subject, the clip folder's name and every frame of the folder."""
         return subject, folder.name, frames
 
 

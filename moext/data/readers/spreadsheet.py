@@ -1,5 +1,7 @@
-"""What the database readers share: xlsx tables, cell values, frame folders, timing fixes, and the
-one row -> :class:`~moext.data.records.Sample` builder (:class:`SpreadsheetReader`).
+"""What the database readers share: tables, cells, frame folders, timing fixes, one builder.
+
+The xlsx tables, cell values, frame folders, timing fixes, and the one row ->
+:class:`~moext.data.records.Sample` builder (:class:`SpreadsheetReader`).
 
 Nothing here decodes an image: frame folders are only listed, and a frame's number is read from
 its file name. Each reader names its layout's frame-name pattern (:func:`list_frames`: CASME II
@@ -107,14 +109,18 @@ class RowError(Exception):
 
 @dataclass(frozen=True)
 class Column:
-    """A column a reader needs: its name as the database spells it, accepted aliases, and
-    whether the table is unusable without it. Names match ignoring case and extra spaces."""
+    """A column a reader needs.
+
+    Its name as the database spells it, accepted aliases, and whether the table is unusable
+    without it. Names match ignoring case and extra spaces.
+    """
 
     name: str
     aliases: tuple[str, ...] = ()
     required: bool = True
 
     def matches(self, header: str) -> bool:
+        """Whether a header names this column (ignoring case and extra spaces)."""
         return header in {_normalize(n) for n in (self.name, *self.aliases)}
 
 
@@ -226,8 +232,9 @@ def find_spreadsheet(
 
 
 def only_spreadsheet(root: Path, what: str) -> Path:
-    """The single ``.xlsx`` file at ``root`` whatever its name (Excel's ``~$`` lock files aside),
-    for databases whose coding sheet is named differently between copies.
+    """The single ``.xlsx`` file at ``root`` whatever its name (Excel's ``~$`` lock files aside).
+
+    For databases whose coding sheet is named differently between copies.
 
     Raises:
         DatasetError: none, or several (naming them: the spreadsheet option chooses one).
@@ -470,8 +477,10 @@ class Frames:
         return Frames(self.folder, tuple(n for n, _ in keep), tuple(p for _, p in keep))
 
     def missing(self, first: int, last: int | None) -> list[int]:
-        """Frame numbers absent from the folder between ``first`` and ``last`` (to the folder's
-        last frame when ``last`` is None or lies beyond it): the gaps of that clip."""
+        """Frame numbers absent from the folder between ``first`` and ``last``: the clip's gaps.
+
+        To the folder's last frame when ``last`` is None or lies beyond it.
+        """
         end = self.numbers[-1] if self.numbers else first
         if last is not None:
             end = min(last, end)
@@ -479,8 +488,7 @@ class Frames:
         return [n for n in range(first, end + 1) if n not in present]
 
     def check_no_gap(self, first: int, last: int | None) -> None:
-        """Refuse a clip that skips frames between ``first`` (its onset) and ``last`` (its
-        offset).
+        """Refuse a clip that skips frames between ``first`` (its onset) and ``last`` (offset).
 
         Raises:
             RowError: naming the missing frames and the folder.
@@ -504,8 +512,10 @@ class Frames:
 
 
 def frame_pattern(pattern: str) -> re.Pattern[str]:
-    """A frame-name pattern: a regular expression with one group, the frame number, matched
-    against the whole file name, ignoring case (``r"img(\d+)\.jpg"``)."""
+    r"""A frame-name pattern: a regular expression with one group, the frame number.
+
+    It is matched against the whole file name, ignoring case (``r"img(\d+)\.jpg"``).
+    """
     compiled = re.compile(pattern, re.IGNORECASE)
     if compiled.groups != 1:
         raise ValueError(f"frame pattern {pattern!r} must have exactly one group (the number)")
@@ -513,7 +523,7 @@ def frame_pattern(pattern: str) -> re.Pattern[str]:
 
 
 def list_frames(folder: Path, pattern: str | None = None) -> Frames:
-    """List the frame files of a folder.
+    r"""List the frame files of a folder.
 
     Args:
         folder: the clip folder.
@@ -671,8 +681,9 @@ def resolve_timing(
 
 @dataclass(frozen=True)
 class ColumnMap:
-    """Which column of a database's spreadsheet holds what, as the database spells it (a plain
-    name stands for a required :class:`Column` without aliases).
+    """Which column of a database's spreadsheet holds what, as the database spells it.
+
+    A plain name stands for a required :class:`Column` without aliases.
 
     Attributes:
         subject, filename: the columns naming the subject and the clip.
@@ -702,8 +713,11 @@ class ColumnMap:
         return tuple(c.name for c in self.timing)
 
     def table_columns(self, kind: Kind) -> list[Column]:
-        """The columns to read for ``kind`` clips: the emotion is optional for macro clips, the
-        action units always; the subject comes first (it locates the header row)."""
+        """The columns to read for ``kind`` clips.
+
+        The emotion is optional for macro clips, the action units always; the subject comes
+        first (it locates the header row).
+        """
         return [
             self.subject,
             self.filename,
@@ -769,8 +783,9 @@ class SpreadsheetReader:
         return self.subject_format.format(parse_number(text, column))
 
     def locate(self, row: Row, subject: str, filename: str) -> tuple[Path, list[str]]:
-        """The folder holding the clip's frames, and notes on how it was found (default:
-        ``<frames_dir>/<subject>/<filename>``, see :func:`find_folder`).
+        """The folder holding the clip's frames, and notes on how it was found.
+
+        Default: ``<frames_dir>/<subject>/<filename>``, see :func:`find_folder`.
 
         Raises:
             RowError: the folder is missing.
@@ -782,22 +797,29 @@ class SpreadsheetReader:
         return list_frames(folder, self.frame_pattern)
 
     def timing_cells(self, row: Row) -> tuple[tuple[object, object, object], str | None]:
-        """The row's onset, apex and offset cells, and a note when the reader changed them
-        (default: as read, no note)."""
+        """The row's onset, apex and offset cells, and a note when the reader changed them.
+
+        Default: as read, no note.
+        """
         return tuple(row[name] for name in self.columns.timing_names), None
 
     def au_cell(self, row: Row) -> tuple[object, str | None]:
-        """The row's action-unit cell, and a note when the reader changed it (default: as
-        read, no note)."""
+        """The row's action-unit cell, and a note when the reader changed it.
+
+        Default: as read, no note.
+        """
         return row[self.columns.action_units.name], None
 
     def clip_frames(
         self, subject: str, folder: Path, frames: Frames, timing: Timing
     ) -> tuple[str, str, Frames]:
-        """The sample's subject and clip names and its frames, given the row's subject folder
-        name, the clip folder and its frames (default: the clip folder's parent and its name,
-        as found on disk, and every frame of the folder; a layout whose folders do not name the
-        subject, such as MMEW's ``<emotion>/<clip>``, returns ``subject``)."""
+        """The sample's subject and clip names and its frames.
+
+        Given the row's subject folder name, the clip folder and its frames (default: the clip
+        folder's parent and its name, as found on disk, and every frame of the folder; a layout
+        whose folders do not name the subject, such as MMEW's ``<emotion>/<clip>``, returns
+        ``subject``).
+        """
         return folder.parent.name, folder.name, frames
 
     def row_clip(self, row: Row) -> str:
