@@ -217,3 +217,13 @@ def check_tabular(tex, folder):
         timeout=60,
     )
     assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_methods_are_named_as_papers_print_them():
+    from moext.experiment.table import _method_name
+
+    assert _method_name("moext.tasks.OffApexNetClassifyTask") == "OFF-ApexNet"
+    assert _method_name("moext.tasks.RCNClassifyTask") == "RCN-A"
+    assert _method_name("moext.tasks.MoExtClassifyTask") == "MoExt"
+    assert _method_name("moext.tasks.STSTNetClassifyTask") == "STSTNet"
+    assert _method_name("gone.module.OldClassifyTask") == "Old"  # a class that moved away

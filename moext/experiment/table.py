@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import io
 import sys
 from dataclasses import dataclass, field
@@ -165,6 +166,18 @@ class Row:
 
 
 def _method_name(class_path: str | None) -> str:
+    """The method's name as papers print it.
+
+    The task's ``method_name``, else its class name without the ``ClassifyTask`` / ``Task``
+    suffix (also for a class that no longer imports).
+    """
+    try:
+        module, _, name = (class_path or "").rpartition(".")
+        named = getattr(getattr(importlib.import_module(module), name), "method_name", None)
+    except (ImportError, AttributeError, ValueError):
+        named = None
+    if named:
+        return named
     name = (class_path or "?").rsplit(".", 1)[-1]
     for suffix in ("ClassifyTask", "Task"):
         if name.endswith(suffix) and name != suffix:

@@ -69,6 +69,9 @@ class BaseTask(L.LightningModule):
 
     #: What the DataModule must serve (its ``inputs``): ``"pairs"``, ``"flow"`` or ``"clips"``.
     inputs: ClassVar[str] = "pairs"
+    #: The method's name as papers print it (``moext table``); None: the class name without
+    #: its ``ClassifyTask`` / ``Task`` suffix.
+    method_name: ClassVar[str | None] = None
 
     def __init__(self, net: Any) -> None:
         super().__init__()

@@ -27,6 +27,8 @@ class OffApexNetClassifyTask(FlowImageClassifyTask):
         label_smoothing: cross-entropy label smoothing (ours: none).
     """
 
+    method_name = "OFF-ApexNet"
+
     def __init__(
         self,
         net: OffApexNetConfig | None = None,

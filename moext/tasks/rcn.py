@@ -34,6 +34,8 @@ class RCNClassifyTask(FlowImageClassifyTask):
         label_smoothing: cross-entropy label smoothing (the code: none).
     """
 
+    method_name = "RCN-A"
+
     def __init__(
         self,
         net: RCNConfig | None = None,
