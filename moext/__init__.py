@@ -1,6 +1,7 @@
-"""moext: micro-expression recognition methods (MoExt, SRMCL, AKMNet) for PyTorch Lightning.
+"""moext: micro-expression recognition methods for PyTorch Lightning.
 
-All of them stand on one data layer, one leave-one-subject-out protocol and one evaluation.
+MoExt, SRMCL, AKMNet and the baselines STSTNet, OFF-ApexNet, RCN-A and HTNet, all on one data
+layer (seven databases), one leave-one-subject-out protocol and one evaluation.
 """
 
 __version__ = "0.1.0"
