@@ -45,6 +45,14 @@ def test_the_package_is_lint_clean_with_docstring_rules():
 
 
 @needs_ruff
+def test_the_whole_tree_is_lint_clean_and_formatted():
+    """What pre-commit checks, on every file: lint and format (docs' Python blocks included)."""
+    for args in (("check", "."), ("format", "--check", ".")):
+        done = ruff(*args)
+        assert done.returncode == 0, " ".join(args) + ": " + done.stdout + done.stderr
+
+
+@needs_ruff
 def test_docstring_rules_apply_to_the_package_and_not_to_the_tests():
     in_package = ruff("check", "--stdin-filename", "moext/_probe.py", "-", stdin=PROBE)
     assert in_package.returncode == 1
