@@ -316,3 +316,20 @@ def test_starting_a_run_parses_each_stage_config_once(experiment, monkeypatch):
     assert (
         json.loads((run_dir / "experiment.json").read_text())["settings"] == exp.recorded_settings()
     )
+
+
+@pytest.mark.parametrize(
+    ("recorded", "now"),
+    [
+        ("moext.data.datamodule.MERDataModule", "moext.data.pairs.datamodule.MERDataModule"),
+        ("moext.data.flow_datamodule.FlowDataModule", "moext.data.flow.datamodule.FlowDataModule"),
+        ("moext.data.clips.ClipDataModule", "moext.data.clips.datamodule.ClipDataModule"),
+        ("moext.data.MERDataModule", "moext.data.pairs.datamodule.MERDataModule"),
+    ],
+)
+def test_a_class_path_recorded_before_data_was_regrouped_still_matches(recorded, now):
+    """Run folders written before data/ was grouped by input name their DataModule by the old
+    module: the same class, so the same fingerprint (an old run resumes and reports)."""
+    from moext.experiment.run_folder import canonical_class_path
+
+    assert canonical_class_path(recorded) == canonical_class_path(now) == now

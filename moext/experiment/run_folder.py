@@ -100,12 +100,25 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
+#: Modules whose classes moved when ``data/`` was grouped by input (pairs/, flow/, clips/): a
+#: run folder recorded before names its DataModule by the old module, which is the same class.
+MOVED_MODULES = {
+    "moext.data.datamodule": "moext.data.pairs.datamodule",
+    "moext.data.flow_datamodule": "moext.data.flow.datamodule",
+    "moext.data.clips": "moext.data.clips.datamodule",
+}
+
+
 def canonical_class_path(path: str) -> str:
     """The defining module and name of the class a config's ``class_path`` names.
 
-    So that an alias (``moext.tasks.ClassifyTask``) and the full path fingerprint alike; as
-    given when the class cannot be imported.
+    So that an alias (``moext.tasks.ClassifyTask``), the full path and a path recorded before
+    its module moved (:data:`MOVED_MODULES`) fingerprint alike; as given when the class cannot
+    be imported.
     """
+    module, _, name = path.rpartition(".")
+    if module in MOVED_MODULES:
+        path = f"{MOVED_MODULES[module]}.{name}"
     try:
         obj = import_object(path)
     except Exception:
