@@ -148,3 +148,26 @@ def test_loso_seeds_trains_one_run_folder_per_seed(synth_root, tmp_path, monkeyp
     (parent / "experiment.json").write_text("{}")
     assert cli(argv) == 2
     assert "trained without --seeds" in capsys.readouterr().err
+
+
+def test_a_seed_parent_is_never_made_a_run_folder_by_a_command_without_seeds(
+    synth_root, tmp_path, monkeypatch, capsys
+):
+    """`moext loso --report` (or training) without --seeds after `--seeds` would record the
+    experiment in the seed parent: `moext table` / `compare` of the parent would then read it as
+    a plain (empty) run instead of the mean over the seeds."""
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+    monkeypatch.chdir(CONF.parent.parent)
+    text = (CONF / "classify.yaml").read_text().replace("out_dir: runs", f"out_dir: {tmp_path}")
+    text = text.replace("net: net.yaml", f"net: {CONF / 'net.yaml'}")
+    text = text.replace("pretrain_config: tests/conf/pretrain.yaml", "pretrain_config: null")
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(text.replace("wandb: offline", "wandb: disabled"))
+    parent = tmp_path / "test_loso"
+    for k in (0, 1):
+        make_run(parent, f"seed{k}", 0.8, seed=k)
+    for extra in (["--report"], ["--final"], []):
+        assert cli(["loso", "--config", str(cfg), *extra]) == 2
+        assert "seed runs" in capsys.readouterr().err
+        assert not (parent / "experiment.json").exists()
+    assert compare.load_run(parent).seeds.keys() == {"seed0", "seed1"}
