@@ -194,3 +194,20 @@ def test_recording_changes_nothing_trained_and_the_report_shows_the_meter(config
     results = loso.run(off, report_only=True)
     assert "oracle" not in results and "NOT A RESULT" not in capsys.readouterr().out
     assert "oracle" not in json.loads((run_dir / "results.json").read_text())
+
+
+def test_an_au_detector_is_refused_before_it_trains(synth_root, tmp_path, monkeypatch, capsys):
+    """An AU run predicts label -1 / pred -1: the meter would have scored every sample right
+    (UF1 1.0, a negative index wraps onto the last class) and never seen the AU columns."""
+    from moext.cli import main as cli
+
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+    monkeypatch.chdir(CONF.parent.parent)
+    text = (CONF.parent.parent / "experiments" / "au" / "synth.yaml").read_text()
+    text = text.replace("out_dir: runs/au", f"out_dir: {tmp_path}")
+    text = text.replace("wandb: auto", "wandb: disabled\n  record_epoch_predictions: true")
+    config = tmp_path / "au.yaml"
+    config.write_text(text)
+    assert cli(["loso", "--config", str(config), "--", "--data.init_args.landmarks", "none"]) == 2
+    assert "record_epoch_predictions" in capsys.readouterr().err
+    assert not (tmp_path / "au_synth" / "experiment.json").exists()

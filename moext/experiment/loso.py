@@ -305,6 +305,11 @@ def experiment_data(exp: Experiment) -> tuple[list[str], tuple[str, ...], dict[s
     """
     dm = exp.classify.datamodule()
     check_protocol(exp.settings, list(dm.datasets), getattr(dm, "holdout", "subject"))
+    if exp.settings.record_epoch_predictions and getattr(dm, "aus", None):
+        raise ValueError(
+            f"{exp.path}: loso.record_epoch_predictions measures class predictions (UF1 / UAR "
+            "/ ACC), which an AU detector (data.init_args.aus) does not make: set it false"
+        )
     folds = dm.subjects()
     held_out: dict[str, list[str]] = {f: [] for f in folds}
     for row in dm.sample_table():
