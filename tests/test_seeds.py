@@ -171,3 +171,19 @@ def test_a_seed_parent_is_never_made_a_run_folder_by_a_command_without_seeds(
         assert "seed runs" in capsys.readouterr().err
         assert not (parent / "experiment.json").exists()
     assert compare.load_run(parent).seeds.keys() == {"seed0", "seed1"}
+
+
+def test_the_seeds_summary_of_an_au_detector_is_its_mean_f1(tmp_path):
+    """An AU run's results hold mean_f1 and f1_<AU>, no UF1: the summary printed after every
+    seed had trained raised KeyError 'uf1'."""
+    from moext.experiment.seeds import seeds_summary
+
+    for seed, f1 in ((0, 0.5), (1, 0.7)):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        overall = {"n": 15, "mean_f1": f1, "f1_AU12": f1}
+        results = {"complete": True, "task": "aus", "overall": overall}
+        (folder / "results.json").write_text(json.dumps(results))
+    text = seeds_summary(tmp_path, [0, 1, 2])
+    assert "MEAN_F1 0.6000 ± 0.1414 (0.5000 to 0.7000)" in text
+    assert "seeds without complete results: 2" in text
