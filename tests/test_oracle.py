@@ -23,19 +23,28 @@ from tests.conftest import CONF
 CLASSES = ("negative", "positive", "surprise")
 
 
-def row(fold, i, label, pred):
-    db, subject = fold.split("/")
+def row(fold, i, label, pred, subject=None):
+    db, _, own = fold.partition("/")
+    subject = subject or own
     probs = {f"prob_{c}": float(p) for c, p in zip(CLASSES, np.eye(3)[pred], strict=True)}
-    ids = {"sample": f"{fold}/EP{i}", "dataset": db, "subject": subject, "fold": fold}
+    ids = {"sample": f"{db}/{subject}/EP{i}", "dataset": db, "subject": subject, "fold": fold}
     return ids | {"label": label, "pred": pred} | probs
 
 
-def make_run(root, by_fold, with_epochs=None):
+def make_run(root, by_fold, with_epochs=None, subjects=None):
     """A finished run folder: ``by_fold`` maps a fold to its labels and its predictions per
     epoch (the last epoch's are the fold's predictions); folds not in ``with_epochs`` (default:
-    all) are written without epoch predictions."""
+    all) are written without epoch predictions; ``subjects``: a fold's samples' subjects (a
+    fold holding out a database), else the fold's own."""
+    subject_of = subjects or {}
+
+    def fold_row(fold, i, y, p):
+        return row(fold, i, y, p, subject_of[fold][i] if fold in subject_of else None)
+
     fold_rows = {
-        fold: [row(fold, i, y, p) for i, (y, p) in enumerate(zip(labels, epochs[-1], strict=True))]
+        fold: [
+            fold_row(fold, i, y, p) for i, (y, p) in enumerate(zip(labels, epochs[-1], strict=True))
+        ]
         for fold, (labels, epochs) in by_fold.items()
     }
     record = {
@@ -61,7 +70,7 @@ def make_run(root, by_fold, with_epochs=None):
         fold_record[RECORD_DIGEST] = record[RECORD_DIGEST]
         if with_epochs is None or fold in with_epochs:
             rows = [
-                {"epoch": e, **row(fold, i, y, p)}
+                {"epoch": e, **fold_row(fold, i, y, p)}
                 for e, preds in enumerate(epochs)
                 for i, (y, p) in enumerate(zip(labels, preds, strict=True))
             ]
@@ -194,3 +203,41 @@ def test_recording_changes_nothing_trained_and_the_report_shows_the_meter(config
     results = loso.run(off, report_only=True)
     assert "oracle" not in results and "NOT A RESULT" not in capsys.readouterr().out
     assert "oracle" not in json.loads((run_dir / "results.json").read_text())
+
+
+def test_an_au_detector_is_refused_before_it_trains(synth_root, tmp_path, monkeypatch, capsys):
+    """An AU run predicts label -1 / pred -1: the meter would have scored every sample right
+    (UF1 1.0, a negative index wraps onto the last class) and never seen the AU columns."""
+    from moext.cli import main as cli
+
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+    monkeypatch.chdir(CONF.parent.parent)
+    text = (CONF.parent.parent / "experiments" / "au" / "synth.yaml").read_text()
+    text = text.replace("out_dir: runs/au", f"out_dir: {tmp_path}")
+    text = text.replace("wandb: auto", "wandb: disabled\n  record_epoch_predictions: true")
+    config = tmp_path / "au.yaml"
+    config.write_text(text)
+    assert cli(["loso", "--config", str(config), "--", "--data.init_args.landmarks", "none"]) == 2
+    assert "record_epoch_predictions" in capsys.readouterr().err
+    assert not (tmp_path / "au_synth" / "experiment.json").exists()
+
+
+def test_the_subject_mean_of_a_leave_one_database_out_run_is_over_subjects(tmp_path):
+    """A fold holding out a database holds several subjects: the MoExt-script procedure still
+    averages over subjects (not over the held-out databases), as documented."""
+    by_database = {}
+    for key, (labels, epochs) in RUN.items():
+        db = key.split("/")[0]
+        rows = by_database.setdefault(db, ([], [[] for _ in epochs], []))
+        rows[0].extend(labels)
+        for e, preds in enumerate(epochs):
+            rows[1][e].extend(preds)
+        rows[2].extend([key.split("/")[1]] * len(labels))
+    run = make_run(tmp_path, {db: (y, p) for db, (y, p, _) in by_database.items()},
+                   subjects={db: s for db, (_, _, s) in by_database.items()})  # fmt: skip
+    out = oracle.measure(verify_run(run))
+    mean = out["best_epoch_subject_mean"]
+    # epochs picked per fold (database) by its UF1; samm: epoch 1 (b: 1/3, c: 1.0)
+    assert mean["epoch_per_fold"] == {"casme2": 1, "samm": 1}
+    assert mean["overall"]["n"] == 3 and mean["per_dataset"]["samm"]["n"] == 2
+    assert mean["per_dataset"]["samm"]["uf1"] == pytest.approx((1 / 3 + 1) / 2)

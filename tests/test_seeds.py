@@ -148,3 +148,42 @@ def test_loso_seeds_trains_one_run_folder_per_seed(synth_root, tmp_path, monkeyp
     (parent / "experiment.json").write_text("{}")
     assert cli(argv) == 2
     assert "trained without --seeds" in capsys.readouterr().err
+
+
+def test_a_seed_parent_is_never_made_a_run_folder_by_a_command_without_seeds(
+    synth_root, tmp_path, monkeypatch, capsys
+):
+    """`moext loso --report` (or training) without --seeds after `--seeds` would record the
+    experiment in the seed parent: `moext table` / `compare` of the parent would then read it as
+    a plain (empty) run instead of the mean over the seeds."""
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
+    monkeypatch.chdir(CONF.parent.parent)
+    text = (CONF / "classify.yaml").read_text().replace("out_dir: runs", f"out_dir: {tmp_path}")
+    text = text.replace("net: net.yaml", f"net: {CONF / 'net.yaml'}")
+    text = text.replace("pretrain_config: tests/conf/pretrain.yaml", "pretrain_config: null")
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(text.replace("wandb: offline", "wandb: disabled"))
+    parent = tmp_path / "test_loso"
+    for k in (0, 1):
+        make_run(parent, f"seed{k}", 0.8, seed=k)
+    for extra in (["--report"], ["--final"], []):
+        assert cli(["loso", "--config", str(cfg), *extra]) == 2
+        assert "seed runs" in capsys.readouterr().err
+        assert not (parent / "experiment.json").exists()
+    assert compare.load_run(parent).seeds.keys() == {"seed0", "seed1"}
+
+
+def test_the_seeds_summary_of_an_au_detector_is_its_mean_f1(tmp_path):
+    """An AU run's results hold mean_f1 and f1_<AU>, no UF1: the summary printed after every
+    seed had trained raised KeyError 'uf1'."""
+    from moext.experiment.seeds import seeds_summary
+
+    for seed, f1 in ((0, 0.5), (1, 0.7)):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        overall = {"n": 15, "mean_f1": f1, "f1_AU12": f1}
+        results = {"complete": True, "task": "aus", "overall": overall}
+        (folder / "results.json").write_text(json.dumps(results))
+    text = seeds_summary(tmp_path, [0, 1, 2])
+    assert "MEAN_F1 0.6000 ± 0.1414 (0.5000 to 0.7000)" in text
+    assert "seeds without complete results: 2" in text

@@ -101,7 +101,7 @@ from moext.experiment.run_folder import (
     stage_lock,
     write_record,
 )
-from moext.experiment.seeds import parse_seeds, seeds_summary
+from moext.experiment.seeds import parse_seeds, seed_folders, seeds_summary
 from moext.experiment.tracking import (
     finish_wandb,
     log_summary,
@@ -305,6 +305,11 @@ def experiment_data(exp: Experiment) -> tuple[list[str], tuple[str, ...], dict[s
     """
     dm = exp.classify.datamodule()
     check_protocol(exp.settings, list(dm.datasets), getattr(dm, "holdout", "subject"))
+    if exp.settings.record_epoch_predictions and getattr(dm, "aus", None):
+        raise ValueError(
+            f"{exp.path}: loso.record_epoch_predictions measures class predictions (UF1 / UAR "
+            "/ ACC), which an AU detector (data.init_args.aus) does not make: set it false"
+        )
     folds = dm.subjects()
     held_out: dict[str, list[str]] = {f: [] for f in folds}
     for row in dm.sample_table():
@@ -696,6 +701,14 @@ def _dispatch(a: argparse.Namespace, overrides: list[str]) -> int:
             raise ValueError(
                 f"{parent} is the run folder of this experiment trained without --seeds; its "
                 "seed runs would go inside it: give them another loso.name"
+            )
+    elif not a.status:
+        run_dir = open_seeded(a.config, overrides, None).run_dir
+        if seed_folders(run_dir) and not (run_dir / EXPERIMENT_FILE).is_file():
+            raise ValueError(
+                f"{run_dir} holds the seed runs of this experiment (moext loso --seeds): give "
+                "--seeds (e.g. --seeds 0,1,2 --report), or another loso.name for a run "
+                "without seeds"
             )
     try:
         with stop_on_signals():

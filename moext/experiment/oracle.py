@@ -32,7 +32,7 @@ import pandas as pd
 
 from moext.experiment.epoch_predictions import read_epoch_predictions
 from moext.experiment.metrics import confusion_matrix, pooled_metrics
-from moext.experiment.results import VerifiedRun, fold_dirname, shown_items
+from moext.experiment.results import VerifiedRun, fold_dirname, shown_items, subject_ids
 
 WARNING = "test-set epoch picking, NOT a result"
 METRICS = ("uf1", "uar", "acc")
@@ -103,9 +103,10 @@ def _pooled(rows: pd.DataFrame, k: int) -> dict[str, Any]:
 
 
 def _subject_mean(rows: pd.DataFrame, k: int) -> dict[str, Any]:
+    # by subject, not by fold: a fold of leave-one-database-out holds a database's subjects
     per_subject = {
-        fold: (g["dataset"].iloc[0], subject_scores(g["label"], g["pred"], k))
-        for fold, g in rows.groupby("fold", sort=True)
+        subject: (g["dataset"].iloc[0], subject_scores(g["label"], g["pred"], k))
+        for subject, g in rows.groupby(subject_ids(rows), sort=True)
     }
 
     def mean(items: list[dict[str, float]]) -> dict[str, Any]:

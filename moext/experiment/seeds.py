@@ -120,20 +120,23 @@ def seeds_summary(parent: Path, seeds: Sequence[int]) -> str:
     """What ``moext loso --seeds`` prints last.
 
     Each pooled score's mean, standard deviation and range over the seeds whose run is
-    complete (``seed<N>/results.json``), and the seeds that are not.
+    complete (``seed<N>/results.json``; an AU detector's: its mean F1), and the seeds that are
+    not.
     """
-    scores, missing = [], []
+    scores, missing, metrics = [], [], METRICS
     for seed in seeds:
         results = read_json_record(parent / f"seed{seed}" / "results.json")
         if results and results.get("complete"):
             scores.append(results["overall"])
+            if results.get("task") == "aus":  # an AU detector's: the mean F1 over its AUs
+                metrics = ("mean_f1",)
         else:
             missing.append(seed)
     lines = []
     if scores:
         parts = []
-        for k in METRICS:
-            x = np.array([m[k] for m in scores])
+        for k in metrics:
+            x = np.array([m[k] for m in scores], dtype=float)  # None (undefined): NaN
             sd = f" ± {x.std(ddof=1):.4f}" if len(x) > 1 else ""
             parts.append(f"{k.upper()} {x.mean():.4f}{sd} ({x.min():.4f} to {x.max():.4f})")
         lines.append(
