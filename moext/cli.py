@@ -12,6 +12,9 @@ user's to fix (a setting, a missing file, the data, a checkpoint that does not f
 is printed as one line and ends with exit code 2 (``MOEXT_TRACEBACK=1`` shows the traceback
 instead), and output piped into a reader that stops early (``moext compare A B | head``) ends
 quietly.
+
+Each handler imports its command's module when it runs, so ``moext --help`` and ``moext
+--version`` answer at once instead of after torch and Lightning load (seconds).
 """
 
 from __future__ import annotations
@@ -23,10 +26,6 @@ from dataclasses import dataclass
 from functools import partial
 
 import moext
-from moext.data import summary, synth
-from moext.experiment import bundle, compare, demo, flow_analysis, loso, predict, prepare, table
-from moext.experiment.config import lightning_cli
-from moext.experiment.errors import run_command
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,8 @@ class Command:
 
 def _lightning(subcommand: str | None, argv: list[str]) -> None:
     """``moext fit|test|predict``: LightningCLI (a refused setting is one line, exit code 2)."""
+    from moext.experiment.config import lightning_cli
+
     lightning_cli([subcommand, *argv] if subcommand else argv)
 
 
@@ -56,9 +57,59 @@ def _predict(argv: list[str]) -> int | None:
 
     Without ``--bundle``, LightningCLI's predict of a held-out subject.
     """
+    from moext.experiment import predict
+
     if predict.wants_bundle(argv):
         return predict.main(argv)
     return _lightning("predict", argv)
+
+
+def _loso(argv: list[str]) -> int | None:
+    from moext.experiment import loso
+
+    return loso.main(argv)
+
+
+def _prepare(argv: list[str]) -> int | None:
+    from moext.experiment import prepare
+
+    return prepare.main(argv)
+
+
+def _export(argv: list[str]) -> int | None:
+    from moext.experiment import bundle
+
+    return bundle.main(argv)
+
+
+def _compare(argv: list[str]) -> int | None:
+    from moext.experiment import compare
+
+    return compare.main(argv)
+
+
+def _table(argv: list[str]) -> int | None:
+    from moext.experiment import table
+
+    return table.main(argv)
+
+
+def _demo(argv: list[str]) -> int | None:
+    from moext.experiment import demo
+
+    return demo.main(argv)
+
+
+def _synth(argv: list[str]) -> int | None:
+    from moext.data import synth
+
+    return synth.main(argv)
+
+
+def _flow_analysis(argv: list[str]) -> int | None:
+    from moext.experiment import flow_analysis
+
+    return flow_analysis.main(argv)
 
 
 DATA_USAGE = "usage: moext data summary --dataset NAME --root PATH [--protocol P] [--json]"
@@ -75,6 +126,8 @@ def _data(argv: list[str]) -> int:
     if not argv or argv[0] != "summary":
         print(DATA_USAGE, file=sys.stderr)
         return 2
+    from moext.data import summary
+
     return summary.main(argv[1:])
 
 
@@ -104,20 +157,18 @@ COMMANDS = (
         "a bundle on a recording (--bundle); else a held-out subject (LightningCLI)",
         _predict,
     ),
-    Command("loso", "every leave-one-subject-out fold of an experiment, pooled", loso.main),
-    Command("prepare", "align the faces and cache what an experiment needs", prepare.main),
-    Command(
-        "export", "a run's trained model as a bundle (weights, config, model card)", bundle.main
-    ),
-    Command("compare", "finished LOSO runs side by side: CIs and paired tests", compare.main),
-    Command("table", "a paper's results table from runs, reported numbers beside", table.main),
-    Command("demo", "every method on a generated database, on a CPU, in minutes", demo.main),
+    Command("loso", "every leave-one-subject-out fold of an experiment, pooled", _loso),
+    Command("prepare", "align the faces and cache what an experiment needs", _prepare),
+    Command("export", "a run's trained model as a bundle (weights, config, model card)", _export),
+    Command("compare", "finished LOSO runs side by side: CIs and paired tests", _compare),
+    Command("table", "a paper's results table from runs, reported numbers beside", _table),
+    Command("demo", "every method on a generated database, on a CPU, in minutes", _demo),
     Command("data", "data summary: what a database holds, rejected and corrected rows", _data),
-    Command("synth", "write the generated (synthetic) database", synth.main),
+    Command("synth", "write the generated (synthetic) database", _synth),
     Command(
         "flow-analysis",
         "the pseudo apex N from optical flow (the paper's Figure 6)",
-        flow_analysis.main,
+        _flow_analysis,
     ),
     Command("validate", "", _refuse_validate, listed=False),
 )
@@ -147,10 +198,12 @@ def usage() -> str:
 
 def run(argv: list[str]) -> int:
     """Run the command ``argv`` names (``argv`` without the program name); its exit code."""
-    if not argv or argv[0] in ("-h", "--help"):
-        return run_command("moext", partial(_say, usage(), 0 if argv else 2))
+    if not argv or argv[0] in ("-h", "--help"):  # answered before torch loads (seconds)
+        return _say(usage(), 0 if argv else 2)
     if argv[0] == "--version":
-        return run_command("moext", partial(_say, f"moext {moext.__version__}", 0))
+        return _say(f"moext {moext.__version__}", 0)
+    from moext.experiment.errors import run_command  # loads torch: after the answers above
+
     by_name = {c.name: c for c in COMMANDS}
     if argv[0].startswith("-"):  # LightningCLI's options before its subcommand (-c CONFIG fit)
         return run_command("moext", partial(_lightning, None, argv))
