@@ -19,7 +19,8 @@ disgust, fear, sadness, others). A sample's ``subject`` is the ``Subject`` cell 
 folders do not name it), its ``clip`` the clip folder's name. The folders cannot tell two
 spellings of one subject apart, so cells naming the same subject number (``1``, ``01``,
 ``S01``, ``s1``) are read as one subject, spelled as most of its rows spell it (noted on the
-other rows): two spellings never become two subjects, whose clips LOSO would split.
+other rows): two spellings never become two subjects, whose clips LOSO would split. Nor does a
+clip folder become two samples: a later row reading the same folder is rejected.
 
 Known wrong rows (:data:`KNOWN_WRONG_ROWS`, by 0-based data row index as ``pandas.read_excel``
 numbers them): MEB's reader replaces the apex and offset of 16 rows with values it estimated
@@ -48,7 +49,7 @@ from moext.data.readers.spreadsheet import (
     fix_known_row,
     read_table,
 )
-from moext.data.records import DatasetError, ReadResult
+from moext.data.records import DatasetError, ReadResult, Sample
 
 SPREADSHEET = "MMEW_Micro_Exp.xlsx"
 FRAME_FOLDER = "Micro_Expression"
@@ -107,6 +108,7 @@ class MMEWReader(SpreadsheetReader):
         super().__init__(frames_dir)
         self.first_data_row = first_data_row
         self._subjects: dict[int | str, str] = {}
+        self._folders: dict[Path, str] = {}
 
     def read(self, table: Table) -> ReadResult:
         """Every row as a sample (see :meth:`SpreadsheetReader.read`).
@@ -119,7 +121,22 @@ class MMEWReader(SpreadsheetReader):
             if text:
                 spellings.setdefault(subject_key(text), Counter())[text] += 1
         self._subjects = {key: c.most_common(1)[0][0] for key, c in spellings.items()}
+        self._folders = {}
         return super().read(table)
+
+    def sample(self, row: Row, source: str) -> Sample:
+        """The sample of one row (see :meth:`SpreadsheetReader.sample`).
+
+        Raises:
+            RowError: also when an earlier row's sample reads the same clip folder (under
+                another subject or file name: the same frames twice).
+        """
+        sample = super().sample(row, source)
+        folder = sample.frames[0].parent
+        first = self._folders.setdefault(folder, source)
+        if first != source:
+            raise RowError(f"same clip folder {folder} as {first}; kept that one")
+        return sample
 
     def subject_folder(self, cell: object) -> str:
         """The subject's spelling in most of its rows (see the module docstring)."""
