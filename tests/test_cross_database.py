@@ -80,6 +80,8 @@ def test_protocols_the_data_cannot_run_are_refused(protocol, datasets, holdout, 
     with pytest.raises(ValueError, match=message):
         check_protocol(LosoSettings(protocol=protocol), datasets, holdout)
     check_protocol(LosoSettings(protocol="cross-database"), ["synth", "casme2"], "subject")
+    # megc2019 reads CASME II, SAMM and SMIC-HS: three databases to hold out in turn
+    check_protocol(LosoSettings(protocol="leave-one-database-out"), ["megc2019"], "database")
 
 
 def experiment(tmp_path: Path, name: str, protocol: str, datasets: list[str]) -> Path:

@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from moext.data.readers import frame_rates
 from moext.experiment.config import Stage, parse_stage
 from moext.experiment.run_folder import stage_settings
 from moext.experiment.settings import LosoSettings, loso_settings, read_config_file
@@ -141,14 +142,15 @@ def check_protocol(settings: LosoSettings, datasets: list[str], holdout: str) ->
 
     Args:
         settings: the ``loso:`` section (its ``protocol``).
-        datasets: the classification stage's databases.
+        datasets: the classification stage's dataset names (``megc2019`` reads three databases).
         holdout: its DataModule's ``holdout``.
 
     Raises:
         ValueError: a cross-database protocol on fewer than two databases, or a DataModule
             holding out databases under a subject protocol (one line, naming both settings).
     """
-    if settings.protocol != "loso" and len(set(datasets)) < 2:
+    databases = {database for name in datasets for database in frame_rates(name)}
+    if settings.protocol != "loso" and len(databases) < 2:
         raise ValueError(
             f"loso.protocol: {settings.protocol} needs two or more databases, but "
             f"data.init_args.datasets is {list(datasets)}"
