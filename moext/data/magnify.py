@@ -114,6 +114,8 @@ class MagnifySettings:
             raise ValueError(f"magnify.method must be one of {METHODS}, got {self.method!r}")
         if not self.alpha > 0:
             raise ValueError(f"magnify.alpha must be > 0, got {self.alpha}")
+        if not math.isfinite(self.alpha):
+            raise ValueError(f"magnify.alpha must be a finite number, got {self.alpha}")
         if self.method == "linear":
             return
         if self.temporal not in TEMPORAL_FILTERS:
@@ -132,8 +134,8 @@ class MagnifySettings:
                 f"magnify: the band low {self.low} - high {self.high} Hz must satisfy "
                 f"0 < low < high < fps / 2 = {fps / 2:g}"
             )
-        if self.sigma < 0:
-            raise ValueError(f"magnify.sigma must be >= 0, got {self.sigma}")
+        if not 0 <= self.sigma < math.inf:
+            raise ValueError(f"magnify.sigma must be >= 0 and finite, got {self.sigma}")
         allowed = max_levels(size)
         if self.levels is not None and not 1 <= self.levels <= allowed:
             raise ValueError(
