@@ -150,3 +150,16 @@ def test_folders_recorded_before_holdout_and_aus_keep_matching(monkeypatch):
     )
     au = stage_settings(parse_stage("experiments/au/synth.yaml"))
     assert au["data.init_args.aus"] == [1, 2, 4, 9, 12]
+
+
+def test_a_database_the_protocol_leaves_empty_is_refused(
+    two_databases, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(two_databases))
+    config = experiment(tmp_path, "empty", "leave-one-database-out", ["synth", "casme2"])
+    # synth-3 labels synth clips only: casme2 would be no fold, synth's training set empty
+    assert cli(["loso", "--config", str(config), "--", "--data.init_args.protocol", "synth-3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "leave-one-database-out needs samples of two or more databases, but " in err
+    assert "data.init_args.protocol: synth-3 leaves none of casme2 (folds: ['synth'])" in err
+    assert "\n" not in err and not (tmp_path / "runs" / "empty").exists()

@@ -163,6 +163,33 @@ def check_protocol(settings: LosoSettings, datasets: list[str], holdout: str) ->
         )
 
 
+def check_database_folds(
+    settings: LosoSettings, folds: list[str], datasets: list[str], protocol: str | None
+) -> None:
+    """Refuse leave-one-database-out with fewer than two databases holding samples.
+
+    A database whose every clip the data's protocol leaves out (SMIC under ``au``: no AU
+    coding) is no fold; with one fold left, its training set would be empty.
+
+    Args:
+        settings: the ``loso:`` section (its ``protocol``).
+        folds: the DataModule's folds (under leave-one-database-out, the databases).
+        datasets: the classification stage's dataset names.
+        protocol: the data's protocol, for the message.
+
+    Raises:
+        ValueError: one line, naming the databases without samples.
+    """
+    if settings.protocol != "leave-one-database-out" or len(folds) >= 2:
+        return
+    empty = sorted({d for name in datasets for d in frame_rates(name)} - set(folds))
+    raise ValueError(
+        "loso.protocol: leave-one-database-out needs samples of two or more databases, but "
+        f"data.init_args.protocol: {protocol} leaves none of {', '.join(empty)} "
+        f"(folds: {folds})"
+    )
+
+
 def open_experiment(config: str | Path, overrides: list[str] | None = None) -> Experiment:
     """Read an experiment config and its ``loso:`` section (the stages are parsed on first use).
 
