@@ -185,6 +185,11 @@ def test_butterworth_is_scipys():
         (MagnifySettings("linear", math.inf), None, 128, "alpha must be a finite number"),
         (MagnifySettings(sigma=math.nan), 200.0, 128, "sigma must be >= 0 and finite, got nan"),
         (MagnifySettings(sigma=math.inf), 200.0, 128, "sigma must be >= 0 and finite, got inf"),
+        (MagnifySettings(alpha="15"), 200.0, 128, "alpha must be a number, got '15'"),
+        (MagnifySettings("linear", "15"), None, 128, "alpha must be a number, got '15'"),
+        (MagnifySettings(alpha=True), 200.0, 128, "alpha must be a number, got True"),
+        (MagnifySettings(high="12"), 200.0, 128, "high must be a number, got '12'"),
+        (MagnifySettings(levels="3"), 200.0, 128, "levels must be a whole number or None, got '3'"),
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings, fps, size, message):

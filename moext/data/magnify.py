@@ -57,6 +57,7 @@ entry must be keyed on; :func:`magnify` applies them.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -110,6 +111,15 @@ class MagnifySettings:
             fps: the database's frame rate (None: unknown).
             size: the crop's side, or (H, W).
         """
+        for name in ("alpha", "low", "high", "sigma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"magnify.{name} must be a number, got {value!r}")
+        levels = self.levels
+        if levels is not None and (
+            isinstance(levels, bool) or not isinstance(levels, numbers.Integral)
+        ):
+            raise ValueError(f"magnify.levels must be a whole number or None, got {levels!r}")
         if self.method not in METHODS:
             raise ValueError(f"magnify.method must be one of {METHODS}, got {self.method!r}")
         if not self.alpha > 0:
