@@ -58,6 +58,14 @@ def test_leave_one_database_out_holds_out_whole_databases(two_databases):
     assert {s.dataset for s in pretrain.read_samples()[0]} == {"synth"}
 
 
+@pytest.mark.parametrize(
+    ("datasets", "twice"), [(["synth", "casme2", "synth"], "synth"), (["megc2019", "samm"], "samm")]
+)
+def test_a_database_named_twice_is_refused(datasets, twice):
+    with pytest.raises(ValueError, match=f"reads {twice} twice .*: name each database once"):
+        MERDataModule(datasets=datasets, protocol="composite-3")
+
+
 def test_cross_database_folds_are_every_subject_of_every_database(two_databases):
     dm = datamodule(two_databases, protocol="au", aus=[1, 2, 4, 9, 12])
     assert dm.subjects() == ["casme2/sub01", "casme2/sub02", "synth/sub01", "synth/sub02"]
