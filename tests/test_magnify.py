@@ -190,6 +190,7 @@ def test_butterworth_is_scipys():
         (MagnifySettings(alpha=True), 200.0, 128, "alpha must be a number, got True"),
         (MagnifySettings(high="12"), 200.0, 128, "high must be a number, got '12'"),
         (MagnifySettings(levels="3"), 200.0, 128, "levels must be a whole number or None, got '3'"),
+        (MagnifySettings(attenuate="false"), 200.0, 128, "attenuate must be true or false"),
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings, fps, size, message):

@@ -120,6 +120,8 @@ class MagnifySettings:
             isinstance(levels, bool) or not isinstance(levels, numbers.Integral)
         ):
             raise ValueError(f"magnify.levels must be a whole number or None, got {levels!r}")
+        if not isinstance(self.attenuate, bool):
+            raise ValueError(f"magnify.attenuate must be true or false, got {self.attenuate!r}")
         if self.method not in METHODS:
             raise ValueError(f"magnify.method must be one of {METHODS}, got {self.method!r}")
         if not self.alpha > 0:
