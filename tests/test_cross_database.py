@@ -171,3 +171,9 @@ def test_a_database_the_protocol_leaves_empty_is_refused(
     assert "leave-one-database-out needs samples of two or more databases, but " in err
     assert "data.init_args.protocol: synth-3 leaves none of casme2 (folds: ['synth'])" in err
     assert "\n" not in err and not (tmp_path / "runs" / "empty").exists()
+    # cross-database on the same data would be synth's own LOSO
+    config = experiment(tmp_path, "one", "cross-database", ["synth", "casme2"])
+    assert cli(["loso", "--config", str(config), "--", "--data.init_args.protocol", "synth-3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cross-database needs samples of two or more databases" in err
+    assert "synth-3 leaves none of casme2 (folds: ['synth/sub01', 'synth/sub02'])" in err

@@ -166,25 +166,29 @@ def check_protocol(settings: LosoSettings, datasets: list[str], holdout: str) ->
 def check_database_folds(
     settings: LosoSettings, folds: list[str], datasets: list[str], protocol: str | None
 ) -> None:
-    """Refuse leave-one-database-out with fewer than two databases holding samples.
+    """Refuse a cross-database protocol with fewer than two databases holding samples.
 
     A database whose every clip the data's protocol leaves out (SMIC under ``au``: no AU
-    coding) is no fold; with one fold left, its training set would be empty.
+    coding) has no fold: under leave-one-database-out the one fold left would train on
+    nothing, under cross-database the run would be one database's LOSO.
 
     Args:
         settings: the ``loso:`` section (its ``protocol``).
-        folds: the DataModule's folds (under leave-one-database-out, the databases).
+        folds: the DataModule's folds (databases, or ``<database>/<subject>``).
         datasets: the classification stage's dataset names.
         protocol: the data's protocol, for the message.
 
     Raises:
         ValueError: one line, naming the databases without samples.
     """
-    if settings.protocol != "leave-one-database-out" or len(folds) >= 2:
+    if settings.protocol == "loso":
         return
-    empty = sorted({d for name in datasets for d in frame_rates(name)} - set(folds))
+    held = {fold.split("/")[0] for fold in folds}  # a database, or <database>/<subject>
+    if len(held) >= 2:
+        return
+    empty = sorted({d for name in datasets for d in frame_rates(name)} - held)
     raise ValueError(
-        "loso.protocol: leave-one-database-out needs samples of two or more databases, but "
+        f"loso.protocol: {settings.protocol} needs samples of two or more databases, but "
         f"data.init_args.protocol: {protocol} leaves none of {', '.join(empty)} "
         f"(folds: {folds})"
     )
