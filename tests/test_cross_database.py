@@ -58,6 +58,14 @@ def test_leave_one_database_out_holds_out_whole_databases(two_databases):
     assert {s.dataset for s in pretrain.read_samples()[0]} == {"synth"}
 
 
+@pytest.mark.parametrize(
+    ("datasets", "twice"), [(["synth", "casme2", "synth"], "synth"), (["megc2019", "samm"], "samm")]
+)
+def test_a_database_named_twice_is_refused(datasets, twice):
+    with pytest.raises(ValueError, match=f"reads {twice} twice .*: name each database once"):
+        MERDataModule(datasets=datasets, protocol="composite-3")
+
+
 def test_cross_database_folds_are_every_subject_of_every_database(two_databases):
     dm = datamodule(two_databases, protocol="au", aus=[1, 2, 4, 9, 12])
     assert dm.subjects() == ["casme2/sub01", "casme2/sub02", "synth/sub01", "synth/sub02"]
@@ -80,6 +88,8 @@ def test_protocols_the_data_cannot_run_are_refused(protocol, datasets, holdout, 
     with pytest.raises(ValueError, match=message):
         check_protocol(LosoSettings(protocol=protocol), datasets, holdout)
     check_protocol(LosoSettings(protocol="cross-database"), ["synth", "casme2"], "subject")
+    # megc2019 reads CASME II, SAMM and SMIC-HS: three databases to hold out in turn
+    check_protocol(LosoSettings(protocol="leave-one-database-out"), ["megc2019"], "database")
 
 
 def experiment(tmp_path: Path, name: str, protocol: str, datasets: list[str]) -> Path:
@@ -148,3 +158,22 @@ def test_folders_recorded_before_holdout_and_aus_keep_matching(monkeypatch):
     )
     au = stage_settings(parse_stage("experiments/au/synth.yaml"))
     assert au["data.init_args.aus"] == [1, 2, 4, 9, 12]
+
+
+def test_a_database_the_protocol_leaves_empty_is_refused(
+    two_databases, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("MOEXT_DATA_ROOT", str(two_databases))
+    config = experiment(tmp_path, "empty", "leave-one-database-out", ["synth", "casme2"])
+    # synth-3 labels synth clips only: casme2 would be no fold, synth's training set empty
+    assert cli(["loso", "--config", str(config), "--", "--data.init_args.protocol", "synth-3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "leave-one-database-out needs samples of two or more databases, but " in err
+    assert "data.init_args.protocol: synth-3 leaves none of casme2 (folds: ['synth'])" in err
+    assert "\n" not in err and not (tmp_path / "runs" / "empty").exists()
+    # cross-database on the same data would be synth's own LOSO
+    config = experiment(tmp_path, "one", "cross-database", ["synth", "casme2"])
+    assert cli(["loso", "--config", str(config), "--", "--data.init_args.protocol", "synth-3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cross-database needs samples of two or more databases" in err
+    assert "synth-3 leaves none of casme2 (folds: ['synth/sub01', 'synth/sub02'])" in err

@@ -181,6 +181,16 @@ def test_butterworth_is_scipys():
         (MagnifySettings(), 200.0, 6, "too small"),
         (MagnifySettings(temporal="fir"), 200.0, 128, "temporal must be one of"),
         (MagnifySettings(sigma=-1), 200.0, 128, "sigma must be >= 0"),
+        (MagnifySettings(alpha=math.inf), 200.0, 128, "alpha must be a finite number, got inf"),
+        (MagnifySettings("linear", math.inf), None, 128, "alpha must be a finite number"),
+        (MagnifySettings(sigma=math.nan), 200.0, 128, "sigma must be >= 0 and finite, got nan"),
+        (MagnifySettings(sigma=math.inf), 200.0, 128, "sigma must be >= 0 and finite, got inf"),
+        (MagnifySettings(alpha="15"), 200.0, 128, "alpha must be a number, got '15'"),
+        (MagnifySettings("linear", "15"), None, 128, "alpha must be a number, got '15'"),
+        (MagnifySettings(alpha=True), 200.0, 128, "alpha must be a number, got True"),
+        (MagnifySettings(high="12"), 200.0, 128, "high must be a number, got '12'"),
+        (MagnifySettings(levels="3"), 200.0, 128, "levels must be a whole number or None, got '3'"),
+        (MagnifySettings(attenuate="false"), 200.0, 128, "attenuate must be true or false"),
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings, fps, size, message):

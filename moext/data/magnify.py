@@ -57,6 +57,7 @@ entry must be keyed on; :func:`magnify` applies them.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -110,10 +111,23 @@ class MagnifySettings:
             fps: the database's frame rate (None: unknown).
             size: the crop's side, or (H, W).
         """
+        for name in ("alpha", "low", "high", "sigma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"magnify.{name} must be a number, got {value!r}")
+        levels = self.levels
+        if levels is not None and (
+            isinstance(levels, bool) or not isinstance(levels, numbers.Integral)
+        ):
+            raise ValueError(f"magnify.levels must be a whole number or None, got {levels!r}")
+        if not isinstance(self.attenuate, bool):
+            raise ValueError(f"magnify.attenuate must be true or false, got {self.attenuate!r}")
         if self.method not in METHODS:
             raise ValueError(f"magnify.method must be one of {METHODS}, got {self.method!r}")
         if not self.alpha > 0:
             raise ValueError(f"magnify.alpha must be > 0, got {self.alpha}")
+        if not math.isfinite(self.alpha):
+            raise ValueError(f"magnify.alpha must be a finite number, got {self.alpha}")
         if self.method == "linear":
             return
         if self.temporal not in TEMPORAL_FILTERS:
@@ -132,8 +146,8 @@ class MagnifySettings:
                 f"magnify: the band low {self.low} - high {self.high} Hz must satisfy "
                 f"0 < low < high < fps / 2 = {fps / 2:g}"
             )
-        if self.sigma < 0:
-            raise ValueError(f"magnify.sigma must be >= 0, got {self.sigma}")
+        if not 0 <= self.sigma < math.inf:
+            raise ValueError(f"magnify.sigma must be >= 0 and finite, got {self.sigma}")
         allowed = max_levels(size)
         if self.levels is not None and not 1 <= self.levels <= allowed:
             raise ValueError(

@@ -191,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if refused:
         options = ", ".join("--" + k.replace("_", "-") for k in refused)
         parser.error(f"{options} not accepted with --dataset {args.dataset}")
+    reads = MEGC2019_FOLDERS if args.dataset == "megc2019" else (args.dataset,)
+    if args.protocol and not set(PROTOCOLS[args.protocol].datasets) & set(reads):
+        labels = ", ".join(PROTOCOLS[args.protocol].datasets)
+        parser.error(f"--protocol {args.protocol} labels {labels} clips, not {args.dataset}'s")
     try:
         summary = summarize(args.dataset, args.root, args.protocol, **given)
     except DatasetError as err:

@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from moext.data.readers import frame_rates
 from moext.experiment.config import Stage, parse_stage
 from moext.experiment.run_folder import stage_settings
 from moext.experiment.settings import LosoSettings, loso_settings, read_config_file
@@ -141,14 +142,15 @@ def check_protocol(settings: LosoSettings, datasets: list[str], holdout: str) ->
 
     Args:
         settings: the ``loso:`` section (its ``protocol``).
-        datasets: the classification stage's databases.
+        datasets: the classification stage's dataset names (``megc2019`` reads three databases).
         holdout: its DataModule's ``holdout``.
 
     Raises:
         ValueError: a cross-database protocol on fewer than two databases, or a DataModule
             holding out databases under a subject protocol (one line, naming both settings).
     """
-    if settings.protocol != "loso" and len(set(datasets)) < 2:
+    databases = {database for name in datasets for database in frame_rates(name)}
+    if settings.protocol != "loso" and len(databases) < 2:
         raise ValueError(
             f"loso.protocol: {settings.protocol} needs two or more databases, but "
             f"data.init_args.datasets is {list(datasets)}"
@@ -159,6 +161,37 @@ def check_protocol(settings: LosoSettings, datasets: list[str], holdout: str) ->
             f"loso.protocol: {settings.protocol} holds out a {HOLDOUT[settings.protocol]}; "
             "set loso.protocol: leave-one-database-out instead of the holdout"
         )
+
+
+def check_database_folds(
+    settings: LosoSettings, folds: list[str], datasets: list[str], protocol: str | None
+) -> None:
+    """Refuse a cross-database protocol with fewer than two databases holding samples.
+
+    A database whose every clip the data's protocol leaves out (SMIC under ``au``: no AU
+    coding) has no fold: under leave-one-database-out the one fold left would train on
+    nothing, under cross-database the run would be one database's LOSO.
+
+    Args:
+        settings: the ``loso:`` section (its ``protocol``).
+        folds: the DataModule's folds (databases, or ``<database>/<subject>``).
+        datasets: the classification stage's dataset names.
+        protocol: the data's protocol, for the message.
+
+    Raises:
+        ValueError: one line, naming the databases without samples.
+    """
+    if settings.protocol == "loso":
+        return
+    held = {fold.split("/")[0] for fold in folds}  # a database, or <database>/<subject>
+    if len(held) >= 2:
+        return
+    empty = sorted({d for name in datasets for d in frame_rates(name)} - held)
+    raise ValueError(
+        f"loso.protocol: {settings.protocol} needs samples of two or more databases, but "
+        f"data.init_args.protocol: {protocol} leaves none of {', '.join(empty)} "
+        f"(folds: {folds})"
+    )
 
 
 def open_experiment(config: str | Path, overrides: list[str] | None = None) -> Experiment:

@@ -62,7 +62,12 @@ from typing import Any
 from moext.experiment import oracle, slurm
 from moext.experiment.au_metrics import au_summary_line
 from moext.experiment.config import build_run, split_overrides
-from moext.experiment.definition import Experiment, check_protocol, open_experiment
+from moext.experiment.definition import (
+    Experiment,
+    check_database_folds,
+    check_protocol,
+    open_experiment,
+)
 from moext.experiment.epoch_predictions import add_epoch_recorder, write_epoch_predictions
 from moext.experiment.errors import run_command
 from moext.experiment.final import WEIGHTS, WEIGHTS_DIGEST, save_weights, train_final
@@ -311,6 +316,7 @@ def experiment_data(exp: Experiment) -> tuple[list[str], tuple[str, ...], dict[s
             "/ ACC), which an AU detector (data.init_args.aus) does not make: set it false"
         )
     folds = dm.subjects()
+    check_database_folds(exp.settings, folds, list(dm.datasets), getattr(dm, "protocol", None))
     held_out: dict[str, list[str]] = {f: [] for f in folds}
     for row in dm.sample_table():
         held_out[row["fold"]].append(row["sample"])

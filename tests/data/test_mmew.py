@@ -119,3 +119,26 @@ def test_layout_errors_are_one_line(tmp_path, capsys):
     assert summary_main(["--dataset", "mmew", "--root", str(tmp_path / "MMEW")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("moext data summary: error: mmew:") and "\n" not in err
+
+
+def test_spellings_of_one_subject_are_one_subject(tmp_path):
+    spelled = ("S01", 1, "01", "s1", "S01", "S02")
+    clips = [
+        fx.MmewClip(fx.Clip(s, f"C{i}", 10, 14, 20, "happiness", "12"))
+        for i, s in enumerate(spelled)
+    ]
+    result = read_mmew(fx.write_mmew(tmp_path / "MMEW", clips))
+    assert [s.subject for s in result.samples] == ["S01"] * 5 + ["S02"]
+    assert corrections(result) == {
+        f"mmew/S01/C{i}": f"Subject {w!r} read as 'S01', as the subject's other rows spell it"
+        for i, w in ((1, "1"), (2, "01"), (3, "s1"))
+    }
+
+
+def test_a_clip_folder_read_by_two_rows_is_one_sample(tmp_path):
+    clips = [fx.MmewClip(fx.Clip(s, "C0", 10, 14, 20, "happiness", "12")) for s in ("S01", "S02")]
+    result = read_mmew(fx.write_mmew(tmp_path / "MMEW", clips))
+    assert [s.id for s in result.samples] == ["mmew/S01/C0"]
+    [rejected] = result.rejected
+    assert (rejected.clip, rejected.source) == ("mmew/S02/C0", f"{fx.MMEW_SPREADSHEET} row 3")
+    assert rejected.reason.endswith(f"happiness/C0 as {fx.MMEW_SPREADSHEET} row 2; kept that one")

@@ -119,3 +119,12 @@ def test_main_refuses_options_of_another_dataset(casme2_root: Path) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["--dataset", "casme2", "--root", str(casme2_root), "--sheet", "label"])
     assert exit_.value.code == 2
+
+
+def test_main_refuses_a_protocol_of_another_dataset(
+    casme2_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--dataset", "casme2", "--root", str(casme2_root), "--protocol", "samm-5"])
+    assert exit_.value.code == 2
+    assert "error: --protocol samm-5 labels samm clips, not casme2's" in capsys.readouterr().err

@@ -55,7 +55,7 @@ from moext.data.protocols import (
     holdout_fold,
     select,
 )
-from moext.data.readers import read_dataset
+from moext.data.readers import frame_rates, read_dataset
 from moext.data.readers.aus import au_name
 from moext.data.readers.spreadsheet import STRAY_NOTE
 from moext.data.records import Correction, DatasetError, Rejection, Sample
@@ -338,6 +338,13 @@ class MERDataModule(L.LightningDataModule):
         if not datasets:
             raise ValueError(
                 "datasets is empty: name the databases to read (e.g. [casme2, casme3])"
+            )
+        read = [database for name in datasets for database in frame_rates(name)]
+        twice = sorted({d for d in read if read.count(d) > 1})
+        if twice:
+            raise ValueError(
+                f"datasets {list(datasets)} reads {', '.join(twice)} twice (megc2019 reads "
+                "casme2, samm and smic): name each database once"
             )
         self.datasets = list(datasets)
         self.root = root

@@ -16,7 +16,11 @@ there and noted; one in no emotion folder is rejected). Frame files are the fram
 The sheet's columns: ``Subject``, ``Filename``, ``OnsetFrame``, ``ApexFrame``, ``OffsetFrame``,
 ``remarks`` (not used), ``Action Units`` and ``Estimated Emotion`` (happiness, surprise, anger,
 disgust, fear, sadness, others). A sample's ``subject`` is the ``Subject`` cell as written (the
-folders do not name it), its ``clip`` the clip folder's name.
+folders do not name it), its ``clip`` the clip folder's name. The folders cannot tell two
+spellings of one subject apart, so cells naming the same subject number (``1``, ``01``,
+``S01``, ``s1``) are read as one subject, spelled as most of its rows spell it (noted on the
+other rows): two spellings never become two subjects, whose clips LOSO would split. Nor does a
+clip folder become two samples: a later row reading the same folder is rejected.
 
 Known wrong rows (:data:`KNOWN_WRONG_ROWS`, by 0-based data row index as ``pandas.read_excel``
 numbers them): MEB's reader replaces the apex and offset of 16 rows with values it estimated
@@ -27,6 +31,8 @@ the shared rules of :mod:`moext.data.readers.spreadsheet`, reported.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from pathlib import Path
 
 from moext.data.readers.spreadsheet import (
@@ -35,6 +41,7 @@ from moext.data.readers.spreadsheet import (
     Row,
     RowError,
     SpreadsheetReader,
+    Table,
     Timing,
     cell_text,
     find_folder,
@@ -42,7 +49,7 @@ from moext.data.readers.spreadsheet import (
     fix_known_row,
     read_table,
 )
-from moext.data.records import DatasetError, ReadResult
+from moext.data.records import DatasetError, ReadResult, Sample
 
 SPREADSHEET = "MMEW_Micro_Exp.xlsx"
 FRAME_FOLDER = "Micro_Expression"
@@ -75,6 +82,13 @@ KNOWN_WRONG_ROWS: dict[int, dict[str, object]] = {
     index: {"ApexFrame": apex, "OffsetFrame": offset}
     for index, (apex, offset) in MEB_ESTIMATES.items()
 }
+_SUBJECT_NUMBER = re.compile(r"[A-Za-z]*\s*(\d+)")
+
+
+def subject_key(text: str) -> int | str:
+    """What names one subject in a ``Subject`` cell: its number (``'S01'``, ``'1'`` -> 1)."""
+    match = _SUBJECT_NUMBER.fullmatch(text)
+    return int(match[1]) if match else text.lower()
 
 
 class MMEWReader(SpreadsheetReader):
@@ -93,9 +107,57 @@ class MMEWReader(SpreadsheetReader):
     def __init__(self, frames_dir: Path, first_data_row: int | None) -> None:
         super().__init__(frames_dir)
         self.first_data_row = first_data_row
+        self._subjects: dict[int | str, str] = {}
+        self._folders: dict[Path, str] = {}
+
+    def read(self, table: Table) -> ReadResult:
+        """Every row as a sample (see :meth:`SpreadsheetReader.read`).
+
+        After choosing each subject's spelling (the one most of its rows use).
+        """
+        spellings: dict[int | str, Counter[str]] = {}
+        for row in table.rows:
+            text = cell_text(row[self.columns.subject.name])
+            if text:
+                spellings.setdefault(subject_key(text), Counter())[text] += 1
+        self._subjects = {key: c.most_common(1)[0][0] for key, c in spellings.items()}
+        self._folders = {}
+        return super().read(table)
+
+    def sample(self, row: Row, source: str) -> Sample:
+        """The sample of one row (see :meth:`SpreadsheetReader.sample`).
+
+        Raises:
+            RowError: also when an earlier row's sample reads the same clip folder (under
+                another subject or file name: the same frames twice).
+        """
+        sample = super().sample(row, source)
+        folder = sample.frames[0].parent
+        first = self._folders.setdefault(folder, source)
+        if first != source:
+            raise RowError(f"same clip folder {folder} as {first}; kept that one")
+        return sample
+
+    def subject_folder(self, cell: object) -> str:
+        """The subject's spelling in most of its rows (see the module docstring)."""
+        text = super().subject_folder(cell)
+        return self._subjects.get(subject_key(text), text)
 
     def locate(self, row: Row, subject: str, filename: str) -> tuple[Path, list[str]]:
-        """The clip folder under the row's emotion; else under another emotion's folder, noted."""
+        """The clip folder under the row's emotion; else under another emotion's folder, noted.
+
+        A subject cell spelled otherwise than the subject's other rows is noted too.
+        """
+        written = cell_text(row[self.columns.subject.name])
+        notes = (
+            [f"Subject {written!r} read as {subject!r}, as the subject's other rows spell it"]
+            if written != subject
+            else []
+        )
+        folder, found = self._find(row, filename)
+        return folder, notes + found
+
+    def _find(self, row: Row, filename: str) -> tuple[Path, list[str]]:
         emotion = cell_text(row[self.columns.emotion.name])
         if emotion:
             try:
