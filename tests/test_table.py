@@ -227,3 +227,13 @@ def test_methods_are_named_as_papers_print_them():
     assert _method_name("moext.tasks.MoExtClassifyTask") == "MoExt"
     assert _method_name("moext.tasks.STSTNetClassifyTask") == "STSTNet"
     assert _method_name("gone.module.OldClassifyTask") == "Old"  # a class that moved away
+
+
+def test_out_into_a_file_is_refused_before_any_work(cde_runs, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    argv = ["table", *map(str, cde_runs), "--layout", "cde", "--out", str(taken)]
+    assert cli([*argv, "--resamples", "50"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"moext table: error: --out {taken}: {taken} is a file, not a folder\n"
+    assert captured.out == "" and taken.read_text() == "mine"

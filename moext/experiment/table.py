@@ -34,6 +34,7 @@ from typing import Any
 
 from moext.experiment.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from moext.experiment.compare import (
+    check_out_folder,
     compare_runs,
     load_run,
     parse_with_resampling,
@@ -528,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _table(a: argparse.Namespace) -> int:
+    if a.out:
+        check_out_folder(a.out)
     table = make_table(a.runs, a.layout, a.published, a.resamples, a.seed)
     print(FORMATS[a.format](table), end="")
     if a.out:
