@@ -237,3 +237,12 @@ def test_out_into_a_file_is_refused_before_any_work(cde_runs, tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err == f"moext table: error: --out {taken}: {taken} is a file, not a folder\n"
     assert captured.out == "" and taken.read_text() == "mine"
+
+
+def test_a_published_file_saved_with_a_byte_order_mark_reads(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM; it is not part of the first column's name."""
+    path = tmp_path / "p.csv"
+    head = "method,protocol,database,metric,value,source,evaluation,note\n"
+    path.write_text("\ufeff" + head + "M,cde3,composite,uf1,0.8,paper,pooled,\n", encoding="utf-8")
+    (row,) = table.read_published(path)
+    assert (row.method, row.value) == ("M", 0.8)

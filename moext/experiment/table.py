@@ -98,7 +98,7 @@ def read_published(path: str | Path) -> list[Published]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such published-numbers file")
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is no column
         reader = csv.DictReader(f)
         missing = [c for c in PUBLISHED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
