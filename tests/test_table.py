@@ -246,3 +246,11 @@ def test_a_published_file_saved_with_a_byte_order_mark_reads(tmp_path):
     path.write_text("\ufeff" + head + "M,cde3,composite,uf1,0.8,paper,pooled,\n", encoding="utf-8")
     (row,) = table.read_published(path)
     assert (row.method, row.value) == ("M", 0.8)
+
+
+def test_a_published_file_not_in_utf8_is_refused_naming_it(tmp_path):
+    path = tmp_path / "p.csv"
+    head = "method,protocol,database,metric,value,source,evaluation,note\n"
+    path.write_bytes((head + "Müller,cde3,composite,uf1,0.8,paper,pooled,\n").encode("latin-1"))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: not UTF-8 text (byte ")):
+        table.read_published(path)

@@ -98,6 +98,10 @@ def read_published(path: str | Path) -> list[Published]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such published-numbers file")
+    try:
+        path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     with path.open(newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is no column
         reader = csv.DictReader(f)
         missing = [c for c in PUBLISHED_COLUMNS if c not in (reader.fieldnames or [])]
