@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moext.data.readers import DATASETS
 from moext.experiment.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from moext.experiment.compare import (
     check_out_folder,
@@ -92,8 +93,8 @@ def read_published(path: str | Path) -> list[Published]:
     """Read a CSV of reported numbers (columns :data:`PUBLISHED_COLUMNS`, optional ``note``).
 
     Raises:
-        ValueError: naming the file and line: a column missing, an empty cell, a metric or
-            evaluation not known, a value outside [0, 1], a number given twice.
+        ValueError: naming the file and line: a column missing, an empty cell, a database,
+            metric or evaluation not known, a value outside [0, 1], a number given twice.
     """
     path = Path(path)
     if not path.is_file():
@@ -114,6 +115,11 @@ def read_published(path: str | Path) -> list[Published]:
             empty = [c for c in PUBLISHED_COLUMNS if not cells[c]]
             if empty:
                 raise ValueError(f"{where}: empty cells {empty}")
+            if cells["database"] not in ("composite", *DATASETS):
+                raise ValueError(
+                    f"{where}: database {cells['database']!r} is not composite or one of "
+                    f"{', '.join(DATASETS)}"
+                )
             if cells["metric"] not in ("uf1", "uar", "acc"):
                 raise ValueError(f"{where}: metric {cells['metric']!r} is not uf1, uar or acc")
             unknown = [e for e in cells["evaluation"].split("+") if e not in EVALUATIONS]
