@@ -255,3 +255,20 @@ def test_a_published_file_not_in_utf8_is_refused_naming_it(tmp_path):
     path.write_bytes((head + "Müller,cde3,composite,uf1,0.8,paper,pooled,\n").encode("latin-1"))
     with pytest.raises(ValueError, match=re.escape(f"{path}: not UTF-8 text (byte ")):
         table.read_published(path)
+
+
+def test_values_that_print_the_same_are_bold_together(cde_runs, tmp_path):
+    """A reported 4-digit number equal to ours as printed ties with it: both bold or neither."""
+    result = compare.compare_runs(cde_runs, resamples=50, pairs=False)
+    ours = result["runs"][0]["uf1"]
+    shown = f"{ours:.4f}"
+    assert float(shown) != ours  # ours has more digits than it prints
+    path = tmp_path / "p.csv"
+    head = "method,protocol,database,metric,value,source,evaluation,note\n"
+    path.write_text(head + f"M,cde3,composite,uf1,{shown},paper,pooled,\n")
+    built = table.build_table(result, "cde", table.read_published(path))
+    for text, bold in [
+        (table.table_markdown(built), f"**{shown}**"),
+        (table.table_latex(built), rf"\textbf{{{shown}}}"),
+    ]:
+        assert text.count(bold) == 2

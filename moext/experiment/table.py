@@ -329,7 +329,7 @@ def build_table(
 
 
 def _best(table: dict[str, Any]) -> dict[tuple[str, str], float]:
-    """The largest value of each (column, metric)."""
+    """The largest value of each (column, metric); bold wherever a value prints as it does."""
     best: dict[tuple[str, str], float] = {}
     for row in table["rows"]:
         for key, cell in row.cells.items():
@@ -361,7 +361,7 @@ def table_markdown(table: dict[str, Any]) -> str:
                 cells.append("–")
                 continue
             value = f"{cell.value:.4f}"
-            value = f"**{value}**" if cell.value == best[key] else value
+            value = f"**{value}**" if value == f"{best[key]:.4f}" else value
             if cell.seed_sd is not None:
                 value += f" ±{cell.seed_sd:.4f}"
             if cell.ci is not None:
@@ -437,7 +437,7 @@ def table_latex(table: dict[str, Any]) -> str:
                     cells.append("--")
                     continue
                 value = f"{cell.value:.4f}"
-                value = rf"\textbf{{{value}}}" if cell.value == best[(c, m)] else value
+                value = rf"\textbf{{{value}}}" if value == f"{best[(c, m)]:.4f}" else value
                 extra = []
                 if cell.seed_sd is not None:
                     extra.append(rf"$\pm${cell.seed_sd:.4f}")
