@@ -93,8 +93,9 @@ def read_published(path: str | Path) -> list[Published]:
     """Read a CSV of reported numbers (columns :data:`PUBLISHED_COLUMNS`, optional ``note``).
 
     Raises:
-        ValueError: naming the file and line: a column missing, an empty cell, a database,
-            metric or evaluation not known, a value outside [0, 1], a number given twice.
+        ValueError: naming the file and line: a column missing, an empty cell, a line break in a
+            cell, a database, metric or evaluation not known, a value outside [0, 1], a number
+            given twice.
     """
     path = Path(path)
     if not path.is_file():
@@ -115,6 +116,9 @@ def read_published(path: str | Path) -> list[Published]:
             empty = [c for c in PUBLISHED_COLUMNS if not cells[c]]
             if empty:
                 raise ValueError(f"{where}: empty cells {empty}")
+            broken = [c for c, v in cells.items() if "\n" in v or "\r" in v]
+            if broken:  # it would end a LaTeX comment line and a Markdown row
+                raise ValueError(f"{where}: a line break inside cells {broken}")
             if cells["database"] not in ("composite", *DATASETS):
                 raise ValueError(
                     f"{where}: database {cells['database']!r} is not composite or one of "
