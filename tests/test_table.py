@@ -273,3 +273,12 @@ def test_values_that_print_the_same_are_bold_together(cde_runs, tmp_path):
         (table.table_latex(built), rf"\textbf{{{shown}}}"),
     ]:
         assert text.count(bold) == 2
+
+
+def test_a_published_file_separated_by_semicolons_is_refused_saying_so(tmp_path):
+    """A spreadsheet of a comma-decimal locale saves CSV with ';': the columns are there."""
+    path = tmp_path / "p.csv"
+    head = "method;protocol;database;metric;value;source;evaluation;note\n"
+    path.write_text(head + "M;cde3;composite;uf1;0.8;paper;pooled;\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path}: its columns are separated by ';'")):
+        table.read_published(path)

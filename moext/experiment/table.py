@@ -107,6 +107,8 @@ def read_published(path: str | Path) -> list[Published]:
     with path.open(newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is no column
         reader = csv.DictReader(f)
         missing = [c for c in PUBLISHED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing and len(reader.fieldnames or []) == 1 and ";" in reader.fieldnames[0]:
+            raise ValueError(f"{path}: its columns are separated by ';': save it with ','")
         if missing:
             raise ValueError(f"{path}: not a published-numbers file, missing columns {missing}")
         rows, seen = [], set()
