@@ -81,6 +81,7 @@ def test_the_shipped_published_numbers_read_and_hold_the_papers_headlines():
         ("M,cde3,composite,uf1,0.8,paper,best-epoch,", "'best-epoch'] not among"),
         ("M,cde3,composite,uf1,,paper,pooled,", "empty cells ['value']"),
         ("M,cde3,CASME2,uf1,0.8,paper,pooled,", "database 'CASME2' is not composite or one of"),
+        ("M,CDE3,composite,uf1,0.8,paper,pooled,", "protocol 'CDE3' is not one of cde3,"),
         ('M,cde3,composite,uf1,0.8,"paper\nTable 3",pooled,', "line break inside cells ['source']"),
     ],
 )

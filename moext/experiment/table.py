@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moext.data.protocols import PROTOCOLS
 from moext.data.readers import DATASETS
 from moext.experiment.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from moext.experiment.compare import (
@@ -94,8 +95,8 @@ def read_published(path: str | Path) -> list[Published]:
 
     Raises:
         ValueError: naming the file and line: a column missing, an empty cell, a line break in a
-            cell, a database, metric or evaluation not known, a value outside [0, 1], a number
-            given twice.
+            cell, a protocol, database, metric or evaluation not known, a value outside [0, 1],
+            a number given twice.
     """
     path = Path(path)
     if not path.is_file():
@@ -121,6 +122,10 @@ def read_published(path: str | Path) -> list[Published]:
             broken = [c for c, v in cells.items() if "\n" in v or "\r" in v]
             if broken:  # it would end a LaTeX comment line and a Markdown row
                 raise ValueError(f"{where}: a line break inside cells {broken}")
+            if cells["protocol"] not in PROTOCOLS:  # no run's: its row would never be shown
+                raise ValueError(
+                    f"{where}: protocol {cells['protocol']!r} is not one of {', '.join(PROTOCOLS)}"
+                )
             if cells["database"] not in ("composite", *DATASETS):
                 raise ValueError(
                     f"{where}: database {cells['database']!r} is not composite or one of "
