@@ -283,3 +283,14 @@ def test_a_published_file_separated_by_semicolons_is_refused_saying_so(tmp_path)
     path.write_text(head + "M;cde3;composite;uf1;0.8;paper;pooled;\n")
     with pytest.raises(ValueError, match=re.escape(f"{path}: its columns are separated by ';'")):
         table.read_published(path)
+
+
+def test_a_bar_in_a_name_keeps_the_markdown_row_s_cells(cde_runs, tmp_path):
+    path = tmp_path / "p.csv"
+    head = "method,protocol,database,metric,value,source,evaluation,note\n"
+    path.write_text(head + "A|B,cde3,composite,uf1,0.8,paper,pooled,\n")
+    result = compare.compare_runs(cde_runs, resamples=50, pairs=False)
+    text = table.table_markdown(table.build_table(result, "cde", table.read_published(path)))
+    row = next(line for line in text.splitlines() if line.startswith("| A"))
+    assert row.startswith(r"| A\|B | reported [1] | pooled | **0.8000** |")
+    assert row.replace(r"\|", "").count("|") == text.splitlines()[0].count("|")

@@ -378,9 +378,8 @@ def table_markdown(table: dict[str, Any]) -> str:
             if cell.ci is not None:
                 value += f" [{cell.ci[0]:.4f}, {cell.ci[1]:.4f}]"
             cells.append(value)
-        lines.append(
-            f"| {row.method} | {row.detail} | {row.evaluation} | " + " | ".join(cells) + " |"
-        )
+        text = [x.replace("|", r"\|") for x in (row.method, row.detail, row.evaluation)]
+        lines.append("| " + " | ".join(text + cells) + " |")
     lines.append("")
     lines += [f"[{i}] {source}" for i, source in enumerate(table["sources"], start=1)]
     lines += [f"- {r.method}: {r.note}" for r in table["rows"] if r.note]
