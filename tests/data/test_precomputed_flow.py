@@ -202,3 +202,12 @@ def test_greyscale_rgba_and_16_bit_files_are_named(tmp_path):
         ("samm/006/006_1_2", "006_006_1_2 .png", "3 channel(s) of 16 bits"),
     ]:
         assert f"{sample}: {folder / file} holds {stored}, expected 3 of 8 (RGB)" in message
+
+
+def test_a_samples_list_of_its_header_only_is_refused_naming_it(tmp_path):
+    """Not "0 samples" and every image "not a listed sample"."""
+    write_precomputed_flow(tmp_path, official_rows(per_dataset=1), "htnet")
+    listed = tmp_path / HTNET_LIST
+    listed.write_text(listed.read_text().splitlines()[0] + "\n")
+    with pytest.raises(DatasetError, match=f"^{listed}: the samples list holds its header only"):
+        precomputed_dm(tmp_path, HTNET).prepare_data()

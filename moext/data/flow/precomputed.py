@@ -165,6 +165,8 @@ def _rows(path: Path | None) -> list[tuple[str, str, str, str, str]]:
     header, body, first = lines[0], lines[1:], 2
     if header[0].strip().lower() not in COLUMNS["dataset"]:  # no header: the package's format
         header, body, first = ["dataset", "subject", "clip", "label"], lines, 1
+    if not body:
+        raise DatasetError(f"{path}: the samples list holds its header only, no sample")
     index = [_column(header, what, path) for what in ("dataset", "subject", "clip", "label")]
     out = []
     for number, row in enumerate(body, start=first):
