@@ -211,3 +211,11 @@ def test_a_samples_list_of_its_header_only_is_refused_naming_it(tmp_path):
     listed.write_text(listed.read_text().splitlines()[0] + "\n")
     with pytest.raises(DatasetError, match=f"^{listed}: the samples list holds its header only"):
         precomputed_dm(tmp_path, HTNET).prepare_data()
+
+
+def test_a_samples_list_separated_by_semicolons_is_refused_saying_so(tmp_path):
+    write_precomputed_flow(tmp_path, official_rows(per_dataset=1), "htnet")
+    listed = tmp_path / HTNET_LIST
+    listed.write_text(listed.read_text().replace(",", ";"))
+    with pytest.raises(DatasetError, match=f"^{listed}: its columns are separated by ';'"):
+        precomputed_dm(tmp_path, HTNET).prepare_data()

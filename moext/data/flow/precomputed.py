@@ -162,6 +162,8 @@ def _rows(path: Path | None) -> list[tuple[str, str, str, str, str]]:
         raise DatasetError(f"{path}: cannot read the samples list ({e})") from None
     if not lines:
         raise DatasetError(f"{path}: the samples list is empty")
+    if len(lines[0]) == 1 and ";" in lines[0][0]:
+        raise DatasetError(f"{path}: its columns are separated by ';': save it with ','")
     header, body, first = lines[0], lines[1:], 2
     if header[0].strip().lower() not in COLUMNS["dataset"]:  # no header: the package's format
         header, body, first = ["dataset", "subject", "clip", "label"], lines, 1
