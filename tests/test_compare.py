@@ -320,3 +320,15 @@ def test_output_into_a_closed_pipe_ends_quietly(runs, monkeypatch):
         patch.setattr(sys, "stdout", closed_pipe)
         code = cli(["compare", str(runs[0]), str(runs[1]), "--resamples", "50"])
     assert code == CLOSED_PIPE
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_out_into_a_file_is_refused_before_any_work(runs, tmp_path, capsys, inside):
+    """``--out`` naming a file (or a folder under one) is one line, exit 2, nothing printed."""
+    taken = tmp_path / "taken.md"
+    taken.write_text("mine")
+    out = taken / "sub" if inside else taken
+    assert cli(["compare", *map(str, runs[:2]), "--out", str(out), "--resamples", "50"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"moext compare: error: --out {out}: {taken} is a file, not a folder\n"
+    assert captured.out == "" and taken.read_text() == "mine"

@@ -80,6 +80,9 @@ def test_the_shipped_published_numbers_read_and_hold_the_papers_headlines():
         ("M,cde3,composite,uf1,83.01,paper,pooled,", "outside [0, 1]"),
         ("M,cde3,composite,uf1,0.8,paper,best-epoch,", "'best-epoch'] not among"),
         ("M,cde3,composite,uf1,,paper,pooled,", "empty cells ['value']"),
+        ("M,cde3,CASME2,uf1,0.8,paper,pooled,", "database 'CASME2' is not composite or one of"),
+        ("M,CDE3,composite,uf1,0.8,paper,pooled,", "protocol 'CDE3' is not one of cde3,"),
+        ('M,cde3,composite,uf1,0.8,"paper\nTable 3",pooled,', "line break inside cells ['source']"),
     ],
 )
 def test_a_malformed_published_file_is_refused_naming_the_line(tmp_path, line, error):
@@ -227,3 +230,67 @@ def test_methods_are_named_as_papers_print_them():
     assert _method_name("moext.tasks.MoExtClassifyTask") == "MoExt"
     assert _method_name("moext.tasks.STSTNetClassifyTask") == "STSTNet"
     assert _method_name("gone.module.OldClassifyTask") == "Old"  # a class that moved away
+
+
+def test_out_into_a_file_is_refused_before_any_work(cde_runs, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    argv = ["table", *map(str, cde_runs), "--layout", "cde", "--out", str(taken)]
+    assert cli([*argv, "--resamples", "50"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"moext table: error: --out {taken}: {taken} is a file, not a folder\n"
+    assert captured.out == "" and taken.read_text() == "mine"
+
+
+def test_a_published_file_saved_with_a_byte_order_mark_reads(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM; it is not part of the first column's name."""
+    path = tmp_path / "p.csv"
+    head = "method,protocol,database,metric,value,source,evaluation,note\n"
+    path.write_text("\ufeff" + head + "M,cde3,composite,uf1,0.8,paper,pooled,\n", encoding="utf-8")
+    (row,) = table.read_published(path)
+    assert (row.method, row.value) == ("M", 0.8)
+
+
+def test_a_published_file_not_in_utf8_is_refused_naming_it(tmp_path):
+    path = tmp_path / "p.csv"
+    head = "method,protocol,database,metric,value,source,evaluation,note\n"
+    path.write_bytes((head + "Müller,cde3,composite,uf1,0.8,paper,pooled,\n").encode("latin-1"))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: not UTF-8 text (byte ")):
+        table.read_published(path)
+
+
+def test_values_that_print_the_same_are_bold_together(cde_runs, tmp_path):
+    """A reported 4-digit number equal to ours as printed ties with it: both bold or neither."""
+    result = compare.compare_runs(cde_runs, resamples=50, pairs=False)
+    ours = result["runs"][0]["uf1"]
+    shown = f"{ours:.4f}"
+    assert float(shown) != ours  # ours has more digits than it prints
+    path = tmp_path / "p.csv"
+    head = "method,protocol,database,metric,value,source,evaluation,note\n"
+    path.write_text(head + f"M,cde3,composite,uf1,{shown},paper,pooled,\n")
+    built = table.build_table(result, "cde", table.read_published(path))
+    for text, bold in [
+        (table.table_markdown(built), f"**{shown}**"),
+        (table.table_latex(built), rf"\textbf{{{shown}}}"),
+    ]:
+        assert text.count(bold) == 2
+
+
+def test_a_published_file_separated_by_semicolons_is_refused_saying_so(tmp_path):
+    """A spreadsheet of a comma-decimal locale saves CSV with ';': the columns are there."""
+    path = tmp_path / "p.csv"
+    head = "method;protocol;database;metric;value;source;evaluation;note\n"
+    path.write_text(head + "M;cde3;composite;uf1;0.8;paper;pooled;\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path}: its columns are separated by ';'")):
+        table.read_published(path)
+
+
+def test_a_bar_in_a_name_keeps_the_markdown_row_s_cells(cde_runs, tmp_path):
+    path = tmp_path / "p.csv"
+    head = "method,protocol,database,metric,value,source,evaluation,note\n"
+    path.write_text(head + "A|B,cde3,composite,uf1,0.8,paper,pooled,\n")
+    result = compare.compare_runs(cde_runs, resamples=50, pairs=False)
+    text = table.table_markdown(table.build_table(result, "cde", table.read_published(path)))
+    row = next(line for line in text.splitlines() if line.startswith("| A"))
+    assert row.startswith(r"| A\|B | reported [1] | pooled | **0.8000** |")
+    assert row.replace(r"\|", "").count("|") == text.splitlines()[0].count("|")

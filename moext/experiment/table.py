@@ -32,8 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moext.data.protocols import PROTOCOLS
+from moext.data.readers import DATASETS
 from moext.experiment.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from moext.experiment.compare import (
+    check_out_folder,
     compare_runs,
     load_run,
     parse_with_resampling,
@@ -91,15 +94,22 @@ def read_published(path: str | Path) -> list[Published]:
     """Read a CSV of reported numbers (columns :data:`PUBLISHED_COLUMNS`, optional ``note``).
 
     Raises:
-        ValueError: naming the file and line: a column missing, an empty cell, a metric or
-            evaluation not known, a value outside [0, 1], a number given twice.
+        ValueError: naming the file and line: a column missing, an empty cell, a line break in a
+            cell, a protocol, database, metric or evaluation not known, a value outside [0, 1],
+            a number given twice.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such published-numbers file")
-    with path.open(newline="") as f:
+    try:
+        path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    with path.open(newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is no column
         reader = csv.DictReader(f)
         missing = [c for c in PUBLISHED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing and len(reader.fieldnames or []) == 1 and ";" in reader.fieldnames[0]:
+            raise ValueError(f"{path}: its columns are separated by ';': save it with ','")
         if missing:
             raise ValueError(f"{path}: not a published-numbers file, missing columns {missing}")
         rows, seen = [], set()
@@ -109,6 +119,18 @@ def read_published(path: str | Path) -> list[Published]:
             empty = [c for c in PUBLISHED_COLUMNS if not cells[c]]
             if empty:
                 raise ValueError(f"{where}: empty cells {empty}")
+            broken = [c for c, v in cells.items() if "\n" in v or "\r" in v]
+            if broken:  # it would end a LaTeX comment line and a Markdown row
+                raise ValueError(f"{where}: a line break inside cells {broken}")
+            if cells["protocol"] not in PROTOCOLS:  # no run's: its row would never be shown
+                raise ValueError(
+                    f"{where}: protocol {cells['protocol']!r} is not one of {', '.join(PROTOCOLS)}"
+                )
+            if cells["database"] not in ("composite", *DATASETS):
+                raise ValueError(
+                    f"{where}: database {cells['database']!r} is not composite or one of "
+                    f"{', '.join(DATASETS)}"
+                )
             if cells["metric"] not in ("uf1", "uar", "acc"):
                 raise ValueError(f"{where}: metric {cells['metric']!r} is not uf1, uar or acc")
             unknown = [e for e in cells["evaluation"].split("+") if e not in EVALUATIONS]
@@ -318,7 +340,7 @@ def build_table(
 
 
 def _best(table: dict[str, Any]) -> dict[tuple[str, str], float]:
-    """The largest value of each (column, metric)."""
+    """The largest value of each (column, metric); bold wherever a value prints as it does."""
     best: dict[tuple[str, str], float] = {}
     for row in table["rows"]:
         for key, cell in row.cells.items():
@@ -350,15 +372,14 @@ def table_markdown(table: dict[str, Any]) -> str:
                 cells.append("–")
                 continue
             value = f"{cell.value:.4f}"
-            value = f"**{value}**" if cell.value == best[key] else value
+            value = f"**{value}**" if value == f"{best[key]:.4f}" else value
             if cell.seed_sd is not None:
                 value += f" ±{cell.seed_sd:.4f}"
             if cell.ci is not None:
                 value += f" [{cell.ci[0]:.4f}, {cell.ci[1]:.4f}]"
             cells.append(value)
-        lines.append(
-            f"| {row.method} | {row.detail} | {row.evaluation} | " + " | ".join(cells) + " |"
-        )
+        text = [x.replace("|", r"\|") for x in (row.method, row.detail, row.evaluation)]
+        lines.append("| " + " | ".join(text + cells) + " |")
     lines.append("")
     lines += [f"[{i}] {source}" for i, source in enumerate(table["sources"], start=1)]
     lines += [f"- {r.method}: {r.note}" for r in table["rows"] if r.note]
@@ -426,7 +447,7 @@ def table_latex(table: dict[str, Any]) -> str:
                     cells.append("--")
                     continue
                 value = f"{cell.value:.4f}"
-                value = rf"\textbf{{{value}}}" if cell.value == best[(c, m)] else value
+                value = rf"\textbf{{{value}}}" if value == f"{best[(c, m)]:.4f}" else value
                 extra = []
                 if cell.seed_sd is not None:
                     extra.append(rf"$\pm${cell.seed_sd:.4f}")
@@ -528,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _table(a: argparse.Namespace) -> int:
+    if a.out:
+        check_out_folder(a.out)
     table = make_table(a.runs, a.layout, a.published, a.resamples, a.seed)
     print(FORMATS[a.format](table), end="")
     if a.out:

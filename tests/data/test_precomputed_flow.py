@@ -182,3 +182,40 @@ def test_bad_precomputed_settings_raise(tmp_path, options, message):
             protocol="synth-3", datasets=["synth"], flow_source="precomputed",
             precomputed=HTNET, flow_size=28, flow_scaling="minmax",
         )  # fmt: skip
+
+
+def test_greyscale_rgba_and_16_bit_files_are_named(tmp_path):
+    """Read as colour, a greyscale file would be served as u = v = strain, an RGBA one without
+    its alpha and a 16-bit one divided by 256: each is named instead."""
+    write_precomputed_flow(tmp_path, official_rows(per_dataset=2), "htnet")
+    folder = tmp_path / HTNET_FOLDER
+    cv2.imwrite(str(folder / "sub01_EP02_01f .png"), np.full((28, 28), 9, np.uint8))
+    cv2.imwrite(str(folder / "s01_s01_ne_01 .png"), np.full((28, 28, 4), 9, np.uint8))
+    cv2.imwrite(str(folder / "006_006_1_2 .png"), np.full((28, 28, 3), 900, np.uint16))
+    with pytest.raises(DatasetError) as raised:
+        precomputed_dm(tmp_path, HTNET).prepare_data()
+    message = str(raised.value)
+    assert "3 problem(s)" in message
+    for sample, file, stored in [
+        ("casme2/sub01/EP02_01f", "sub01_EP02_01f .png", "1 channel(s) of 8 bits"),
+        ("smic/s1/s1_ne_01", "s01_s01_ne_01 .png", "4 channel(s) of 8 bits"),
+        ("samm/006/006_1_2", "006_006_1_2 .png", "3 channel(s) of 16 bits"),
+    ]:
+        assert f"{sample}: {folder / file} holds {stored}, expected 3 of 8 (RGB)" in message
+
+
+def test_a_samples_list_of_its_header_only_is_refused_naming_it(tmp_path):
+    """Not "0 samples" and every image "not a listed sample"."""
+    write_precomputed_flow(tmp_path, official_rows(per_dataset=1), "htnet")
+    listed = tmp_path / HTNET_LIST
+    listed.write_text(listed.read_text().splitlines()[0] + "\n")
+    with pytest.raises(DatasetError, match=f"^{listed}: the samples list holds its header only"):
+        precomputed_dm(tmp_path, HTNET).prepare_data()
+
+
+def test_a_samples_list_separated_by_semicolons_is_refused_saying_so(tmp_path):
+    write_precomputed_flow(tmp_path, official_rows(per_dataset=1), "htnet")
+    listed = tmp_path / HTNET_LIST
+    listed.write_text(listed.read_text().replace(",", ";"))
+    with pytest.raises(DatasetError, match=f"^{listed}: its columns are separated by ';'"):
+        precomputed_dm(tmp_path, HTNET).prepare_data()

@@ -30,8 +30,8 @@ label``) or, by default, from the package's MEGC2019 list
 (the same clips, the same labels) and named as the database readers name them
 (``smic/s1/s1_ne_01``, ``samm/006/006_1_2``, ``casme2/sub01/EP02_01f``): the sample ids, subjects
 and LOSO folds of the computed path, so ``moext compare`` can put both side by side.
-:func:`check_folder` reports every listed file that is missing, unreadable or of another size,
-and every file the pattern matches that no sample claims, by name.
+:func:`check_folder` reports every listed file that is missing, unreadable, not 8-bit RGB or of
+another size, and every file the pattern matches that no sample claims, by name.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -161,9 +162,13 @@ def _rows(path: Path | None) -> list[tuple[str, str, str, str, str]]:
         raise DatasetError(f"{path}: cannot read the samples list ({e})") from None
     if not lines:
         raise DatasetError(f"{path}: the samples list is empty")
+    if len(lines[0]) == 1 and ";" in lines[0][0]:
+        raise DatasetError(f"{path}: its columns are separated by ';': save it with ','")
     header, body, first = lines[0], lines[1:], 2
     if header[0].strip().lower() not in COLUMNS["dataset"]:  # no header: the package's format
         header, body, first = ["dataset", "subject", "clip", "label"], lines, 1
+    if not body:
+        raise DatasetError(f"{path}: the samples list holds its header only, no sample")
     index = [_column(header, what, path) for what in ("dataset", "subject", "clip", "label")]
     out = []
     for number, row in enumerate(body, start=first):
@@ -225,6 +230,16 @@ def _glob(pattern: str) -> str:
     return re.sub(r"{\w*}", "*", pattern)
 
 
+def _not_rgb(path: Path) -> str | None:
+    """What the file holds when it is not 8-bit RGB (read as colour, grey would pass as u = v)."""
+    stored = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
+    channels = 1 if stored.ndim == 2 else stored.shape[2]
+    if channels == 3 and stored.dtype == np.uint8:
+        return None
+    bits = stored.dtype.itemsize * 8
+    return f"{path} holds {channels} channel(s) of {bits} bits, expected 3 of 8 (RGB)"
+
+
 def check_folder(
     listed: Sequence[Listed],
     folder: Path,
@@ -248,8 +263,8 @@ def check_folder(
         (N, 3, size, size) uint8, the files' RGB channels, in the order of ``listed``.
 
     Raises:
-        DatasetError: naming every missing, unreadable or wrongly sized file and every file
-            that no sample claims.
+        DatasetError: naming every missing, unreadable, not 8-bit RGB or wrongly sized file and
+            every file that no sample claims.
     """
     if not folder.is_dir():
         raise DatasetError(f"precomputed flow folder {folder} does not exist")
@@ -264,6 +279,10 @@ def check_folder(
             continue
         except OSError as e:
             problems.append(f"{item.sample.id}: {e}")
+            continue
+        stored = _not_rgb(path)
+        if stored:
+            problems.append(f"{item.sample.id}: {stored}")
             continue
         if image.shape[:2] != (size, size):
             h, w = image.shape[:2]
