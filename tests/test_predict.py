@@ -3,6 +3,7 @@ training path of each input (pairs, flow, clips), with and without annotations, 
 search, and one line naming the file for every recording or bundle it cannot use."""
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -292,6 +293,18 @@ def test_no_face_names_the_onset_of_frames_and_of_a_video(bundles, tmp_path, cap
     video = write_video([read_rgb(p) for p in sorted(folder.iterdir())], tmp_path / "noise.mp4")
     code, _, err = predict(capsys, "--bundle", dlib, "--video", video, "--onset", 1, "--apex", 2)
     assert code == 2 and f"no face found in {video} frame 1" in err and err.count("\n") == 1
+
+
+def test_a_failure_is_not_also_logged(bundles, tmp_path, capsys, caplog):
+    """The caches' "not prepared" warning printed the failure a second time, on its own line
+    before the error (naming the decoded frames' work folder): the command's stderr was two
+    lines (pytest's log capture hides it from ``err``)."""
+    dlib = with_data(bundles["pairs"], tmp_path, landmarks="dlib")
+    folder = noise_frames(tmp_path / "noise")
+    caplog.clear()
+    code, _, err = predict(capsys, "--bundle", dlib, "--frames", folder)
+    assert code == 2 and err.count("\n") == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 @pytest.mark.parametrize(
