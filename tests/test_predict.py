@@ -337,3 +337,24 @@ def test_predict_help_says_which_predict_is_which(capsys):
     assert "Without --bundle, `moext predict --config CONFIG ...` is LightningCLI's" in shown
     code, _, err = predict(capsys, "--config", "absent.yaml")
     assert code == 2 and "absent.yaml" in err  # LightningCLI's, as before
+
+
+def test_an_output_that_cannot_be_a_file_is_refused_before_predicting(
+    bundles, clip_dir, tmp_path, capsys
+):
+    """``--out`` naming a folder, or a path under a file, was a traceback (exit 1) after the
+    strip had been written beside it."""
+    folder = tmp_path / "taken.json"
+    folder.mkdir()
+    (tmp_path / "afile").write_text("")
+    annotated = ["--frames", clip_dir, "--onset", ONSET, "--apex", APEX]
+    cases = [
+        (["--out", folder], f"--out {folder}: a folder"),
+        (["--out", tmp_path / "afile" / "x.json"], f"{tmp_path / 'afile'} is a file, not a folder"),
+        (["--strip", folder], f"--strip {folder}: a folder"),
+    ]
+    for args, expected in cases:
+        code, _, err = predict(capsys, "--bundle", bundles["pairs"], *annotated, *args)
+        assert code == 2 and err.count("\n") == 1 and expected in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "taken.json"]
+    assert not list(folder.iterdir())
