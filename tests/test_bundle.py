@@ -210,3 +210,25 @@ def test_the_card_says_what_licences_the_weights_derive_from(exported):
 def test_a_seed_runs_bundle_names_its_run_and_seed(tmp_path):
     assert bundle.run_name(tmp_path / "moext_cde3" / "seed3") == "moext_cde3/seed3"
     assert bundle.run_name(tmp_path / "moext_cde3") == "moext_cde3"
+
+
+@pytest.mark.parametrize(
+    ("classes", "expected"),
+    [
+        (["negative", "positive", "surprise", "other"], "4 classes .* for a model of 3 classes"),
+        (["negative", "positive"], "2 classes .* for a model of 3 classes"),
+        (["negative", "negative", "surprise"], "not a list of distinct names"),
+        ("abc", "not a list of distinct names"),
+    ],
+)
+def test_class_names_that_do_not_fit_the_model_are_refused(exported, tmp_path, classes, expected):
+    """An edited ``classes`` loaded: ``moext predict`` then failed on 'zip() argument 2 is
+    shorter than argument 1', or gave one probability per letter of a string, or merged two
+    classes of one name."""
+    folder, _ = exported
+    copy = tmp_path / "bundle"
+    shutil.copytree(folder, copy)
+    manifest = json.loads((folder / BUNDLE_FILE).read_text())
+    (copy / BUNDLE_FILE).write_text(json.dumps({**manifest, "classes": classes}))
+    with pytest.raises(ValueError, match=f"{BUNDLE_FILE}: .*{expected}"):
+        load_bundle(copy)

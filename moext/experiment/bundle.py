@@ -324,6 +324,16 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     ]
     if missing:
         raise ValueError(f"{folder / BUNDLE_FILE}: damaged manifest, no {missing}")
+    classes = manifest["classes"]
+    if (
+        not isinstance(classes, list)
+        or not all(isinstance(c, str) for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise ValueError(
+            f"{folder / BUNDLE_FILE}: damaged manifest, its classes {classes!r} are not a list "
+            "of distinct names"
+        )
     return manifest
 
 
@@ -362,6 +372,12 @@ def load_bundle(source: str | Path, device: str | torch.device = "cpu") -> Bundl
             raise ValueError(
                 f"{folder}: {type(task).__name__} takes {task.inputs!r} inputs, the bundle "
                 f"says {manifest['inputs']!r}"
+            )
+        outputs = getattr(task, "num_classes", len(manifest["classes"]))
+        if outputs != len(manifest["classes"]):
+            raise ValueError(
+                f"{folder / BUNDLE_FILE}: {len(manifest['classes'])} classes "
+                f"{manifest['classes']}, for a model of {outputs} classes"
             )
         try:
             task.load_state_dict(read_weights(path), strict=True)
