@@ -232,3 +232,25 @@ def test_class_names_that_do_not_fit_the_model_are_refused(exported, tmp_path, c
     (copy / BUNDLE_FILE).write_text(json.dumps({**manifest, "classes": classes}))
     with pytest.raises(ValueError, match=f"{BUNDLE_FILE}: .*{expected}"):
         load_bundle(copy)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"members": []}, "its members are not a list of weights files"),
+        ({"members": [{"name": "final", "weights": WEIGHTS}]}, "its members are not a list"),
+        ({"members": [{"weights": None, "sha256": "0"}]}, "its members are not a list"),
+        ({"model": None}, "its model names no class"),
+        ({"data": {}}, "its data names no class"),
+    ],
+)
+def test_a_damaged_manifest_is_one_line_naming_it(exported, tmp_path, edit, expected):
+    """No members was a StopIteration traceback (the model's device), a member without its
+    SHA-256 a KeyError, a null model an AttributeError."""
+    folder, _ = exported
+    copy = tmp_path / "bundle"
+    shutil.copytree(folder, copy)
+    manifest = json.loads((folder / BUNDLE_FILE).read_text())
+    (copy / BUNDLE_FILE).write_text(json.dumps({**manifest, **edit}))
+    with pytest.raises(ValueError, match=f"{BUNDLE_FILE}: damaged manifest, {expected}"):
+        load_bundle(copy)

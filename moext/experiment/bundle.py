@@ -324,6 +324,24 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     ]
     if missing:
         raise ValueError(f"{folder / BUNDLE_FILE}: damaged manifest, no {missing}")
+    for section in ("model", "data"):
+        if not isinstance(manifest[section], dict) or not manifest[section].get("class_path"):
+            raise ValueError(
+                f"{folder / BUNDLE_FILE}: damaged manifest, its {section} names no class"
+            )
+    members = manifest["members"]
+    if (
+        not isinstance(members, list)
+        or not members
+        or not all(
+            isinstance(m, dict) and all(isinstance(m.get(k), str) for k in ("weights", "sha256"))
+            for m in members
+        )
+    ):
+        raise ValueError(
+            f"{folder / BUNDLE_FILE}: damaged manifest, its members are not a list of weights "
+            "files with their SHA-256"
+        )
     classes = manifest["classes"]
     if (
         not isinstance(classes, list)
