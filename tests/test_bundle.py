@@ -254,3 +254,18 @@ def test_a_damaged_manifest_is_one_line_naming_it(exported, tmp_path, edit, expe
     (copy / BUNDLE_FILE).write_text(json.dumps({**manifest, **edit}))
     with pytest.raises(ValueError, match=f"{BUNDLE_FILE}: damaged manifest, {expected}"):
         load_bundle(copy)
+
+
+def test_a_push_the_hub_refuses_is_one_line(exported, monkeypatch):
+    """No token, no network or a bad repository name was the Hub client's traceback."""
+    import huggingface_hub
+
+    class OfflineApi:
+        def create_repo(self, repo_id, **options):
+            raise huggingface_hub.errors.OfflineModeIsEnabled("Cannot reach https://huggingface.co")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    folder, _ = exported
+    with pytest.raises(ValueError, match="not pushed to the Hugging Face Hub repository 'lab/b'"):
+        bundle.push_bundle(folder, "lab/b")
+    assert read_manifest(folder)["kind"] == "final"

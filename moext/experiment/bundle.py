@@ -690,6 +690,9 @@ def push_bundle(folder: str | Path, repo_id: str, private: bool = True) -> str:
 
     The repository is created if needed. Needs a Hub token (``huggingface-cli login`` or
     ``HF_TOKEN``).
+
+    Raises:
+        ValueError: the Hub refused it or could not be reached (the folder is left as it is).
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -697,13 +700,21 @@ def push_bundle(folder: str | Path, repo_id: str, private: bool = True) -> str:
     import huggingface_hub
 
     api = huggingface_hub.HfApi()
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        repo_type="model",
-        commit_message=f"moext bundle ({manifest['kind']}) of {manifest['trained_on']['run']}",
-    )
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="model",
+            commit_message=f"moext bundle ({manifest['kind']}) of {manifest['trained_on']['run']}",
+        )
+    except Exception as e:  # no token, no network, no access, a bad repository name
+        raise ValueError(
+            f"{folder}: not pushed to the Hugging Face Hub repository {repo_id!r} "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); the bundle is written: "
+            f"push it with `hf upload {repo_id} {folder} --repo-type model"
+            f"{' --private' if private else ''}`"
+        ) from None
     return f"https://huggingface.co/{repo_id}"
 
 
