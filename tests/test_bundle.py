@@ -112,6 +112,10 @@ def test_export_refusals(trained_run, exported, tmp_path, capsys, monkeypatch):
     shutil.rmtree(copy / FINAL_DIR)
     assert main(["export", str(copy), "--out", str(tmp_path / "b")]) == 2
     assert "no final model" in capsys.readouterr().err
+    # under a file: was a NotADirectoryError traceback from the temporary folder
+    (tmp_path / "afile").write_text("")
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "afile" / "b")]) == 2
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
     # an AU detector's run (its predictions hold true_<AU> columns) is not a classifier's
     monkeypatch.setattr(bundle, "is_au_run", lambda columns: "label" in columns)
     assert main(["export", str(run_dir), "--out", str(tmp_path / "b")]) == 2
