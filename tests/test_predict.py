@@ -358,3 +358,13 @@ def test_an_output_that_cannot_be_a_file_is_refused_before_predicting(
         assert code == 2 and err.count("\n") == 1 and expected in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "taken.json"]
     assert not list(folder.iterdir())
+
+
+@pytest.mark.parametrize("fps", ["nan", "inf", "0"])
+def test_a_frame_rate_that_is_not_a_rate_is_refused(bundles, clip_dir, tmp_path, capsys, fps):
+    """``--fps nan`` was taken: the JSON written held ``"fps": NaN``, which is not JSON."""
+    out = tmp_path / "clip.json"
+    args = ["--frames", clip_dir, "--onset", ONSET, "--apex", APEX, "--fps", fps, "--out", out]
+    code, _, err = predict(capsys, "--bundle", bundles["pairs"], *args)
+    assert code == 2 and f"--fps {float(fps)}: a frame rate is a finite number > 0" in err, err
+    assert not out.exists()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -156,8 +157,8 @@ def read_footage(
     """
     if (frames is None) == (video is None):
         raise ValueError("give one recording: frames (a folder) or video (a file)")
-    if fps is not None and fps <= 0:
-        raise ValueError(f"--fps {fps}: a frame rate is > 0")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"--fps {fps}: a frame rate is a finite number > 0")
     if frames is not None:
         return read_frames(frames, fps)
     return decode_video(video, workdir / "frames", fps)
