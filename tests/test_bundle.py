@@ -273,3 +273,12 @@ def test_a_push_the_hub_refuses_is_one_line(exported, monkeypatch):
     with pytest.raises(ValueError, match="not pushed to the Hugging Face Hub repository 'lab/b'"):
         bundle.push_bundle(folder, "lab/b")
     assert read_manifest(folder)["kind"] == "final"
+
+
+def test_a_device_this_machine_lacks_is_one_line(exported):
+    """``moext predict --device gpu`` (or ``cuda`` without a GPU) was torch's traceback."""
+    folder, _ = exported
+    devices = ["gpu"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        with pytest.raises(ValueError, match=f"device '{device}': not usable here"):
+            load_bundle(folder, device=device)

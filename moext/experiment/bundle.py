@@ -368,13 +368,19 @@ def load_bundle(source: str | Path, device: str | torch.device = "cpu") -> Bundl
 
     Raises:
         FileNotFoundError: no such bundle.
-        ValueError: a damaged or foreign bundle, weights that changed since the export, or a
-            model this moext cannot build.
+        ValueError: a damaged or foreign bundle, weights that changed since the export, a
+            model this moext cannot build, or a device this machine does not have.
         CheckpointMismatchError: weights that do not fit the model the bundle describes.
     """
     # lazy: Lightning only when a bundle is loaded
     from lightning import LightningModule
 
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:  # not a device's name, or none on this machine
+        raise ValueError(
+            f"device {str(device)!r}: not usable here ({' '.join(str(e).split())})"
+        ) from None
     folder = resolve_bundle(source)
     manifest = read_manifest(folder)
     builder = _Builder("model", LightningModule)
