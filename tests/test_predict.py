@@ -344,20 +344,21 @@ def test_an_output_that_cannot_be_a_file_is_refused_before_predicting(
 ):
     """``--out`` naming a folder, or a path under a file, was a traceback (exit 1) after the
     strip had been written beside it."""
-    folder = tmp_path / "taken.json"
+    folder, strip = tmp_path / "taken.json", tmp_path / "taken.png"
     folder.mkdir()
+    strip.mkdir()
     (tmp_path / "afile").write_text("")
     annotated = ["--frames", clip_dir, "--onset", ONSET, "--apex", APEX]
     cases = [
         (["--out", folder], f"--out {folder}: a folder"),
         (["--out", tmp_path / "afile" / "x.json"], f"{tmp_path / 'afile'} is a file, not a folder"),
-        (["--strip", folder], f"--strip {folder}: a folder"),
+        (["--strip", strip], f"--strip {strip}: a folder"),
     ]
     for args, expected in cases:
         code, _, err = predict(capsys, "--bundle", bundles["pairs"], *annotated, *args)
         assert code == 2 and err.count("\n") == 1 and expected in err, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "taken.json"]
-    assert not list(folder.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "taken.json", "taken.png"]
+    assert not list(folder.iterdir()) and not list(strip.iterdir())
 
 
 @pytest.mark.parametrize("fps", ["nan", "inf", "0"])
@@ -368,3 +369,12 @@ def test_a_frame_rate_that_is_not_a_rate_is_refused(bundles, clip_dir, tmp_path,
     code, _, err = predict(capsys, "--bundle", bundles["pairs"], *args)
     assert code == 2 and f"--fps {float(fps)}: a frame rate is a finite number > 0" in err, err
     assert not out.exists()
+
+
+def test_a_strip_is_written_as_png_only(bundles, clip_dir, tmp_path, capsys):
+    """``--strip strip.jpg`` wrote PNG bytes under a .jpg name."""
+    strip = tmp_path / "strip.jpg"
+    args = ["--frames", clip_dir, "--onset", ONSET, "--apex", APEX, "--strip", strip]
+    code, _, err = predict(capsys, "--bundle", bundles["pairs"], *args)
+    assert code == 2 and f"--strip {strip}: the strip is a PNG image, write .png" in err, err
+    assert not strip.exists()

@@ -366,6 +366,8 @@ def _check_writable(option: str, path: Path) -> None:
 def _predict(a: argparse.Namespace) -> int:
     if a.out and Path(a.out).suffix not in (".json", ".csv"):
         raise ValueError(f"--out {a.out}: write .json or .csv")
+    if a.strip and Path(a.strip).suffix.lower() != ".png":
+        raise ValueError(f"--strip {a.strip}: the strip is a PNG image, write .png")
     strip = a.strip or (str(Path(a.out).with_suffix(".png")) if a.out else None)
     for option, target in (("--out", a.out), ("--strip", strip)):
         if target:
