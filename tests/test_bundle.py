@@ -282,3 +282,18 @@ def test_a_device_this_machine_lacks_is_one_line(exported):
     for device in devices:
         with pytest.raises(ValueError, match=f"device '{device}': not usable here"):
             load_bundle(folder, device=device)
+
+
+def test_a_manifest_that_is_not_json_says_to_export_again(exported, tmp_path):
+    """It said "damaged record ...; delete its folder to redo that stage" (a run folder's
+    advice): deleting a bundle's folder deletes the bundle."""
+    folder, _ = exported
+    copy = tmp_path / "bundle"
+    shutil.copytree(folder, copy)
+    (copy / BUNDLE_FILE).write_text((folder / BUNDLE_FILE).read_text()[:300])
+    with pytest.raises(ValueError, match=f"{BUNDLE_FILE}: damaged manifest, not JSON") as raised:
+        load_bundle(copy)
+    assert "export it again" in str(raised.value) and "delete" not in str(raised.value)
+    (copy / BUNDLE_FILE).write_text("[1]")
+    with pytest.raises(ValueError, match="damaged manifest, not a JSON object; export it again"):
+        load_bundle(copy)

@@ -310,9 +310,15 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         FileNotFoundError: not a bundle folder.
         ValueError: a damaged manifest, or one of a later bundle layout.
     """
-    manifest = read_json_record(folder / BUNDLE_FILE)
-    if manifest is None:
+    path = folder / BUNDLE_FILE
+    if not path.is_file():
         raise FileNotFoundError(f"{folder}: not a moext bundle (no {BUNDLE_FILE})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: damaged manifest, not JSON ({e}); export it again") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: damaged manifest, not a JSON object; export it again")
     layout = manifest.get("moext_bundle")
     if not isinstance(layout, int) or layout > BUNDLE_FORMAT:
         raise ValueError(
