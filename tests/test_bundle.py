@@ -112,6 +112,10 @@ def test_export_refusals(trained_run, exported, tmp_path, capsys, monkeypatch):
     shutil.rmtree(copy / FINAL_DIR)
     assert main(["export", str(copy), "--out", str(tmp_path / "b")]) == 2
     assert "no final model" in capsys.readouterr().err
+    # under a file: was a NotADirectoryError traceback from the temporary folder
+    (tmp_path / "afile").write_text("")
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "afile" / "b")]) == 2
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
     # an AU detector's run (its predictions hold true_<AU> columns) is not a classifier's
     monkeypatch.setattr(bundle, "is_au_run", lambda columns: "label" in columns)
     assert main(["export", str(run_dir), "--out", str(tmp_path / "b")]) == 2
@@ -210,3 +214,86 @@ def test_the_card_says_what_licences_the_weights_derive_from(exported):
 def test_a_seed_runs_bundle_names_its_run_and_seed(tmp_path):
     assert bundle.run_name(tmp_path / "moext_cde3" / "seed3") == "moext_cde3/seed3"
     assert bundle.run_name(tmp_path / "moext_cde3") == "moext_cde3"
+
+
+@pytest.mark.parametrize(
+    ("classes", "expected"),
+    [
+        (["negative", "positive", "surprise", "other"], "4 classes .* for a model of 3 classes"),
+        (["negative", "positive"], "2 classes .* for a model of 3 classes"),
+        (["negative", "negative", "surprise"], "not a list of distinct names"),
+        ("abc", "not a list of distinct names"),
+    ],
+)
+def test_class_names_that_do_not_fit_the_model_are_refused(exported, tmp_path, classes, expected):
+    """An edited ``classes`` loaded: ``moext predict`` then failed on 'zip() argument 2 is
+    shorter than argument 1', or gave one probability per letter of a string, or merged two
+    classes of one name."""
+    folder, _ = exported
+    copy = tmp_path / "bundle"
+    shutil.copytree(folder, copy)
+    manifest = json.loads((folder / BUNDLE_FILE).read_text())
+    (copy / BUNDLE_FILE).write_text(json.dumps({**manifest, "classes": classes}))
+    with pytest.raises(ValueError, match=f"{BUNDLE_FILE}: .*{expected}"):
+        load_bundle(copy)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"members": []}, "its members are not a list of weights files"),
+        ({"members": [{"name": "final", "weights": WEIGHTS}]}, "its members are not a list"),
+        ({"members": [{"weights": None, "sha256": "0"}]}, "its members are not a list"),
+        ({"model": None}, "its model names no class"),
+        ({"data": {}}, "its data names no class"),
+    ],
+)
+def test_a_damaged_manifest_is_one_line_naming_it(exported, tmp_path, edit, expected):
+    """No members was a StopIteration traceback (the model's device), a member without its
+    SHA-256 a KeyError, a null model an AttributeError."""
+    folder, _ = exported
+    copy = tmp_path / "bundle"
+    shutil.copytree(folder, copy)
+    manifest = json.loads((folder / BUNDLE_FILE).read_text())
+    (copy / BUNDLE_FILE).write_text(json.dumps({**manifest, **edit}))
+    with pytest.raises(ValueError, match=f"{BUNDLE_FILE}: damaged manifest, {expected}"):
+        load_bundle(copy)
+
+
+def test_a_push_the_hub_refuses_is_one_line(exported, monkeypatch):
+    """No token, no network or a bad repository name was the Hub client's traceback."""
+    import huggingface_hub
+
+    class OfflineApi:
+        def create_repo(self, repo_id, **options):
+            raise huggingface_hub.errors.OfflineModeIsEnabled("Cannot reach https://huggingface.co")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    folder, _ = exported
+    with pytest.raises(ValueError, match="not pushed to the Hugging Face Hub repository 'lab/b'"):
+        bundle.push_bundle(folder, "lab/b")
+    assert read_manifest(folder)["kind"] == "final"
+
+
+def test_a_device_this_machine_lacks_is_one_line(exported):
+    """``moext predict --device gpu`` (or ``cuda`` without a GPU) was torch's traceback."""
+    folder, _ = exported
+    devices = ["gpu"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        with pytest.raises(ValueError, match=f"device '{device}': not usable here"):
+            load_bundle(folder, device=device)
+
+
+def test_a_manifest_that_is_not_json_says_to_export_again(exported, tmp_path):
+    """It said "damaged record ...; delete its folder to redo that stage" (a run folder's
+    advice): deleting a bundle's folder deletes the bundle."""
+    folder, _ = exported
+    copy = tmp_path / "bundle"
+    shutil.copytree(folder, copy)
+    (copy / BUNDLE_FILE).write_text((folder / BUNDLE_FILE).read_text()[:300])
+    with pytest.raises(ValueError, match=f"{BUNDLE_FILE}: damaged manifest, not JSON") as raised:
+        load_bundle(copy)
+    assert "export it again" in str(raised.value) and "delete" not in str(raised.value)
+    (copy / BUNDLE_FILE).write_text("[1]")
+    with pytest.raises(ValueError, match="damaged manifest, not a JSON object; export it again"):
+        load_bundle(copy)

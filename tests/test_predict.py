@@ -3,6 +3,7 @@ training path of each input (pairs, flow, clips), with and without annotations, 
 search, and one line naming the file for every recording or bundle it cannot use."""
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -294,6 +295,18 @@ def test_no_face_names_the_onset_of_frames_and_of_a_video(bundles, tmp_path, cap
     assert code == 2 and f"no face found in {video} frame 1" in err and err.count("\n") == 1
 
 
+def test_a_failure_is_not_also_logged(bundles, tmp_path, capsys, caplog):
+    """The caches' "not prepared" warning printed the failure a second time, on its own line
+    before the error (naming the decoded frames' work folder): the command's stderr was two
+    lines (pytest's log capture hides it from ``err``)."""
+    dlib = with_data(bundles["pairs"], tmp_path, landmarks="dlib")
+    folder = noise_frames(tmp_path / "noise")
+    caplog.clear()
+    code, _, err = predict(capsys, "--bundle", dlib, "--frames", folder)
+    assert code == 2 and err.count("\n") == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
@@ -324,3 +337,44 @@ def test_predict_help_says_which_predict_is_which(capsys):
     assert "Without --bundle, `moext predict --config CONFIG ...` is LightningCLI's" in shown
     code, _, err = predict(capsys, "--config", "absent.yaml")
     assert code == 2 and "absent.yaml" in err  # LightningCLI's, as before
+
+
+def test_an_output_that_cannot_be_a_file_is_refused_before_predicting(
+    bundles, clip_dir, tmp_path, capsys
+):
+    """``--out`` naming a folder, or a path under a file, was a traceback (exit 1) after the
+    strip had been written beside it."""
+    folder, strip = tmp_path / "taken.json", tmp_path / "taken.png"
+    folder.mkdir()
+    strip.mkdir()
+    (tmp_path / "afile").write_text("")
+    annotated = ["--frames", clip_dir, "--onset", ONSET, "--apex", APEX]
+    cases = [
+        (["--out", folder], f"--out {folder}: a folder"),
+        (["--out", tmp_path / "afile" / "x.json"], f"{tmp_path / 'afile'} is a file, not a folder"),
+        (["--strip", strip], f"--strip {strip}: a folder"),
+    ]
+    for args, expected in cases:
+        code, _, err = predict(capsys, "--bundle", bundles["pairs"], *annotated, *args)
+        assert code == 2 and err.count("\n") == 1 and expected in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "taken.json", "taken.png"]
+    assert not list(folder.iterdir()) and not list(strip.iterdir())
+
+
+@pytest.mark.parametrize("fps", ["nan", "inf", "0"])
+def test_a_frame_rate_that_is_not_a_rate_is_refused(bundles, clip_dir, tmp_path, capsys, fps):
+    """``--fps nan`` was taken: the JSON written held ``"fps": NaN``, which is not JSON."""
+    out = tmp_path / "clip.json"
+    args = ["--frames", clip_dir, "--onset", ONSET, "--apex", APEX, "--fps", fps, "--out", out]
+    code, _, err = predict(capsys, "--bundle", bundles["pairs"], *args)
+    assert code == 2 and f"--fps {float(fps)}: a frame rate is a finite number > 0" in err, err
+    assert not out.exists()
+
+
+def test_a_strip_is_written_as_png_only(bundles, clip_dir, tmp_path, capsys):
+    """``--strip strip.jpg`` wrote PNG bytes under a .jpg name."""
+    strip = tmp_path / "strip.jpg"
+    args = ["--frames", clip_dir, "--onset", ONSET, "--apex", APEX, "--strip", strip]
+    code, _, err = predict(capsys, "--bundle", bundles["pairs"], *args)
+    assert code == 2 and f"--strip {strip}: the strip is a PNG image, write .png" in err, err
+    assert not strip.exists()

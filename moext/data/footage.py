@@ -34,6 +34,7 @@ the file, and the frame of a video.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from moext.data import entries
 from moext.data.clips.cache import ClipCache, prepare_clips
 from moext.data.entries import PrepareReport, safe_name
 from moext.data.faces import make_detector
@@ -258,7 +260,8 @@ def prepare_crops(
     Raises:
         FootageError: no face on an onset, an unreadable frame, frames of different sizes.
     """
-    report = prepare(samples, cache_root, settings, detector=detector, progress=False)
+    with _failures_raised():
+        report = prepare(samples, cache_root, settings, detector=detector, progress=False)
     raise_failures(footage, report)
 
 
@@ -299,7 +302,8 @@ def onset_motion(
     window = footage.sample(onset, last, last)
     prepare_crops(footage, [window], cache_root, settings, detector)
     frames = max(3, sum(onset <= n <= last for n in footage.numbers))
-    report = prepare_clips([window], cache_root, settings, frames, detector, progress=False)
+    with _failures_raised():
+        report = prepare_clips([window], cache_root, settings, frames, detector, progress=False)
     raise_failures(footage, report)
     return motion(ClipCache(cache_root, settings, frames).get(window))
 
@@ -438,7 +442,7 @@ def footage_batches(
     dm.cache_dir, dm.fold = str(cache_root), fold_id(sample)
     dm.num_workers = dm.prepare_workers = 0
     try:
-        with _without_progress_bars():
+        with _without_progress_bars(), _failures_raised():
             dm.prepare_data()
     except DatasetError as e:
         lines = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
@@ -453,6 +457,22 @@ def footage_batches(
         batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
         batches.append(dm.on_after_batch_transfer(batch, 0))
     return batches
+
+
+@contextmanager
+def _failures_raised() -> Iterator[None]:
+    """Silence the caches' warning of each entry not prepared while a footage clip is made.
+
+    A footage failure is raised as one line naming the file (:func:`raise_failures`); the
+    warning would print it a second time, naming the work folder's decoded frames.
+    """
+    logger = logging.getLogger(entries.__name__)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextmanager

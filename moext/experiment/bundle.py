@@ -310,9 +310,15 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         FileNotFoundError: not a bundle folder.
         ValueError: a damaged manifest, or one of a later bundle layout.
     """
-    manifest = read_json_record(folder / BUNDLE_FILE)
-    if manifest is None:
+    path = folder / BUNDLE_FILE
+    if not path.is_file():
         raise FileNotFoundError(f"{folder}: not a moext bundle (no {BUNDLE_FILE})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: damaged manifest, not JSON ({e}); export it again") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: damaged manifest, not a JSON object; export it again")
     layout = manifest.get("moext_bundle")
     if not isinstance(layout, int) or layout > BUNDLE_FORMAT:
         raise ValueError(
@@ -324,6 +330,34 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     ]
     if missing:
         raise ValueError(f"{folder / BUNDLE_FILE}: damaged manifest, no {missing}")
+    for section in ("model", "data"):
+        if not isinstance(manifest[section], dict) or not manifest[section].get("class_path"):
+            raise ValueError(
+                f"{folder / BUNDLE_FILE}: damaged manifest, its {section} names no class"
+            )
+    members = manifest["members"]
+    if (
+        not isinstance(members, list)
+        or not members
+        or not all(
+            isinstance(m, dict) and all(isinstance(m.get(k), str) for k in ("weights", "sha256"))
+            for m in members
+        )
+    ):
+        raise ValueError(
+            f"{folder / BUNDLE_FILE}: damaged manifest, its members are not a list of weights "
+            "files with their SHA-256"
+        )
+    classes = manifest["classes"]
+    if (
+        not isinstance(classes, list)
+        or not all(isinstance(c, str) for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise ValueError(
+            f"{folder / BUNDLE_FILE}: damaged manifest, its classes {classes!r} are not a list "
+            "of distinct names"
+        )
     return manifest
 
 
@@ -340,13 +374,19 @@ def load_bundle(source: str | Path, device: str | torch.device = "cpu") -> Bundl
 
     Raises:
         FileNotFoundError: no such bundle.
-        ValueError: a damaged or foreign bundle, weights that changed since the export, or a
-            model this moext cannot build.
+        ValueError: a damaged or foreign bundle, weights that changed since the export, a
+            model this moext cannot build, or a device this machine does not have.
         CheckpointMismatchError: weights that do not fit the model the bundle describes.
     """
     # lazy: Lightning only when a bundle is loaded
     from lightning import LightningModule
 
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:  # not a device's name, or none on this machine
+        raise ValueError(
+            f"device {str(device)!r}: not usable here ({' '.join(str(e).split())})"
+        ) from None
     folder = resolve_bundle(source)
     manifest = read_manifest(folder)
     builder = _Builder("model", LightningModule)
@@ -362,6 +402,12 @@ def load_bundle(source: str | Path, device: str | torch.device = "cpu") -> Bundl
             raise ValueError(
                 f"{folder}: {type(task).__name__} takes {task.inputs!r} inputs, the bundle "
                 f"says {manifest['inputs']!r}"
+            )
+        outputs = getattr(task, "num_classes", len(manifest["classes"]))
+        if outputs != len(manifest["classes"]):
+            raise ValueError(
+                f"{folder / BUNDLE_FILE}: {len(manifest['classes'])} classes "
+                f"{manifest['classes']}, for a model of {outputs} classes"
             )
         try:
             task.load_state_dict(read_weights(path), strict=True)
@@ -628,6 +674,9 @@ def export_bundle(run_dir: str | Path, out: str | Path, ensemble: bool = False) 
     run_dir, out = Path(run_dir), Path(out)
     if out.exists():
         raise ValueError(f"{out} exists: export into a new folder (or delete it first)")
+    above = next(p for p in out.absolute().parents if p.exists())
+    if not above.is_dir():
+        raise ValueError(f"--out {out}: {above} is a file, not a folder")
     run = verify_run(run_dir)
     if is_au_run(run.predictions.columns):
         raise ValueError(
@@ -656,6 +705,9 @@ def push_bundle(folder: str | Path, repo_id: str, private: bool = True) -> str:
 
     The repository is created if needed. Needs a Hub token (``huggingface-cli login`` or
     ``HF_TOKEN``).
+
+    Raises:
+        ValueError: the Hub refused it or could not be reached (the folder is left as it is).
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -663,13 +715,21 @@ def push_bundle(folder: str | Path, repo_id: str, private: bool = True) -> str:
     import huggingface_hub
 
     api = huggingface_hub.HfApi()
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        repo_type="model",
-        commit_message=f"moext bundle ({manifest['kind']}) of {manifest['trained_on']['run']}",
-    )
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="model",
+            commit_message=f"moext bundle ({manifest['kind']}) of {manifest['trained_on']['run']}",
+        )
+    except Exception as e:  # no token, no network, no access, a bad repository name
+        raise ValueError(
+            f"{folder}: not pushed to the Hugging Face Hub repository {repo_id!r} "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); the bundle is written: "
+            f"push it with `hf upload {repo_id} {folder} --repo-type model"
+            f"{' --private' if private else ''}`"
+        ) from None
     return f"https://huggingface.co/{repo_id}"
 
 

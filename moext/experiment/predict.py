@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -156,8 +157,8 @@ def read_footage(
     """
     if (frames is None) == (video is None):
         raise ValueError("give one recording: frames (a folder) or video (a file)")
-    if fps is not None and fps <= 0:
-        raise ValueError(f"--fps {fps}: a frame rate is > 0")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"--fps {fps}: a frame rate is a finite number > 0")
     if frames is not None:
         return read_frames(frames, fps)
     return decode_video(video, workdir / "frames", fps)
@@ -349,10 +350,28 @@ def wants_bundle(argv: list[str]) -> bool:
     return asks_help and not any(a in ("-c", "--config") or a.startswith("--config=") for a in argv)
 
 
+def _check_writable(option: str, path: Path) -> None:
+    """Refuse an output that cannot be written as a file, before anything is predicted.
+
+    Raises:
+        ValueError: ``path`` is a folder, or lies under a file.
+    """
+    if path.is_dir():
+        raise ValueError(f"{option} {path}: a folder; name the file to write")
+    folder = next(p for p in path.absolute().parents if p.exists())
+    if not folder.is_dir():
+        raise ValueError(f"{option} {path}: {folder} is a file, not a folder")
+
+
 def _predict(a: argparse.Namespace) -> int:
     if a.out and Path(a.out).suffix not in (".json", ".csv"):
         raise ValueError(f"--out {a.out}: write .json or .csv")
+    if a.strip and Path(a.strip).suffix.lower() != ".png":
+        raise ValueError(f"--strip {a.strip}: the strip is a PNG image, write .png")
     strip = a.strip or (str(Path(a.out).with_suffix(".png")) if a.out else None)
+    for option, target in (("--out", a.out), ("--strip", strip)):
+        if target:
+            _check_writable(option, Path(target))
     began = time.perf_counter()
     model = load_bundle(a.bundle, device=a.device)
     loaded = time.perf_counter() - began
