@@ -119,8 +119,8 @@ def test_a_seed_parent_with_seeds_of_other_samples_is_refused(tmp_path):
         compare.load_run(relabelled)
 
 
-@pytest.mark.filterwarnings("ignore:MoExtClassifyTask. no pretrained checkpoint")
-def test_loso_seeds_trains_one_run_folder_per_seed(synth_root, tmp_path, monkeypatch, capsys):
+def classify_experiment(synth_root, tmp_path, monkeypatch):
+    """The tests' classification experiment without pretraining, its runs under ``tmp_path``."""
     monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
     monkeypatch.chdir(CONF.parent.parent)
     text = (CONF / "classify.yaml").read_text().replace("out_dir: runs", f"out_dir: {tmp_path}")
@@ -128,6 +128,12 @@ def test_loso_seeds_trains_one_run_folder_per_seed(synth_root, tmp_path, monkeyp
     text = text.replace("pretrain_config: tests/conf/pretrain.yaml", "pretrain_config: null")
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(text.replace("wandb: offline", "wandb: disabled"))
+    return cfg
+
+
+@pytest.mark.filterwarnings("ignore:MoExtClassifyTask. no pretrained checkpoint")
+def test_loso_seeds_trains_one_run_folder_per_seed(synth_root, tmp_path, monkeypatch, capsys):
+    cfg = classify_experiment(synth_root, tmp_path, monkeypatch)
     argv = ["loso", "--config", str(cfg), "--seeds", "0,1", "--", "--trainer.max_epochs", "1"]
     assert cli(argv) == 0
     out = capsys.readouterr().out
@@ -156,13 +162,7 @@ def test_a_seed_parent_is_never_made_a_run_folder_by_a_command_without_seeds(
     """`moext loso --report` (or training) without --seeds after `--seeds` would record the
     experiment in the seed parent: `moext table` / `compare` of the parent would then read it as
     a plain (empty) run instead of the mean over the seeds."""
-    monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))
-    monkeypatch.chdir(CONF.parent.parent)
-    text = (CONF / "classify.yaml").read_text().replace("out_dir: runs", f"out_dir: {tmp_path}")
-    text = text.replace("net: net.yaml", f"net: {CONF / 'net.yaml'}")
-    text = text.replace("pretrain_config: tests/conf/pretrain.yaml", "pretrain_config: null")
-    cfg = tmp_path / "exp.yaml"
-    cfg.write_text(text.replace("wandb: offline", "wandb: disabled"))
+    cfg = classify_experiment(synth_root, tmp_path, monkeypatch)
     parent = tmp_path / "test_loso"
     for k in (0, 1):
         make_run(parent, f"seed{k}", 0.8, seed=k)
