@@ -20,6 +20,7 @@ Each handler imports its command's module when it runs, so ``moext --help`` and 
 from __future__ import annotations
 
 import difflib
+import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,52 +65,9 @@ def _predict(argv: list[str]) -> int | None:
     return _lightning("predict", argv)
 
 
-def _loso(argv: list[str]) -> int | None:
-    from moext.experiment import loso
-
-    return loso.main(argv)
-
-
-def _prepare(argv: list[str]) -> int | None:
-    from moext.experiment import prepare
-
-    return prepare.main(argv)
-
-
-def _export(argv: list[str]) -> int | None:
-    from moext.experiment import bundle
-
-    return bundle.main(argv)
-
-
-def _compare(argv: list[str]) -> int | None:
-    from moext.experiment import compare
-
-    return compare.main(argv)
-
-
-def _table(argv: list[str]) -> int | None:
-    from moext.experiment import table
-
-    return table.main(argv)
-
-
-def _demo(argv: list[str]) -> int | None:
-    from moext.experiment import demo
-
-    return demo.main(argv)
-
-
-def _synth(argv: list[str]) -> int | None:
-    from moext.data import synth
-
-    return synth.main(argv)
-
-
-def _flow_analysis(argv: list[str]) -> int | None:
-    from moext.experiment import flow_analysis
-
-    return flow_analysis.main(argv)
+def _module_main(module: str, argv: list[str]) -> int | None:
+    """``module.main(argv)``, the module imported only now (with it, torch and Lightning)."""
+    return importlib.import_module(module).main(argv)
 
 
 DATA_USAGE = "usage: moext data summary --dataset NAME --root PATH [--protocol P] [--json]"
@@ -157,18 +115,46 @@ COMMANDS = (
         "a bundle on a recording (--bundle); else a held-out subject (LightningCLI)",
         _predict,
     ),
-    Command("loso", "every leave-one-subject-out fold of an experiment, pooled", _loso),
-    Command("prepare", "align the faces and cache what an experiment needs", _prepare),
-    Command("export", "a run's trained model as a bundle (weights, config, model card)", _export),
-    Command("compare", "finished LOSO runs side by side: CIs and paired tests", _compare),
-    Command("table", "a paper's results table from runs, reported numbers beside", _table),
-    Command("demo", "every method on a generated database, on a CPU, in minutes", _demo),
+    Command(
+        "loso",
+        "every leave-one-subject-out fold of an experiment, pooled",
+        partial(_module_main, "moext.experiment.loso"),
+    ),
+    Command(
+        "prepare",
+        "align the faces and cache what an experiment needs",
+        partial(_module_main, "moext.experiment.prepare"),
+    ),
+    Command(
+        "export",
+        "a run's trained model as a bundle (weights, config, model card)",
+        partial(_module_main, "moext.experiment.bundle"),
+    ),
+    Command(
+        "compare",
+        "finished LOSO runs side by side: CIs and paired tests",
+        partial(_module_main, "moext.experiment.compare"),
+    ),
+    Command(
+        "table",
+        "a paper's results table from runs, reported numbers beside",
+        partial(_module_main, "moext.experiment.table"),
+    ),
+    Command(
+        "demo",
+        "every method on a generated database, on a CPU, in minutes",
+        partial(_module_main, "moext.experiment.demo"),
+    ),
     Command("data", "data summary: what a database holds, rejected and corrected rows", _data),
-    Command("synth", "write the generated (synthetic) database", _synth),
+    Command(
+        "synth",
+        "write the generated (synthetic) database",
+        partial(_module_main, "moext.data.synth"),
+    ),
     Command(
         "flow-analysis",
         "the pseudo apex N from optical flow (the paper's Figure 6)",
-        _flow_analysis,
+        partial(_module_main, "moext.experiment.flow_analysis"),
     ),
     Command("validate", "", _refuse_validate, listed=False),
 )
