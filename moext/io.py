@@ -1,5 +1,8 @@
 """Atomic file writes that respect the umask: the one way the package writes a file it keeps.
 
+And :func:`check_output`, which refuses an output path that cannot be written before a command
+does its work.
+
 A file is written to a temporary name in its own folder and moved into place with
 :func:`os.replace`, so a reader never sees half of it and an interrupted write (a signal, a full
 disk) leaves the old file, or none, and no temporary file. The temporary file is created with
@@ -66,3 +69,30 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
             np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 
     return atomic_write(path, write)
+
+
+def check_output(option: str, path: str | Path, *, folder: bool) -> Path:
+    """Refuse, before any work, an output path a command could not write.
+
+    Args:
+        option: the command-line option that named it (``--out``), for the message.
+        path: a file to write, or a folder to write files in (made if missing).
+        folder: ``path`` names a folder (else a file).
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        ValueError: one line: a file's path names a folder, or the nearest existing path at or
+            above the folder to write in is a file or cannot be written.
+    """
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise ValueError(f"{option} {path}: a folder; name the file to write")
+    above = path.absolute() if folder else path.absolute().parent
+    existing = next(p for p in (above, *above.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: cannot write in {existing}")
+    return path

@@ -66,7 +66,7 @@ from moext.experiment.results import (
     verify_run,
 )
 from moext.experiment.run_folder import flatten
-from moext.io import atomic_write_text
+from moext.io import atomic_write_text, check_output
 from moext.tasks.checkpoints import CheckpointMismatchError
 
 #: The bundle's manifest.
@@ -674,9 +674,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, ensemble: bool = False) 
     run_dir, out = Path(run_dir), Path(out)
     if out.exists():
         raise ValueError(f"{out} exists: export into a new folder (or delete it first)")
-    above = next(p for p in out.absolute().parents if p.exists())
-    if not above.is_dir():
-        raise ValueError(f"--out {out}: {above} is a file, not a folder")
+    check_output("--out", out, folder=True)
     run = verify_run(run_dir)
     if is_au_run(run.predictions.columns):
         raise ValueError(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +48,7 @@ from moext.experiment.run_folder import EXPERIMENT_FILE, fingerprint
 from moext.experiment.seeds import seed_folders, seed_statistics
 from moext.experiment.settings import LosoSettings
 from moext.experiment.tracking import quiet_stages, wandb_mode
-from moext.io import atomic_write
+from moext.io import atomic_write, check_output
 
 COMPARED = ("uf1", "uar")  # the scores of the paired tests
 
@@ -111,21 +110,6 @@ def load_run(run_dir: str | Path) -> Run:
         .get("classify", {})
         .get("data.init_args.protocol"),
     )
-
-
-def check_out_folder(out: str | Path) -> Path:
-    """``--out``'s folder, checked before any work: it, or the folder it will be made in.
-
-    Raises:
-        ValueError: it (or the nearest existing path above it) is a file, or cannot be written.
-    """
-    path = Path(out)
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise ValueError(f"--out {out}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out}: cannot write in {existing}")
-    return path
 
 
 def run_arguments(paths: list[str | Path], command: str) -> list[Path]:
@@ -599,7 +583,7 @@ def parse_with_resampling(
 def _compare(a: argparse.Namespace) -> int:
     """Compare, print, and write or log what the options ask for."""
     if a.out:
-        check_out_folder(a.out)
+        check_output("--out", a.out, folder=True)
     runs = [load_run(d) for d in run_arguments(a.runs, "compare")]
     notes = sys.stderr if a.json else sys.stdout
     for run in runs:

@@ -54,7 +54,7 @@ from moext.data.footage import (
 from moext.data.pairs.datamodule import MERDataModule
 from moext.experiment.bundle import BundleModel, load_bundle
 from moext.experiment.errors import run_command
-from moext.io import atomic_write_text
+from moext.io import atomic_write_text, check_output
 
 LIGHTNING_NOTE = (
     "Without --bundle, `moext predict --config CONFIG ...` is LightningCLI's predict of a held-out "
@@ -350,19 +350,6 @@ def wants_bundle(argv: list[str]) -> bool:
     return asks_help and not any(a in ("-c", "--config") or a.startswith("--config=") for a in argv)
 
 
-def _check_writable(option: str, path: Path) -> None:
-    """Refuse an output that cannot be written as a file, before anything is predicted.
-
-    Raises:
-        ValueError: ``path`` is a folder, or lies under a file.
-    """
-    if path.is_dir():
-        raise ValueError(f"{option} {path}: a folder; name the file to write")
-    folder = next(p for p in path.absolute().parents if p.exists())
-    if not folder.is_dir():
-        raise ValueError(f"{option} {path}: {folder} is a file, not a folder")
-
-
 def _predict(a: argparse.Namespace) -> int:
     if a.out and Path(a.out).suffix not in (".json", ".csv"):
         raise ValueError(f"--out {a.out}: write .json or .csv")
@@ -371,7 +358,7 @@ def _predict(a: argparse.Namespace) -> int:
     strip = a.strip or (str(Path(a.out).with_suffix(".png")) if a.out else None)
     for option, target in (("--out", a.out), ("--strip", strip)):
         if target:
-            _check_writable(option, Path(target))
+            check_output(option, target, folder=False)
     began = time.perf_counter()
     model = load_bundle(a.bundle, device=a.device)
     loaded = time.perf_counter() - began

@@ -36,14 +36,13 @@ from moext.data.protocols import PROTOCOLS
 from moext.data.readers import DATASETS
 from moext.experiment.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from moext.experiment.compare import (
-    check_out_folder,
     compare_runs,
     load_run,
     parse_with_resampling,
     run_arguments,
 )
 from moext.experiment.errors import run_command
-from moext.io import atomic_write_text
+from moext.io import atomic_write_text, check_output
 
 #: The MEGC2019 composite's databases, in the paper's column order.
 CDE_DATASETS = ("smic", "casme2", "samm")
@@ -550,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _table(a: argparse.Namespace) -> int:
     if a.out:
-        check_out_folder(a.out)
+        check_output("--out", a.out, folder=True)
     table = make_table(a.runs, a.layout, a.published, a.resamples, a.seed)
     print(FORMATS[a.format](table), end="")
     if a.out:
