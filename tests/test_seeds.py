@@ -119,6 +119,18 @@ def test_a_seed_parent_with_seeds_of_other_samples_is_refused(tmp_path):
         compare.load_run(relabelled)
 
 
+def test_a_seed_folder_whose_run_never_started_is_not_left_out_silently(tmp_path):
+    """A seed<N>/ without experiment.json was skipped: the mean of 2 seeds shown where 3 were
+    meant, with no hint."""
+    parent = tmp_path / "three"
+    make_run(parent, "seed0", 0.9, seed=0)
+    make_run(parent, "seed1", 0.8, seed=1)
+    assert compare.load_run(parent).seeds.keys() == {"seed0", "seed1"}
+    (parent / "seed2").mkdir()
+    with pytest.raises(ValueError, match=r"seed2 holds no experiment.json"):
+        compare.load_run(parent)
+
+
 def classify_experiment(synth_root, tmp_path, monkeypatch):
     """The tests' classification experiment without pretraining, its runs under ``tmp_path``."""
     monkeypatch.setenv("MOEXT_DATA_ROOT", str(synth_root))

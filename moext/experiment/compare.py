@@ -45,7 +45,7 @@ from moext.experiment.bootstrap import (
 from moext.experiment.errors import run_command
 from moext.experiment.results import atomic_write_text, shown_items, subject_ids, verify_run
 from moext.experiment.run_folder import EXPERIMENT_FILE, fingerprint
-from moext.experiment.seeds import seed_folders, seed_statistics
+from moext.experiment.seeds import SEED_FOLDER, seed_folders, seed_statistics
 from moext.experiment.settings import LosoSettings
 from moext.experiment.tracking import quiet_stages, wandb_mode
 from moext.io import atomic_write, check_output
@@ -145,12 +145,22 @@ def load_seed_parent(parent: str | Path) -> Run:
 
     Raises:
         ValueError: as :func:`load_run` for any seed folder; seed folders of different methods,
-            classes or samples (naming what differs).
+            classes or samples (naming what differs); a ``seed<N>`` folder without its run.
     """
     path = Path(parent)
     runs = [load_run(folder) for folder in seed_folders(path)]
     if not runs:
         raise ValueError(f"{path}: no seed<N>/ run folders (moext loso --seeds)")
+    never = sorted(
+        c.name
+        for c in path.iterdir()
+        if SEED_FOLDER.match(c.name) and not (c / EXPERIMENT_FILE).is_file()
+    )
+    if never:  # left out, the mean would be over fewer seeds than were meant, without a word
+        raise ValueError(
+            f"{path}: {', '.join(never)} holds no {EXPERIMENT_FILE} (a seed run that never "
+            "started): finish it with `moext loso --seeds ...`, or remove it"
+        )
     for run in runs:
         run.name = f"{path.resolve().name}/{run.name}"
     check_comparable(runs)
