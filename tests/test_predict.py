@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from moext.cli import main
-from moext.data.footage import decode_video, read_frames, windows, write_video
+from moext.data.footage import FootageError, decode_video, read_frames, windows, write_video
 from moext.data.images import read_rgb
 from moext.experiment.bundle import BUNDLE_FILE, _Builder, build_datamodule, load_bundle
 from moext.experiment.final import write_weights
@@ -233,6 +233,9 @@ def test_a_long_recording_is_searched_in_windows(bundles, clip_dir, tmp_path, ca
     assert abs(result["clip"]["apex"]["frame"] - (7 + APEX - ONSET)) <= 1
     assert "the strongest of 3 windows" in printed
     assert windows(5, None) == [(0, 4)] and windows(10, 4) == [(0, 3), (2, 5), (4, 7), (6, 9)]
+    # a 2-frame window's apex is its last frame: its strength is always 0, the first one won
+    with pytest.raises(FootageError, match="at least 3 frames"):
+        windows(10, 2)
 
 
 def noise_frames(folder, count=3, size=96):

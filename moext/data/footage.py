@@ -315,12 +315,16 @@ def windows(count: int, size: int | None) -> list[tuple[int, int]]:
     one window of every frame when ``size`` is None or covers them.
 
     Raises:
-        FootageError: ``size`` < 2.
+        FootageError: ``size`` < 3 (a window of 2 frames has its apex on its last frame, so its
+            motion cannot fall back: every window would be as strong as none).
     """
     if size is None or size >= count:
         return [(0, count - 1)]
-    if size < 2:
-        raise FootageError(f"--window {size}: a window needs at least 2 frames")
+    if size < 3:
+        raise FootageError(
+            f"--window {size}: a window needs at least 3 frames (its first, an apex, and a last "
+            "frame for the motion to fall back)"
+        )
     starts = list(range(0, count - size + 1, max(1, size // 2)))
     if starts[-1] != count - size:
         starts.append(count - size)
