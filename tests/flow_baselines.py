@@ -136,6 +136,15 @@ def cli_fit_then_predict(method: str, size: int, tmp_path: Path) -> pd.DataFrame
     return preds
 
 
+#: The experiments every flow-image baseline ships: config -> (protocol, datasets).
+FLOW_BASELINE_CONFIGS = {
+    "cde3.yaml": ("cde3", ["casme2", "samm", "smic"]),
+    "cde3_precomputed.yaml": ("cde3", ["casme2", "samm", "smic"]),
+    "casme3_3class.yaml": ("casme3-3", ["casme3"]),
+    "demo.yaml": ("synth-3", ["synth"]),
+}
+
+
 def check_experiments(method: str, class_path: str, protocols: dict[str, tuple]) -> list:
     """Every ``experiments/<method>/*.yaml`` parses, passes the LOSO preflight (model and data
     built on the meta device and checked against each other) and is the expected experiment.

@@ -11,6 +11,7 @@ from moext.nn.offapexnet import OffApexNet, OffApexNetConfig
 from moext.tasks import OffApexNetClassifyTask
 from tests.flow_baselines import (
     EXPERIMENTS,
+    FLOW_BASELINE_CONFIGS,
     check_experiments,
     check_predictions,
     cli_fit_then_predict,
@@ -81,12 +82,7 @@ def test_experiments():
     configs = check_experiments(
         "offapexnet",
         "moext.tasks.OffApexNetClassifyTask",
-        {
-            "cde3.yaml": ("cde3", ["casme2", "samm", "smic"]),
-            "cde3_precomputed.yaml": ("cde3", ["casme2", "samm", "smic"]),
-            "casme3_3class.yaml": ("casme3-3", ["casme3"]),
-            "demo.yaml": ("synth-3", ["synth"]),
-        },
+        FLOW_BASELINE_CONFIGS,
     )
     for cfg in configs:
         net, data = cfg.model.init_args.net, cfg.data.init_args

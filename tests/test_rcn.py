@@ -12,6 +12,7 @@ from moext.nn.rcn import RCN, RCNConfig, class_attention
 from moext.tasks import RCNClassifyTask
 from tests.flow_baselines import (
     EXPERIMENTS,
+    FLOW_BASELINE_CONFIGS,
     check_experiments,
     check_predictions,
     cli_fit_then_predict,
@@ -134,12 +135,7 @@ def test_experiments():
     configs = check_experiments(
         "rcn",
         "moext.tasks.RCNClassifyTask",
-        {
-            "cde3.yaml": ("cde3", ["casme2", "samm", "smic"]),
-            "cde3_precomputed.yaml": ("cde3", ["casme2", "samm", "smic"]),
-            "casme3_3class.yaml": ("casme3-3", ["casme3"]),
-            "demo.yaml": ("synth-3", ["synth"]),
-        },
+        FLOW_BASELINE_CONFIGS,
     )
     for cfg in configs:
         model, data = cfg.model.init_args, cfg.data.init_args
