@@ -32,6 +32,8 @@ from moext.experiment.bootstrap import (
     LEVEL,
     TEST_METHOD,
     draw_counts,
+    percentile_interval,
+    subject_scopes,
     subject_strata,
     swap_masks,
 )
@@ -137,16 +139,7 @@ def _pool(per_subject: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def _interval(values: np.ndarray, level: float) -> list[float] | None:
     """The percentile interval of the defined values; None where none is defined."""
     values = values[~np.isnan(values)]
-    if not len(values):
-        return None
-    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
-    return [float(lo), float(hi)]
-
-
-def _scopes(subject_dataset: list[str]) -> dict[str | None, np.ndarray]:
-    names = np.asarray(subject_dataset)
-    scopes: dict[str | None, np.ndarray] = {None: np.arange(len(names))}
-    return scopes | {d: np.flatnonzero(names == d) for d in sorted(set(subject_dataset))}
+    return percentile_interval(values, level) if len(values) else None
 
 
 def bootstrap_au_ci(
@@ -171,7 +164,7 @@ def bootstrap_au_ci(
     per_subject, subject_dataset = subject_counts(y_true, y_pred, subjects, datasets)
     draws = draw_counts(subject_dataset, n_resamples, np.random.default_rng(seed))
     ci: dict[str | None, dict[str, list[float] | None]] = {}
-    for scope, cols in _scopes(subject_dataset).items():
+    for scope, cols in subject_scopes(subject_dataset, per_dataset=True).items():
         scores = _scores(_pool(per_subject[cols], draws[:, cols]), aus)
         ci[scope] = {k: _interval(v, level) for k, v in scores.items()}
     return {
@@ -401,7 +394,7 @@ def paired_au_comparison(
     draws = draw_counts(subject_dataset, n_resamples, rng)
     swaps, exact = swap_masks(len(counts_a), n_resamples, rng)
     result: dict[str | None, dict[str, Any]] = {}
-    for scope, cols in _scopes(subject_dataset).items():
+    for scope, cols in subject_scopes(subject_dataset, per_dataset=True).items():
         a, b = counts_a[cols], counts_b[cols]
         ones = np.ones((1, len(cols)))
         diff = float(_scores(_pool(a, ones), aus)[MEAN][0] - _scores(_pool(b, ones), aus)[MEAN][0])

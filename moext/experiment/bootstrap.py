@@ -125,7 +125,7 @@ def swap_masks(
     return rng.integers(0, 2, (n_resamples, n_subjects)).astype(float), False
 
 
-def _scopes(subject_dataset: list[str], per_dataset: bool) -> dict[str | None, np.ndarray]:
+def subject_scopes(subject_dataset: list[str], per_dataset: bool) -> dict[str | None, np.ndarray]:
     """Column (subject) indices of each scope.
 
     None for all subjects, then (``per_dataset``) one per source database.
@@ -145,7 +145,8 @@ def _by_scope(results: dict[str | None, Any]) -> dict[str, Any]:
     }
 
 
-def _percentile(values: np.ndarray, level: float) -> list[float]:
+def percentile_interval(values: np.ndarray, level: float) -> list[float]:
+    """The central ``level`` percentile interval ``[lo, hi]`` of (B,) resampled values."""
     lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return [float(lo), float(hi)]
 
@@ -340,9 +341,9 @@ def seed_mean_ci(
     rng = np.random.default_rng(seed)
     counts = draw_counts(subject_dataset, n_resamples, rng)
     ci = {}
-    for scope, cols in _scopes(subject_dataset, datasets is not None).items():
+    for scope, cols in subject_scopes(subject_dataset, datasets is not None).items():
         m = _seed_mean(cms[:, cols], counts[:, cols])
-        ci[scope] = {k: _percentile(m[k], level) for k in METRICS}
+        ci[scope] = {k: percentile_interval(m[k], level) for k in METRICS}
     return {
         "method": CI_METHOD,
         "unit": "subject",
@@ -405,7 +406,7 @@ def paired_seed_comparison(
     counts = draw_counts(subject_dataset, n_resamples, rng)
     swaps, exact = swap_masks(cms_a.shape[1], n_resamples, rng)
     by_scope = {}
-    for scope, cols in _scopes(subject_dataset, datasets is not None).items():
+    for scope, cols in subject_scopes(subject_dataset, datasets is not None).items():
         a, b = cms_a[:, cols], cms_b[:, cols]
         ones = np.ones((1, len(cols)))
         point_a, point_b = _seed_mean(a, ones), _seed_mean(b, ones)
@@ -421,7 +422,7 @@ def paired_seed_comparison(
             p = hits / len(null) if exact else (1 + hits) / (1 + len(null))
             res[metric] = {
                 "diff": diff,
-                "diff_ci": _percentile(boot_a[metric] - boot_b[metric], level),
+                "diff_ci": percentile_interval(boot_a[metric] - boot_b[metric], level),
                 "p_value": float(min(1.0, p)),
             }
         by_scope[scope] = res
